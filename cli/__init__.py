@@ -1,0 +1,17 @@
+"""The `inferops` command line. Each command group lives in its own module and imports heavy libraries lazily."""
+
+from __future__ import annotations
+
+import typer
+
+from cli import bench, capacity, serve, variants
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="inferops: measure, optimize, gate and plan inference services.")
+app.add_typer(bench.app, name="bench")
+app.add_typer(capacity.app, name="capacity")
+app.command("variants")(variants.variants)
+app.command("serve")(serve.serve)
+
+
+def main() -> None:
+    app()

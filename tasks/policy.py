@@ -1,0 +1,266 @@
+"""The policy: every threshold and weight from SPEC.md, loaded from YAML into typed pydantic models."""
+
+from __future__ import annotations
+
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
+
+
+class PolicyError(ValueError):
+    """A policy file that cannot be used; the message names the file, the key and the problem."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class GateItem(_Strict):
+    weight: float = Field(ge=0, le=1)
+    minimum: float = Field(ge=0, le=1)
+
+
+class Completion(_Strict):
+    success_rate_min: float = Field(ge=0, le=1)
+    model_load_rate_min: float = Field(ge=0, le=1)
+    p99_ms_max: float = Field(gt=0)
+    monitoring_coverage_min: float = Field(ge=0, le=1)
+
+
+class RolloutGate(_Strict):
+    items: dict[Literal["functional", "performance", "stability", "security"], GateItem]
+    sla_p99_ms: float = Field(gt=0)
+    target_qps: float = Field(gt=0)
+    stability_duration_s: float = Field(gt=0)
+    completion: Completion
+    require_approval: bool = False
+
+    @model_validator(mode="after")
+    def _weights_sum_to_one(self) -> RolloutGate:
+        total = sum(item.weight for item in self.items.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"gate item weights must sum to 1.0, got {total:.4f}")
+        return self
+
+
+class RolloutRisk(_Strict):
+    perf_deviation_rollback: float = Field(gt=0)
+    error_rate_alert: float = Field(ge=0, le=1)
+    utilisation_scale_out: float = Field(gt=0, le=1)
+
+
+class MatrixFactor(_Strict):
+    weight: float = Field(ge=0, le=1)
+    threshold: float = Field(ge=1, le=10)
+    direction: Literal["above", "below"]
+
+
+class Optimization(_Strict):
+    accuracy_retention_threshold: float = Field(gt=0, le=1)
+    accuracy_retention_floor: float = Field(gt=0, le=1)
+    marginal_gain_stop: float = Field(ge=0)
+    max_trials: int = Field(ge=1)
+    max_minutes: float = Field(gt=0)
+    repeats: int = Field(ge=1)
+    hardware_cost_per_hour: float = Field(ge=0)
+    investment_hours: float = Field(ge=0)
+    engineer_cost_per_hour: float = Field(ge=0)
+    expected_gain: dict[str, tuple[float, float]]
+    decision_matrix: dict[
+        Literal[
+            "performance_gain",
+            "accuracy_impact",
+            "implementation_cost",
+            "technical_risk",
+            "implementation_difficulty",
+        ],
+        MatrixFactor,
+    ]
+
+    @model_validator(mode="after")
+    def _threshold_not_looser_than_seed(self) -> Optimization:
+        if self.accuracy_retention_threshold < self.accuracy_retention_floor:
+            raise ValueError(
+                f"accuracy_retention_threshold {self.accuracy_retention_threshold} is looser than the "
+                f"floor {self.accuracy_retention_floor} (the seed's 0.95); raise it"
+            )
+        total = sum(f.weight for f in self.decision_matrix.values())
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"decision_matrix weights must sum to 1.0, got {total:.4f}")
+        return self
+
+
+class SuiteStep(_Strict):
+    cadence: str
+    duration_s: float | None = None
+    start_rps: float | None = None
+    max_rps: float | None = None
+    step_factor: float | None = None
+    step_duration_s: float | None = None
+    leak_slope_mb_per_h: float | None = None
+
+
+class TestSuite(_Strict):
+    benchmark: SuiteStep
+    load: SuiteStep
+    stress: SuiteStep
+    stability: SuiteStep
+    max_error_rate: float = Field(ge=0, le=1)
+
+
+class Layer(_Strict):
+    metrics: list[str]
+    resolution: str
+    retention_days: int = Field(gt=0)
+
+
+class AlertType(_Strict):
+    levels: list[str]
+    channels: list[str]
+    handle_within_min: float = Field(gt=0)
+
+
+class Monitoring(_Strict):
+    layers: dict[str, Layer]
+    alert_types: dict[str, AlertType]
+    gpu_temperature_warning_c: float
+    gpu_temperature_critical_c: float
+
+
+class Strategy(_Strict):
+    expansion: tuple[float, float]
+
+
+class GpuSpec(_Strict):
+    memory_gb: float = Field(gt=0)
+    memory_bandwidth_gbs: float = Field(gt=0)
+    fp16_tflops: float = Field(gt=0)
+    int8_tops: float = Field(gt=0)
+    price_per_hour: float = Field(ge=0)
+    source: str
+
+
+class Capacity(_Strict):
+    confidence_levels: list[float]
+    scenarios: list[Literal["normal_load", "peak_load", "burst_load"]]
+    target_utilisation: float = Field(gt=0, le=1)
+    horizon_days: int = Field(gt=0)
+    gap_policy: Literal["mask", "stop"]
+    min_history_days: float = Field(gt=0)
+    growth_bands: dict[Literal["high", "low"], float]
+    volatility_bands: dict[Literal["low", "high"], float]
+    strategies: dict[Literal["preventive", "hybrid", "elastic", "shrink"], Strategy]
+    gpu_catalog: dict[str, GpuSpec]
+    gpu_efficiency: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _levels_are_probabilities(self) -> Capacity:
+        for level in self.confidence_levels:
+            if not 0 < level < 1:
+                raise ValueError(f"confidence level {level} must be between 0 and 1")
+        return self
+
+
+class RiskEntry(_Strict):
+    name: str
+    probability: int = Field(ge=1, le=5)
+    impact: int = Field(ge=1, le=5)
+    weight: float = Field(ge=0, le=1)
+    gpu_factor: float
+
+
+class ResponseLevel(_Strict):
+    name: str
+    trigger: str
+    respond_within_min: float = Field(gt=0)
+    team: str
+
+
+class Risk(_Strict):
+    matrix_bands: dict[Literal["medium", "high"], float]
+    gpu_factor_range: tuple[float, float]
+    risk_register: list[RiskEntry]
+    response_levels: dict[str, ResponseLevel]
+    mttr_target_min: float = Field(gt=0)
+    availability_target: float = Field(gt=0, le=1)
+
+    @model_validator(mode="after")
+    def _factors_in_range(self) -> Risk:
+        lo, hi = self.gpu_factor_range
+        for entry in self.risk_register:
+            if not lo <= entry.gpu_factor <= hi:
+                raise ValueError(f"risk {entry.name!r}: gpu_factor {entry.gpu_factor} outside [{lo}, {hi}]")
+        return self
+
+
+class Endpoint(_Strict):
+    max_body_bytes: int = Field(gt=0)
+    max_items: int = Field(gt=0)
+    max_text_chars: int = Field(gt=0)
+    rate_limit_per_key_per_s: float | None = None
+    health_check_failures: int = Field(ge=1)
+
+
+class Policy(_Strict):
+    rollout_gate: RolloutGate
+    rollout_risk: RolloutRisk
+    optimization: Optimization
+    test_suite: TestSuite
+    history_retention_days: dict[str, int | None]
+    monitoring: Monitoring
+    capacity: Capacity
+    risk: Risk
+    endpoint: Endpoint
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PolicyError(f"policy file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise PolicyError(f"policy file {path} is not valid YAML: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise PolicyError(f"policy file {path} must hold a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def load_policy(path: str | Path | None = None) -> Policy:
+    """Load the default policy, deep-merged with the user's file when one is given."""
+    data = _read_yaml(DEFAULT_POLICY_FILE)
+    source = DEFAULT_POLICY_FILE
+    if path is not None:
+        source = Path(path)
+        data = _deep_merge(data, _read_yaml(source))
+    try:
+        return Policy.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"key '{'.'.join(str(p) for p in err['loc']) or '<root>'}': {err['msg']}" for err in exc.errors()
+        )
+        raise PolicyError(f"policy file {source}: {problems}") from None
+
+
+@lru_cache(maxsize=1)
+def default_policy() -> Policy:
+    """The policy in force: INFEROPS_POLICY_FILE over the packaged defaults."""
+    override = os.environ.get("INFEROPS_POLICY_FILE")
+    return load_policy(override or None)

@@ -1,0 +1,72 @@
+"""Session-wide fixtures: an isolated data dir and MLflow store, real-data paths that skip when absent."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Every test session writes to its own data dir and MLflow store, never the user's `.inferops/`."""
+    data_dir = tmp_path_factory.mktemp("inferops-data")
+    old = {k: os.environ.get(k) for k in ("INFEROPS_DATA_DIR", "INFEROPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")}
+    os.environ["INFEROPS_DATA_DIR"] = str(data_dir)
+    os.environ.pop("INFEROPS_MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    from tasks.settings import get_settings
+
+    get_settings.cache_clear()
+    yield data_dir
+    for key, value in old.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+    get_settings.cache_clear()
+
+
+@pytest.fixture(scope="session")
+def models_cache() -> Path:
+    """Trained/exported models shared across the session (built once, reused by many tests)."""
+    from tasks.settings import get_settings
+
+    return get_settings().models_dir
+
+
+def shared_file(*parts: str) -> Path:
+    """A file under ../shared/data, or skip the test with the reason when a fresh clone lacks it."""
+    path = SHARED_DATA.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"real data {path} is absent (it lives in ../shared/data beside the checkout)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def prefect_harness() -> Iterator[None]:
+    """A real, temporary Prefect API for flow runs (one per session)."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """One local Ray instance for the whole session, pinned to this machine's cores."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield
+    try:
+        from ray import serve
+
+        serve.shutdown()
+    finally:
+        ray.shutdown()
