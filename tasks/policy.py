@@ -61,6 +61,20 @@ class MatrixFactor(_Strict):
     direction: Literal["above", "below"]
 
 
+class TypeScores(_Strict):
+    cost: float = Field(ge=1, le=10)
+    risk: float = Field(ge=1, le=10)
+    difficulty: float = Field(ge=1, le=10)
+
+
+class Scoring(_Strict):
+    gain_for_full_score: float = Field(gt=0)
+    hardware_cost_weight: float = Field(ge=0)
+    spread_risk_weight: float = Field(ge=0)
+    fidelity_risk_weight: float = Field(ge=0)
+    by_type: dict[str, TypeScores]
+
+
 class Optimization(_Strict):
     accuracy_retention_threshold: float = Field(gt=0, le=1)
     accuracy_retention_floor: float = Field(gt=0, le=1)
@@ -72,6 +86,7 @@ class Optimization(_Strict):
     investment_hours: float = Field(ge=0)
     engineer_cost_per_hour: float = Field(ge=0)
     expected_gain: dict[str, tuple[float, float]]
+    scoring: Scoring
     decision_matrix: dict[
         Literal[
             "performance_gain",
