@@ -1,0 +1,253 @@
+"""Inference engines: PyTorch eager and ONNX Runtime, each saying honestly which provider and threads ran."""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from serving.zoo import ModelSpec, get_model, load_tokenizer
+from tasks.artifacts import ArtifactError, read_manifest, verify_artifact
+
+log = logging.getLogger(__name__)
+
+# Best first: an engine asks for every provider it can use and ONNX Runtime falls back down this list.
+PROVIDER_PREFERENCE: tuple[str, ...] = (
+    "TensorrtExecutionProvider",
+    "CUDAExecutionProvider",
+    "CPUExecutionProvider",
+)
+GRAPH_LEVELS = ("disabled", "basic", "extended", "all")
+
+
+def default_intra_op_threads() -> int:
+    """All cores this process may use (2 here): ORT's default, stated explicitly so reports can show it."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def choose_providers(requested: list[str] | None) -> tuple[list[str], str | None]:
+    """Providers to ask ONNX Runtime for, and the reason when some requested ones are not available."""
+    import onnxruntime as ort
+
+    available = set(ort.get_available_providers())
+    wanted = list(requested) if requested else [p for p in PROVIDER_PREFERENCE if p in available]
+    usable = [p for p in wanted if p in available]
+    missing = [p for p in wanted if p not in available]
+    reason = None
+    if missing:
+        reason = (
+            f"{', '.join(missing)} not available in this onnxruntime build "
+            f"(available: {', '.join(sorted(available))}); falling back to {usable or ['CPUExecutionProvider']}"
+        )
+        log.warning("execution provider fallback: %s", reason)
+    if "CPUExecutionProvider" not in usable:
+        usable.append("CPUExecutionProvider")  # always a last resort
+    return usable, reason
+
+
+class Engine:
+    """Common surface: identity (model, variant, sha256), what ran (provider, info) and `infer`."""
+
+    model: str
+    variant: str
+    sha256: str
+    provider: str
+    kind: str
+    info: dict[str, Any]
+    spec: ModelSpec
+    max_tokens: int
+
+    def __init__(self, path: Path, sha256: str, manifest: dict[str, Any], spec: ModelSpec) -> None:
+        self.path = path
+        self.sha256 = sha256
+        self.manifest = manifest
+        self.model = str(manifest.get("model", spec.name))
+        self.variant = str(manifest.get("variant", path.stem))
+        self.kind = spec.kind
+        self.spec = spec
+        self.info = {}
+        if spec.kind == "text":
+            assert spec.tokenizer_dir is not None and spec.max_tokens is not None
+            self.max_tokens = spec.max_tokens
+            self._tok = load_tokenizer(spec.tokenizer_dir, spec.max_tokens)
+            self._tok_full = load_tokenizer(spec.tokenizer_dir, None)
+
+    def token_lengths(self, texts: list[str]) -> list[int]:
+        """Untruncated token counts (special tokens included), for the server's max-token check."""
+        return [len(e.ids) for e in self._tok_full.encode_batch(list(texts))]
+
+    def _encode(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """Token ids padded to the longest text in this batch (not to max length: far less compute)."""
+        if isinstance(texts, str) or not texts:
+            raise ValueError("text engines take a non-empty list of strings")
+        enc = self._tok.encode_batch(list(texts))
+        return {
+            "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
+            "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
+            "token_type_ids": np.asarray([e.type_ids for e in enc], dtype=np.int64),
+        }
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        raise NotImplementedError
+
+    def infer_timed(self, inputs: Any) -> tuple[np.ndarray, dict[str, float]]:
+        """`infer`, plus seconds spent in `tokenize` and `compute`."""
+        t0 = time.perf_counter()
+        feeds = self._encode(inputs) if self.kind == "text" else {"x": np.ascontiguousarray(inputs, dtype=np.float32)}
+        t1 = time.perf_counter()
+        out = self._run(feeds)
+        t2 = time.perf_counter()
+        return out, {"tokenize": t1 - t0, "compute": t2 - t1}
+
+    def infer(self, inputs: Any) -> np.ndarray:
+        """text: list[str] -> (N, dim) L2-normalised float32; tensor: array -> array."""
+        return self.infer_timed(inputs)[0]
+
+    def describe(self) -> dict[str, Any]:
+        return {"model": self.model, "variant": self.variant, "sha256": self.sha256, "provider": self.provider, **self.info}
+
+
+class OrtEngine(Engine):
+    """An ONNX Runtime session over a variant file, with explicit providers and thread settings."""
+
+    def __init__(
+        self,
+        path: Path,
+        sha256: str,
+        manifest: dict[str, Any],
+        spec: ModelSpec,
+        *,
+        providers: list[str] | None = None,
+        intra_op_threads: int | None = None,
+        inter_op_threads: int | None = None,
+        allow_spinning: bool = True,
+        graph_level: str | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        super().__init__(path, sha256, manifest, spec)
+        wanted = providers or manifest.get("providers")
+        chosen, reason = choose_providers(wanted)
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = intra_op_threads or default_intra_op_threads()
+        so.inter_op_num_threads = inter_op_threads or 1
+        # spinning threads burn a core while idle, which starves a co-located HTTP proxy
+        so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
+        level = graph_level or manifest.get("session_graph_level", "all")
+        if level not in GRAPH_LEVELS:
+            raise ArtifactError(f"{path}: graph level {level!r} is not one of {GRAPH_LEVELS}")
+        so.graph_optimization_level = {
+            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+        }[level]
+        provider_options = [dict(manifest.get("provider_options", {}).get(p, {})) for p in chosen]
+        try:
+            self.session = ort.InferenceSession(str(path), so, providers=chosen, provider_options=provider_options)
+        except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
+            raise ArtifactError(
+                f"ONNX model {path} cannot be loaded by onnxruntime: {str(exc).strip()[:300]} "
+                "(the file is corrupt or not ONNX; rebuild the variant)"
+            ) from exc
+        used = self.session.get_providers()
+        self.provider = used[0]
+        if wanted and used[0] != wanted[0] and reason is None:
+            reason = f"{wanted[0]} failed to initialise; onnxruntime ran {used[0]}"
+            log.warning("execution provider fallback: %s", reason)
+        self.input_names = [i.name for i in self.session.get_inputs()]
+        self.info = {
+            "engine": "onnxruntime",
+            "onnxruntime": ort.__version__,
+            "providers_requested": wanted or list(PROVIDER_PREFERENCE),
+            "providers_used": used,
+            "fallback_reason": reason,
+            "intra_op_threads": so.intra_op_num_threads,
+            "inter_op_threads": so.inter_op_num_threads,
+            "allow_spinning": allow_spinning,
+            "graph_level": level,
+        }
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if self.kind == "text":
+            run_feeds = {k: feeds[k] for k in self.input_names}
+        else:
+            run_feeds = {self.input_names[0]: feeds["x"]}
+        return np.asarray(self.session.run(None, run_feeds)[0])
+
+
+class TorchEngine(Engine):
+    """PyTorch eager FP32 over a saved state dict, rebuilt with the zoo's architecture."""
+
+    def __init__(
+        self, path: Path, sha256: str, manifest: dict[str, Any], spec: ModelSpec, *, intra_op_threads: int | None = None
+    ) -> None:
+        import torch
+
+        super().__init__(path, sha256, manifest, spec)
+        if spec.empty_module is None:
+            raise ArtifactError(f"{path}: model {spec.name} has no PyTorch architecture to load weights into")
+        threads = intra_op_threads or default_intra_op_threads()
+        torch.set_num_threads(threads)  # process-wide in torch: the report states what was set
+        module = spec.empty_module()
+        try:
+            module.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+        except Exception as exc:
+            raise ArtifactError(f"PyTorch weights {path} cannot be loaded: {exc}"[:400]) from exc
+        self.module = module.eval()
+        self.provider = "torch-cpu"
+        self.info = {"engine": "torch", "torch": torch.__version__, "intra_op_threads": threads, "fallback_reason": None}
+
+    def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        import torch
+
+        with torch.inference_mode():
+            if self.kind == "text":
+                args = [torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
+                return self.module(*args).numpy()
+            return self.module(torch.from_numpy(feeds["x"])).numpy()
+
+
+def load_engine(
+    path: str | Path,
+    *,
+    expected_sha256: str | None = None,
+    providers: list[str] | None = None,
+    intra_op_threads: int | None = None,
+    inter_op_threads: int | None = None,
+    allow_spinning: bool = True,
+    graph_level: str | None = None,
+    model: str | None = None,
+) -> Engine:
+    """Verify the artifact's sha256 (argument or manifest) and open it with the right engine."""
+    path = Path(path)
+    sha = verify_artifact(path, expected_sha256)
+    try:
+        manifest = read_manifest(path)
+    except ArtifactError:
+        if model is None:
+            raise
+        manifest = {"model": model, "variant": path.stem}  # a bare ONNX file with its sha given by the caller
+    spec = get_model(model or str(manifest.get("model")))
+    if path.suffix == ".onnx":
+        return OrtEngine(
+            path,
+            sha,
+            manifest,
+            spec,
+            providers=providers,
+            intra_op_threads=intra_op_threads,
+            inter_op_threads=inter_op_threads,
+            allow_spinning=allow_spinning,
+            graph_level=graph_level,
+        )
+    if path.suffix == ".pt":
+        return TorchEngine(path, sha, manifest, spec, intra_op_threads=intra_op_threads)
+    raise ArtifactError(f"{path}: unknown artifact type {path.suffix!r}; expected .onnx or .pt")
