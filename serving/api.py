@@ -214,6 +214,8 @@ def parse_json_bytes(raw: bytes) -> Any:
     try:
         payload = _loads(raw)
     except (_DecodeError, ValueError) as exc:
+        if "recursion" in str(exc).lower():  # orjson's own nesting cap
+            raise RequestRejected(400, "body", "max_depth", MAX_JSON_DEPTH, "JSON nesting is too deep") from None
         raise RequestRejected(400, "body", "json", None, f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise RequestRejected(400, "body", "max_depth", MAX_JSON_DEPTH, "JSON nesting is too deep") from None

@@ -35,6 +35,9 @@ DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
 DEFAULT_MAX_ONGOING_REQUESTS = 64
 HEALTH_CHECK_PERIOD_S = 5.0
 RECENT_BATCHES = 512
+# Live-tunable fields travel in user_config only: keeping them out of the init args lets Serve apply a change
+# with reconfigure() on running replicas instead of replacing them.
+BATCHING_FIELDS = {"max_batch_size", "batch_wait_timeout_s", "bucket_overhead_tokens"}
 
 
 def _split_csv(value: Any) -> Any:
@@ -230,6 +233,7 @@ class ModelRuntime:
             "recent_batch_sizes": dict(sorted(Counter(self.recent_batch_sizes).items())),
             "padding_efficiency": float(np.mean(self.recent_efficiency)) if self.recent_efficiency else None,
             "switch_history": [r.as_dict() for r in self.slot.history[-5:]],
+            "replica": _replica_id(),
         }
         if engine.kind == "text":
             meta["max_tokens"] = engine.max_tokens
@@ -379,6 +383,14 @@ class ModelRuntime:
             raise RuntimeError(f"model {self.name}: the batching loop is not running")
 
 
+def _replica_id() -> str:
+    """Which replica answered (tests use it to show reconfigure did not restart it)."""
+    import os
+
+    ctx = serve.get_replica_context()
+    return f"{ctx.replica_tag if ctx else 'local'}/pid{os.getpid()}"
+
+
 def _merge_timings(per_item: list[dict[str, float]]) -> dict[str, float]:
     """A request's phases: the longest wait any of its items saw, compute of the batches it rode."""
     merged: dict[str, float] = {}
@@ -417,8 +429,9 @@ def _packed(reply_or_rejection: Any) -> Any:
 class ModelServer:
     """An extra model in its own deployment (own replicas, batch queue and metrics), called by the ingress."""
 
-    def __init__(self, source: ModelSource, options: dict[str, Any], batching: dict[str, Any]) -> None:
-        self.runtime = ModelRuntime(source, EngineOptions(**options), BatchingConfig(**batching))
+    def __init__(self, source: ModelSource, options: dict[str, Any]) -> None:
+        # batching arrives through user_config -> reconfigure() right after __init__
+        self.runtime = ModelRuntime(source, EngineOptions(**options), BatchingConfig())
 
     def reconfigure(self, user_config: dict[str, Any]) -> None:
         self.runtime.apply_batching(BatchingConfig(**user_config))
@@ -464,7 +477,8 @@ class InferenceIngress:
             allow_spinning=self.args.allow_spinning,
             use_gpu=self.args.gpus() > 0,
         )
-        self.runtime = ModelRuntime(primary, options, self.args.batching())
+        # batching arrives through user_config -> reconfigure() right after __init__
+        self.runtime = ModelRuntime(primary, options, BatchingConfig())
         self.extra = extra
 
     def __serve_build_asgi_app__(self) -> Any:
@@ -563,13 +577,13 @@ def build_app(args: dict[str, Any]) -> Application:
             max_ongoing_requests=parsed.max_ongoing_requests,
             user_config=parsed.batching().model_dump(),
             ray_actor_options=actor_options,
-        ).bind(source, options.model_dump(), parsed.batching().model_dump())
+        ).bind(source, options.model_dump())
     return InferenceIngress.options(  # type: ignore[attr-defined]
         num_replicas=parsed.num_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         user_config=parsed.batching().model_dump(),
         ray_actor_options=actor_options,
-    ).bind(parsed.model_dump(), primary, extra)
+    ).bind(parsed.model_dump(exclude=BATCHING_FIELDS), primary, extra)
 
 
 def _default_variant(model: str) -> str | None:
@@ -623,10 +637,51 @@ def http_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def run_local(
-    args: dict[str, Any], *, name: str = "inferops", host: str = "127.0.0.1", port: int = 8000, blocking: bool = False
-) -> str:
-    """Deploy on the running (or a new local) Ray and return the base URL actually serving.
+def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: str = "/") -> dict[str, Any]:
+    """One application entry of a Serve config (what `serve build` writes), batching in `user_config`.
+
+    Deployed through the declarative path, a change that touches only `user_config` is applied by
+    `reconfigure()` on the running replicas; Python `serve.run` would give every deploy a new random code
+    version and replace them.
+    """
+    parsed = AppArgs.model_validate(args)
+    batching = parsed.batching().model_dump()
+    deployments = [{"name": "InferenceIngress", "user_config": batching}]
+    for ref in parsed.extra_models:
+        model, _ = _parse_model_ref(ref)
+        deployments.append({"name": f"model-{_safe_name(model)}", "user_config": batching})
+    return {
+        "name": name,
+        "route_prefix": route_prefix,
+        "import_path": "serving.app:build_app",
+        "args": parsed.model_dump(mode="json", exclude=BATCHING_FIELDS, exclude_defaults=True),
+        "deployments": deployments,
+    }
+
+
+def deploy(args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 300.0) -> None:
+    """Deploy or update one app declaratively, keeping the other declaratively deployed apps as they are."""
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("Serve is not running: call serve.start() first")
+    current = ray_get(client._controller.get_app_configs.remote())
+    apps = [cfg.model_dump(exclude_unset=True) for app_name, cfg in current.items() if app_name != name]
+    apps.append(app_config(args, name=name))
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
+    client._wait_for_application_running(name, timeout_s=int(timeout_s))
+
+
+def ray_get(ref: Any) -> Any:
+    import ray
+
+    return ray.get(ref)
+
+
+def run_local(args: dict[str, Any], *, name: str = "inferops", host: str = "127.0.0.1", port: int = 8000) -> str:
+    """Start Serve on loopback (if not yet up), deploy the app and return the base URL actually serving.
 
     Serve's HTTP options are cluster-wide and fixed once Serve starts, so when Serve is already up its port
     wins over `port`.
@@ -635,10 +690,9 @@ def run_local(
     from ray.serve.context import _get_global_client
 
     ray_serve.start(http_options={"host": host, "port": port})
-    app = build_app(args)
-    ray_serve.run(app, name=name, route_prefix="/", blocking=blocking)
+    deploy(args, name=name)
     client = _get_global_client()
     if client is None:
-        raise RuntimeError("Serve did not start: no controller client after serve.run")
+        raise RuntimeError("Serve did not start: no controller client after deploy")
     config = client.http_config
     return http_url(config.host or host, int(config.port))
