@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import typer
@@ -27,7 +28,8 @@ def plan(
     from tasks.history import HistoryError, load_file
     from tasks.policy import default_policy
 
-    console = Console()
+    # Piped output gets a wide console so the plan table is not truncated.
+    console = Console(width=None if sys.stdout.isatty() else 160)
     policy = default_policy()
     try:
         raw = load_file(history)

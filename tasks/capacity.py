@@ -18,6 +18,7 @@ HOURS_PER_MONTH = 730.0  # unit conversion (8760 h / 12), not policy
 PLAN_SCENARIO = "peak_load"
 PLAN_CONFIDENCE = 0.95
 BENCH_EXPERIMENT = "inferops-bench"
+CURRENT_PEAK_QUANTILE = 0.99
 ESTIMATE_SEQ_LEN = 128  # tokens per text request assumed by the GPU estimate when the graph's length is symbolic
 # ONNX TensorProto element types -> bytes per element (float, uint8, int8, int32, int64, float16, double, bf16).
 ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
@@ -104,8 +105,9 @@ class ModelCost:
 
 def _dims(value_info: Any) -> list[int] | None:
     shape = value_info.type.tensor_type.shape
-    dims = [d.dim_value if d.HasField("dim_value") else None for d in shape.dim]
-    return None if any(d is None for d in dims) else [int(d) for d in dims]  # type: ignore[misc]
+    if not all(d.HasField("dim_value") for d in shape.dim):
+        return None
+    return [int(d.dim_value) for d in shape.dim]
 
 
 def _symbolic_default(name: str, seq_len: int) -> int:
@@ -370,9 +372,10 @@ def recommend(
 
 
 def current_units(history: pd.Series, options: list[CapacityOption], policy: Capacity | None = None) -> dict[str, int]:
-    """What each option would need today: units covering the observed peak at the target utilisation."""
+    """What each option would need today: units covering the observed p99 window at the target utilisation."""
     policy = policy or default_policy().capacity
-    peak = float(np.nanmax(history.to_numpy(dtype=float)))
+    # p99, not max: a handful of burst windows should not define today's fleet (burst_load covers them).
+    peak = float(np.nanquantile(history.to_numpy(dtype=float), CURRENT_PEAK_QUANTILE))
     return {o.name: units_needed(peak, o.unit_rps, policy.target_utilisation) for o in options}
 
 

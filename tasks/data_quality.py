@@ -206,7 +206,7 @@ def run_suite(frame: pd.DataFrame, expectations: list[Any]) -> list[Any]:
         suite.add_expectation(expectation)
     batch = batch_def.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format={"result_format": "COMPLETE", "partial_unexpected_count": 5})
-    by_id = {r.expectation_config.id: r for r in result.results}
+    by_id = {r.expectation_config.id: r for r in result.results if r.expectation_config is not None}
     return [by_id[e.id] for e in suite.expectations]
 
 

@@ -18,7 +18,7 @@ BACKTEST_FOLDS = 4
 BACKTEST_HORIZON_DAYS = 2.0
 BACKTEST_MIN_TRAIN_DAYS = 7.0
 PROPHET_SAMPLES = 300
-PROPHET_SEASONALITY_MODE = "additive"  # multiplicative measured worse on the ServeGen traces
+PROPHET_SEASONALITY_MODE: Literal["additive", "multiplicative"] = "additive"  # multiplicative measured worse on the ServeGen traces
 # Widen a level's interval only when its backtest coverage falls short of nominal by more than this; never
 # narrow it (over-covering is the safe side for capacity).
 CALIBRATION_TOLERANCE = 0.05
@@ -29,8 +29,10 @@ BURST_QUANTILE = 0.99
 TREND_TAIL_DAYS = 7.0
 SEASON_DAYS = {"daily": 1.0, "weekly": 7.0}
 
-for _noisy in ("cmdstanpy", "prophet", "prophet.plot"):
+for _noisy in ("cmdstanpy", "prophet"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
+# Prophet logs the missing optional plotly at ERROR on import; we plot with matplotlib.
+logging.getLogger("prophet.plot").setLevel(logging.CRITICAL)
 
 
 class ForecastError(ValueError):
