@@ -150,7 +150,7 @@ def load_trace(
         span = offsets[-1]
         if span <= 0 or len(offsets) < 2:
             raise LoadInputError(f"trace file {path} spans no time; it cannot be rescaled to {target_rps} req/s")
-        speedup = (len(offsets) - 1) / span / target_rps
+        speedup = target_rps / ((len(offsets) - 1) / span)  # trace's own mean rate -> target
     if not math.isfinite(speedup) or speedup <= 0:
         raise LoadInputError(f"trace speedup {speedup} must be a positive number")
     offsets = [o / speedup for o in offsets]

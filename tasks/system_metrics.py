@@ -57,12 +57,11 @@ class SystemSummary:
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for MLflow: utilisation of the targets and, with a GPU, of the GPUs."""
-        out = {
-            "host_cpu_percent_mean": self.host_cpu_percent_mean,
-            "target_cpu_percent_mean": self.cpu_percent_mean,
-            "target_cpu_percent_max": self.cpu_percent_max,
-            "target_rss_mb_max": self.rss_max_bytes / 2**20,
-        }
+        out = {"host_cpu_percent_mean": self.host_cpu_percent_mean}
+        if self.pids:  # without target processes there is nothing to report, and zeros would mislead
+            out["target_cpu_percent_mean"] = self.cpu_percent_mean
+            out["target_cpu_percent_max"] = self.cpu_percent_max
+            out["target_rss_mb_max"] = self.rss_max_bytes / 2**20
         flat = [g for _, gs in self.gpu_samples for g in gs]
         if flat:
             out["gpu_utilisation_percent_mean"] = sum(g.utilisation_percent for g in flat) / len(flat)
