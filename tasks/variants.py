@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from serving.zoo import ModelSpec, get_model, load_tokenizer, model_slug
+from serving.zoo import ModelSpec, get_model, load_tokenizer, model_slug, save_state_dict
 from tasks.artifacts import ArtifactError, read_manifest, sha256_file, verify_artifact, write_artifact
 from tasks.settings import get_settings
 
@@ -303,11 +303,9 @@ def _source_description(spec: ModelSpec) -> str:
 
 
 def _build_torch(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> None:
-    import torch
-
     if spec.torch_module is None:
         raise VariantUnavailable(f"model {spec.name} has no PyTorch module")
-    torch.save(spec.torch_module().state_dict(), tmp)
+    save_state_dict(spec.torch_module().state_dict(), tmp)
 
 
 def _build_export(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> None:
@@ -419,7 +417,12 @@ def calibration_feeds(spec: ModelSpec, input_names: list[str], size: int) -> Ite
 
 def _build_static(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> None:
     import onnxruntime as ort
-    from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        quantize_static,
+    )
 
     assert parent is not None
     names = [i.name for i in ort.InferenceSession(str(parent.path), providers=["CPUExecutionProvider"]).get_inputs()]
