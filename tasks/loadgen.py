@@ -187,7 +187,11 @@ def endpoint_url(url: str, path: str = DEFAULT_ENDPOINT_PATH) -> str:
 
 
 class HttpTarget:
-    """POSTs a JSON body built per request to one URL with an httpx async client."""
+    """POSTs a JSON body built per request to one URL with an aiohttp session.
+
+    aiohttp rather than httpx: measured on this 2-core box at 200 req/s, 0.53 ms of generator CPU per request
+    against 1.2-1.5 ms for httpx.AsyncClient, and the generator shares the cores with the server under test.
+    """
 
     def __init__(
         self,
@@ -203,31 +207,35 @@ class HttpTarget:
         self.headers = headers or {}
         self.timeout_s = timeout_s
         self.max_connections = max_connections
-        self._client: Any = None
+        self._session: Any = None
 
     async def __aenter__(self) -> HttpTarget:
-        import httpx
+        import aiohttp
 
-        limits = httpx.Limits(max_connections=self.max_connections, max_keepalive_connections=self.max_connections)
-        self._client = httpx.AsyncClient(timeout=httpx.Timeout(self.timeout_s), limits=limits, headers=self.headers)
+        self._session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=self.max_connections),
+            timeout=aiohttp.ClientTimeout(total=self.timeout_s),
+            headers=self.headers,
+        )
         return self
 
     async def __aexit__(self, *exc: object) -> None:
-        await self._client.aclose()
+        await self._session.close()
 
     async def send(self, i: int) -> Outcome:
-        import httpx
+        import aiohttp
 
         try:
-            response = await self._client.post(self.url, json=self.body_factory(i))
-            await response.aread()
-        except httpx.TimeoutException:
+            async with self._session.post(self.url, json=self.body_factory(i)) as response:
+                await response.read()
+                status = response.status
+                timing_header = response.headers.get("server-timing")
+        except TimeoutError:
             return Outcome("timeout", False)
-        except httpx.HTTPError as exc:
+        except aiohttp.ClientError as exc:
             return Outcome(f"error:{type(exc).__name__}", False)
-        ok = 200 <= response.status_code < 300
-        timing = parse_server_timing(response.headers.get("server-timing")) if ok else {}
-        return Outcome(str(response.status_code), ok, timing)
+        ok = 200 <= status < 300
+        return Outcome(str(status), ok, parse_server_timing(timing_header) if ok else {})
 
 
 class InProcessTarget:

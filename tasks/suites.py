@@ -35,6 +35,8 @@ STRESS_BISECT_STEPS = 4
 STRESS_BISECT_TOLERANCE = 0.05  # stop bisecting when the bracket is within 5%
 STRESS_TIMEOUT_SLA_MULTIPLE = 20.0  # a request 20x over the SLA is a timeout; it would fail the step anyway
 STRESS_DRAIN_MAX_S = 30.0
+# A P99 from a handful of requests is just the maximum: a step lasts long enough to send at least this many.
+STRESS_MIN_REQUESTS_PER_STEP = 40
 # Memory early in a run is allocator and cache warm-up, not a leak: fit the slope on the rest.
 STABILITY_WARMUP_FRACTION = 0.2
 LEAK_MIN_SAMPLES = 4
@@ -356,8 +358,9 @@ def find_knee(
     started = time.monotonic()
 
     def attempt(r: float, phase: Literal["ramp", "bisect"]) -> bool:
+        duration = max(step_s, STRESS_MIN_REQUESTS_PER_STEP / r)
         load = run_http_open(
-            url, body_factory, rate=r, duration_s=step_s, headers=hdrs, timeout_s=timeout, concurrency_cap=concurrency_cap
+            url, body_factory, rate=r, duration_s=duration, headers=hdrs, timeout_s=timeout, concurrency_cap=concurrency_cap
         )
         p99 = load.percentiles["p99"]
         ok = math.isfinite(p99) and p99 <= sla and load.error_rate <= max_err

@@ -1,7 +1,7 @@
 """Small real HTTP servers for measurement tests, run with uvicorn in a subprocess on a free loopback port.
 
 Kinds:
-- `distribution`: concurrent, sleeps 10 ms for 9 requests in 10 and 60 ms for the 10th (known percentiles);
+- `distribution`: concurrent, sleeps 10 ms for 9 requests in 10 and 100 ms for the 10th (known percentiles);
 - `capacity`: one request at a time, fixed service time (blocking the event loop), so capacity = 1 / service;
 - `leaking`: holds `leak_kb` KiB per request forever; `steady`: same work, nothing kept.
 All answer `POST /v1/embeddings` (404 for a model other than `minilm`), `GET /v2/health/ready`,
@@ -26,7 +26,7 @@ import httpx
 
 MODEL = "minilm"
 FAST_MS = 10.0
-SLOW_MS = 60.0
+SLOW_MS = 100.0
 SLOW_EVERY = 10
 
 
