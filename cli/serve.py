@@ -1,8 +1,73 @@
-"""`inferops serve`: start the Ray Serve application locally."""
+"""`inferops serve`: start the Ray Serve application locally, print the URL and an example call, block."""
+
+from __future__ import annotations
+
+import os
+import time
 
 import typer
 
 
-def serve(model: str = typer.Option("minilm")) -> None:
-    """Serve a model over HTTP."""
-    raise typer.Exit(code=2)
+def _example_curl(url: str, model: str, kind: str, keyed: bool) -> str:
+    auth = ' -H "Authorization: Bearer $INFEROPS_KEY"' if keyed else ""
+    if kind == "text":
+        return f"curl -s {url}/v1/embeddings -H 'Content-Type: application/json'{auth} -d '{{\"model\": \"{model}\", \"input\": [\"hello world\"]}}'"
+    return f"curl -s {url}/v2/models/{model}{auth}"
+
+
+def serve(
+    model: str = typer.Option("minilm", help="zoo name, onnx:/abs/path.onnx, or models:/NAME@alias"),
+    variant: str | None = typer.Option(None, help="variant to serve (default onnx-fp32)"),
+    extra_model: list[str] = typer.Option([], help="more models to serve, 'name' or 'name:variant' (repeatable)"),
+    host: str = typer.Option("127.0.0.1", help="bind address"),
+    port: int = typer.Option(8000, help="HTTP port"),
+    ingress: str | None = typer.Option(None, help="auto | proxy | haproxy (default: INFEROPS_INGRESS or auto)"),
+    max_batch_size: int = typer.Option(16, help="dynamic batching: most requests per batch"),
+    batch_wait_timeout_s: float = typer.Option(0.005, help="dynamic batching: longest wait to fill a batch"),
+    intra_op_threads: int = typer.Option(1, help="ONNX Runtime intra-op threads per replica"),
+    num_cpus: int | None = typer.Option(None, help="CPUs for the local Ray (default: all)"),
+) -> None:
+    """Serve a model over HTTP (Open Inference Protocol v2 + OpenAI embeddings) until Ctrl-C."""
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    from serving.app import ingress_env
+
+    try:
+        env, chosen = ingress_env(ingress or settings.ingress)
+    except (ValueError, RuntimeError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    os.environ.update(env)  # before Ray starts: the controller and raylet read these at boot
+
+    import ray
+    from ray import serve as ray_serve
+
+    from serving.app import run_local
+    from serving.auth import keyring_from_settings
+
+    ray.init(address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+    args = {
+        "model": model,
+        "variant": variant,
+        "extra_models": extra_model,
+        "max_batch_size": max_batch_size,
+        "batch_wait_timeout_s": batch_wait_timeout_s,
+        "intra_op_threads": intra_op_threads,
+    }
+    try:
+        url = run_local(args, name="inferops", host=host, port=port)
+        keyed = keyring_from_settings().enabled
+        typer.echo(f"inferops serving {model} ({variant or 'onnx-fp32'}) at {url}  [ingress: {chosen}]")
+        typer.echo(f"  OpenAPI: {url}/docs    health: {url}/v2/health/ready")
+        typer.echo(f"  try:     {_example_curl(url, model, 'text' if model == 'minilm' else 'tensor', keyed)}")
+        if not keyed:
+            typer.echo("  note:    no API keys configured (INFEROPS_API_KEYS / INFEROPS_API_KEYS_FILE): access is open")
+        typer.echo("Ctrl-C to stop.")
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        typer.echo("stopping")
+    finally:
+        ray_serve.shutdown()
+        ray.shutdown()

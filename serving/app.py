@@ -667,9 +667,17 @@ def deploy(args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 3
     client = _get_global_client()
     if client is None:
         raise RuntimeError("Serve is not running: call serve.start() first")
+    from ray import serve as ray_serve
+
+    mine = app_config(args, name=name)
+    live = set(ray_serve.status().applications)  # the config checkpoint still lists apps deleted since
     current = ray_get(client._controller.get_app_configs.remote())
-    apps = [cfg.model_dump(exclude_unset=True) for app_name, cfg in current.items() if app_name != name]
-    apps.append(app_config(args, name=name))
+    apps = [
+        cfg.model_dump(exclude_unset=True)
+        for app_name, cfg in current.items()
+        if app_name != name and app_name in live and cfg.route_prefix != mine["route_prefix"]
+    ]
+    apps.append(mine)
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
     client._wait_for_application_running(name, timeout_s=int(timeout_s))
 
@@ -696,3 +704,10 @@ def run_local(args: dict[str, Any], *, name: str = "inferops", host: str = "127.
         raise RuntimeError("Serve did not start: no controller client after deploy")
     config = client.http_config
     return http_url(config.host or host, int(config.port))
+
+
+def __getattr__(name: str) -> Any:
+    """`serving.app:app` (for `serve build`, which needs an Application): the default minilm app, built lazily."""
+    if name == "app":
+        return build_app({})
+    raise AttributeError(f"module 'serving.app' has no attribute {name!r}")

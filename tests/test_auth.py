@@ -6,7 +6,14 @@ from pathlib import Path
 
 import pytest
 
-from serving.auth import KeyFileError, RateLimiter, build_keyring, presented_key, read_key_file, retry_after_header
+from serving.auth import (
+    KeyFileError,
+    RateLimiter,
+    build_keyring,
+    presented_key,
+    read_key_file,
+    retry_after_header,
+)
 
 
 def test_keyring_accepts_only_configured_keys(tmp_path: Path) -> None:
