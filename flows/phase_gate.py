@@ -4,6 +4,7 @@ promote, then watch the new champion and roll back, freeze or recommend scale-ou
 from __future__ import annotations
 
 import json
+import math
 import re
 import secrets
 import time
@@ -11,6 +12,7 @@ from dataclasses import asdict
 from typing import Any
 
 import mlflow
+from mlflow import MlflowClient
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import FlowPauseTimeout
@@ -162,9 +164,7 @@ def publish_verdict(
 @task(name="gate-decision")
 def record_decision(decision: approval.ApprovalDecision, run_id: str, model: str) -> None:
     """Approval decision on the gate's MLflow run (tags + JSON) and as a Prefect artifact."""
-    configure()
-    with mlflow.start_run(run_id=run_id):
-        approval.record(decision)
+    approval.record(decision, run_id)
     create_markdown_artifact(
         key=f"phase-gate-{slug(model)}-decision",
         markdown=f"# Release decision: {model}\n\n```json\n{json.dumps(decision.as_dict(), indent=2)}\n```\n",
@@ -179,10 +179,9 @@ def promote_candidate(model: str, candidate_alias: str, run_id: str) -> dict[str
         record: dict[str, Any] = {"model": model, "promoted": False, "reason": "candidate is already champion"}
     else:
         record = {**registry.promote(model), "promoted": True}
-    configure()
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_dict(record, "promotion.json")
-        mlflow.set_tag("inferops.gate.promoted", str(record["promoted"]).lower())
+    client = MlflowClient(configure())
+    client.log_dict(run_id, record, "promotion.json")
+    client.set_tag(run_id, "inferops.gate.promoted", str(record["promoted"]).lower())
     return record
 
 
@@ -191,8 +190,6 @@ def keep_champion(model: str, candidate_alias: str, candidate: registry.VersionR
     """A failed or rejected candidate is not promoted: drop its alias and tag the version with the reason."""
     if candidate is None or candidate_alias == registry.CHAMPION:
         return
-    from mlflow import MlflowClient
-
     MlflowClient(configure()).set_model_version_tag(model, candidate.version, "inferops.gate", why[:4000])
     registry.discard_challenger(model)
 
@@ -227,11 +224,12 @@ def risk_actions(
         )
         for a in actions
     ]
-    configure()
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_dict({"baseline": asdict(baseline), "current": asdict(current), "actions": records}, "risk_actions.json")
-        mlflow.log_metrics({f"risk.current.{k}": v for k, v in asdict(current).items() if v == v and abs(v) != float("inf")})
-        mlflow.set_tag("inferops.risk.actions", ",".join(a.action for a in actions) or "none")
+    client = MlflowClient(configure())
+    client.log_dict(run_id, {"baseline": asdict(baseline), "current": asdict(current), "actions": records}, "risk_actions.json")
+    for name, value in asdict(current).items():
+        if math.isfinite(value):
+            client.log_metric(run_id, f"risk.current.{name}", value)
+    client.set_tag(run_id, "inferops.risk.actions", ",".join(a.action for a in actions) or "none")
     lines = [
         f"# Rollout risk control: {model}",
         "",
@@ -353,9 +351,7 @@ def phase_gate(
         current = risk_window(url, key, model, risk_window_s)
         outcome["risk_actions"] = risk_actions(model, url, key, baseline, current, run_id)
     outcome["wall_s"] = round(time.perf_counter() - started, 1)
-    configure()
-    with mlflow.start_run(run_id=run_id):
-        mlflow.log_metric("wall_s", outcome["wall_s"])
+    MlflowClient(configure()).log_metric(run_id, "wall_s", outcome["wall_s"])
     return outcome
 
 

@@ -74,19 +74,22 @@ def request_text(model: str, version: str | None, verdict: GateVerdict, report_m
     return head + report_md
 
 
-def record(decision: ApprovalDecision) -> None:
-    """Write the decision on the active MLflow run: tags to filter by and a JSON artifact with the details."""
-    import mlflow
+def record(decision: ApprovalDecision, run_id: str) -> None:
+    """Write the decision on an MLflow run: tags to filter by and a JSON artifact with the details."""
+    from mlflow import MlflowClient
 
-    mlflow.set_tags(
-        {
-            "inferops.approval.approved": str(decision.approved).lower(),
-            "inferops.approval.decided_by": decision.decided_by,
-            "inferops.approval.promote": str(decision.promote).lower(),
-            "inferops.approval.comment": decision.comment[:4000],
-        }
-    )
-    mlflow.log_dict(decision.as_dict(), "approval_decision.json")
+    from tasks.mlflow_store import configure
+
+    client = MlflowClient(configure())
+    tags = {
+        "inferops.approval.approved": str(decision.approved).lower(),
+        "inferops.approval.decided_by": decision.decided_by,
+        "inferops.approval.promote": str(decision.promote).lower(),
+        "inferops.approval.comment": decision.comment[:4000],
+    }
+    for key, value in tags.items():
+        client.set_tag(run_id, key, value)
+    client.log_dict(run_id, decision.as_dict(), "approval_decision.json")
 
 
 # ---- change freeze (SPEC §2 medium risk: "stop further changes") ------------------------------------------------

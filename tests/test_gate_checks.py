@@ -22,7 +22,6 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pytest
 
 from tasks import gate_checks
 from tasks.gate import decide
@@ -40,7 +39,7 @@ HEALTHY_SHA = "a" * 64
 def build_fake_app(control: Path) -> Any:
     """`create_api` over a fake InferenceService driven by `control` (JSON, re-read on every request)."""
     from serving.api import Limits, RequestRejected, create_api
-    from serving.auth import build_keyring
+    from serving.auth import RateLimiter, build_keyring
 
     ep = default_policy().endpoint
     weights = np.random.default_rng(0).standard_normal((FEATURES, 3)).astype(np.float32)
@@ -48,24 +47,25 @@ def build_fake_app(control: Path) -> Any:
     class FakeService:
         limits = Limits(max_body_bytes=ep.max_body_bytes, max_items=ep.max_items, max_text_chars=ep.max_text_chars)
         keyring = build_keyring([API_KEY])
-        limiter = None
+        limiter: RateLimiter | None = None
         held: list[bytes] = []
 
         def cfg(self) -> dict[str, Any]:
             return dict(json.loads(control.read_text()))
 
         def model_names(self) -> list[str]:
-            return [FAKE_MODEL]
+            return [self.cfg()["model"]]
 
         async def health(self) -> dict[str, Any]:
-            return {"ready": True, "models": [{"name": FAKE_MODEL, "sha256": self.cfg()["sha256"]}]}
+            cfg = self.cfg()
+            return {"ready": True, "models": [{"name": cfg["model"], "sha256": cfg["sha256"]}]}
 
         async def metadata(self, model: str) -> dict[str, Any]:
-            if model != FAKE_MODEL:
-                raise RequestRejected(404, "model", "known_model", [FAKE_MODEL], f"unknown model {model!r}")
             cfg = self.cfg()
+            if model != cfg["model"]:
+                raise RequestRejected(404, "model", "known_model", [cfg["model"]], f"unknown model {model!r}")
             return {
-                "name": FAKE_MODEL,
+                "name": model,
                 "kind": "tensor",
                 "input_shape": [None, FEATURES],
                 "sha256": cfg["sha256"],
@@ -88,7 +88,7 @@ def build_fake_app(control: Path) -> Any:
             }
 
         async def embed(self, model: str, texts: list[str], truncate: bool) -> dict[str, Any]:
-            raise RequestRejected(400, "model", "text_model", None, "fake-cnn is not an embedding model")
+            raise RequestRejected(400, "model", "text_model", None, f"{model} is not an embedding model")
 
         async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
             cfg = self.cfg()
@@ -125,10 +125,13 @@ def free_port() -> int:
 
 
 @contextmanager
-def fake_replica(tmp: Path, *, latency_ms: float = 5.0, leak_kb: int = 0, sha256: str = HEALTHY_SHA) -> Iterator[FakeReplica]:
-    """Start the fake replica in a subprocess on a free loopback port; stop it on exit."""
+def fake_replica(
+    tmp: Path, *, latency_ms: float = 5.0, leak_kb: int = 0, sha256: str = HEALTHY_SHA, model: str = FAKE_MODEL
+) -> Iterator[FakeReplica]:
+    """Start the fake replica serving `model` in a subprocess on a free loopback port; stop it on exit."""
     control = tmp / f"fake-replica-{time.monotonic_ns()}.json"
-    control.write_text(json.dumps({"latency_ms": latency_ms, "fast_ms": latency_ms, "leak_kb": leak_kb, "sha256": sha256}))
+    cfg = {"model": model, "latency_ms": latency_ms, "fast_ms": latency_ms, "leak_kb": leak_kb, "sha256": sha256}
+    control.write_text(json.dumps(cfg))
     port = free_port()
     root = Path(__file__).resolve().parents[1]
     cmd = [sys.executable, "-m", "tests.test_gate_checks", "--port", str(port), "--control", str(control)]
