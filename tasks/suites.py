@@ -37,6 +37,7 @@ STRESS_TIMEOUT_SLA_MULTIPLE = 20.0  # a request 20x over the SLA is a timeout; i
 STRESS_DRAIN_MAX_S = 30.0
 # A P99 from a handful of requests is just the maximum: a step lasts long enough to send at least this many.
 STRESS_MIN_REQUESTS_PER_STEP = 40
+STRESS_MAX_STEP_STRETCH = 4.0  # ...but a step never lasts more than 4x step_duration_s
 # Memory early in a run is allocator and cache warm-up, not a leak: fit the slope on the rest.
 STABILITY_WARMUP_FRACTION = 0.2
 LEAK_MIN_SAMPLES = 4
@@ -358,7 +359,7 @@ def find_knee(
     started = time.monotonic()
 
     def attempt(r: float, phase: Literal["ramp", "bisect"]) -> bool:
-        duration = max(step_s, STRESS_MIN_REQUESTS_PER_STEP / r)
+        duration = max(step_s, min(STRESS_MIN_REQUESTS_PER_STEP / r, STRESS_MAX_STEP_STRETCH * step_s))
         load = run_http_open(
             url, body_factory, rate=r, duration_s=duration, headers=hdrs, timeout_s=timeout, concurrency_cap=concurrency_cap
         )

@@ -91,7 +91,10 @@ def test_benchmark_verdicts_use_the_policy(capacity_server: RunningServer) -> No
     assert p99.threshold == 100.0 and p99.observed == result.load.percentiles["p99"]  # type: ignore[union-attr]
     assert result.verdicts[1].threshold == 0.01
     assert result.breakdown is not None and result.breakdown.dominant is not None
-    assert result.breakdown.focus_area == "model computation"  # the server's 'compute' phase dominates
+    compute = next(p for p in result.breakdown.phases if p.name == "compute")
+    assert compute.ms >= SERVICE_MS and compute.area == "model computation"
+    # the 20 ms compute dominates unless a crowded box makes the client side slower still
+    assert result.breakdown.dominant.name in ("compute", "proxy_http")
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -130,5 +133,6 @@ def test_cli_benchmark_prints_a_summary(capacity_server: RunningServer) -> None:
     code, out = _bench(
         "benchmark", "--url", capacity_server.url, "--rate", "10", "--duration", "1.5", "--no-record"
     )
-    assert code == 0, out
+    assert code in (0, 1), out  # 1 = a verdict failed (a crowded box can break the SLA); both print the summary
+    assert ("| fail" in out or "│ fail" in out) == (code == 1)
     assert "preflight:" in out and "p99 ms" in out and "verdicts" in out and "model computation" in out
