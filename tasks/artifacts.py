@@ -49,7 +49,7 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
-def write_artifact(final: str | Path, writer: Callable[[Path], None], manifest: dict[str, Any]) -> dict[str, Any]:
+def write_artifact(final: str | Path, writer: Callable[[Path], object], manifest: dict[str, Any]) -> dict[str, Any]:
     """Run `writer(tmp_path)`, then publish the file and `<file>.manifest.json` with its sha256."""
     final = Path(final)
     with atomic_path(final) as tmp:
