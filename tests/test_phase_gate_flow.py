@@ -24,7 +24,8 @@ from tasks.mlflow_store import configure
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_gate_checks import API_KEY, fake_replica  # noqa: E402
 
-SHORT = {"stability_duration_s": 2.0, "performance_duration_s": 2.0, "risk_window_s": 3.0}
+# Seconds, not the seed's 72 h: every item still runs, just briefly.
+STABILITY_S, PERFORMANCE_S, RISK_WINDOW_S = 2.0, 2.0, 3.0
 
 
 @pytest.fixture
@@ -118,7 +119,7 @@ def test_healthy_champion_passes_the_gate_and_is_promoted(prefect_harness: None,
 
     candidate = registry.alias_version("digits-cnn", registry.CHALLENGER)
     assert candidate is not None
-    out = phase_gate(model="digits-cnn", url=digits_app, api_key=API_KEY, require_approval=False, **SHORT)
+    out = phase_gate(model="digits-cnn", url=digits_app, api_key=API_KEY, require_approval=False, stability_duration_s=STABILITY_S, performance_duration_s=PERFORMANCE_S, risk_window_s=RISK_WINDOW_S)
     assert out["passed"], out["rows"]
     assert {r["item"] for r in out["rows"]} == {"functional", "performance", "stability", "security"}
     assert all(r["passed"] for r in out["rows"]), out["rows"]
@@ -152,7 +153,7 @@ def test_rejected_approval_keeps_the_old_champion(prefect_harness: None, lenient
     old, new = _champion_then_challenger(model, tmp_path)
     with fake_replica(tmp_path, sha256=new.sha256, model=model) as rep:
         thread, box = _in_thread(
-            lambda: phase_gate(model=model, url=rep.url, api_key=API_KEY, require_approval=True, approval_timeout_s=300, **SHORT)
+            lambda: phase_gate(model=model, url=rep.url, api_key=API_KEY, require_approval=True, approval_timeout_s=300, stability_duration_s=STABILITY_S, performance_duration_s=PERFORMANCE_S, risk_window_s=RISK_WINDOW_S)
         )
         paused_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
 
@@ -182,7 +183,7 @@ def test_slowdown_after_promotion_rolls_back_at_once(prefect_harness: None, leni
     old, new = _champion_then_challenger(model, tmp_path)
     assert new.sha256 == sha256_file(tmp_path / f"{model}-new.onnx")
     with fake_replica(tmp_path, latency_ms=20.0, sha256=new.sha256, model=model) as rep:
-        thread, box = _in_thread(lambda: phase_gate(model=model, url=rep.url, api_key=API_KEY, require_approval=False, **SHORT))
+        thread, box = _in_thread(lambda: phase_gate(model=model, url=rep.url, api_key=API_KEY, require_approval=False, stability_duration_s=STABILITY_S, performance_duration_s=PERFORMANCE_S, risk_window_s=RISK_WINDOW_S))
 
         def promoted() -> bool:
             champion = registry.alias_version(model, registry.CHAMPION)
