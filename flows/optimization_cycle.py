@@ -217,13 +217,19 @@ def _log_candidate(result: CandidateResult, measured: Measured | None, baseline:
     client.set_terminated(run_id, "FINISHED" if result.trial else "FAILED")
 
 
-@task(name="promote-champion")
-def promote_champion(model: str, winner: CandidateResult, measured: Measured) -> dict[str, Any]:
-    """Register the winner (`challenger`), then make it `champion`; the old champion becomes `previous-champion`."""
+@task(name="register-challenger")
+def register_challenger(model: str, winner: CandidateResult, measured: Measured) -> registry.VersionRef:
+    """Register the winner with its sha256 and serving knobs, aliased `challenger`."""
     ref = registry.register(model, measured.path, {**measured.manifest, "variant": winner.params["variant"]})
     client = mlflow.MlflowClient()
     for key in ("intra_op_threads", "batch"):
         client.set_model_version_tag(model, ref.version, f"inferops.serve.{key}", str(winner.params[key]))
+    return ref
+
+
+@task(name="promote-champion")
+def promote_champion(model: str) -> dict[str, Any]:
+    """`challenger` becomes `champion`; the old champion becomes `previous-champion`."""
     return registry.promote(model)
 
 
@@ -265,6 +271,9 @@ def optimization_cycle(
     batch: int = 8,
     thread_options: list[int] | None = None,
     batch_options: list[int] | None = None,
+    gate: bool = False,
+    gate_stability_s: float = 20.0,
+    require_approval: bool | None = None,
 ) -> dict[str, Any]:
     """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it."""
     logger = get_run_logger()
@@ -335,7 +344,20 @@ def optimization_cycle(
         final: dict[str, Any] = {"search": stop_reason, "candidates_measured": sum(1 for r in results if r.trial)}
         promotion: dict[str, Any] | None = None
         if champion is not None and champion.trial is not None:
-            promotion = promote_champion(model, champion, measured_by_name[champion.name])
+            register_challenger(model, champion, measured_by_name[champion.name])
+            if gate:
+                # The phase gate serves the challenger on its own app, measures it, asks for approval if the
+                # policy says so, and promotes it only when every gate item passes.
+                from flows.phase_gate import phase_gate
+
+                gated = phase_gate(model=model, candidate_alias=registry.CHALLENGER, stability_duration_s=gate_stability_s,
+                                   require_approval=require_approval, api_key=api_key)  # fmt: skip
+                final["gate"] = {"passed": gated["passed"], "weighted_score": gated["weighted_score"],
+                                 "reason": gated["reason"], "rows": gated["rows"]}  # fmt: skip
+                promotion = gated.get("promotion")
+            else:
+                promotion = promote_champion(model)
+        if promotion and champion is not None and champion.trial is not None:
             final["champion"] = champion.name
             final["champion_throughput"] = round(champion.trial.median_throughput, 1)
             final["champion_p99_ms"] = round(champion.trial.median_p99, 2)
@@ -345,6 +367,7 @@ def optimization_cycle(
             final["monitoring_rules"] = rules
             final_rps = champion.trial.median_throughput
         else:
+            registry.discard_challenger(model)
             final["champion"] = f"unchanged ({base.candidate.variant})"
             final_rps = base.measured.trial.median_throughput
         roi = roi_figures(base.measured.trial.median_throughput, final_rps, opt, policy.rollout_gate.target_qps)
@@ -371,7 +394,7 @@ def optimization_cycle(
             "model": model,
             "baseline": baseline_summary,
             "results": [r.row() for r in results],
-            "champion": champion.name if champion else None,
+            "champion": champion.name if promotion and champion else None,
             "promotion": promotion,
             "final": final,
             "roi": roi,
