@@ -659,7 +659,7 @@ def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: st
     }
 
 
-def deploy(args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 300.0) -> None:
+def deploy(args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 300.0, route_prefix: str = "/") -> None:
     """Deploy or update one app declaratively, keeping the other declaratively deployed apps as they are."""
     from ray.serve.context import _get_global_client
     from ray.serve.schema import ServeDeploySchema
@@ -669,7 +669,7 @@ def deploy(args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 3
         raise RuntimeError("Serve is not running: call serve.start() first")
     from ray import serve as ray_serve
 
-    mine = app_config(args, name=name)
+    mine = app_config(args, name=name, route_prefix=route_prefix)
     live = set(ray_serve.status().applications)  # the config checkpoint still lists apps deleted since
     current = ray_get(client._controller.get_app_configs.remote())
     apps = [
@@ -688,22 +688,25 @@ def ray_get(ref: Any) -> Any:
     return ray.get(ref)
 
 
-def run_local(args: dict[str, Any], *, name: str = "inferops", host: str = "127.0.0.1", port: int = 8000) -> str:
+def run_local(
+    args: dict[str, Any], *, name: str = "inferops", host: str = "127.0.0.1", port: int = 8000, route_prefix: str = "/"
+) -> str:
     """Start Serve on loopback (if not yet up), deploy the app and return the base URL actually serving.
 
     Serve's HTTP options are cluster-wide and fixed once Serve starts, so when Serve is already up its port
-    wins over `port`.
+    wins over `port`. An app deployed at another app's `route_prefix` replaces it: a second app beside the
+    production one (a gate's candidate, say) needs its own prefix, which the returned URL includes.
     """
     from ray import serve as ray_serve
     from ray.serve.context import _get_global_client
 
     ray_serve.start(http_options={"host": host, "port": port})
-    deploy(args, name=name)
+    deploy(args, name=name, route_prefix=route_prefix)
     client = _get_global_client()
     if client is None:
         raise RuntimeError("Serve did not start: no controller client after deploy")
     config = client.http_config
-    return http_url(config.host or host, int(config.port))
+    return http_url(config.host or host, int(config.port)) + (route_prefix.rstrip("/") if route_prefix != "/" else "")
 
 
 def __getattr__(name: str) -> Any:
