@@ -67,12 +67,8 @@ def establish_baseline(model: str, threads: int, batch: int, repeats: int, url: 
     reference = measure(model, Candidate(reference_variant, reference_variant, "baseline", "baseline", threads, batch), 1)
     current = Candidate(served, served, "baseline", "baseline", threads, batch)
     measured = measure(model, current, repeats)
-    if champion is None:
-        # First cycle: the FP32 model becomes the recorded champion, so there is always something to roll back to.
-        registry.register(model, measured.path, {**measured.manifest, "variant": served})
-        registry.promote(model)
-        champion = registry.alias_version(model, registry.CHAMPION)
-    assert champion is not None
+    # First cycle: the FP32 model becomes the recorded champion, so there is always something to roll back to.
+    champion = registry.ensure_champion(model, measured.path, {**measured.manifest, "variant": served})
     return Baseline(model, current, measured, reference.value, champion.version)
 
 

@@ -79,6 +79,19 @@ def register(model: str, artifact: Path, manifest: dict[str, Any], run_id: str |
     return _ref(model, client.get_model_version(model, mv.version))
 
 
+def ensure_champion(model: str, artifact: Path, manifest: dict[str, Any]) -> VersionRef:
+    """The current champion, or (first run) `artifact` registered and promoted so there is one to roll back to."""
+    current = alias_version(model, CHAMPION)
+    if current is not None:
+        return current
+    register(model, artifact, manifest)
+    promote(model)
+    champion = alias_version(model, CHAMPION)
+    if champion is None:
+        raise RegistryError(f"model {model!r}: promoting the first version did not set '{CHAMPION}'")
+    return champion
+
+
 def alias_version(model: str, alias: str) -> VersionRef | None:
     """The version an alias points at, or None when the alias (or the model) does not exist."""
     try:

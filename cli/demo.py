@@ -1,0 +1,114 @@
+"""The `make run` job: every pipeline once, end to end, on the embedded defaults, with progress as it goes."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import time
+from typing import Any
+
+from rich.console import Console
+
+# A short stability run and risk window: the demo shows the gate working, the policy's 72 h is for production.
+DEMO_STABILITY_S = 15.0
+DEMO_VARIANTS = ["torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"]
+
+
+class _Steps:
+    def __init__(self, console: Console, total: int) -> None:
+        self.console, self.total, self.n, self.started = console, total, 0, time.monotonic()
+
+    def __call__(self, title: str) -> None:
+        self.n += 1
+        elapsed = time.monotonic() - self.started
+        self.console.rule(f"[bold][{self.n}/{self.total}] {title}[/bold]  (t+{elapsed:.0f} s)")
+
+
+def run_demo(model: str, port: int) -> dict[str, Any]:
+    console = Console(width=200)
+    step = _Steps(console, 6)
+    from tasks.settings import get_settings
+
+    settings = get_settings()
+    console.print(f"data dir: {settings.data_dir}   MLflow: {settings.resolved_tracking_uri()}", highlight=False)
+
+    step(f"variants of {model}: build, time in process, score accuracy")
+    from cli.variants import render_table
+    from tasks.evaluation import compare_variants, table_rows
+
+    sizes = [1, 8, 32]
+    reports = compare_variants(model, DEMO_VARIANTS, batch_sizes=sizes, quick=True,
+                               progress=lambda msg: console.print(msg, highlight=False))  # fmt: skip
+    console.print(render_table(f"{model}: variants (in-process, quick)", table_rows(reports, sizes)))
+
+    step("serve the champion with Ray Serve")
+    from serving.app import ingress_env
+
+    env, ingress = ingress_env(settings.ingress)
+    os.environ.update(env)
+    import ray
+    from ray import serve
+
+    from serving.app import run_local
+    from tasks import registry
+    from tasks.variants import ensure_variant
+
+    api_key = os.environ.get("INFEROPS_API_KEY") or secrets.token_urlsafe(24)
+    os.environ["INFEROPS_API_KEY"] = api_key
+    ray.init(address=settings.ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    summary: dict[str, Any] = {}
+    try:
+        reference = ensure_variant(model, "torch-fp32")
+        champion = registry.ensure_champion(model, reference.path, {**reference.manifest, "variant": "torch-fp32"})
+        url = run_local({"model": f"models:/{model}@champion", "api_keys": [api_key]}, name="inferops", port=port)
+        console.print(f"serving models:/{model}@champion (v{champion.version}, {champion.variant}) at {url} "
+                      f"[ingress: {ingress}]", highlight=False)  # fmt: skip
+
+        step("optimization cycle (with the phase gate on the challenger)")
+        from cli.pipelines import print_cycle, print_gate
+        from flows.optimization_cycle import optimization_cycle
+
+        cycle = optimization_cycle(model=model, url=url, api_key=api_key, gate=True,
+                                   gate_stability_s=DEMO_STABILITY_S, require_approval=False)  # fmt: skip
+        print_cycle(cycle)
+        if "gate" in cycle["final"]:
+            gate = cycle["final"]["gate"]
+            print_gate({"model": model, "passed": gate["passed"], "weighted_score": gate["weighted_score"],
+                        "rows": gate["rows"], "decision": "-", "promotion": cycle["promotion"], "risk_actions": "-"})  # fmt: skip
+        summary["cycle"] = {"champion": cycle["champion"], "wall_s": cycle["wall_s"]}
+
+        step("stress test: the champion's knee (highest rate with P99 under the SLA)")
+        from flows.measurement import measurement_suite
+
+        now = registry.alias_version(model, registry.CHAMPION)
+        stress = measurement_suite(suite="stress", model=model, url=url, api_key=api_key,
+                                   variant=now.variant if now else "unknown", sha256=now.sha256 if now else "unknown")  # fmt: skip
+        console.print(f"knee: {stress.get('knee_rps', 0):.1f} req/s (P99 <= SLA), recorded in MLflow run "
+                      f"{stress['mlflow_run_id']}", highlight=False)  # fmt: skip
+        summary["knee_rps"] = stress.get("knee_rps")
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+
+    step("quarterly capacity plan on a bundled synthetic history")
+    from flows.capacity_planning import capacity_planning
+
+    plan = capacity_planning(model=model)
+    console.print(plan.get("plan_table", ""), highlight=False)
+    summary["capacity"] = {k: plan.get(k) for k in ("strategy", "recommendation") if k in plan}
+
+    step("where to browse the results")
+    db = settings.resolved_tracking_uri()
+    console.print(
+        "\n".join(
+            [
+                f"MLflow (runs, baselines, registry aliases):  .venv/bin/mlflow ui --backend-store-uri {db}"
+                "   then open http://127.0.0.1:5000",
+                "Prefect (flow runs and their artifacts):      .venv/bin/prefect server start   then open http://127.0.0.1:4200",
+                f"Serve the champion again:                     .venv/bin/inferops serve --model models:/{model}@champion",
+                "Notebook:                                     notebooks/browse_results.ipynb",
+            ]
+        ),
+        highlight=False,
+    )
+    return summary
