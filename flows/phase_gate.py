@@ -266,7 +266,10 @@ def _serve_locally(model: str, alias: str, api_key: str) -> str:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
-    return run_local({"model": f"models:/{model}@{alias}", "api_keys": [api_key]}, name=f"gate-{slug(model)}", port=port)
+    # Its own route prefix: an app at "/" would replace the production app on the same Serve instance.
+    name = f"gate-{slug(model)}"
+    return run_local({"model": f"models:/{model}@{alias}", "api_keys": [api_key]}, name=name, port=port,
+                     route_prefix=f"/{name}")  # fmt: skip
 
 
 @flow(name="phase-gate", log_prints=True)
