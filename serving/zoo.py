@@ -302,8 +302,16 @@ def train_digits_cnn() -> Path:
     if path.exists():
         verify_artifact(path)
         return path
-    x_tr, _, y_tr, _ = digits_split()
     threads = torch.get_num_threads()
+    # Training may be reached from inside an export's inference_mode (the first build of a variant): undo it here.
+    with torch.inference_mode(False), torch.enable_grad():
+        return _train_digits(path, threads)
+
+
+def _train_digits(path: Path, threads: int) -> Path:
+    import torch
+
+    x_tr, _, y_tr, _ = digits_split()
     torch.set_num_threads(1)  # one thread keeps float reductions in a fixed order: same weights every time
     try:
         model = _digits_architecture().train()

@@ -39,6 +39,7 @@ def atomic_path(final: str | Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        os.chmod(tmp, 0o644)  # mkstemp makes 0600; served models must be readable by replicas and containers
         os.replace(tmp, final)
     finally:
         tmp.unlink(missing_ok=True)

@@ -86,3 +86,21 @@ def test_read_stsb_keeps_first_seven_columns_and_quotes(tmp_path: Path) -> None:
     left, right, gold = read_stsb(path)
     assert left == ['"Quoted" start.', "one"] and right == ["plain two", "two"]
     assert gold.tolist() == [3.5, 0.0]
+
+
+def test_digits_trains_even_when_first_reached_inside_inference_mode(tmp_path, monkeypatch) -> None:
+    """The first export of a variant runs under inference_mode; training the weights there must still work."""
+    import torch
+
+    from serving import zoo
+    from tasks.settings import get_settings
+
+    monkeypatch.setenv("INFEROPS_DATA_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    try:
+        with torch.inference_mode():
+            path = zoo.train_digits_cnn()
+        assert path.exists() and path.stat().st_size > 0
+    finally:
+        monkeypatch.undo()
+        get_settings.cache_clear()
