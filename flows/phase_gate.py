@@ -8,6 +8,8 @@ import math
 import re
 import secrets
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from typing import Any
 
@@ -257,19 +259,29 @@ def _api_key(given: str | None) -> str | None:
     return keys[0] if keys else None
 
 
-def _serve_locally(model: str, alias: str, api_key: str) -> str:
-    """No URL given: serve the candidate from the registry on a local Ray Serve and return its URL."""
+@contextmanager
+def _endpoint(model: str, alias: str, url: str | None, api_key: str | None) -> Iterator[tuple[str, str | None]]:
+    """The URL to gate; without one, serve `models:/model@alias` on a local Ray Serve for the gate's duration."""
+    if url is not None:
+        yield url, api_key
+        return
     import socket
+
+    from ray import serve
 
     from serving.app import run_local
 
+    key = api_key or secrets.token_urlsafe(24)
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port = int(sock.getsockname()[1])
     # Its own route prefix: an app at "/" would replace the production app on the same Serve instance.
     name = f"gate-{slug(model)}"
-    return run_local({"model": f"models:/{model}@{alias}", "api_keys": [api_key]}, name=name, port=port,
-                     route_prefix=f"/{name}")  # fmt: skip
+    local = run_local({"model": f"models:/{model}@{alias}", "api_keys": [key]}, name=name, port=port, route_prefix=f"/{name}")
+    try:
+        yield local, key
+    finally:
+        serve.delete(name)
 
 
 @flow(name="phase-gate", log_prints=True)
@@ -290,72 +302,68 @@ def phase_gate(
     started = time.perf_counter()
     frozen = approval.frozen_reason(model)
     candidate = registry.alias_version(model, candidate_alias)
-    key = _api_key(api_key)
-    if url is None:
-        key = key or secrets.token_urlsafe(24)
-        url = _serve_locally(model, candidate_alias, key)
-        logger.info("serving %s@%s locally at %s for the gate", model, candidate_alias, url)
-    stability_s = stability_duration_s if stability_duration_s is not None else policy.rollout_gate.stability_duration_s
-    perf_s = performance_duration_s if performance_duration_s is not None else float(policy.test_suite.benchmark.duration_s or 20.0)
-    params = {
-        "model": model,
-        "url": url,
-        "candidate_alias": candidate_alias,
-        "candidate_version": candidate.version if candidate else None,
-        "stability_duration_s": stability_s,
-        "performance_duration_s": perf_s,
-        "target_qps": policy.rollout_gate.target_qps,
-        "sla_p99_ms": policy.rollout_gate.sla_p99_ms,
-    }
+    with _endpoint(model, candidate_alias, url, _api_key(api_key)) as (url, key):
+        stability_s = stability_duration_s if stability_duration_s is not None else policy.rollout_gate.stability_duration_s
+        perf_s = performance_duration_s if performance_duration_s is not None else float(policy.test_suite.benchmark.duration_s or 20.0)
+        params = {
+            "model": model,
+            "url": url,
+            "candidate_alias": candidate_alias,
+            "candidate_version": candidate.version if candidate else None,
+            "stability_duration_s": stability_s,
+            "performance_duration_s": perf_s,
+            "target_qps": policy.rollout_gate.target_qps,
+            "sla_p99_ms": policy.rollout_gate.sla_p99_ms,
+        }
 
-    functional = functional_gate(url, key, model)
-    performance, baseline = performance_gate(url, key, model, perf_s)
-    stability = stability_gate(url, key, model, stability_s)
-    security = security_gate(url, key, model, candidate, candidate_alias)
-    verdict, report, run_id = publish_verdict(model, [functional, performance, stability, security], candidate, params)
-    logger.info("gate %s: %s (weighted %.2f%%)", model, "PASS" if verdict.passed else "FAIL", verdict.weighted_score * 100)
+        functional = functional_gate(url, key, model)
+        performance, baseline = performance_gate(url, key, model, perf_s)
+        stability = stability_gate(url, key, model, stability_s)
+        security = security_gate(url, key, model, candidate, candidate_alias)
+        verdict, report, run_id = publish_verdict(model, [functional, performance, stability, security], candidate, params)
+        logger.info("gate %s: %s (weighted %.2f%%)", model, "PASS" if verdict.passed else "FAIL", verdict.weighted_score * 100)
 
-    version = candidate.version if candidate else None
-    needs_human = policy.rollout_gate.require_approval if require_approval is None else require_approval
-    if frozen:
-        decision = approval.ApprovalDecision(
-            model, version, verdict.passed, verdict.weighted_score, False, "policy", f"changes frozen: {frozen}", time.time()
-        )
-    elif needs_human and verdict.passed:
-        form = approval.ApprovalInput.with_initial_data(
-            description=approval.request_text(model, version, verdict, report), approve=False, comment=""
-        )
-        try:
-            given = pause_flow_run(wait_for_input=form, timeout=approval_timeout_s, poll_interval=APPROVAL_POLL_S)
-            decision = approval.from_input(model, version, verdict, given)
-        except FlowPauseTimeout:
-            decision = approval.timed_out(model, version, verdict, approval_timeout_s)
-    else:
-        decision = approval.by_policy(model, version, verdict)
-    record_decision(decision, run_id, model)
+        version = candidate.version if candidate else None
+        needs_human = policy.rollout_gate.require_approval if require_approval is None else require_approval
+        if frozen:
+            decision = approval.ApprovalDecision(
+                model, version, verdict.passed, verdict.weighted_score, False, "policy", f"changes frozen: {frozen}", time.time()
+            )
+        elif needs_human and verdict.passed:
+            form = approval.ApprovalInput.with_initial_data(
+                description=approval.request_text(model, version, verdict, report), approve=False, comment=""
+            )
+            try:
+                given = pause_flow_run(wait_for_input=form, timeout=approval_timeout_s, poll_interval=APPROVAL_POLL_S)
+                decision = approval.from_input(model, version, verdict, given)
+            except FlowPauseTimeout:
+                decision = approval.timed_out(model, version, verdict, approval_timeout_s)
+        else:
+            decision = approval.by_policy(model, version, verdict)
+        record_decision(decision, run_id, model)
 
-    outcome: dict[str, Any] = {
-        "model": model,
-        "url": url,
-        "passed": verdict.passed,
-        "weighted_score": verdict.weighted_score,
-        "rows": verdict.rows,
-        "reason": verdict.reason,
-        "decision": decision.as_dict(),
-        "mlflow_run_id": run_id,
-        "promotion": None,
-        "risk_actions": [],
-    }
-    if not decision.promote or candidate is None:
-        why = decision.comment if decision.gate_passed else f"gate failed: {verdict.reason}"
-        keep_champion(model, candidate_alias, candidate, why)
-    else:
-        outcome["promotion"] = promote_candidate(model, candidate_alias, run_id)
-        current = risk_window(url, key, model, risk_window_s)
-        outcome["risk_actions"] = risk_actions(model, url, key, baseline, current, run_id)
-    outcome["wall_s"] = round(time.perf_counter() - started, 1)
-    MlflowClient(configure()).log_metric(run_id, "wall_s", outcome["wall_s"])
-    return outcome
+        outcome: dict[str, Any] = {
+            "model": model,
+            "url": url,
+            "passed": verdict.passed,
+            "weighted_score": verdict.weighted_score,
+            "rows": verdict.rows,
+            "reason": verdict.reason,
+            "decision": decision.as_dict(),
+            "mlflow_run_id": run_id,
+            "promotion": None,
+            "risk_actions": [],
+        }
+        if not decision.promote or candidate is None:
+            why = decision.comment if decision.gate_passed else f"gate failed: {verdict.reason}"
+            keep_champion(model, candidate_alias, candidate, why)
+        else:
+            outcome["promotion"] = promote_candidate(model, candidate_alias, run_id)
+            current = risk_window(url, key, model, risk_window_s)
+            outcome["risk_actions"] = risk_actions(model, url, key, baseline, current, run_id)
+        outcome["wall_s"] = round(time.perf_counter() - started, 1)
+        MlflowClient(configure()).log_metric(run_id, "wall_s", outcome["wall_s"])
+        return outcome
 
 
 if __name__ == "__main__":

@@ -141,6 +141,29 @@ def test_healthy_champion_passes_the_gate_and_is_promoted(prefect_harness: None,
     assert {"phase-gate-digits-cnn", "phase-gate-digits-cnn-report", "phase-gate-digits-cnn-decision"} <= keys
 
 
+def test_without_a_url_the_gate_serves_the_candidate_itself_and_cleans_up(prefect_harness: None, digits_app: str) -> None:
+    from ray import serve
+
+    from flows.phase_gate import phase_gate
+    from tasks.variants import ensure_variant
+
+    artifact = ensure_variant("digits-cnn", "onnx-fp32")
+    candidate = registry.register("digits-cnn", artifact.path, artifact.manifest)
+    out = phase_gate(
+        model="digits-cnn",
+        url=None,
+        require_approval=False,
+        stability_duration_s=STABILITY_S,
+        performance_duration_s=PERFORMANCE_S,
+        risk_window_s=RISK_WINDOW_S,
+    )
+    assert out["url"].endswith("/gate-digits-cnn"), out["url"]  # beside the production app, not over it
+    assert out["passed"], out["rows"]
+    assert out["decision"]["candidate_version"] == candidate.version
+    assert "gate-digits-cnn" not in serve.status().applications
+    assert "gate-flow-test" in serve.status().applications  # the production app was left alone
+
+
 def test_rejected_approval_keeps_the_old_champion(prefect_harness: None, lenient_sla: None, tmp_path: Path) -> None:
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
