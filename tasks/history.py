@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -80,11 +80,28 @@ def load_file(
     return RawHistory(out, f"file:{path}")
 
 
+def when(value: datetime | str, now: datetime | None = None) -> datetime:
+    """A datetime, ISO text, "now", or a relative "-90d" / "-12h" / "-30m" (what a scheduled deployment passes)."""
+    if isinstance(value, datetime):
+        return value
+    now = now or datetime.now(UTC)
+    text = value.strip()
+    if text == "now":
+        return now
+    units = {"d": "days", "h": "hours", "m": "minutes"}
+    if text.startswith("-") and text[-1:] in units and text[1:-1].isdigit():
+        return now - timedelta(**{units[text[-1]]: int(text[1:-1])})
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        raise HistoryError(f"time {value!r} is not a datetime, ISO text, 'now' or '-<n>d|h|m'") from None
+
+
 def load_prometheus(
     url: str,
     query: str,
-    start: datetime,
-    end: datetime,
+    start: datetime | str,
+    end: datetime | str,
     step_s: int,
     *,
     timeout_s: float = 30.0,
@@ -93,6 +110,7 @@ def load_prometheus(
     """Run a Prometheus range query (`/api/v1/query_range`); several series are summed into one rate."""
     import httpx
 
+    start, end = when(start), when(end)
     params: dict[str, str | float] = {
         "query": query,
         "start": start.timestamp(),

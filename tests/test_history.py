@@ -109,3 +109,17 @@ def test_mlflow_metric_history() -> None:
     assert raw.frame["rate_rps"].tolist() == [10.0, 11.0, 12.0]
     with pytest.raises(HistoryError, match="no MLflow metric"):
         load_mlflow_metric("nope", model="histmodel")
+
+
+def test_relative_times_for_scheduled_prometheus_queries() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from tasks.history import HistoryError, when
+
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    assert when("now", now) == now
+    assert when("-90d", now) == now - timedelta(days=90)
+    assert when("-30m", now) == now - timedelta(minutes=30)
+    assert when("2025-12-01T00:00:00+00:00", now) == datetime(2025, 12, 1, tzinfo=UTC)
+    with pytest.raises(HistoryError, match="not a datetime"):
+        when("last tuesday", now)
