@@ -89,7 +89,8 @@ def print_cycle(out: dict[str, Any]) -> None:
 
     console = Console(width=200)
     rows = [{k: "" if v is None else str(v) for k, v in r.items()} for r in out["results"]]
-    console.print(render_table(f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})", rows))
+    title = f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})"
+    console.print(render_table(title, rows, wrap=frozenset({"reason"})))
     console.print(json.dumps({"champion": out["champion"], "final": out["final"], "roi": out["roi"],
                               "bottleneck": out["bottleneck"], "wall_s": out["wall_s"]}, indent=2, default=str))  # fmt: skip
 
@@ -102,7 +103,7 @@ def print_gate(out: dict[str, Any]) -> None:
     console = Console(width=200)
     rows = [{k: str(v) for k, v in r.items()} for r in out["rows"]]
     title = f"phase gate: {out['model']} {'PASS' if out['passed'] else 'FAIL'} (weighted {out['weighted_score']:.2%})"
-    console.print(render_table(title, rows))
+    console.print(render_table(title, rows, wrap=frozenset({"reason"})))
     console.print(f"decision: {out['decision']}; promotion: {out['promotion']}; risk actions: {out['risk_actions']}",
                   highlight=False)  # fmt: skip
 

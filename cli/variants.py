@@ -8,7 +8,7 @@ from typing import Any
 import typer
 
 
-def render_table(title: str, rows: list[dict[str, str]]) -> Any:
+def render_table(title: str, rows: list[dict[str, str]], wrap: frozenset[str] = frozenset({"accuracy"})) -> Any:
     """A rich Table from `table_rows` output (columns in first-seen order)."""
     from rich.table import Table
 
@@ -17,7 +17,7 @@ def render_table(title: str, rows: list[dict[str, str]]) -> Any:
         columns += [k for k in row if k not in columns]
     table = Table(title=title, show_lines=False)
     for col in columns:
-        table.add_column(col, overflow="fold", no_wrap=col != "accuracy")
+        table.add_column(col, overflow="fold", no_wrap=col not in wrap, ratio=1 if col in wrap else None)
     for row in rows:
         table.add_row(*(row.get(c, "") for c in columns))
     return table
