@@ -11,6 +11,7 @@ from rich.console import Console
 
 # A short stability run and risk window: the demo shows the gate working, the policy's 72 h is for production.
 DEMO_STABILITY_S = 15.0
+DEMO_STRESS_BUDGET_S = 120.0
 DEMO_VARIANTS = ["torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"]
 
 
@@ -81,7 +82,7 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         from flows.measurement import measurement_suite
 
         now = registry.alias_version(model, registry.CHAMPION)
-        stress = measurement_suite(suite="stress", model=model, url=url, api_key=api_key,
+        stress = measurement_suite(suite="stress", model=model, url=url, api_key=api_key, stress_budget_s=DEMO_STRESS_BUDGET_S,
                                    variant=now.variant if now else "unknown", sha256=now.sha256 if now else "unknown")  # fmt: skip
         console.print(f"knee: {stress.get('knee_rps', 0):.1f} req/s (P99 <= SLA), recorded in MLflow run "
                       f"{stress['mlflow_run_id']}", highlight=False)  # fmt: skip

@@ -35,13 +35,15 @@ def check_endpoint(url: str, model: str, api_key: str | None) -> TargetSpec:
 
 
 @task(name="run-suite")
-def run_suite(spec: TargetSpec, suite: Suite, rate: float | None, duration_s: float | None) -> SuiteResult:
+def run_suite(
+    spec: TargetSpec, suite: Suite, rate: float | None, duration_s: float | None, stress_budget_s: float | None
+) -> SuiteResult:
     if suite == "benchmark":
         return run_benchmark(spec, rate=rate, duration_s=duration_s)
     if suite == "load":
         return run_load(spec, rate=rate, duration_s=duration_s)
     if suite == "stress":
-        return run_stress(spec)
+        return run_stress(spec) if stress_budget_s is None else run_stress(spec, time_budget_s=stress_budget_s)
     return run_stability(spec, rate=rate, duration_s=duration_s)
 
 
@@ -61,10 +63,11 @@ def measurement_suite(
     variant: str = "unknown",
     sha256: str = "unknown",
     baseline: str | None = None,
+    stress_budget_s: float | None = None,
 ) -> dict[str, Any]:
     """Run one suite, publish its verdicts and record it in MLflow (stress runs record the knee)."""
     spec = check_endpoint(url, model, api_key)
-    result = run_suite(spec, suite, rate, duration_s)
+    result = run_suite(spec, suite, rate, duration_s, stress_budget_s)
     run_id = record(result, model, variant, sha256, baseline)
     create_markdown_artifact(render_markdown(result), key=f"{suite}-{model}".lower(), description=f"{suite} suite")
     return {"suite": suite, "passed": result.passed, "mlflow_run_id": run_id, **result.metrics()}
