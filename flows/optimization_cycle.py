@@ -15,6 +15,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from tasks import registry
+from tasks.approval import frozen_reason
 from tasks.bottlenecks import Breakdown, breakdown
 from tasks.bottlenecks import render_markdown as render_breakdown
 from tasks.cycle import (
@@ -106,6 +107,7 @@ def generate_plan(baseline: Baseline, include: list[str] | None) -> list[Candida
 def pre_checklist(baseline: Baseline, bottleneck: Breakdown, plan: list[Candidate], policy: Policy, url: str | None) -> list[ChecklistItem]:
     """Seed 7.3.9: every item backed by something this cycle measured or recorded; a failed item stops the flow."""
     risk = assess(policy.risk)
+    frozen = frozen_reason(baseline.model)  # an error-rate alert froze changes (SPEC §2): nothing is applied
     champion = registry.alias_version(baseline.model, registry.CHAMPION)
     missing_types = sorted({c.optimization_type for c in plan} - set(policy.optimization.scoring.by_type))
     facts = {
@@ -125,8 +127,9 @@ def pre_checklist(baseline: Baseline, bottleneck: Breakdown, plan: list[Candidat
             else f"empty plan or types without matrix scores: {missing_types}",
         ),
         "risk assessed": (
-            risk.overall_level != "high",
-            f"risk register overall {risk.overall_score} ({risk.overall_level})",
+            risk.overall_level != "high" and frozen is None,
+            f"risk register overall {risk.overall_score} ({risk.overall_level})"
+            + (f"; changes frozen by rollout risk control: {frozen}" if frozen else "; no change freeze"),
         ),
         "rollback prepared": (
             champion is not None and bool(champion.sha256),

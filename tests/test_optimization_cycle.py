@@ -137,3 +137,54 @@ def test_killed_cycle_leaves_old_champion_serving(first_cycle: dict[str, Any], r
         assert registry.alias_version(MODEL, registry.CHAMPION) == champion
     finally:
         serve.delete("cycle-kill-test")
+
+
+@pytest.mark.slow
+def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpoint(
+    first_cycle: dict[str, Any], ray_session: None
+) -> None:
+    """Plain INT8 keeps ~0.96 cosine fidelity and is rolled back; per-channel keeps >= 0.99 and is promoted and served."""
+    from ray import serve
+
+    from serving.app import run_local
+
+    model = "minilm"
+    reference = ensure_variant(model, "torch-fp32")
+    registry.ensure_champion(model, reference.path, {**reference.manifest, "variant": "torch-fp32"})
+    url = run_local({"model": f"models:/{model}@champion", "api_keys": ["cycle-key"]}, name="cycle-minilm-test",
+                    port=8000)  # fmt: skip
+    try:
+        out = _cycle(model=model, url=url, api_key="cycle-key", candidates=["onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"],
+                     repeats=2, thread_options=[1], batch_options=[8])  # fmt: skip
+        rows = {r["candidate"]: r for r in out["results"]}
+        plain, per_channel = rows["onnx-int8-dynamic"], rows["onnx-int8-dynamic-perchannel"]
+        assert plain["verdict"] == "rejected" and "retention" in plain["reason"] and plain["retention"] < 0.99
+        assert per_channel["retention"] >= 0.99
+        configure()
+        children = mlflow.search_runs(experiment_names=["inferops-optimization"],
+                                      filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'")  # fmt: skip
+        rolled = children[children["tags.mlflow.runName"] == "onnx-int8-dynamic"]
+        assert (rolled["tags.inferops.rollback"] == "recorded").all()
+        champion = registry.alias_version(model, registry.CHAMPION)
+        assert champion is not None
+        served = httpx.get(f"{url}/v2/models/{model}", headers={"Authorization": "Bearer cycle-key"}, timeout=30).json()
+        assert served["sha256"] == champion.sha256, "the endpoint serves whatever the registry calls champion"
+        if per_channel["verdict"] == "accepted":
+            assert out["champion"] == "onnx-int8-dynamic-perchannel" and champion.variant == out["champion"]
+            assert registry.alias_version(model, registry.PREVIOUS).variant == "torch-fp32"
+    finally:
+        serve.delete("cycle-minilm-test")
+
+
+def test_frozen_model_stops_the_cycle_before_anything_is_applied(first_cycle: dict[str, Any]) -> None:
+    from tasks import approval
+    from tasks.optimization import ChecklistFailed
+
+    before = registry.alias_version(MODEL, registry.CHAMPION)
+    approval.freeze(MODEL, "error rate 3% > 1% after the last promotion", None)
+    try:
+        with pytest.raises(ChecklistFailed, match="'risk assessed' is not met.*frozen"):
+            _cycle(model=MODEL, candidates=["onnx-fp32"], repeats=1)
+    finally:
+        approval.unfreeze(MODEL)
+    assert registry.alias_version(MODEL, registry.CHAMPION) == before
