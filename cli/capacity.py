@@ -16,7 +16,7 @@ def plan(
     knee_rps: float | None = typer.Option(None, "--knee-rps", help="Sustainable req/s per replica at the SLA; default: the champion's stress knee in MLflow."),
     model: str = typer.Option("minilm", "--model", help="Model whose stress knee and ONNX graph size the plan."),
     onnx_path: Path | None = typer.Option(None, "--onnx", help="ONNX graph for the per-GPU estimates (default: the model's onnx-fp32 variant)."),
-    holdout_days: float = typer.Option(2.0, "--holdout-days", help="Tail held out of the fit and replayed against the plan."),
+    holdout_days: float | None = typer.Option(None, "--holdout-days", help="Tail held out of the fit and replayed against the plan (default: policy capacity.replay_holdout_days)."),
 ) -> None:
     """Validate the history, forecast it, and print units and monthly cost per scenario and option."""
     from rich.console import Console
@@ -31,6 +31,7 @@ def plan(
     # Piped output gets a wide console so the plan table is not truncated.
     console = Console(width=None if sys.stdout.isatty() else 160)
     policy = default_policy()
+    holdout_days = holdout_days if holdout_days is not None else policy.capacity.replay_holdout_days
     try:
         raw = load_file(history)
     except HistoryError as exc:

@@ -22,15 +22,17 @@ def serve(
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="HTTP port"),
     ingress: str | None = typer.Option(None, help="auto | proxy | haproxy (default: INFEROPS_INGRESS or auto)"),
-    max_batch_size: int = typer.Option(16, help="dynamic batching: most requests per batch"),
-    batch_wait_timeout_s: float = typer.Option(0.005, help="dynamic batching: longest wait to fill a batch"),
-    intra_op_threads: int = typer.Option(1, help="ONNX Runtime intra-op threads per replica"),
+    max_batch_size: int | None = typer.Option(None, help="dynamic batching: most requests per batch (default: policy serving.max_batch_size)"),
+    batch_wait_timeout_s: float | None = typer.Option(None, help="dynamic batching: longest wait to fill a batch (default: policy serving.batch_wait_timeout_s)"),
+    intra_op_threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads per replica (default: policy serving.intra_op_threads)"),
     num_cpus: int | None = typer.Option(None, help="CPUs for the local Ray (default: all)"),
 ) -> None:
     """Serve a model over HTTP (Open Inference Protocol v2 + OpenAI embeddings) until Ctrl-C."""
+    from tasks.policy import default_policy
     from tasks.settings import get_settings
 
     settings = get_settings()
+    defaults = default_policy().serving
     from serving.app import ingress_env
 
     try:
@@ -51,9 +53,9 @@ def serve(
         "model": model,
         "variant": variant,
         "extra_models": extra_model,
-        "max_batch_size": max_batch_size,
-        "batch_wait_timeout_s": batch_wait_timeout_s,
-        "intra_op_threads": intra_op_threads,
+        "max_batch_size": max_batch_size if max_batch_size is not None else defaults.max_batch_size,
+        "batch_wait_timeout_s": batch_wait_timeout_s if batch_wait_timeout_s is not None else defaults.batch_wait_timeout_s,
+        "intra_op_threads": intra_op_threads if intra_op_threads is not None else defaults.intra_op_threads,
     }
     try:
         url = run_local(args, name="inferops", host=host, port=port)

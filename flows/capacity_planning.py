@@ -20,8 +20,6 @@ from tasks.settings import get_settings
 from tasks.synthetic import write_synthetic_history
 
 EXPERIMENT = "inferops-capacity"
-# The last days of history are held out of the fit and replayed against the plan.
-REPLAY_HOLDOUT_DAYS = 2.0
 
 
 @task(name="collect-history")
@@ -210,14 +208,22 @@ def capacity_planning(
     knee_rps: float | None = None,
     model: str = "minilm",
     onnx_path: str | None = None,
-    scenario: str = cap.PLAN_SCENARIO,
-    confidence: float = cap.PLAN_CONFIDENCE,
-    holdout_days: float = REPLAY_HOLDOUT_DAYS,
+    scenario: str | None = None,
+    confidence: float | None = None,
+    holdout_days: float | None = None,
     suite_file: str | None = None,
     prometheus: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Seed 7.5, quarterly: plan GPUs/replicas for the forecast demand of the next horizon."""
+    """Seed 7.5, quarterly: plan GPUs/replicas for the forecast demand of the next horizon.
+
+    `scenario`, `confidence` and `holdout_days` (the tail held out of the fit and replayed against the plan)
+    default to policy capacity.plan_scenario, capacity.plan_confidence and capacity.replay_holdout_days.
+    """
     started = time.perf_counter()
+    policy = default_policy().capacity
+    scenario = scenario if scenario is not None else policy.plan_scenario
+    confidence = confidence if confidence is not None else policy.plan_confidence
+    holdout_days = holdout_days if holdout_days is not None else policy.replay_holdout_days
     raw = collect_history(history, prometheus)
     series, report = validate_history(raw, suite_file)
     analysis = analyse_trends(series, holdout_days)

@@ -28,11 +28,9 @@ from tasks.rollout_risk import Observation, RiskAction, evaluate
 from tasks.settings import get_settings
 
 EXPERIMENT = "inferops-gate"
-# Defaults the policy does not hold yet (see the report): how long to wait for a reviewer, how often the
-# paused flow checks for an answer, and how long the new champion is watched under load after promotion.
-APPROVAL_TIMEOUT_S = 24 * 3600
+# How often the paused flow checks for a reviewer's answer (how long it waits, and how long the new champion is
+# watched after promotion, are policy rollout_gate.approval_timeout_s and rollout_gate.risk_window_s).
 APPROVAL_POLL_S = 2
-RISK_WINDOW_S = 60.0
 
 
 def slug(model: str) -> str:
@@ -293,12 +291,14 @@ def phase_gate(
     require_approval: bool | None = None,
     api_key: str | None = None,
     performance_duration_s: float | None = None,
-    risk_window_s: float = RISK_WINDOW_S,
-    approval_timeout_s: int = APPROVAL_TIMEOUT_S,
+    risk_window_s: float | None = None,
+    approval_timeout_s: int | None = None,
 ) -> dict[str, Any]:
     """Gate `model@candidate_alias` on the endpoint at `url`, then promote it and watch it, or keep the champion."""
     logger = get_run_logger()
     policy: Policy = default_policy()
+    risk_window_s = risk_window_s if risk_window_s is not None else policy.rollout_gate.risk_window_s
+    approval_timeout_s = approval_timeout_s if approval_timeout_s is not None else policy.rollout_gate.approval_timeout_s
     started = time.perf_counter()
     frozen = approval.frozen_reason(model)
     candidate = registry.alias_version(model, candidate_alias)

@@ -24,15 +24,14 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.api import Limits, RequestRejected, create_api
 from serving.auth import RateLimiter, keyring_from_settings
-from serving.batching import DEFAULT_CALL_OVERHEAD_TOKENS, plan_buckets
+from serving.batching import plan_buckets
 from serving.metrics import ServingMetrics
 from serving.model_switch import EngineSlot, ModelSource, SwitchError, resolve_source
+from tasks.policy import default_policy
 
-# Serving defaults that are engineering choices, not SPEC thresholds (see the report: candidates for policy.yaml).
+# Batch size, wait, in-flight cap, threads and bucketing overhead default to policy.yaml `serving:` (read when
+# an args object is built, so INFEROPS_POLICY_FILE applies).
 DEFAULT_VARIANT = "onnx-fp32"
-DEFAULT_MAX_BATCH_SIZE = 16
-DEFAULT_BATCH_WAIT_TIMEOUT_S = 0.005
-DEFAULT_MAX_ONGOING_REQUESTS = 64
 HEALTH_CHECK_PERIOD_S = 5.0
 RECENT_BATCHES = 512
 # Live-tunable fields travel in user_config only: keeping them out of the init args lets Serve apply a change
@@ -51,16 +50,16 @@ class BatchingConfig(BaseModel):
     """The deployment's `user_config`: changes reach live replicas through `reconfigure()`."""
 
     model_config = ConfigDict(extra="forbid")
-    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
-    bucket_overhead_tokens: int = Field(default=DEFAULT_CALL_OVERHEAD_TOKENS, ge=0)
+    max_batch_size: int = Field(default_factory=lambda: default_policy().serving.max_batch_size, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s, ge=0.0, le=1.0)
+    bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
 
 
 class EngineOptions(BaseModel):
     """ONNX Runtime knobs: one intra-op thread without spinning leaves the other core to the HTTP ingress."""
 
     model_config = ConfigDict(extra="forbid")
-    intra_op_threads: int | None = Field(default=1, ge=1)
+    intra_op_threads: int | None = Field(default_factory=lambda: default_policy().serving.intra_op_threads, ge=1)
     allow_spinning: bool = False
     graph_level: str | None = None
     use_gpu: bool = False
@@ -75,12 +74,12 @@ class AppArgs(BaseModel):
     path: str | None = Field(default=None, description="serve this artifact file (sha256 from arg or manifest)")
     sha256: str | None = None
     extra_models: list[str] = Field(default_factory=list, description="more models, each 'name' or 'name:variant'")
-    intra_op_threads: int | None = Field(default=1, ge=1)
+    intra_op_threads: int | None = Field(default_factory=lambda: default_policy().serving.intra_op_threads, ge=1)
     allow_spinning: bool = False
-    max_batch_size: int = Field(default=DEFAULT_MAX_BATCH_SIZE, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default=DEFAULT_BATCH_WAIT_TIMEOUT_S, ge=0.0, le=1.0)
-    bucket_overhead_tokens: int = Field(default=DEFAULT_CALL_OVERHEAD_TOKENS, ge=0)
-    max_ongoing_requests: int = Field(default=DEFAULT_MAX_ONGOING_REQUESTS, ge=1)
+    max_batch_size: int = Field(default_factory=lambda: default_policy().serving.max_batch_size, ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s, ge=0.0, le=1.0)
+    bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
+    max_ongoing_requests: int = Field(default_factory=lambda: default_policy().serving.max_ongoing_requests, ge=1)
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float | None = Field(default=None, ge=0, description="None: 1 when a CUDA GPU is visible, else 0")
@@ -101,8 +100,6 @@ class AppArgs(BaseModel):
         )
 
     def limits(self) -> Limits:
-        from tasks.policy import default_policy
-
         ep = default_policy().endpoint
         return Limits(
             max_body_bytes=self.max_body_bytes or ep.max_body_bytes,
@@ -257,7 +254,7 @@ class ModelRuntime:
             out.append({"queue": queue, "batch_wait": max(0.0, waited - queue)})
         return out
 
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    @serve.batch  # size and wait: apply_batching() sets them from BatchingConfig in __init__ and reconfigure()
     async def _text_batch(self, items: list[_Item]) -> list[_ItemResult]:
         start = time.perf_counter()
         engine, source = self.slot.engine, self.slot.source  # held for the whole batch: a swap cannot split it
@@ -286,7 +283,7 @@ class ModelRuntime:
             results.append(_ItemResult(row, {**wait, **phases}, source.sha256, source.variant))
         return results
 
-    @serve.batch(max_batch_size=DEFAULT_MAX_BATCH_SIZE, batch_wait_timeout_s=DEFAULT_BATCH_WAIT_TIMEOUT_S)
+    @serve.batch  # size and wait: apply_batching() sets them from BatchingConfig in __init__ and reconfigure()
     async def _tensor_batch(self, items: list[_Item]) -> list[_ItemResult]:
         start = time.perf_counter()
         engine, source = self.slot.engine, self.slot.source

@@ -15,8 +15,6 @@ from tasks.policy import Capacity, default_policy
 
 HOURS_PER_MONTH = 730.0  # unit conversion (8760 h / 12), not policy
 # The plan covers this scenario at this confidence unless the caller asks otherwise. Move to policy.capacity.
-PLAN_SCENARIO = "peak_load"
-PLAN_CONFIDENCE = 0.95
 BENCH_EXPERIMENT = "inferops-bench"
 CURRENT_PEAK_QUANTILE = 0.99
 ESTIMATE_SEQ_LEN = 128  # tokens per text request assumed by the GPU estimate when the graph's length is symbolic
@@ -340,10 +338,16 @@ def recommend(
     strategy: StrategyDecision,
     current_units: dict[str, int],
     *,
-    scenario: str = PLAN_SCENARIO,
-    level: float = PLAN_CONFIDENCE,
+    scenario: str | None = None,
+    level: float | None = None,
 ) -> Recommendation:
-    """Per option: max(units covering the scenario, current x (1 + strategy's low end)); the cheapest wins."""
+    """Per option: max(units covering the scenario, current x (1 + strategy's low end)); the cheapest wins.
+
+    `scenario` and `level` default to policy capacity.plan_scenario and capacity.plan_confidence.
+    """
+    policy = default_policy().capacity
+    scenario = scenario if scenario is not None else policy.plan_scenario
+    level = level if level is not None else policy.plan_confidence
     rows = [r for r in plans if r.scenario == scenario and math.isclose(r.level, level)]
     if not rows:
         raise CapacityError(f"no plan for scenario {scenario!r} at confidence {level}; pick one the policy lists")

@@ -22,9 +22,8 @@ from tasks.settings import get_settings
 Severity = Literal["fatal", "gap"]
 Seasonality = Literal["daily", "weekly"]
 
-# A zero window is an outage, not idle time, when the neighbouring level predicts at least this many requests
-# in it: for Poisson arrivals P(0 | 10 expected) = e^-10 ≈ 5e-5. Move to policy.capacity if it needs tuning.
-ZERO_OUTAGE_MIN_EXPECTED_REQUESTS = 10.0
+# A zero window is an outage, not idle time, when the neighbouring level predicts at least policy
+# capacity.zero_outage_min_expected_requests in it: for Poisson arrivals P(0 | 10 expected) = e^-10 ≈ 5e-5.
 # Daily seasonality needs two full days; weekly needs policy.capacity.min_history_days (two weeks).
 DAILY_MIN_HISTORY_DAYS = 2.0
 SUITE_NAME = "inferops-history"
@@ -143,7 +142,8 @@ def derive_frame(raw: RawHistory, freq_s: int | None = None) -> tuple[pd.DataFra
     day_rows = max(1, int(86400 / step_freq))
     level = frame["rate_rps"].where(frame["rate_rps"] > 0).rolling(day_rows, center=True, min_periods=1).median()
     expected = level.fillna(0.0) * step_freq
-    frame["zero_outage"] = ((frame["rate_rps"] == 0) & (expected >= ZERO_OUTAGE_MIN_EXPECTED_REQUESTS)).astype(int)
+    outage_min = default_policy().capacity.zero_outage_min_expected_requests
+    frame["zero_outage"] = ((frame["rate_rps"] == 0) & (expected >= outage_min)).astype(int)
     return frame, freq_s
 
 
@@ -210,17 +210,20 @@ def run_suite(frame: pd.DataFrame, expectations: list[Any]) -> list[Any]:
     return [by_id[e.id] for e in suite.expectations]
 
 
-_RULES: dict[str, str] = {
-    "not_empty": "at least 1 row",
-    "timestamps_parse": "every timestamp parses",
-    "rates_numeric": "every rate is a number",
-    "timestamps_increase": "timestamps non-decreasing",
-    "no_duplicates": "no timestamp twice",
-    "rates_non_negative": "rate_rps >= 0",
-    "regular_frequency": "every step a multiple of the window",
-    "no_missing_windows": "no missing windows",
-    "no_zero_outages": f"no zero window where >= {ZERO_OUTAGE_MIN_EXPECTED_REQUESTS:g} requests were expected",
-}
+def _rules() -> dict[str, str]:
+    """The built-in checks' thresholds as people read them (the outage floor comes from the policy in force)."""
+    outage_min = default_policy().capacity.zero_outage_min_expected_requests
+    return {
+        "not_empty": "at least 1 row",
+        "timestamps_parse": "every timestamp parses",
+        "rates_numeric": "every rate is a number",
+        "timestamps_increase": "timestamps non-decreasing",
+        "no_duplicates": "no timestamp twice",
+        "rates_non_negative": "rate_rps >= 0",
+        "regular_frequency": "every step a multiple of the window",
+        "no_missing_windows": "no missing windows",
+        "no_zero_outages": f"no zero window where >= {outage_min:g} requests were expected",
+    }
 
 
 _LOCATED = {"timestamps_increase", "no_duplicates", "regular_frequency", "no_missing_windows", "no_zero_outages"}
@@ -229,16 +232,17 @@ _LOCATED = {"timestamps_increase", "no_duplicates", "regular_frequency", "no_mis
 def _check(name: str, severity: Severity, res: Any, frame: pd.DataFrame, required_days: float) -> CheckResult:
     info = res.result or {}
     success = bool(res.success)
+    rules = _rules()
     exp_type = res.expectation_config.type
     if name == "enough_history":
         observed_days = (info.get("observed_value") or 0.0) / 86400.0
         threshold, observed = f">= {required_days:g} days", f"{observed_days:.2f} days"
         reason = "long enough" if success else "history shorter than the seasonality needs; collect more or ask for less seasonality"
     elif name == "not_empty":
-        threshold, observed = _RULES[name], f"{info.get('observed_value', len(frame))} rows"
+        threshold, observed = rules[name], f"{info.get('observed_value', len(frame))} rows"
         reason = "has rows" if success else "no rows to plan on"
     else:
-        threshold = _RULES.get(name, json.dumps(res.expectation_config.kwargs, default=str))
+        threshold = rules.get(name, json.dumps(res.expectation_config.kwargs, default=str))
         count = int(info.get("unexpected_count") or 0)
         if name == "no_missing_windows" and not success:
             count = int(frame["missing_after"].sum())
@@ -251,7 +255,7 @@ def _check(name: str, severity: Severity, res: Any, frame: pd.DataFrame, require
             sample = [str(frame.at[i, "ts"]) for i in index]
         observed = f"{count} offending" + (f" (e.g. {sample[:5]})" if sample else "")
         reason = "ok" if success else f"{count} value(s) break '{threshold}'"
-        if exp_type and name not in _RULES:
+        if exp_type and name not in rules:
             reason = "ok" if success else f"user expectation {exp_type} failed"
     return CheckResult(name, exp_type, severity, success, threshold, observed, reason)
 

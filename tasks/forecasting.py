@@ -5,27 +5,22 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
 
 from tasks.policy import Capacity, default_policy
 
-# Backtest shape: few, fast Prophet fits (2-core machines). Move to policy.capacity if users need to tune it.
-# Four two-day folds span eight days, so the backtest always sees a weekend; fewer folds on short histories.
-BACKTEST_FOLDS = 4
-BACKTEST_HORIZON_DAYS = 2.0
-BACKTEST_MIN_TRAIN_DAYS = 7.0
+# Backtest shape (policy capacity.backtest_*): few, fast Prophet fits (2-core machines). Four two-day folds span
+# eight days, so the backtest always sees a weekend; fewer folds on short histories.
 PROPHET_SAMPLES = 300
 PROPHET_SEASONALITY_MODE: Literal["additive", "multiplicative"] = "additive"  # multiplicative measured worse on the ServeGen traces
-# Widen a level's interval only when its backtest coverage falls short of nominal by more than this; never
-# narrow it (over-covering is the safe side for capacity).
-CALIBRATION_TOLERANCE = 0.05
+# Calibration widens a level's interval only when its backtest coverage falls short of nominal by more than
+# policy capacity.calibration_tolerance; never narrows it (over-covering is the safe side for capacity).
 MIN_HALF_WIDTH_SHARE = 0.01
-# Short-term burstiness: the p99 over hours of (max 10-min window / hourly mean).
+# Short-term burstiness: the policy capacity.burst_quantile (p99) over hours of (max 10-min window / hourly mean).
 BURST_PERIOD = "1h"
-BURST_QUANTILE = 0.99
 TREND_TAIL_DAYS = 7.0
 SEASON_DAYS = {"daily": 1.0, "weekly": 7.0}
 
@@ -263,9 +258,10 @@ def candidate_names(series: pd.Series, horizon_days: float, folds: int) -> list[
 
 
 def fold_count(series: pd.Series, folds: int, horizon_days: float) -> int:
-    """Drop folds until the first one keeps BACKTEST_MIN_TRAIN_DAYS to fit on (at least one fold)."""
+    """Drop folds until the first one keeps policy capacity.backtest_min_train_days to fit on (at least one fold)."""
     span_days = len(series) * _freq_s(series) / 86400.0
-    while folds > 1 and span_days - folds * horizon_days < BACKTEST_MIN_TRAIN_DAYS:
+    min_train_days = default_policy().capacity.backtest_min_train_days
+    while folds > 1 and span_days - folds * horizon_days < min_train_days:
         folds -= 1
     return folds
 
@@ -274,13 +270,19 @@ def backtest(
     series: pd.Series,
     *,
     levels: list[float] | None = None,
-    folds: int = BACKTEST_FOLDS,
-    horizon_days: float = BACKTEST_HORIZON_DAYS,
+    folds: int | None = None,
+    horizon_days: float | None = None,
     candidates: list[str] | None = None,
     seasonalities: tuple[str, ...] = ("daily", "weekly"),
 ) -> BacktestResult:
-    """Rolling-origin backtest: `folds` consecutive horizons at the end of the series, each fit on what precedes it."""
-    levels = levels or default_policy().capacity.confidence_levels
+    """Rolling-origin backtest: `folds` consecutive horizons at the end of the series, each fit on what precedes it.
+
+    `folds` and `horizon_days` default to policy capacity.backtest_folds and capacity.backtest_horizon_days.
+    """
+    policy = default_policy().capacity
+    levels = levels or policy.confidence_levels
+    folds = folds if folds is not None else policy.backtest_folds
+    horizon_days = horizon_days if horizon_days is not None else policy.backtest_horizon_days
     freq = _freq_s(series)
     h = int(round(horizon_days * 86400 / freq))
     folds = fold_count(series, folds, horizon_days)
@@ -313,7 +315,7 @@ def backtest(
         factors = {
             lv: (
                 max(1.0, conformal_factor(interval_scores(actual, fc, lv), lv))
-                if lv - raw_cov[lv] > CALIBRATION_TOLERANCE
+                if lv - raw_cov[lv] > policy.calibration_tolerance
                 else 1.0
             )
             for lv in levels
@@ -371,8 +373,8 @@ def planning_forecast(
     index: pd.DatetimeIndex,
     *,
     levels: list[float] | None = None,
-    folds: int = BACKTEST_FOLDS,
-    horizon_days: float = BACKTEST_HORIZON_DAYS,
+    folds: int | None = None,
+    horizon_days: float | None = None,
     seasonalities: tuple[str, ...] = ("daily", "weekly"),
 ) -> PlanningForecast:
     """Backtest, refit the winner on the whole series, forecast `index` and apply the winner's calibration."""
@@ -422,8 +424,9 @@ def volatility(series: pd.Series) -> float:
     return float(ratio.std() / ratio.mean()) if len(ratio) > 1 and ratio.mean() > 0 else 0.0
 
 
-def burstiness(series: pd.Series, period: str = BURST_PERIOD, quantile: float = BURST_QUANTILE) -> float:
-    """The `quantile` over periods of (largest window / period mean): how far short bursts rise above the mean."""
+def burstiness(series: pd.Series, period: str = BURST_PERIOD, quantile: float | None = None) -> float:
+    """The `quantile` (default: policy capacity.burst_quantile) over periods of (largest window / period mean)."""
+    quantile = quantile if quantile is not None else default_policy().capacity.burst_quantile
     grouped = series.resample(period)
     ratio = (grouped.max() / grouped.mean()).replace([np.inf, -np.inf], np.nan).dropna()
     return float(max(1.0, np.quantile(ratio, quantile))) if len(ratio) else 1.0
@@ -436,15 +439,27 @@ def analyse_trends(series: pd.Series, forecast: Forecast, policy: Capacity | Non
         forecast_growth=forecast_growth(series, forecast),
         observed_growth=observed_growth(series, policy.horizon_days),
         volatility=volatility(series),
-        burstiness=burstiness(series),
+        burstiness=burstiness(series, quantile=policy.burst_quantile),
         notes={
             "forecast_growth": f"mean of the forecast's last {TREND_TAIL_DAYS:g} days vs the history's last {TREND_TAIL_DAYS:g} days",
             "observed_growth": f"linear fit of daily means extrapolated over {policy.horizon_days} days",
             "volatility": "coefficient of variation of the series over its centred 1-day mean",
-            "burstiness": f"p{BURST_QUANTILE * 100:g} over {period_label()} of max window / mean",
+            "burstiness": f"p{policy.burst_quantile * 100:g} over {period_label()} of max window / mean",
         },
     )
 
 
 def period_label() -> str:
     return f"{BURST_PERIOD} periods"
+
+
+# The old module constant, kept readable for callers outside tasks/ (benchmarks/forecast.py): it now comes from
+# the policy at attribute access, so INFEROPS_POLICY_FILE applies. New code reads the policy directly.
+if TYPE_CHECKING:
+    BACKTEST_MIN_TRAIN_DAYS: float
+else:
+
+    def __getattr__(name: str) -> Any:
+        if name == "BACKTEST_MIN_TRAIN_DAYS":
+            return default_policy().capacity.backtest_min_train_days
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -21,7 +21,7 @@ from tasks import hostile_inputs
 from tasks.gate import ItemResult
 from tasks.gpu_metrics import gpu_status
 from tasks.loadgen import LoadResult, auth_headers, run_http_open
-from tasks.policy import Endpoint
+from tasks.policy import Endpoint, default_policy
 from tasks.rollout_risk import Observation
 from tasks.suites import (
     STABILITY_WARMUP_FRACTION,
@@ -39,14 +39,12 @@ FUNCTIONAL_BATCH_SIZES = (1, 8, 32)
 CONCURRENT_REQUESTS = 16
 # HTTP connections the gate's own client keeps (functional and security checks, not the load runs).
 CLIENT_CONNECTIONS = 32
-# Untimed load before the performance run: the first requests after a deploy pay one-off costs (connections,
-# lazy allocation, the runtime's first calls); the gate judges the steady state.
-PERF_WARMUP_S = 2.0
+# Untimed load before the performance run (policy rollout_gate.performance_warmup_s): the first requests after a
+# deploy pay one-off costs (connections, lazy allocation, the runtime's first calls); the gate judges the steady state.
 # Memory samples over a stability run, whatever its length (the leak fit needs several after warm-up).
 MEMORY_SAMPLES = 40
-# A slope only counts as a leak if the memory also grew this much after warm-up: on a run of seconds,
-# allocator noise of a few MB extrapolates to hundreds of MB/h. (Move to policy: test_suite.stability.)
-LEAK_MIN_GROWTH_MB = 16.0
+# A slope only counts as a leak if the memory also grew policy test_suite.stability.leak_min_growth_mb after
+# warm-up: on a run of seconds, allocator noise of a few MB extrapolates to hundreds of MB/h.
 HEALTH_TIMEOUT_S = 5.0
 
 Check = dict[str, object]
@@ -381,7 +379,9 @@ def performance_item(
     """
     meta = client.metadata(model)
     infer_once(client, model, meta, 1)
-    constant_run(target_spec(client, model, meta, sla_p99_ms, with_pids=False), target_qps, PERF_WARMUP_S)
+    warmup_s = default_policy().rollout_gate.performance_warmup_s
+    if warmup_s > 0:  # 0 in the policy: no warm-up
+        constant_run(target_spec(client, model, meta, sla_p99_ms, with_pids=False), target_qps, warmup_s)
     baseline, load, system = observe(client, model, rate_rps=target_qps, duration_s=duration_s, sla_p99_ms=sla_p99_ms)
     p99 = baseline.p99_ms
     pct = load.percentiles
@@ -445,10 +445,11 @@ def leak_check(name: str, series: Sequence[tuple[float, int]], threshold_mb_per_
     if verdict.verdict == "n/a":
         return check(f"{name} leak", threshold_mb_per_h, None, None, f"not applicable: {verdict.reason}")
     grown = growth_mb(series)
-    leaking = verdict.verdict == "fail" and grown > LEAK_MIN_GROWTH_MB
+    floor_mb = default_policy().test_suite.stability.leak_min_growth_mb or 0.0  # unset: every steep slope is a leak
+    leaking = verdict.verdict == "fail" and grown > floor_mb
     reason = verdict.reason
     if verdict.verdict == "fail" and not leaking:
-        reason += f"; but it grew only {grown:.1f} MB (<= {LEAK_MIN_GROWTH_MB:g} MB floor): warm-up noise, not a leak"
+        reason += f"; but it grew only {grown:.1f} MB (<= {floor_mb:g} MB floor): warm-up noise, not a leak"
     observed = round(float(verdict.observed), 2) if verdict.observed is not None else None
     return check(f"{name} leak", threshold_mb_per_h, observed, not leaking, reason)
 

@@ -40,6 +40,9 @@ class RolloutGate(_Strict):
     stability_duration_s: float = Field(gt=0)
     completion: Completion
     require_approval: bool = False
+    approval_timeout_s: int = Field(gt=0)
+    risk_window_s: float = Field(gt=0)
+    performance_warmup_s: float = Field(ge=0)
 
     @model_validator(mode="after")
     def _weights_sum_to_one(self) -> RolloutGate:
@@ -119,6 +122,10 @@ class SuiteStep(_Strict):
     step_factor: float | None = None
     step_duration_s: float | None = None
     leak_slope_mb_per_h: float | None = None
+    leak_min_growth_mb: float | None = Field(default=None, ge=0)
+    max_steps: int | None = Field(default=None, ge=1)
+    time_budget_s: float | None = Field(default=None, gt=0)
+    bisect_steps: int | None = Field(default=None, ge=0)
 
 
 class TestSuite(_Strict):
@@ -173,12 +180,28 @@ class Capacity(_Strict):
     strategies: dict[Literal["preventive", "hybrid", "elastic", "shrink"], Strategy]
     gpu_catalog: dict[str, GpuSpec]
     gpu_efficiency: float = Field(gt=0, le=1)
+    plan_scenario: Literal["normal_load", "peak_load", "burst_load"]
+    plan_confidence: float = Field(gt=0, lt=1)
+    zero_outage_min_expected_requests: float = Field(gt=0)
+    backtest_folds: int = Field(ge=1)
+    backtest_horizon_days: float = Field(gt=0)
+    backtest_min_train_days: float = Field(gt=0)
+    calibration_tolerance: float = Field(ge=0, lt=1)
+    burst_quantile: float = Field(gt=0, le=1)
+    replay_holdout_days: float = Field(ge=0)
 
     @model_validator(mode="after")
     def _levels_are_probabilities(self) -> Capacity:
         for level in self.confidence_levels:
             if not 0 < level < 1:
                 raise ValueError(f"confidence level {level} must be between 0 and 1")
+        if self.plan_scenario not in self.scenarios:
+            raise ValueError(f"plan_scenario {self.plan_scenario!r} is not in scenarios {self.scenarios}; add it or pick one")
+        if not any(abs(self.plan_confidence - lv) < 1e-9 for lv in self.confidence_levels):
+            raise ValueError(
+                f"plan_confidence {self.plan_confidence} is not in confidence_levels {self.confidence_levels}; "
+                "add it or pick one"
+            )
         return self
 
 
@@ -222,6 +245,14 @@ class Endpoint(_Strict):
     health_check_failures: int = Field(ge=1)
 
 
+class Serving(_Strict):
+    max_batch_size: int = Field(ge=1, le=1024)
+    batch_wait_timeout_s: float = Field(ge=0, le=1)
+    max_ongoing_requests: int = Field(ge=1)
+    intra_op_threads: int = Field(ge=1)
+    call_overhead_tokens: int = Field(ge=0)
+
+
 class Policy(_Strict):
     rollout_gate: RolloutGate
     rollout_risk: RolloutRisk
@@ -232,6 +263,7 @@ class Policy(_Strict):
     capacity: Capacity
     risk: Risk
     endpoint: Endpoint
+    serving: Serving
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -28,10 +28,7 @@ from tasks.system_metrics import DEFAULT_INTERVAL_S, SystemSampler, SystemSummar
 SuiteName = Literal["benchmark", "load", "stress", "stability"]
 VerdictValue = Literal["pass", "fail", "n/a"]
 
-# Search bounds of the stress suite that the policy does not (yet) hold: see the report / policy.yaml.
-STRESS_MAX_STEPS = 16
-STRESS_TIME_BUDGET_S = 600.0
-STRESS_BISECT_STEPS = 4
+# Search bounds of the stress suite beyond policy test_suite.stress (max_steps, time_budget_s, bisect_steps).
 STRESS_BISECT_TOLERANCE = 0.05  # stop bisecting when the bracket is within 5%
 STRESS_TIMEOUT_SLA_MULTIPLE = 20.0  # a request 20x over the SLA is a timeout; it would fail the step anyway
 STRESS_DRAIN_MAX_S = 30.0
@@ -313,6 +310,15 @@ def _wait_drained(url: str, body: dict[str, Any], headers: dict[str, str], sla_m
                 return
 
 
+def _bound(given: float | None, configured: float | None, key: str) -> float:
+    """A stress search bound: the argument, else policy test_suite.stress.<key>; neither is an error."""
+    if given is not None:
+        return given
+    if configured is None:
+        raise ValueError(f"stress {key} is unset: set test_suite.stress.{key} in the policy file or pass {key}=")
+    return configured
+
+
 def find_knee(
     url: str,
     body_factory: BodyFactory,
@@ -324,9 +330,9 @@ def find_knee(
     max_rps: float | None = None,
     step_factor: float | None = None,
     step_duration_s: float | None = None,
-    max_steps: int = STRESS_MAX_STEPS,
-    time_budget_s: float = STRESS_TIME_BUDGET_S,
-    bisect_steps: int = STRESS_BISECT_STEPS,
+    max_steps: int | None = None,
+    time_budget_s: float | None = None,
+    bisect_steps: int | None = None,
     concurrency_cap: int = DEFAULT_CONCURRENCY_CAP,
     timeout_s: float | None = None,
     pids: Sequence[int] = (),
@@ -347,6 +353,9 @@ def find_knee(
     top = float(max_rps if max_rps is not None else (cfg.max_rps or rate))
     factor = float(step_factor if step_factor is not None else (cfg.step_factor or 1.5))
     step_s = float(step_duration_s if step_duration_s is not None else (cfg.step_duration_s or 8.0))
+    max_steps = int(_bound(max_steps, cfg.max_steps, "max_steps"))
+    time_budget_s = float(_bound(time_budget_s, cfg.time_budget_s, "time_budget_s"))
+    bisect_steps = int(_bound(bisect_steps, cfg.bisect_steps, "bisect_steps"))
     check_rate(rate, step_s)
     if factor <= 1.0:
         raise ValueError(f"stress step_factor {factor} must be > 1 so the ramp grows; policy test_suite.stress")
