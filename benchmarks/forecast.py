@@ -15,6 +15,7 @@ import pandas as pd
 from tasks import data_quality as dq
 from tasks import forecasting as fc
 from tasks.history import load_file
+from tasks.policy import default_policy
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 HOLDOUT_DAYS = 2.0
@@ -29,7 +30,7 @@ def evaluate(path: Path, report_dir: str) -> dict[str, object]:
     series = dq.prepare_series(raw, report)
     freq = (series.index[1] - series.index[0]).total_seconds()
     hold = int(round(HOLDOUT_DAYS * 86400 / freq))
-    if len(series) * freq / 86400 < HOLDOUT_DAYS + fc.BACKTEST_MIN_TRAIN_DAYS:
+    if len(series) * freq / 86400 < HOLDOUT_DAYS + default_policy().capacity.backtest_min_train_days:
         raise fc.ForecastError(f"{len(series) * freq / 86400:.2f} days is too short to hold out {HOLDOUT_DAYS:g} days and backtest")
     train, test = series.iloc[:-hold], series.iloc[-hold:]
     index = pd.DatetimeIndex(test.index)

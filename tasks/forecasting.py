@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 import pandas as pd
@@ -451,15 +451,3 @@ def analyse_trends(series: pd.Series, forecast: Forecast, policy: Capacity | Non
 
 def period_label() -> str:
     return f"{BURST_PERIOD} periods"
-
-
-# The old module constant, kept readable for callers outside tasks/ (benchmarks/forecast.py): it now comes from
-# the policy at attribute access, so INFEROPS_POLICY_FILE applies. New code reads the policy directly.
-if TYPE_CHECKING:
-    BACKTEST_MIN_TRAIN_DAYS: float
-else:
-
-    def __getattr__(name: str) -> Any:
-        if name == "BACKTEST_MIN_TRAIN_DAYS":
-            return default_policy().capacity.backtest_min_train_days
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
