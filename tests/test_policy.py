@@ -76,7 +76,7 @@ def test_code_defaults_follow_the_policy_file_at_call_time(tmp_path: Path, monke
         assert args.intra_op_threads == 2 and args.bucket_overhead_tokens == 64  # untouched keys keep defaults
         assert BatchingConfig().max_batch_size == 3
         assert fc.fold_count(series, 4, 2.0) == 4  # 10 - 4*2 >= 1 day of training
-        assert fc.BACKTEST_MIN_TRAIN_DAYS == 1.0
+        assert default_policy().capacity.backtest_min_train_days == 1.0
     finally:
         monkeypatch.delenv("INFEROPS_POLICY_FILE")
         default_policy.cache_clear()
