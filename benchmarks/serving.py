@@ -20,6 +20,9 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    # Run as a script, this file's folder comes first on sys.path and its name would shadow the `serving` package.
+    sys.path[0] = str(ROOT)
 
 
 def free_port() -> int:
