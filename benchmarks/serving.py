@@ -43,15 +43,24 @@ def wait_ready(url: str, timeout_s: float = 180.0) -> None:
     raise RuntimeError(f"{url} did not become ready within {timeout_s:.0f} s")
 
 
+WARMUP_REQUESTS = 30
+
+
 def knee(url: str, model: str, sla_ms: float, headers: dict[str, str], max_rps: float) -> Any:
     from tasks.loadgen import embeddings_body_factory
     from tasks.suites import find_knee
+
+    body = embeddings_body_factory(model)
+    # First requests pay one-off costs (allocator growth, lazy init): keep them out of the first step's P99.
+    with httpx.Client(timeout=60) as client:
+        for i in range(WARMUP_REQUESTS):
+            client.post(f"{url}/v1/embeddings", json=body(i), headers=headers).raise_for_status()
 
     def show(step: Any) -> None:
         print(f"    {step.phase:6} {step.rate_rps:7.1f} req/s  p99 {step.p99_ms:8.1f} ms  errors {step.error_rate:6.2%}"
               f"  {'ok' if step.ok else 'over'}", flush=True)  # fmt: skip
 
-    return find_knee(f"{url}/v1/embeddings", embeddings_body_factory(model), sla_ms, headers=headers,
+    return find_knee(f"{url}/v1/embeddings", body, sla_ms, headers=headers,
                      start_rps=5, max_rps=max_rps, step_factor=1.6, step_duration_s=6, time_budget_s=240, on_step=show)  # fmt: skip
 
 
