@@ -11,6 +11,8 @@ from rich.console import Console
 
 # A short stability run and risk window: the demo shows the gate working, the policy's 72 h is for production.
 DEMO_STABILITY_S = 15.0
+DEMO_PERFORMANCE_S = 10.0
+DEMO_RISK_WINDOW_S = 15.0
 DEMO_STRESS_BUDGET_S = 120.0
 DEMO_VARIANTS = ["torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"]
 
@@ -69,8 +71,9 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         from cli.pipelines import print_cycle, print_gate
         from flows.optimization_cycle import optimization_cycle
 
-        cycle = optimization_cycle(model=model, url=url, api_key=api_key, gate=True,
-                                   gate_stability_s=DEMO_STABILITY_S, require_approval=False)  # fmt: skip
+        cycle = optimization_cycle(model=model, url=url, api_key=api_key, gate=True, gate_stability_s=DEMO_STABILITY_S,
+                                   gate_performance_s=DEMO_PERFORMANCE_S, gate_risk_window_s=DEMO_RISK_WINDOW_S,
+                                   require_approval=False)  # fmt: skip
         print_cycle(cycle)
         if "gate" in cycle["final"]:
             gate = cycle["final"]["gate"]

@@ -272,6 +272,8 @@ def optimization_cycle(
     batch_options: list[int] | None = None,
     gate: bool = False,
     gate_stability_s: float = 20.0,
+    gate_performance_s: float | None = None,
+    gate_risk_window_s: float | None = None,
     require_approval: bool | None = None,
 ) -> dict[str, Any]:
     """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it."""
@@ -350,6 +352,7 @@ def optimization_cycle(
                 from flows.phase_gate import phase_gate
 
                 gated = phase_gate(model=model, candidate_alias=registry.CHALLENGER, stability_duration_s=gate_stability_s,
+                                   performance_duration_s=gate_performance_s, risk_window_s=gate_risk_window_s,
                                    require_approval=require_approval, api_key=api_key)  # fmt: skip
                 final["gate"] = {"passed": gated["passed"], "weighted_score": gated["weighted_score"],
                                  "reason": gated["reason"], "rows": gated["rows"]}  # fmt: skip

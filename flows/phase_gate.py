@@ -136,7 +136,10 @@ def publish_verdict(
     create_table_artifact(key=key, table=verdict.rows, description=f"{title}: {'PASS' if verdict.passed else 'FAIL'} ({verdict.reason})")
     create_markdown_artifact(key=f"{key}-report", markdown=report, description=title)
     ensure_experiment(EXPERIMENT)
-    with mlflow.start_run(run_name=f"gate-{model}" + (f"-v{candidate.version}" if candidate else "")) as run:
+    # Nested when the optimization cycle runs the gate inside its own MLflow run.
+    with mlflow.start_run(
+        run_name=f"gate-{model}" + (f"-v{candidate.version}" if candidate else ""), nested=mlflow.active_run() is not None
+    ) as run:
         mlflow.set_tags(
             {
                 "inferops.kind": "gate",

@@ -155,7 +155,7 @@ def log_suite_run(
     if baseline:
         tags[TAG_BASELINE] = baseline
     name = run_name or f"{result.suite}-{model}-{variant}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags) as run:
+    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags, nested=mlflow.active_run() is not None) as run:
         params = _params(result, model, variant, sha256, batching, replicas) | (extra_params or {})
         mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
         metrics = result.metrics()

@@ -188,3 +188,43 @@ def test_frozen_model_stops_the_cycle_before_anything_is_applied(first_cycle: di
     finally:
         approval.unfreeze(MODEL)
     assert registry.alias_version(MODEL, registry.CHAMPION) == before
+
+
+def test_cycle_gates_the_challenger_before_promotion(
+    first_cycle: dict[str, Any], ray_session: None, tmp_path, monkeypatch
+) -> None:
+    """With gate=True the winner is served beside production under its own prefix, gated, and only then promoted;
+    the gate's MLflow run is nested under the cycle's run."""
+    from tasks.policy import default_policy
+
+    # Timing noise on a shared 2-core box must not decide whether the gate is reached: no spread penalty here.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("optimization:\n  scoring:\n    spread_risk_weight: 0\n", encoding="utf-8")
+    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(policy))
+    default_policy.cache_clear()
+    try:
+        before = registry.alias_version(MODEL, registry.CHAMPION)
+        assert before is not None
+        if before.variant != "torch-fp32":  # start from the PyTorch baseline, which ONNX Runtime clearly beats
+            registry.rollback(MODEL, "test: start the gated cycle from the FP32 baseline")
+            before = registry.alias_version(MODEL, registry.CHAMPION)
+            assert before is not None and before.variant == "torch-fp32"
+        pick = ["onnx-fp32"]
+        out = _cycle(model=MODEL, candidates=pick, repeats=2, thread_options=[1], batch_options=[8], gate=True,
+                     gate_stability_s=4, gate_performance_s=4, gate_risk_window_s=4, require_approval=False)  # fmt: skip
+    finally:
+        monkeypatch.delenv("INFEROPS_POLICY_FILE")
+        default_policy.cache_clear()
+    after = registry.alias_version(MODEL, registry.CHAMPION)
+    if out["results"][0]["verdict"] != "accepted":
+        pytest.skip(f"the candidate was not faster beyond noise on this run: {out['results'][0]['reason']}")
+    gate = out["final"]["gate"]
+    assert {row["item"] for row in gate["rows"]} == {"functional", "performance", "stability", "security"}
+    if gate["passed"]:
+        assert after is not None and after.variant == pick[0] and out["champion"] == pick[0]
+    else:
+        assert after == before and registry.alias_version(MODEL, registry.CHALLENGER) is None
+    configure()
+    nested = mlflow.search_runs(experiment_names=["inferops-gate"],
+                                filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'")  # fmt: skip
+    assert len(nested) == 1

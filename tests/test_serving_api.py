@@ -262,3 +262,26 @@ def test_gpu_replicas_ask_for_a_gpu_and_use_cuda() -> None:
         pytest.skip("no CUDA GPU with onnxruntime-gpu on this machine: GPU placement cannot be exercised")
     assert AppArgs().gpus() == 1.0
     assert gpu_providers("trt-fp16")[0] == "TensorrtExecutionProvider"
+
+
+def test_custom_metrics_reach_rays_prometheus_endpoint(served: dict[str, Any]) -> None:
+    """Batch size, compute time and padding efficiency are exported on Ray's metrics port (what Prometheus scrapes)."""
+    import time
+
+    import ray
+
+    client: httpx.Client = served["client"]
+    for text in TEXTS:
+        assert client.post("/v1/embeddings", json={"model": "minilm", "input": text}, headers=AUTH).status_code == 200
+    port = ray._private.worker.global_worker.node.metrics_export_port
+    wanted = ("ray_inferops_batch_size_bucket", "ray_inferops_model_compute_ms_bucket", "ray_inferops_padding_efficiency")
+    deadline = time.monotonic() + 60  # Ray exports custom metrics on a reporting interval of several seconds
+    text = ""
+    while time.monotonic() < deadline:
+        text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        if all(name in text for name in wanted):
+            break
+        time.sleep(2)
+    missing = [name for name in wanted if name not in text]
+    assert not missing, f"not on Ray's metrics endpoint after 60 s: {missing}"
+    assert 'model="minilm"' in text
