@@ -64,9 +64,12 @@ def knee(url: str, model: str, sla_ms: float, headers: dict[str, str], max_rps: 
                      start_rps=5, max_rps=max_rps, step_factor=1.6, step_duration_s=6, time_budget_s=240, on_step=show)  # fmt: skip
 
 
-def at_knee(result: Any) -> tuple[float, float]:
-    ok = [s for s in result.steps if s.ok and abs(s.rate_rps - result.knee_rps) < 1e-6]
-    return (ok[0].p99_ms, ok[0].throughput_rps) if ok else (float("nan"), float("nan"))
+def at_knee(result: Any) -> tuple[float, float, float]:
+    """P50, P99 and achieved throughput of the step at the knee (the load the search kept for it)."""
+    if result.load is None or result.knee_rps <= 0:
+        return float("nan"), float("nan"), float("nan")
+    pct = result.load.percentiles
+    return pct["p50"], pct["p99"], result.load.throughput_rps
 
 
 def naive(model: str, sla_ms: float) -> dict[str, Any]:
@@ -80,9 +83,9 @@ def naive(model: str, sla_ms: float) -> dict[str, Any]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    p99, thr = at_knee(result)
+    p50, p99, thr = at_knee(result)
     return {"system": "naive: sentence-transformers encode, FastAPI, batch 1, FP32", "knee": result.knee_rps,
-            "p99": p99, "throughput": thr, "stopped": result.stopped_reason}  # fmt: skip
+            "p50": p50, "p99": p99, "throughput": thr, "stopped": result.stopped_reason}  # fmt: skip
 
 
 def inferops(model: str, variant: str, sla_ms: float, ingress: str, batch: int, wait_s: float) -> dict[str, Any]:
@@ -105,9 +108,10 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, batch: int, 
     finally:
         serve.shutdown()
         ray.shutdown()
-    p99, thr = at_knee(result)
+    p50, p99, thr = at_knee(result)
     return {"system": f"inferops: Ray Serve ({chosen}), {variant}, batch<= {batch}, wait {wait_s * 1e3:.0f} ms",
-            "knee": result.knee_rps, "p99": p99, "throughput": thr, "stopped": result.stopped_reason}  # fmt: skip
+            "knee": result.knee_rps, "p50": p50, "p99": p99, "throughput": thr,
+            "stopped": result.stopped_reason}  # fmt: skip
 
 
 def in_process(model: str, variant: str, batch: int) -> float:
@@ -144,9 +148,9 @@ def main() -> None:
     inproc_b = in_process(args.model, args.variant, args.max_batch_size)
 
     print(f"\nhighest rate with P99 <= {sla:.0f} ms, one sentence per request (open loop, same 2-core box)")
-    print(f"{'system':78} {'knee req/s':>10} {'p99 ms':>8} {'achieved':>9}")
+    print(f"{'system':78} {'knee req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'achieved':>9}")
     for r in rows:
-        print(f"{r['system']:78} {r['knee']:10.1f} {r['p99']:8.1f} {r['throughput']:9.1f}")
+        print(f"{r['system']:78} {r['knee']:10.1f} {r['p50']:8.1f} {r['p99']:8.1f} {r['throughput']:9.1f}")
     if len(rows) == 2 and rows[0]["knee"] > 0:
         print(f"\nratio inferops / naive: {rows[1]['knee'] / rows[0]['knee']:.2f}x")
     print(f"in-process {args.variant}, 1 thread: {inproc1:.1f} sentences/s at batch 1, "
