@@ -96,12 +96,13 @@ class RunningServer:
 
 
 @contextmanager
-def serve(kind: str, *, service_ms: float = 20.0, leak_kb: int = 1024, startup_s: float = 30.0) -> Iterator[RunningServer]:
-    """Start a test server in a subprocess, wait until ready, stop it on exit."""
+def subprocess_server(
+    module: str, args: list[str], ready_path: str, startup_s: float = 30.0
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Run `python -m MODULE --port P ARGS` from the repo root, wait until `ready_path` answers 200, stop it on exit."""
     port = free_port()
     root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "tests.servers", kind, "--port", str(port), "--service-ms", str(service_ms)]
-    cmd += ["--leak-kb", str(leak_kb)]
+    cmd = [sys.executable, "-m", module, "--port", str(port), *args]
     proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -109,16 +110,16 @@ def serve(kind: str, *, service_ms: float = 20.0, leak_kb: int = 1024, startup_s
         while True:
             if proc.poll() is not None:
                 err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"test server {kind} exited with {proc.returncode}: {err[-2000:]}")
+                raise RuntimeError(f"test server {module} {args} exited with {proc.returncode}: {err[-2000:]}")
             try:
-                if httpx.get(url + "/v2/health/ready", timeout=1).status_code == 200:
+                if httpx.get(url + ready_path, timeout=1).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass
             if time.monotonic() > deadline:
-                raise RuntimeError(f"test server {kind} did not become ready in {startup_s} s")
+                raise RuntimeError(f"test server {module} {args} did not become ready in {startup_s} s")
             time.sleep(0.1)
-        yield RunningServer(url, proc.pid)
+        yield url, proc
     finally:
         proc.terminate()
         try:
@@ -126,6 +127,14 @@ def serve(kind: str, *, service_ms: float = 20.0, leak_kb: int = 1024, startup_s
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+@contextmanager
+def serve(kind: str, *, service_ms: float = 20.0, leak_kb: int = 1024, startup_s: float = 30.0) -> Iterator[RunningServer]:
+    """Start a test server in a subprocess, wait until ready, stop it on exit."""
+    args = [kind, "--service-ms", str(service_ms), "--leak-kb", str(leak_kb)]
+    with subprocess_server("tests.servers", args, "/v2/health/ready", startup_s) as (url, proc):
+        yield RunningServer(url, proc.pid)
 
 
 def main() -> None:

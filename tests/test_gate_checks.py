@@ -10,9 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,8 +17,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import numpy as np
+
+try:
+    from servers import subprocess_server
+except ModuleNotFoundError:  # the fake replica's own process runs as `python -m tests.test_gate_checks`
+    from tests.servers import subprocess_server
 
 from tasks import gate_checks
 from tasks.gate import decide
@@ -118,12 +119,6 @@ class FakeReplica:
         return dict(json.loads(self.control.read_text()))
 
 
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @contextmanager
 def fake_replica(
     tmp: Path, *, latency_ms: float = 5.0, leak_kb: int = 0, sha256: str = HEALTHY_SHA, model: str = FAKE_MODEL
@@ -132,33 +127,9 @@ def fake_replica(
     control = tmp / f"fake-replica-{time.monotonic_ns()}.json"
     cfg = {"model": model, "latency_ms": latency_ms, "fast_ms": latency_ms, "leak_kb": leak_kb, "sha256": sha256}
     control.write_text(json.dumps(cfg))
-    port = free_port()
-    root = Path(__file__).resolve().parents[1]
-    cmd = [sys.executable, "-m", "tests.test_gate_checks", "--port", str(port), "--control", str(control)]
-    proc = subprocess.Popen(cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"fake replica exited with {proc.returncode}: {err[-2000:]}")
-            try:
-                if httpx.get(url + "/v2/health/live", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError("fake replica did not start in 60 s")
-            time.sleep(0.1)
+    args = ["--control", str(control)]
+    with subprocess_server("tests.test_gate_checks", args, "/v2/health/live", startup_s=60) as (url, proc):
         yield FakeReplica(url, proc.pid, control)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 # ---- tests -----------------------------------------------------------------------------------------------------

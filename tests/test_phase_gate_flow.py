@@ -6,7 +6,6 @@ cases use the fake replica of test_gate_checks (a slowdown on demand after promo
 
 from __future__ import annotations
 
-import socket
 import sys
 import threading
 import time
@@ -22,6 +21,7 @@ from tasks.artifacts import sha256_file
 from tasks.mlflow_store import configure
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from servers import free_port  # tests/servers.py
 from test_gate_checks import API_KEY, fake_replica  # noqa: E402
 
 # Seconds, not the seed's 72 h: every item still runs, just briefly.
@@ -41,12 +41,6 @@ def lenient_sla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
     yield
     monkeypatch.delenv("INFEROPS_POLICY_FILE")
     default_policy.cache_clear()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _register(model: str, tmp: Path, tag: str) -> registry.VersionRef:
@@ -107,7 +101,7 @@ def digits_app(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
     train_digits_cnn()
     artifact = ensure_variant("digits-cnn", "onnx-fp32")
     registry.register("digits-cnn", artifact.path, artifact.manifest)
-    url = run_local({"model": "models:/digits-cnn@challenger", "api_keys": API_KEY}, name="gate-flow-test", port=_free_port())
+    url = run_local({"model": "models:/digits-cnn@challenger", "api_keys": API_KEY}, name="gate-flow-test", port=free_port())
     yield url
     serve.delete("gate-flow-test")
 

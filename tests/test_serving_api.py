@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+from servers import free_port  # tests/servers.py
 
 from tasks.policy import default_policy
 
@@ -17,12 +17,6 @@ APP = "inferops-api-test"
 KEY = "test-key-api"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 TEXTS = ["The cat sat on the mat.", "Ray Serve batches requests.", "short", "An embedding is a vector of floats."]
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _args(**batching: Any) -> dict[str, Any]:
@@ -47,7 +41,7 @@ def served(ray_session: None) -> Iterator[dict[str, Any]]:
         _EXTRA.append("digits-cnn:onnx-fp32")
     except Exception as exc:  # the zoo's digits model is another module's; say why multi-model is skipped
         _EXTRA_SKIP = f"digits-cnn variant could not be built: {type(exc).__name__}: {exc}"[:300]
-    url = run_local(_args(max_batch_size=4, batch_wait_timeout_s=0.05), name=APP, port=_free_port())
+    url = run_local(_args(max_batch_size=4, batch_wait_timeout_s=0.05), name=APP, port=free_port())
     client = httpx.Client(base_url=url, timeout=60)
     yield {"url": url, "client": client}
     client.close()

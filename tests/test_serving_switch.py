@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import shutil
-import socket
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,17 +11,12 @@ from typing import Any
 
 import httpx
 import pytest
+from servers import free_port  # tests/servers.py
 
 APP = "inferops-switch-test"
 KEY = "test-key-switch"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 NEW_VARIANT = "onnx-int8-dynamic"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +29,7 @@ def served(ray_session: None) -> Iterator[dict[str, Any]]:
     old = ensure_variant("minilm", "onnx-fp32")
     new = ensure_variant("minilm", NEW_VARIANT)  # built before the load starts, so the switch only loads
     url = run_local(
-        {"model": "minilm", "variant": "onnx-fp32", "api_keys": KEY, "batch_wait_timeout_s": 0.002}, name=APP, port=_free_port()
+        {"model": "minilm", "variant": "onnx-fp32", "api_keys": KEY, "batch_wait_timeout_s": 0.002}, name=APP, port=free_port()
     )
     client = httpx.Client(base_url=url, timeout=60)
     yield {"url": url, "client": client, "old": old, "new": new}
