@@ -8,6 +8,7 @@ from typing import Any, Literal
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
+from flows.keys import slug
 from tasks.loadgen import auth_headers, embeddings_body_factory, endpoint_url, preflight
 from tasks.suites import (
     SuiteResult,
@@ -69,7 +70,7 @@ def measurement_suite(
     spec = check_endpoint(url, model, api_key)
     result = run_suite(spec, suite, rate, duration_s, stress_budget_s)
     run_id = record(result, model, variant, sha256, baseline)
-    create_markdown_artifact(render_markdown(result), key=f"{suite}-{model}".lower(), description=f"{suite} suite")
+    create_markdown_artifact(render_markdown(result), key=f"{suite}-{slug(model)}", description=f"{suite} suite")
     return {"suite": suite, "passed": result.passed, "mlflow_run_id": run_id, **result.metrics()}
 
 

@@ -14,6 +14,7 @@ import mlflow
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from flows.keys import slug
 from tasks import registry
 from tasks.approval import frozen_reason
 from tasks.bottlenecks import Breakdown, breakdown
@@ -23,9 +24,11 @@ from tasks.cycle import (
     Measured,
     inprocess_timing,
     knob_stage,
+    knob_values,
     measure,
     model_stage,
     monitoring_rules,
+    summarize_baseline,
     write_monitoring,
 )
 from tasks.mlflow_store import ensure_experiment
@@ -322,10 +325,9 @@ def optimization_cycle(
         best = fastest_passing(results)
         best_candidate = next((c for c in plan if best and c.name == best.name), base.candidate)
         previous_best = base.measured.trial.median_throughput
-        cores = os.cpu_count() or 1
         for stage, values in (
-            ("parallelization", thread_options or sorted({1, min(2, cores), cores})),
-            ("batching", batch_options or [4, 16, 32]),
+            ("parallelization", knob_values("parallelization", thread_options, opt)),
+            ("batching", knob_values("batching", batch_options, opt)),
         ):
             current = fastest_passing(results)
             current_rps = current.trial.median_throughput if current and current.trial else previous_best
@@ -375,21 +377,15 @@ def optimization_cycle(
         roi = roi_figures(base.measured.trial.median_throughput, final_rps, opt, policy.rollout_gate.target_qps)
         mlflow.log_metrics({k: v for k, v in roi.items() if v != float("inf")})
         mlflow.log_metric("candidates_measured", final["candidates_measured"])
-        baseline_summary = {
-            "variant": base.candidate.variant,
-            f"throughput (items/s, batch {batch})": round(base.measured.trial.median_throughput, 1),
-            "p99 ms per batch": round(base.measured.trial.median_p99, 2),
-            "spread": f"{base.measured.trial.spread:.1%}",
-            base.measured.metric: round(base.measured.value, 4),
-        }
+        baseline_summary = summarize_baseline(base.candidate, base.measured)
         report = render_report(
             model, baseline_summary, render_breakdown(bottleneck), results, champion, final, roi, checklist
         )
         mlflow.log_text(report, "report.md")
         mlflow.log_dict({"candidates": [r.row() for r in results]}, "candidates.json")
-        create_markdown_artifact(report, key=f"optimization-report-{_key(model)}", description="optimization cycle report")
+        create_markdown_artifact(report, key=f"optimization-report-{slug(model)}", description="optimization cycle report")
         if results:
-            create_table_artifact([r.row() for r in results], key=f"optimization-candidates-{_key(model)}")
+            create_table_artifact([r.row() for r in results], key=f"optimization-candidates-{slug(model)}")
         wall = time.monotonic() - started
         mlflow.log_metric("wall_s", wall)
         return {
@@ -404,10 +400,6 @@ def optimization_cycle(
             "mlflow_run_id": parent.info.run_id,
             "wall_s": round(wall, 1),
         }
-
-
-def _key(model: str) -> str:
-    return "".join(ch if ch.isalnum() else "-" for ch in model.lower()).strip("-")
 
 
 if __name__ == "__main__":

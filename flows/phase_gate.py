@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 import secrets
 import time
 from collections.abc import Iterator
@@ -20,6 +19,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
+from flows.keys import slug
 from tasks import approval, gate_checks, registry
 from tasks.gate import GateVerdict, ItemResult, decide, render_markdown
 from tasks.mlflow_store import configure, ensure_experiment
@@ -31,11 +31,6 @@ EXPERIMENT = "inferops-gate"
 # How often the paused flow checks for a reviewer's answer (how long it waits, and how long the new champion is
 # watched after promotion, are policy rollout_gate.approval_timeout_s and rollout_gate.risk_window_s).
 APPROVAL_POLL_S = 2
-
-
-def slug(model: str) -> str:
-    """A Prefect artifact key part: lowercase letters, digits and dashes only."""
-    return re.sub(r"[^a-z0-9]+", "-", model.lower()).strip("-") or "model"
 
 
 # ---- gate items -----------------------------------------------------------------------------------------------

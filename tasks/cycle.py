@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,7 +13,7 @@ import yaml
 from tasks.artifacts import write_artifact
 from tasks.evaluation import measure_batches
 from tasks.optimization import Trial
-from tasks.policy import Policy
+from tasks.policy import Optimization, Policy
 from tasks.settings import get_settings
 from tasks.variants import VARIANT_RECIPES, ensure_variant, gpu_unavailable_reason, list_variants
 
@@ -79,6 +80,27 @@ def knob_stage(best: Candidate, stage: str, values: list[int]) -> list[Candidate
         kind = "parallelization" if stage == "parallelization" else "batching"
         out.append(Candidate(f"{best.variant}+threads={threads}+batch={batch}", best.variant, kind, stage, threads, batch))
     return out
+
+
+def knob_values(stage: str, given: list[int] | None, policy: Optimization) -> list[int]:
+    """Values a knob stage tries: the caller's, else 1, 2 and all cores for threads, the policy's batch sizes."""
+    if given:
+        return list(given)
+    if stage == "parallelization":
+        cores = os.cpu_count() or 1
+        return sorted({1, min(2, cores), cores})
+    return list(policy.batch_options)
+
+
+def summarize_baseline(candidate: Candidate, measured: Measured) -> dict[str, Any]:
+    """The baseline as the report shows it: what served, how fast, how noisy, how accurate."""
+    return {
+        "variant": candidate.variant,
+        f"throughput (items/s, batch {candidate.batch})": round(measured.trial.median_throughput, 1),
+        "p99 ms per batch": round(measured.trial.median_p99, 2),
+        "spread": f"{measured.trial.spread:.1%}",
+        measured.metric: round(measured.value, 4),
+    }
 
 
 def measure(model: str, candidate: Candidate, repeats: int) -> Measured:

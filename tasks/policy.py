@@ -85,6 +85,7 @@ class Optimization(_Strict):
     max_trials: int = Field(ge=1)
     max_minutes: float = Field(gt=0)
     repeats: int = Field(ge=1)
+    batch_options: list[int] = Field(min_length=1)
     hardware_cost_per_hour: float = Field(ge=0)
     investment_hours: float = Field(ge=0)
     engineer_cost_per_hour: float = Field(ge=0)
