@@ -155,6 +155,17 @@ class SwitchRequest(BaseModel):
     uri: str | None = Field(default=None, max_length=1024)
 
 
+class ServingUpdate(BaseModel):
+    """Admin: serving knobs applied to every replica of a model's deployment (unset fields stay as they are)."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
+    batch_wait_timeout_s: float | None = Field(default=None, ge=0.0, le=1.0)
+    cache_entries: int | None = Field(default=None, ge=0, le=1_000_000)
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+    num_replicas: int | None = Field(default=None, ge=1, le=64)
+
+
 # ---- the service the routes call -------------------------------------------------------------------------------
 
 
@@ -171,9 +182,11 @@ class InferenceService(Protocol):
 
     async def metadata(self, model: str) -> dict[str, Any]: ...
 
-    async def embed(self, model: str, texts: list[str], truncate: bool) -> dict[str, Any]: ...
+    async def embed(self, model: str, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]: ...
 
-    async def infer_tensor(self, model: str, array: np.ndarray) -> dict[str, Any]: ...
+    async def infer_tensor(self, model: str, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]: ...
+
+    async def configure_model(self, model: str, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]: ...
 
     async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -335,10 +348,24 @@ def error_response(exc: RequestRejected) -> JSONResponse:
     return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers or None)
 
 
-def _json_response(payload: Any, timings: dict[str, float], started: float) -> Response:
+def cache_allowed(request: Request) -> bool:
+    """HTTP semantics: `Cache-Control: no-cache` or `no-store` asks for a fresh answer, computed by the model."""
+    directives = {d.strip().lower() for d in request.headers.get("cache-control", "").split(",")}
+    return not ({"no-cache", "no-store"} & directives)
+
+
+def cache_status(hits: int | None, items: int) -> str:
+    """`X-Inferops-Cache`: hit (every item), partial, miss, or bypass (cache off or refused by the client)."""
+    if hits is None:
+        return "bypass"
+    return "hit" if hits == items else "miss" if hits == 0 else "partial"
+
+
+def _json_response(payload: Any, reply: dict[str, Any], started: float, items: int) -> Response:
     body = _dumps(payload)
-    timings = {**timings, "serialize": time.perf_counter() - started}
-    return Response(body, media_type="application/json", headers={"Server-Timing": server_timing(timings)})
+    timings = {**reply["timings"], "serialize": time.perf_counter() - started}
+    headers = {"Server-Timing": server_timing(timings), "X-Inferops-Cache": cache_status(reply.get("cache_hits"), items)}
+    return Response(body, media_type="application/json", headers=headers)
 
 
 def create_api(service: InferenceService) -> FastAPI:
@@ -414,10 +441,12 @@ def create_api(service: InferenceService) -> FastAPI:
             texts = [str(v) for v in tensor.data]
             check_texts(texts, service.limits, field="inputs[0].data")
             truncate = bool((req.parameters or {}).get("truncate", False))
-            reply = await service.embed(name, texts, truncate)
+            reply = await service.embed(name, texts, truncate, cache_allowed(request))
+            items = len(texts)
         else:
             array = tensor_from_input(tensor, service.limits, meta.get("input_shape"))
-            reply = await service.infer_tensor(name, array)
+            reply = await service.infer_tensor(name, array, cache_allowed(request))
+            items = 1
         started = time.perf_counter()
         out = np.asarray(reply["outputs"], dtype=np.float32)
         payload = {
@@ -427,7 +456,7 @@ def create_api(service: InferenceService) -> FastAPI:
             "parameters": {"sha256": reply["sha256"], "variant": reply["variant"]},
             "outputs": [{"name": "output-0", "shape": list(out.shape), "datatype": "FP32", "data": out.reshape(-1)}],
         }
-        return _json_response(payload, reply["timings"], started)
+        return _json_response(payload, reply, started, items)
 
     @app.post(
         "/v1/embeddings", tags=["inference"], response_model=EmbeddingsResponse, openapi_extra=body_schema(EmbeddingsRequest)
@@ -442,7 +471,7 @@ def create_api(service: InferenceService) -> FastAPI:
         check_texts(texts, service.limits)
         if req.dimensions is not None and req.dimensions != meta.get("dim"):
             raise RequestRejected(400, "dimensions", "equals_model_dim", meta.get("dim"), "this model has a fixed dimension")
-        reply = await service.embed(req.model, texts, req.truncate)
+        reply = await service.embed(req.model, texts, req.truncate, cache_allowed(request))
         started = time.perf_counter()
         out = np.asarray(reply["outputs"], dtype=np.float32)
         payload = {
@@ -454,7 +483,7 @@ def create_api(service: InferenceService) -> FastAPI:
             "model": req.model,
             "usage": {"prompt_tokens": reply["prompt_tokens"], "total_tokens": reply["prompt_tokens"]},
         }
-        return _json_response(payload, reply["timings"], started)
+        return _json_response(payload, reply, started, len(texts))
 
     @app.post("/admin/models/{name}/switch", tags=["admin"], openapi_extra=body_schema(SwitchRequest))
     async def switch(name: str, request: Request) -> JSONResponse:
@@ -462,6 +491,19 @@ def create_api(service: InferenceService) -> FastAPI:
         req: SwitchRequest = validate_model(SwitchRequest, await read_json_body(request, service.limits.max_body_bytes))
         result = await service.switch_model(name, req.model_dump(exclude_none=True))
         return JSONResponse(result, status_code=200 if result["verdict"] == "switched" else 409)
+
+    @app.put("/admin/models/{name}/serving", tags=["admin"], openapi_extra=body_schema(ServingUpdate))
+    async def configure(name: str, request: Request) -> JSONResponse:
+        """Batching, cache, threads and replica count for every replica of `name`; 202: Serve applies it."""
+        authorize(request)
+        await service.metadata(name)  # 404 for an unknown model before reading the body
+        req: ServingUpdate = validate_model(ServingUpdate, await read_json_body(request, service.limits.max_body_bytes))
+        patch = req.model_dump(exclude_none=True)
+        replicas = patch.pop("num_replicas", None)
+        if not patch and replicas is None:
+            raise RequestRejected(400, "body", "non_empty", None, "name at least one knob to change")
+        result = await service.configure_model(name, patch, replicas)
+        return JSONResponse(result, status_code=202 if result.get("persisted") else 409)
 
     @app.post("/admin/models/{name}/rollback", tags=["admin"])
     async def rollback(name: str, request: Request) -> JSONResponse:

@@ -25,8 +25,9 @@ from ray.serve.handle import DeploymentHandle
 from serving.api import Limits, RequestRejected, create_api
 from serving.auth import RateLimiter, keyring_from_settings
 from serving.batching import plan_buckets
+from serving.cache import ResponseCache, input_key
 from serving.metrics import ServingMetrics
-from serving.model_switch import EngineSlot, ModelSource, SwitchError, resolve_source
+from serving.model_switch import EngineSlot, ModelSource, SwitchError, SwitchResult, resolve_source
 from tasks.policy import default_policy
 
 # Batch size, wait, in-flight cap, threads and bucketing overhead default to policy.yaml `serving:` (read when
@@ -36,7 +37,7 @@ HEALTH_CHECK_PERIOD_S = 5.0
 RECENT_BATCHES = 512
 # Live-tunable fields travel in user_config only: keeping them out of the init args lets Serve apply a change
 # with reconfigure() on running replicas instead of replacing them.
-BATCHING_FIELDS = {"max_batch_size", "batch_wait_timeout_s", "bucket_overhead_tokens"}
+BATCHING_FIELDS = {"max_batch_size", "batch_wait_timeout_s", "bucket_overhead_tokens", "cache_entries"}
 
 
 def _split_csv(value: Any) -> Any:
@@ -46,13 +47,21 @@ def _split_csv(value: Any) -> Any:
     return value
 
 
-class BatchingConfig(BaseModel):
-    """The deployment's `user_config`: changes reach live replicas through `reconfigure()`."""
+class ServingConfig(BaseModel):
+    """The deployment's `user_config`: every replica applies a change in `reconfigure()` without restarting.
+
+    Batching and the response cache change in place; `intra_op_threads` and `source` reload the engine beside
+    the running one and swap (a load that fails keeps the running engine and says so in the switch history).
+    `source` is how a switch reaches every replica, including ones Serve starts later.
+    """
 
     model_config = ConfigDict(extra="forbid")
     max_batch_size: int = Field(default_factory=lambda: default_policy().serving.max_batch_size, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s, ge=0.0, le=1.0)
     bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
+    cache_entries: int = Field(default_factory=lambda: default_policy().serving.cache_entries, ge=0, le=1_000_000)
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256, description="None: the replica's start-up value")
+    source: dict[str, Any] | None = Field(default=None, description="the model every replica must serve (ModelSource)")
 
 
 class EngineOptions(BaseModel):
@@ -79,6 +88,7 @@ class AppArgs(BaseModel):
     max_batch_size: int = Field(default_factory=lambda: default_policy().serving.max_batch_size, ge=1, le=1024)
     batch_wait_timeout_s: float = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s, ge=0.0, le=1.0)
     bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
+    cache_entries: int = Field(default_factory=lambda: default_policy().serving.cache_entries, ge=0, le=1_000_000)
     max_ongoing_requests: int = Field(default_factory=lambda: default_policy().serving.max_ongoing_requests, ge=1)
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1.0, ge=0)
@@ -92,11 +102,12 @@ class AppArgs(BaseModel):
 
     _csv = field_validator("extra_models", "api_keys", mode="before")(_split_csv)
 
-    def batching(self) -> BatchingConfig:
-        return BatchingConfig(
+    def batching(self) -> ServingConfig:
+        return ServingConfig(
             max_batch_size=self.max_batch_size,
             batch_wait_timeout_s=self.batch_wait_timeout_s,
             bucket_overhead_tokens=self.bucket_overhead_tokens,
+            cache_entries=self.cache_entries,
         )
 
     def limits(self) -> Limits:
@@ -188,27 +199,45 @@ class _ItemResult:
 class ModelRuntime:
     """One served model inside one replica process (`@serve.batch` queues are per process)."""
 
-    def __init__(self, source: ModelSource, options: EngineOptions, batching: BatchingConfig) -> None:
+    def __init__(self, source: ModelSource, options: EngineOptions, config: ServingConfig) -> None:
         self.options = options
         self.slot = EngineSlot(partial(load_for_serving, options=options), source)
         self.metrics = ServingMetrics(source.model)
         self.metrics.observe_engine(self.slot.engine.info)
-        self.batching = batching
+        self.config = config
+        self.cache = ResponseCache(config.cache_entries)
         self._last_batch_end = 0.0
         self.recent_batch_sizes: deque[int] = deque(maxlen=RECENT_BATCHES)
         self.recent_efficiency: deque[float] = deque(maxlen=RECENT_BATCHES)
-        self.apply_batching(batching)
+        self.apply_batching(config)
 
     @property
     def name(self) -> str:
         return self.slot.source.model
 
-    def apply_batching(self, batching: BatchingConfig) -> None:
-        """Change batch size and wait on the live queues (no replica restart)."""
-        self.batching = batching
+    def apply_batching(self, config: ServingConfig) -> None:
+        """Change batch size, wait and cache size on the live queues (no replica restart)."""
+        self.config = config
         for handler in (self._text_batch, self._tensor_batch):
-            handler.set_max_batch_size(batching.max_batch_size)  # type: ignore[attr-defined]
-            handler.set_batch_wait_timeout_s(batching.batch_wait_timeout_s)  # type: ignore[attr-defined]
+            handler.set_max_batch_size(config.max_batch_size)  # type: ignore[attr-defined]
+            handler.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
+        self.cache.resize(config.cache_entries)
+
+    async def apply_config(self, config: ServingConfig) -> SwitchResult | None:
+        """Everything in `user_config`: batching and cache in place, then threads / model by load-and-swap."""
+        self.apply_batching(config)
+        threads = config.intra_op_threads or self.options.intra_op_threads
+        source = ModelSource(**config.source) if config.source else self.slot.source
+        if source.sha256 == self.slot.source.sha256 and threads == self.options.intra_op_threads:
+            return None
+        options = self.options.model_copy(update={"intra_op_threads": threads})
+        result = await self.slot.switch(source, action="reconfigure", loader=partial(load_for_serving, options=options))
+        self.metrics.observe_switch(f"reconfigure-{result.verdict}")
+        if result.verdict == "switched":
+            self.options = options
+            self.cache.clear()  # answers of the old engine are keyed by its sha256: drop them to free memory
+            self.metrics.observe_engine(self.slot.engine.info)
+        return result
 
     def describe(self) -> dict[str, Any]:
         engine = self.slot.engine
@@ -226,7 +255,9 @@ class ModelRuntime:
             "fallback_reason": engine.info.get("fallback_reason"),
             "engine": {k: v for k, v in engine.info.items() if k != "fallback_reason"},
             "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None,
-            "batching": self.batching.model_dump(),
+            "batching": self.config.model_dump(exclude={"source", "intra_op_threads", "cache_entries"}),
+            "intra_op_threads": self.options.intra_op_threads,
+            "cache": self.cache.stats().as_dict(),
             "recent_batch_sizes": dict(sorted(Counter(self.recent_batch_sizes).items())),
             "padding_efficiency": float(np.mean(self.recent_efficiency)) if self.recent_efficiency else None,
             "switch_history": [r.as_dict() for r in self.slot.history[-5:]],
@@ -254,12 +285,12 @@ class ModelRuntime:
             out.append({"queue": queue, "batch_wait": max(0.0, waited - queue)})
         return out
 
-    @serve.batch  # size and wait: apply_batching() sets them from BatchingConfig in __init__ and reconfigure()
+    @serve.batch  # size and wait: apply_batching() sets them from ServingConfig in __init__ and reconfigure()
     async def _text_batch(self, items: list[_Item]) -> list[_ItemResult]:
         start = time.perf_counter()
         engine, source = self.slot.engine, self.slot.source  # held for the whole batch: a swap cannot split it
         waits = self._timings(items, start)
-        plan = plan_buckets([it.length for it in items], call_overhead_tokens=self.batching.bucket_overhead_tokens)
+        plan = plan_buckets([it.length for it in items], call_overhead_tokens=self.config.bucket_overhead_tokens)
 
         def run() -> list[tuple[np.ndarray, dict[str, float]]]:
             outputs: list[tuple[np.ndarray, dict[str, float]]] = [None] * len(items)  # type: ignore[list-item]
@@ -283,7 +314,7 @@ class ModelRuntime:
             results.append(_ItemResult(row, {**wait, **phases}, source.sha256, source.variant))
         return results
 
-    @serve.batch  # size and wait: apply_batching() sets them from BatchingConfig in __init__ and reconfigure()
+    @serve.batch  # size and wait: apply_batching() sets them from ServingConfig in __init__ and reconfigure()
     async def _tensor_batch(self, items: list[_Item]) -> list[_ItemResult]:
         start = time.perf_counter()
         engine, source = self.slot.engine, self.slot.source
@@ -302,8 +333,8 @@ class ModelRuntime:
             offset += it.length
         return results
 
-    async def embed(self, texts: list[str], truncate: bool) -> dict[str, Any]:
-        engine = self.slot.engine
+    async def embed(self, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]:
+        engine, source = self.slot.engine, self.slot.source
         if engine.kind != "text":
             raise RequestRejected(400, "model", "text_model", None, f"model {self.name!r} takes tensors, not text")
         t0 = time.perf_counter()
@@ -320,25 +351,50 @@ class ModelRuntime:
                         f"input[{i}] has {n} tokens, more than the model's {engine.max_tokens}; "
                         "shorten it or send truncate: true",
                     )
+        flag = "t" if truncate else ""
+        use_cache = use_cache and self.cache.enabled
+        keys = [input_key(source.sha256, text, flag) for text in texts] if use_cache else []
+        hits = [self.cache.get(k) for k in keys] if use_cache else [None] * len(texts)
+        if use_cache:
+            self.metrics.observe_cache(sum(h is not None for h in hits), sum(h is None for h in hits))
         now = time.perf_counter()
-        results = await asyncio.gather(
-            *(self._text_batch(_Item(text, min(n, engine.max_tokens), now)) for text, n in zip(texts, lengths, strict=True))
+        misses = [i for i, h in enumerate(hits) if h is None]
+        computed = await asyncio.gather(
+            *(self._text_batch(_Item(texts[i], min(lengths[i], engine.max_tokens), now)) for i in misses)
         )
-        timings = _merge_timings([r.timings for r in results])
+        rows: list[np.ndarray] = [h for h in hits]  # type: ignore[misc]
+        for i, result in zip(misses, computed, strict=True):
+            rows[i] = result.output
+            if use_cache and result.sha256 == source.sha256:  # a switch mid-request: do not file the answer
+                self.cache.put(keys[i], result.output)
+        timings = _merge_timings([r.timings for r in computed]) if computed else {}
         timings["tokenize"] = timings.get("tokenize", 0.0) + length_s
+        last = computed[-1] if computed else None
         return {
-            "outputs": np.stack([r.output for r in results]),
+            "outputs": np.stack(rows),
             "timings": timings,
             "prompt_tokens": int(sum(min(n, engine.max_tokens) for n in lengths)),
-            "sha256": results[-1].sha256,
-            "variant": results[-1].variant,
+            "sha256": last.sha256 if last else source.sha256,
+            "variant": last.variant if last else source.variant,
+            "cache_hits": len(texts) - len(misses) if use_cache else None,
         }
 
-    async def infer_tensor(self, array: np.ndarray) -> dict[str, Any]:
+    async def infer_tensor(self, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]:
+        source = self.slot.source
         if self.slot.engine.kind != "tensor":
             raise RequestRejected(400, "model", "tensor_model", None, f"model {self.name!r} takes text, not tensors")
+        use_cache = use_cache and self.cache.enabled
+        key = input_key(source.sha256, array) if use_cache else b""
+        if use_cache:
+            row = self.cache.get(key)
+            self.metrics.observe_cache(int(row is not None), int(row is None))
+            if row is not None:
+                return {"outputs": row, "timings": {}, "sha256": source.sha256, "variant": source.variant, "cache_hits": 1}
         result = await self._tensor_batch(_Item(array, int(array.shape[0]), time.perf_counter()))
-        return {"outputs": result.output, "timings": result.timings, "sha256": result.sha256, "variant": result.variant}
+        if use_cache and result.sha256 == source.sha256:
+            self.cache.put(key, result.output)
+        return {"outputs": result.output, "timings": result.timings, "sha256": result.sha256, "variant": result.variant,
+                "cache_hits": 0 if use_cache else None}  # fmt: skip
 
     async def switch(self, request: dict[str, Any]) -> dict[str, Any]:
         src = self.slot.source
@@ -366,12 +422,27 @@ class ModelRuntime:
         result = await self.slot.switch(source)
         self.metrics.observe_switch(result.verdict)
         self.metrics.observe_engine(self.slot.engine.info)
-        return result.as_dict()
+        out = result.as_dict()
+        if result.verdict == "switched":
+            self.cache.clear()
+            out["propagation"] = await asyncio.to_thread(persist_replica_config, {"source": source.describe()})
+        return out
 
     async def rollback(self) -> dict[str, Any]:
         result = await self.slot.rollback()
         self.metrics.observe_switch(f"rollback-{result.verdict}")
-        return result.as_dict()
+        out = result.as_dict()
+        if result.verdict == "switched":
+            self.cache.clear()
+            out["propagation"] = await asyncio.to_thread(persist_replica_config, {"source": self.slot.source.describe()})
+        return out
+
+    async def configure(self, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
+        """Change serving knobs on every replica of this deployment: validated here, applied by Serve."""
+        merged = ServingConfig.model_validate({**self.config.model_dump(), **patch})  # raises naming the bad field
+        persisted = await asyncio.to_thread(persist_replica_config, patch, num_replicas)
+        return {"requested": {**patch, **({"num_replicas": num_replicas} if num_replicas else {})},
+                "config": merged.model_dump(exclude={"source"}), **persisted}  # fmt: skip
 
     async def check_health(self) -> None:
         """Raise when the batch loop died, so Serve replaces the replica after repeated failures."""
@@ -427,11 +498,11 @@ class ModelServer:
     """An extra model in its own deployment (own replicas, batch queue and metrics), called by the ingress."""
 
     def __init__(self, source: ModelSource, options: dict[str, Any]) -> None:
-        # batching arrives through user_config -> reconfigure() right after __init__
-        self.runtime = ModelRuntime(source, EngineOptions(**options), BatchingConfig())
+        # batching, cache and the pinned model arrive through user_config -> reconfigure() right after __init__
+        self.runtime = ModelRuntime(source, EngineOptions(**options), ServingConfig())
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        self.runtime.apply_batching(BatchingConfig(**user_config))
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        await self.runtime.apply_config(ServingConfig(**user_config))
 
     async def check_health(self) -> None:
         await self.runtime.check_health()
@@ -439,17 +510,20 @@ class ModelServer:
     async def metadata(self) -> dict[str, Any]:
         return self.runtime.describe()
 
-    async def embed(self, texts: list[str], truncate: bool) -> dict[str, Any]:
+    async def embed(self, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]:
         try:
-            return await self.runtime.embed(texts, truncate)
+            return await self.runtime.embed(texts, truncate, use_cache)
         except RequestRejected as exc:
             return {"rejected": exc.as_tuple()}
 
-    async def infer_tensor(self, array: np.ndarray) -> dict[str, Any]:
+    async def infer_tensor(self, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]:
         try:
-            return await self.runtime.infer_tensor(array)
+            return await self.runtime.infer_tensor(array, use_cache)
         except RequestRejected as exc:
             return {"rejected": exc.as_tuple()}
+
+    async def configure(self, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
+        return await self.runtime.configure(patch, num_replicas)
 
     async def switch(self, request: dict[str, Any]) -> dict[str, Any]:
         return await self.runtime.switch(request)
@@ -474,16 +548,16 @@ class InferenceIngress:
             allow_spinning=self.args.allow_spinning,
             use_gpu=self.args.gpus() > 0,
         )
-        # batching arrives through user_config -> reconfigure() right after __init__
-        self.runtime = ModelRuntime(primary, options, BatchingConfig())
+        # batching, cache and the pinned model arrive through user_config -> reconfigure() right after __init__
+        self.runtime = ModelRuntime(primary, options, ServingConfig())
         self.extra = extra
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self)
 
-    def reconfigure(self, user_config: dict[str, Any]) -> None:
-        """Batching for the primary model, from `user_config`; no restart."""
-        self.runtime.apply_batching(BatchingConfig(**user_config))
+    async def reconfigure(self, user_config: dict[str, Any]) -> None:
+        """Batching, cache, threads and the pinned model of the primary model, from `user_config`; no restart."""
+        await self.runtime.apply_config(ServingConfig(**user_config))
 
     async def check_health(self) -> None:
         await self.runtime.check_health()
@@ -514,18 +588,26 @@ class InferenceIngress:
             return await self.extra[model].metadata.remote()  # type: ignore[no-any-return]
         raise self._unknown(model)
 
-    async def embed(self, model: str, texts: list[str], truncate: bool) -> dict[str, Any]:
+    async def embed(self, model: str, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]:
         if model == self.runtime.name:
-            return await self.runtime.embed(texts, truncate)
+            return await self.runtime.embed(texts, truncate, use_cache)
         if model in self.extra:
-            return _packed(await self.extra[model].embed.remote(texts, truncate))  # type: ignore[no-any-return]
+            return _packed(await self.extra[model].embed.remote(texts, truncate, use_cache))  # type: ignore[no-any-return]
         raise self._unknown(model)
 
-    async def infer_tensor(self, model: str, array: np.ndarray) -> dict[str, Any]:
+    async def infer_tensor(self, model: str, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]:
         if model == self.runtime.name:
-            return await self.runtime.infer_tensor(array)
+            return await self.runtime.infer_tensor(array, use_cache)
         if model in self.extra:
-            return _packed(await self.extra[model].infer_tensor.remote(array))  # type: ignore[no-any-return]
+            return _packed(await self.extra[model].infer_tensor.remote(array, use_cache))  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
+    async def configure_model(self, model: str, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
+        """Serving knobs for every replica of `model`'s deployment (batching, cache, threads, replicas)."""
+        if model == self.runtime.name:
+            return await self.runtime.configure(patch, num_replicas)
+        if model in self.extra:
+            return await self.extra[model].configure.remote(patch, num_replicas)  # type: ignore[no-any-return]
         raise self._unknown(model)
 
     async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -542,6 +624,60 @@ class InferenceIngress:
         if model in self.extra:
             return await self.extra[model].rollback.remote()  # type: ignore[no-any-return]
         raise self._unknown(model)
+
+
+# ---- deployment config updates (how a change made on one replica reaches all of them) --------------------------
+
+
+def update_deployment(
+    app_name: str, deployment: str, user_config_patch: dict[str, Any], num_replicas: int | None = None
+) -> dict[str, Any]:
+    """Merge `user_config_patch` (and a replica count) into one deployment of a declaratively deployed app.
+
+    Only `user_config` and `num_replicas` change, which Serve applies as a lightweight update: running replicas
+    get `reconfigure()`, new ones start with the same user_config, nothing is restarted.
+    """
+    from ray import serve as ray_serve
+    from ray.serve.context import _get_global_client
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _get_global_client()
+    if client is None:
+        raise RuntimeError("Serve is not running: no controller to update")
+    live = set(ray_serve.status().applications)
+    current = ray_get(client._controller.get_app_configs.remote())
+    if app_name not in current:
+        raise RuntimeError(f"application {app_name!r} was not deployed from a config (serve deploy / inferops serve)")
+    apps = []
+    for name, cfg in current.items():
+        if name not in live:
+            continue
+        entry = cfg.model_dump(exclude_unset=True)
+        if name == app_name:
+            deployments = entry.setdefault("deployments", [])
+            target = next((d for d in deployments if d.get("name") == deployment), None)
+            if target is None:
+                target = {"name": deployment}
+                deployments.append(target)
+            target["user_config"] = {**(target.get("user_config") or {}), **user_config_patch}
+            if num_replicas is not None:
+                target["num_replicas"] = num_replicas
+        apps.append(entry)
+    client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
+    return {"app": app_name, "deployment": deployment}
+
+
+def persist_replica_config(patch: dict[str, Any], num_replicas: int | None = None) -> dict[str, Any]:
+    """From inside a replica: write `patch` into this deployment's user_config so every replica converges."""
+    try:
+        ctx = serve.get_replica_context()
+    except Exception as exc:  # not inside a Serve replica (a unit test driving ModelRuntime directly)
+        return {"persisted": False, "reason": f"not running in a Serve replica ({type(exc).__name__})"}
+    try:
+        where = update_deployment(ctx.app_name, ctx.deployment, patch, num_replicas)
+    except Exception as exc:  # e.g. an app started with serve.run: this replica changed, the others did not
+        return {"persisted": False, "reason": f"{type(exc).__name__}: {exc}"}
+    return {"persisted": True, **where}
 
 
 # ---- the builder ------------------------------------------------------------------------------------------------

@@ -63,6 +63,11 @@ class ServingMetrics:
             description="Requests rejected with a 4xx, by status.",
             tag_keys=("model", "status"),  # type: ignore[arg-type]
         )
+        self.cache_lookups = Counter(
+            "inferops_cache_lookups",
+            description="Response-cache lookups, by result (hit or miss).",
+            tag_keys=("model", "result"),  # type: ignore[arg-type]
+        )
         self.switches = Counter(
             "inferops_model_switches", description="Model switch attempts, by outcome.", tag_keys=("model", "outcome")  # type: ignore[arg-type]
         )
@@ -86,6 +91,12 @@ class ServingMetrics:
 
     def observe_rejection(self, status: int) -> None:
         self.rejected.inc(tags={**self.tags, "status": str(status)})
+
+    def observe_cache(self, hits: int, misses: int) -> None:
+        if hits:
+            self.cache_lookups.inc(hits, tags={**self.tags, "result": "hit"})
+        if misses:
+            self.cache_lookups.inc(misses, tags={**self.tags, "result": "miss"})
 
     def observe_switch(self, outcome: str) -> None:
         self.switches.inc(tags={**self.tags, "outcome": outcome})

@@ -118,21 +118,25 @@ class EngineSlot:
         self.previous: tuple[ModelSource, Any] | None = None
         self.history: list[SwitchResult] = []
 
-    def _verify_and_load(self, source: ModelSource) -> tuple[Any, str]:
+    def _verify_and_load(self, source: ModelSource, loader: Callable[[ModelSource], Any]) -> tuple[Any, str]:
         from tasks.artifacts import verify_artifact
 
         observed = verify_artifact(source.path, source.sha256)  # before any byte reaches the runtime
-        return self._loader(source), observed
+        return loader(source), observed
 
-    async def switch(self, source: ModelSource, action: str = "switch") -> SwitchResult:
-        """Load `source` beside the current engine and swap; on any failure keep serving the current one."""
+    async def switch(
+        self, source: ModelSource, action: str = "switch", loader: Callable[[ModelSource], Any] | None = None
+    ) -> SwitchResult:
+        """Load `source` (with `loader`, e.g. other engine options) beside the current engine and swap; on any
+        failure keep serving the current one."""
         async with self._lock:
             start = time.perf_counter()
             observed: str | None = None
+            use = loader or self._loader
             try:
                 from tasks.artifacts import sha256_file
 
-                engine, observed = await asyncio.to_thread(self._verify_and_load, source)
+                engine, observed = await asyncio.to_thread(self._verify_and_load, source, use)
             except Exception as exc:  # any load failure must leave the old model serving
                 try:
                     observed = observed or await asyncio.to_thread(sha256_file, source.path)
@@ -152,6 +156,7 @@ class EngineSlot:
                 return result
             old = (self.source, self.engine)
             self.source, self.engine = source, engine  # the swap: new batches pick up the new engine
+            self._loader = use
             self.previous = old
             result = SwitchResult(
                 action=action,

@@ -86,6 +86,8 @@ class Optimization(_Strict):
     max_minutes: float = Field(gt=0)
     repeats: int = Field(ge=1)
     batch_options: list[int] = Field(min_length=1)
+    replica_options: list[int] = Field(min_length=1)
+    cache_options: list[int] = Field(min_length=1)
     hardware_cost_per_hour: float = Field(ge=0)
     investment_hours: float = Field(ge=0)
     engineer_cost_per_hour: float = Field(ge=0)
@@ -252,6 +254,7 @@ class Serving(_Strict):
     max_ongoing_requests: int = Field(ge=1)
     intra_op_threads: int = Field(ge=1)
     call_overhead_tokens: int = Field(ge=0)
+    cache_entries: int = Field(ge=0, le=1_000_000)
 
 
 class Policy(_Strict):

@@ -55,7 +55,7 @@ def test_code_defaults_follow_the_policy_file_at_call_time(tmp_path: Path, monke
     """Defaults are read when used, not at import: INFEROPS_POLICY_FILE set after import still applies."""
     import pandas as pd
 
-    from serving.app import AppArgs, BatchingConfig
+    from serving.app import AppArgs, ServingConfig
     from tasks import forecasting as fc
     from tasks.policy import default_policy
 
@@ -74,7 +74,7 @@ def test_code_defaults_follow_the_policy_file_at_call_time(tmp_path: Path, monke
         args = AppArgs()
         assert (args.max_batch_size, args.batch_wait_timeout_s, args.max_ongoing_requests) == (3, 0.02, 7)
         assert args.intra_op_threads == 2 and args.bucket_overhead_tokens == 64  # untouched keys keep defaults
-        assert BatchingConfig().max_batch_size == 3
+        assert ServingConfig().max_batch_size == 3
         assert fc.fold_count(series, 4, 2.0) == 4  # 10 - 4*2 >= 1 day of training
         assert default_policy().capacity.backtest_min_train_days == 1.0
     finally:
