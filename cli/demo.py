@@ -70,8 +70,15 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         step("optimization cycle (with the phase gate on the challenger)")
         from cli.pipelines import print_cycle, print_gate
         from flows.optimization_cycle import optimization_cycle
+        from tasks.workload import demo_request_log, load_request_log, repeat_share
 
-        cycle = optimization_cycle(model=model, url=url, api_key=api_key, gate=True, gate_stability_s=DEMO_STABILITY_S,
+        suffix = ".jsonl" if not model.startswith("digits") else ".npy"
+        log = demo_request_log(model, settings.data_dir / "workloads" / f"{model}-requests{suffix}")
+        requests = load_request_log(log, "text" if suffix == ".jsonl" else "tensor")
+        console.print(f"workload: {len(requests)} requests with Zipf popularity, {repeat_share(requests):.0%} repeat an "
+                      f"earlier one ({log})", highlight=False)  # fmt: skip
+        cycle = optimization_cycle(model=model, url=url, api_key=api_key, request_log=str(log), gate=True,
+                                   gate_stability_s=DEMO_STABILITY_S,
                                    gate_performance_s=DEMO_PERFORMANCE_S, gate_risk_window_s=DEMO_RISK_WINDOW_S,
                                    require_approval=False)  # fmt: skip
         print_cycle(cycle)
@@ -87,8 +94,8 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         now = registry.alias_version(model, registry.CHAMPION)
         stress = measurement_suite(suite="stress", model=model, url=url, api_key=api_key, stress_budget_s=DEMO_STRESS_BUDGET_S,
                                    variant=now.variant if now else "unknown", sha256=now.sha256 if now else "unknown")  # fmt: skip
-        console.print(f"knee: {stress.get('knee_rps', 0):.1f} req/s (P99 <= SLA), recorded in MLflow run "
-                      f"{stress['mlflow_run_id']}", highlight=False)  # fmt: skip
+        console.print(f"knee: {stress.get('knee_rps', 0):.1f} req/s (P99 <= SLA, Cache-Control: no-cache, so the model "
+                      f"answers every request), recorded in MLflow run {stress['mlflow_run_id']}", highlight=False)  # fmt: skip
         summary["knee_rps"] = stress.get("knee_rps")
     finally:
         serve.shutdown()

@@ -22,6 +22,9 @@ def _quiet_env() -> None:
 def optimize(
     model: str = typer.Option("minilm", help="model zoo name"),
     url: str | None = typer.Option(None, help="live endpoint to switch to the new champion"),
+    request_log: str | None = typer.Option(
+        None, help="requests to time candidates on (JSON Lines of {'text': ...}, or .npy); judges the response cache"
+    ),
     candidate: list[str] = typer.Option(None, "--candidate", "-c", help="only these variants (repeatable)"),
     repeats: int | None = typer.Option(None, help="measurements per candidate (policy default)"),
     gate: bool = typer.Option(False, help="run the phase gate on the challenger before promoting it"),
@@ -31,7 +34,8 @@ def optimize(
     _quiet_env()
     from flows.optimization_cycle import optimization_cycle
 
-    out = optimization_cycle(model=model, url=url, candidates=candidate or None, repeats=repeats, gate=gate, api_key=api_key)
+    out = optimization_cycle(model=model, url=url, candidates=candidate or None, repeats=repeats, gate=gate, api_key=api_key,
+                             request_log=request_log)
     print_cycle(out)
 
 

@@ -26,11 +26,15 @@ Suite = Literal["benchmark", "load", "stress", "stability"]
 
 
 @task(name="preflight", retries=2, retry_delay_seconds=5)
-def check_endpoint(url: str, model: str, api_key: str | None) -> TargetSpec:
+def check_endpoint(url: str, model: str, api_key: str | None, use_cache: bool = False) -> TargetSpec:
     """One request before any load: an unreachable endpoint or unknown model fails here, clearly."""
     full = endpoint_url(url)
     body = embeddings_body_factory(model)
     headers = auth_headers(api_key)
+    if not use_cache:
+        # The load cycles through a few hundred sentences: a response cache would answer nearly all of them and
+        # the suite would measure the cache, not the model. Ask for fresh answers unless told otherwise.
+        headers["Cache-Control"] = "no-cache"
     preflight(full, body(0), headers=headers)
     return TargetSpec(full, body, headers=headers, pids=replica_pids())
 
@@ -65,9 +69,12 @@ def measurement_suite(
     sha256: str = "unknown",
     baseline: str | None = None,
     stress_budget_s: float | None = None,
+    use_cache: bool = False,
 ) -> dict[str, Any]:
-    """Run one suite, publish its verdicts and record it in MLflow (stress runs record the knee)."""
-    spec = check_endpoint(url, model, api_key)
+    """Run one suite, publish its verdicts and record it in MLflow (stress runs record the knee).
+
+    `use_cache=False` (default) sends `Cache-Control: no-cache`, so figures are the model's, not the cache's."""
+    spec = check_endpoint(url, model, api_key, use_cache)
     result = run_suite(spec, suite, rate, duration_s, stress_budget_s)
     run_id = record(result, model, variant, sha256, baseline)
     create_markdown_artifact(render_markdown(result), key=f"{suite}-{slug(model)}", description=f"{suite} suite")

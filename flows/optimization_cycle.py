@@ -31,6 +31,7 @@ from tasks.cycle import (
     summarize_baseline,
     write_monitoring,
 )
+from tasks.endpoint_config import EndpointConfigError, apply_knobs
 from tasks.mlflow_store import ensure_experiment
 from tasks.optimization import (
     CandidateResult,
@@ -46,8 +47,18 @@ from tasks.optimization import (
 from tasks.policy import Policy, default_policy
 from tasks.risk import assess
 from tasks.variants import list_variants
+from tasks.workload import load_request_log, repeat_share
 
 EXPERIMENT = "inferops-optimization"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A request log and the share of its requests that repeat an earlier one (an unbounded cache's hit rate)."""
+
+    source: str
+    requests: Any  # list[str] for text models, an array for tensor models
+    repeat_share: float
 
 
 @dataclass(frozen=True)
@@ -59,8 +70,21 @@ class Baseline:
     version: str
 
 
+@task(name="load-workload")
+def load_workload(model: str, request_log: str | None) -> Workload | None:
+    """The requests every candidate is timed on: the given request log, else the model's example inputs."""
+    if request_log is None:
+        return None
+    from serving.zoo import get_model
+
+    requests = load_request_log(request_log, get_model(model).kind)
+    return Workload(request_log, requests, repeat_share(requests))
+
+
 @task(name="establish-baseline")
-def establish_baseline(model: str, threads: int, batch: int, repeats: int, url: str | None, api_key: str | None) -> Baseline:
+def establish_baseline(
+    model: str, threads: int, batch: int, repeats: int, url: str | None, api_key: str | None, workload: Workload | None
+) -> Baseline:
     """Measure what serves now (the registry's champion; the FP32 model on a first cycle) and the FP32 reference."""
     if url:
         _preflight(url, model, api_key)
@@ -68,9 +92,10 @@ def establish_baseline(model: str, threads: int, batch: int, repeats: int, url: 
     reference_variant = "torch-fp32" if "torch-fp32" in variants else "onnx-fp32"
     champion = registry.alias_version(model, registry.CHAMPION)
     served = champion.variant if champion and champion.variant in variants else reference_variant
-    reference = measure(model, Candidate(reference_variant, reference_variant, "baseline", "baseline", threads, batch), 1)
+    requests = workload.requests if workload else None
+    reference = measure(model, Candidate(reference_variant, reference_variant, "baseline", "baseline", threads, batch), 1, requests)
     current = Candidate(served, served, "baseline", "baseline", threads, batch)
-    measured = measure(model, current, repeats)
+    measured = measure(model, current, repeats, requests)
     # First cycle: the FP32 model becomes the recorded champion, so there is always something to roll back to.
     champion = registry.ensure_champion(model, measured.path, {**measured.manifest, "variant": served})
     return Baseline(model, current, measured, reference.value, champion.version)
@@ -151,16 +176,19 @@ def pre_checklist(baseline: Baseline, bottleneck: Breakdown, plan: list[Candidat
 
 
 @task(name="apply-and-validate")
-def apply_and_validate(candidate: Candidate, baseline: Baseline, repeats: int, policy: Policy, parent_run_id: str) -> tuple[CandidateResult, Measured | None]:
+def apply_and_validate(
+    candidate: Candidate, baseline: Baseline, repeats: int, policy: Policy, parent_run_id: str, workload: Workload | None
+) -> tuple[CandidateResult, Measured | None]:
     """Build and measure one candidate, validate it against the baseline, record it; a rejected one is rolled back."""
     measured: Measured | None = None
     try:
-        measured = measure(baseline.model, candidate, repeats)
+        measured = measure(baseline.model, candidate, repeats, workload.requests if workload else None)
         retention = measured.value / baseline.reference_value
         worst = measured.worst_case
         result = CandidateResult(
             candidate.name, candidate.optimization_type, candidate.params(), measured.trial, retention, worst, measured.metric
         )
+        result.hit_rate = measured.details.get("cache_hit_rate")
         result = validate(result, baseline.measured.trial, policy.optimization, policy.rollout_gate.sla_p99_ms)
     except Exception as exc:  # a crashing export, load or evaluator rejects this candidate, not the cycle
         result = failed_candidate(candidate.name, candidate.optimization_type, candidate.params(), baseline.measured.metric, exc)
@@ -193,6 +221,7 @@ def _log_candidate(result: CandidateResult, measured: Measured | None, baseline:
         "retention": result.retention,
         "worst_case_retention": result.worst_case_retention,
         "matrix_weighted_score": result.matrix.weighted_score if result.matrix else None,
+        "cache_hit_rate": result.hit_rate,
     }
     if result.matrix:
         metrics.update({f"matrix_{f.factor}": f.score for f in result.matrix.factors})
@@ -224,8 +253,10 @@ def register_challenger(model: str, winner: CandidateResult, measured: Measured)
     """Register the winner with its sha256 and serving knobs, aliased `challenger`."""
     ref = registry.register(model, measured.path, {**measured.manifest, "variant": winner.params["variant"]})
     client = mlflow.MlflowClient()
-    for key in ("intra_op_threads", "batch"):
+    for key in ("intra_op_threads", "batch", "replicas", "cache_entries"):
         client.set_model_version_tag(model, ref.version, f"inferops.serve.{key}", str(winner.params[key]))
+    if winner.hit_rate is not None:
+        client.set_model_version_tag(model, ref.version, "inferops.serve.cache_hit_rate", f"{winner.hit_rate:.4f}")
     return ref
 
 
@@ -252,6 +283,12 @@ def switch_endpoint(url: str, model: str, api_key: str | None) -> dict[str, Any]
     return body
 
 
+@task(name="apply-serving-knobs")
+def apply_serving_knobs(url: str, model: str, api_key: str | None, knobs: dict[str, int]) -> dict[str, Any]:
+    """Serve the champion as it was measured: threads, batch, replicas and cache on every replica."""
+    return apply_knobs(url, model, api_key, knobs)
+
+
 @task(name="set-up-monitoring")
 def set_up_monitoring(model: str, sha256: str, p99_ms: float, policy: Policy) -> str:
     """Alert rules for latency, GPU temperature and accuracy of the new champion, written for Prometheus."""
@@ -273,6 +310,9 @@ def optimization_cycle(
     batch: int = 8,
     thread_options: list[int] | None = None,
     batch_options: list[int] | None = None,
+    replica_options: list[int] | None = None,
+    cache_options: list[int] | None = None,
+    request_log: str | None = None,
     gate: bool = False,
     gate_stability_s: float = 20.0,
     gate_performance_s: float | None = None,
@@ -283,16 +323,22 @@ def optimization_cycle(
     logger = get_run_logger()
     policy = default_policy()
     opt = policy.optimization
+    if replica_options:
+        opt = opt.model_copy(update={"replica_options": list(replica_options)})
     repeats = repeats or opt.repeats
     max_trials = max_trials or opt.max_trials
     deadline = time.monotonic() + 60 * (max_minutes or opt.max_minutes)
     api_key = api_key or os.environ.get("INFEROPS_API_KEY")
     started = time.monotonic()
 
+    workload = load_workload(model, request_log)  # a bad request log stops the cycle before anything is recorded
     experiment_id = ensure_experiment(EXPERIMENT)
     with mlflow.start_run(experiment_id=experiment_id, run_name=f"cycle-{model}") as parent:
         mlflow.set_tags({"inferops.model": model, "inferops.retention_class": "optimization_plans"})
-        base = establish_baseline(model, threads, batch, repeats, url, api_key)
+        if workload is not None:
+            mlflow.log_params({"request_log": workload.source, "workload_requests": len(workload.requests)})
+            mlflow.log_metric("workload_repeat_share", workload.repeat_share)
+        base = establish_baseline(model, threads, batch, repeats, url, api_key, workload)
         mlflow.log_params({"baseline_variant": base.candidate.variant, "baseline_sha256": base.measured.sha256,
                            "repeats": repeats, "max_trials": max_trials, "batch": batch, "threads": threads})  # fmt: skip
         mlflow.log_metrics({"baseline_throughput": base.measured.trial.median_throughput,
@@ -314,7 +360,7 @@ def optimization_cycle(
                                            reason="skipped: search budget (trials or time) spent"))  # fmt: skip
                     continue
                 logger.info("candidate %s (%s)", cand.name, cand.stage)
-                result, measured = apply_and_validate(cand, base, repeats, policy, parent.info.run_id)
+                result, measured = apply_and_validate(cand, base, repeats, policy, parent.info.run_id, workload)
                 logger.info("  -> %s: %s", "accepted" if result.accepted else "rejected", result.reason)
                 results.append(result)
                 if measured is not None:
@@ -325,23 +371,26 @@ def optimization_cycle(
         best = fastest_passing(results)
         best_candidate = next((c for c in plan if best and c.name == best.name), base.candidate)
         previous_best = base.measured.trial.median_throughput
-        for stage, values in (
+        stages = [
             ("parallelization", knob_values("parallelization", thread_options, opt)),
             ("batching", knob_values("batching", batch_options, opt)),
-        ):
+            ("caching", knob_values("caching", cache_options, opt)),
+        ]
+        for stage, values in stages:
             current = fastest_passing(results)
             current_rps = current.trial.median_throughput if current and current.trial else previous_best
-            if current is not None and marginal_gain_exhausted(previous_best, current_rps, opt) and stage != "parallelization":
-                stop_reason = f"stopped before {stage}: last stage added < {opt.marginal_gain_stop:.0%}"
-                break
+            # The marginal-gain stop guards compute knobs against over-tuning; a cache's gain comes from the
+            # workload's repeats, not from the compute knobs, so the caching stage is always measured.
+            if (current is not None and stage == "batching"
+                    and marginal_gain_exhausted(previous_best, current_rps, opt)):  # fmt: skip
+                stop_reason = f"batching skipped: parallelization added < {opt.marginal_gain_stop:.0%}"
+                continue
             previous_best = current_rps
             stage_plan = knob_stage(best_candidate, stage, values)
             run_stage(stage_plan)
             winner = fastest_passing(results)
             if winner is not None:
-                best_candidate = next(
-                    (c for c in plan + stage_plan if c.name == winner.name), best_candidate
-                )
+                best_candidate = next((c for c in plan + stage_plan if c.name == winner.name), best_candidate)
 
         champion = fastest_passing(results)
         final: dict[str, Any] = {"search": stop_reason, "candidates_measured": sum(1 for r in results if r.trial)}
@@ -367,6 +416,15 @@ def optimization_cycle(
             final["champion_p99_ms"] = round(champion.trial.median_p99, 2)
             if url:
                 final["endpoint"] = switch_endpoint(url, model, api_key)
+                knobs = {"intra_op_threads": int(champion.params["intra_op_threads"]),
+                         "max_batch_size": int(champion.params["batch"]),
+                         "num_replicas": int(champion.params["replicas"]),
+                         "cache_entries": int(champion.params["cache_entries"])}  # fmt: skip
+                try:
+                    final["serving_knobs"] = apply_serving_knobs(url, model, api_key, knobs)
+                except EndpointConfigError as exc:  # the champion serves; only its knobs are the defaults
+                    logger.warning("serving knobs not applied: %s", exc)
+                    final["serving_knobs"] = {"knobs": knobs, "error": str(exc)}
             rules = set_up_monitoring(model, measured_by_name[champion.name].sha256, champion.trial.median_p99, policy)
             final["monitoring_rules"] = rules
             final_rps = champion.trial.median_throughput

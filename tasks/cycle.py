@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
+import queue
+import statistics
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
+from serving.cache import ResponseCache, cached_batch_infer
 from tasks.artifacts import write_artifact
 from tasks.evaluation import measure_batches
 from tasks.optimization import Trial
@@ -22,6 +28,8 @@ TRIAL_ITEMS = 128
 TRIAL_MIN_CALLS = 30
 # Each repeat lasts at least this long, so sub-millisecond models are timed over thousands of calls, not noise.
 TRIAL_MIN_SECONDS = 0.5
+# A replica process that has not reported within this long is stuck (model load + one timed round take seconds).
+REPLICA_TIMEOUT_S = 300.0
 # Variants that are measurement reference points, never candidates to serve.
 NOT_CANDIDATES = frozenset({"torch-fp32", "onnx-fp32-noopt"})
 
@@ -33,12 +41,29 @@ class Candidate:
     name: str
     variant: str
     optimization_type: str
-    stage: str  # model | parallelization | batching
+    stage: str  # model | parallelization | batching | caching
     intra_op_threads: int
     batch: int
+    replicas: int = 1
+    cache_entries: int = 0
 
     def params(self) -> dict[str, Any]:
-        return {"variant": self.variant, "intra_op_threads": self.intra_op_threads, "batch": self.batch, "stage": self.stage}
+        return {"variant": self.variant, "intra_op_threads": self.intra_op_threads, "batch": self.batch,
+                "replicas": self.replicas, "cache_entries": self.cache_entries, "stage": self.stage}  # fmt: skip
+
+    def serving_knobs(self) -> dict[str, int]:
+        """What the live deployment needs to serve as this candidate was measured (PUT .../serving)."""
+        return {"intra_op_threads": self.intra_op_threads, "max_batch_size": self.batch,
+                "num_replicas": self.replicas, "cache_entries": self.cache_entries}  # fmt: skip
+
+
+def candidate_name(variant: str, threads: int, batch: int, replicas: int = 1, cache_entries: int = 0) -> str:
+    name = f"{variant}+threads={threads}+batch={batch}"
+    if replicas > 1:
+        name += f"+replicas={replicas}"
+    if cache_entries:
+        name += f"+cache={cache_entries}"
+    return name
 
 
 @dataclass
@@ -69,27 +94,39 @@ def model_stage(model: str, baseline_variant: str, threads: int, batch: int) -> 
     return candidates
 
 
-def knob_stage(best: Candidate, stage: str, values: list[int]) -> list[Candidate]:
-    """Candidates that change one serving knob on top of the best configuration so far (combinations measured)."""
+STAGE_TYPES = {"parallelization": "parallelization", "batching": "batching", "caching": "caching"}
+
+
+def knob_stage(best: Candidate, stage: str, values: list[dict[str, int]]) -> list[Candidate]:
+    """Candidates that change one stage's knobs on top of the best configuration so far (combinations measured)."""
+    if stage not in STAGE_TYPES:
+        raise ValueError(f"unknown knob stage {stage!r}: one of {sorted(STAGE_TYPES)}")
     out = []
-    for value in values:
-        threads = value if stage == "parallelization" else best.intra_op_threads
-        batch = value if stage == "batching" else best.batch
-        if (threads, batch) == (best.intra_op_threads, best.batch):
+    for change in values:
+        knobs = {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
+                 "cache_entries": best.cache_entries, **change}  # fmt: skip
+        if knobs == {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
+                     "cache_entries": best.cache_entries}:  # fmt: skip
             continue
-        kind = "parallelization" if stage == "parallelization" else "batching"
-        out.append(Candidate(f"{best.variant}+threads={threads}+batch={batch}", best.variant, kind, stage, threads, batch))
+        name = candidate_name(best.variant, knobs["intra_op_threads"], knobs["batch"], knobs["replicas"], knobs["cache_entries"])
+        out.append(Candidate(name, best.variant, STAGE_TYPES[stage], stage, **knobs))
     return out
 
 
-def knob_values(stage: str, given: list[int] | None, policy: Optimization) -> list[int]:
-    """Values a knob stage tries: the caller's, else 1, 2 and all cores for threads, the policy's batch sizes."""
-    if given:
-        return list(given)
+def knob_values(stage: str, given: list[int] | None, policy: Optimization) -> list[dict[str, int]]:
+    """What a knob stage tries. Parallelization: threads (the caller's, else 1, 2 and all cores) and replica
+    counts from the policy, every pair that fits the cores; batching and caching: the policy's sizes."""
+    cores = os.cpu_count() or 1
     if stage == "parallelization":
-        cores = os.cpu_count() or 1
-        return sorted({1, min(2, cores), cores})
-    return list(policy.batch_options)
+        threads = list(given) if given else sorted({1, min(2, cores), cores})
+        pairs = [{"intra_op_threads": t, "replicas": 1} for t in threads]
+        pairs += [{"intra_op_threads": t, "replicas": r} for r in policy.replica_options if r > 1 for t in threads if r * t <= cores]
+        return pairs
+    if stage == "batching":
+        return [{"batch": b} for b in (given or policy.batch_options)]
+    if stage == "caching":
+        return [{"cache_entries": c} for c in (given or policy.cache_options)]
+    raise ValueError(f"unknown knob stage {stage!r}: one of {sorted(STAGE_TYPES)}")
 
 
 def summarize_baseline(candidate: Candidate, measured: Measured) -> dict[str, Any]:
@@ -103,8 +140,14 @@ def summarize_baseline(candidate: Candidate, measured: Measured) -> dict[str, An
     }
 
 
-def measure(model: str, candidate: Candidate, repeats: int) -> Measured:
-    """Build (or reuse) the variant, load it, score it with the zoo's evaluator, and time `repeats` runs."""
+def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[Any] | np.ndarray | None = None) -> Measured:
+    """Build (or reuse) the variant, load it, score it with the zoo's evaluator, and time `repeats` runs on the
+    workload (the model's example inputs when none is given).
+
+    A cache candidate is timed on one pass over the workload in request order from an empty cache each repeat,
+    so its hit rate is the workload's (cold start, the conservative figure); replicas run as separate processes
+    started together, each with its own engine, as Serve replicas do.
+    """
     from serving.engines import load_engine
 
     artifact = ensure_variant(model, candidate.variant)
@@ -114,16 +157,32 @@ def measure(model: str, candidate: Candidate, repeats: int) -> Measured:
     )
     load_s = time.perf_counter() - t0
     spec = engine.spec
-    evaluation = spec.evaluate(engine)
-    inputs = spec.example_inputs(TRIAL_ITEMS)
+    inputs = workload if workload is not None else spec.example_inputs(TRIAL_ITEMS)
+    cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
+    infer = cached_batch_infer(engine.infer, cache, artifact.sha256) if cache is not None else engine.infer
+    evaluation = spec.evaluate(_CachedEngine(engine, infer) if cache is not None else engine)
     probe = measure_batches(engine.infer, inputs, candidate.batch, 3)
     per_call_s = candidate.batch / probe.items_per_s
     calls = max(TRIAL_MIN_CALLS, int(TRIAL_MIN_SECONDS / per_call_s) + 1)
-    throughput, p99 = [], []
-    for _ in range(repeats):
-        timing = measure_batches(engine.infer, inputs, candidate.batch, calls)
-        throughput.append(timing.items_per_s)
-        p99.append(timing.p99_ms)
+    details: dict[str, Any] = dict(evaluation.details)
+    throughput: list[float] = []
+    p99: list[float] = []
+    if candidate.replicas > 1:
+        throughput, p99 = _measure_replicas(artifact.path, artifact.sha256, candidate, inputs, calls, repeats)
+    else:
+        hit_rates = []
+        for _ in range(repeats):
+            if cache is not None:
+                one_pass = -(-len(inputs) // candidate.batch)
+                timing = measure_batches(infer, inputs, candidate.batch, one_pass, before_timing=cache.clear)
+                hit_rates.append(cache.stats().hit_rate or 0.0)
+            else:
+                timing = measure_batches(infer, inputs, candidate.batch, calls)
+            throughput.append(timing.items_per_s)
+            p99.append(timing.p99_ms)
+        if hit_rates:
+            details["cache_hit_rate"] = statistics.median(hit_rates)
+            details["workload_requests"] = len(inputs)
     worst = evaluation.details.get("fidelity_min_cosine")
     return Measured(
         Trial(tuple(throughput), tuple(p99)),
@@ -135,8 +194,84 @@ def measure(model: str, candidate: Candidate, repeats: int) -> Measured:
         artifact.path,
         artifact.manifest,
         load_s,
-        dict(evaluation.details),
+        details,
     )
+
+
+class _CachedEngine:
+    """The engine as the evaluator sees it when a response cache sits in front (answers must not change)."""
+
+    def __init__(self, engine: Any, infer: Callable[[Any], np.ndarray]) -> None:
+        self._engine, self.infer = engine, infer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def _measure_replicas(
+    path: Path, sha256: str, candidate: Candidate, inputs: Sequence[Any] | np.ndarray, calls: int, repeats: int
+) -> tuple[list[float], list[float]]:
+    """Time `candidate.replicas` engine processes running at once; throughput is their sum over the wall time."""
+    ctx = multiprocessing.get_context("spawn")  # a fork of a process holding ORT threads is not safe
+    barrier = ctx.Barrier(candidate.replicas)
+    results = ctx.Queue()
+    workers = [
+        ctx.Process(
+            target=_replica_worker,
+            args=(str(path), sha256, candidate.intra_op_threads, candidate.batch, inputs, calls, repeats, barrier, results),
+            daemon=True,
+        )
+        for _ in range(candidate.replicas)
+    ]
+    for w in workers:
+        w.start()
+    rounds: dict[int, list[tuple[float, float, float, float]]] = {}
+    deadline = time.monotonic() + REPLICA_TIMEOUT_S * repeats
+    try:
+        received = 0
+        while received < candidate.replicas * repeats:
+            try:
+                message = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a replica process exited with code {dead[0]} before reporting") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"replica processes did not report within {REPLICA_TIMEOUT_S * repeats:.0f} s") from None
+                continue
+            if isinstance(message, str):
+                raise RuntimeError(f"replica process failed: {message}")
+            rounds.setdefault(message[0], []).append(message[1:])
+            received += 1
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+    throughput: list[float] = []
+    p99: list[float] = []
+    for r in sorted(rounds):
+        items, begin, end, worst_p99 = zip(*rounds[r], strict=True)
+        throughput.append(sum(items) / (max(end) - min(begin)))
+        p99.append(max(worst_p99))
+    return throughput, p99
+
+
+def _replica_worker(path: str, sha256: str, threads: int, batch: int, inputs: Any, calls: int, repeats: int,
+                    barrier: Any, results: Any) -> None:  # fmt: skip
+    """One replica process: load, warm up, then `repeats` timed rounds started together with the others."""
+    try:
+        from serving.engines import load_engine
+
+        engine = load_engine(path, expected_sha256=sha256, intra_op_threads=threads, allow_spinning=False)
+        measure_batches(engine.infer, inputs, batch, 3)
+        for r in range(repeats):
+            barrier.wait(timeout=REPLICA_TIMEOUT_S)
+            begin = time.time()
+            timing = measure_batches(engine.infer, inputs, batch, calls)
+            results.put((r, max(len(inputs), batch * calls), begin, time.time(), timing.p99_ms))
+    except Exception as exc:  # reported to the parent, which rejects the candidate with this reason
+        results.put(f"{type(exc).__name__}: {exc}")
 
 
 def inprocess_timing(model: str, variant: str, threads: int) -> dict[str, float]:

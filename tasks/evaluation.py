@@ -69,9 +69,14 @@ class VariantReport:
 
 
 def measure_batches(
-    infer: Callable[[Any], Any], inputs: Sequence[Any] | np.ndarray, batch: int, min_calls: int
+    infer: Callable[[Any], Any],
+    inputs: Sequence[Any] | np.ndarray,
+    batch: int,
+    min_calls: int,
+    before_timing: Callable[[], None] | None = None,
 ) -> BatchTiming:
-    """Time sequential calls of `batch` items over `inputs` (cycled so there are at least `min_calls`)."""
+    """Time sequential calls of `batch` items over `inputs` (cycled so there are at least `min_calls`);
+    `before_timing` runs after the warm-up calls (a cache under test is emptied there)."""
     n = max(len(inputs), batch * min_calls)
     idx = [i % len(inputs) for i in range(n)]
     chunks = [idx[i : i + batch] for i in range(0, n, batch)]
@@ -81,6 +86,8 @@ def measure_batches(
 
     for chunk in chunks[:WARMUP_CALLS]:
         infer(take(chunk))
+    if before_timing is not None:
+        before_timing()
     lat = []
     start = time.perf_counter()
     for chunk in chunks:

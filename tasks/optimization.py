@@ -90,6 +90,7 @@ class CandidateResult:
     noise: float | None = None
     matrix: MatrixVerdict | None = None
     checks: list[dict[str, Any]] = field(default_factory=list)
+    hit_rate: float | None = None  # response-cache candidates: share of the workload's requests answered from it
 
     def row(self) -> dict[str, Any]:
         return {
@@ -100,6 +101,7 @@ class CandidateResult:
             "gain": None if self.gain is None else round(self.gain, 4),
             "spread": None if self.noise is None else round(self.noise, 4),
             "retention": None if self.retention is None else round(self.retention, 4),
+            "cache_hit_rate": None if self.hit_rate is None else round(self.hit_rate, 4),
             "matrix_score": self.matrix.weighted_score if self.matrix else None,
             "verdict": "accepted" if self.accepted else "rejected",
             "reason": self.reason,
