@@ -168,21 +168,21 @@ def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[A
     throughput: list[float] = []
     p99: list[float] = []
     if candidate.replicas > 1:
-        throughput, p99 = _measure_replicas(artifact.path, artifact.sha256, candidate, inputs, calls, repeats)
+        throughput, p99, hit_rates = _measure_replicas(artifact.path, artifact.sha256, candidate, inputs, calls, repeats)
     else:
         hit_rates = []
         for _ in range(repeats):
             if cache is not None:
-                one_pass = -(-len(inputs) // candidate.batch)
-                timing = measure_batches(infer, inputs, candidate.batch, one_pass, before_timing=cache.clear)
+                timing = measure_batches(infer, inputs, candidate.batch, _one_pass(inputs, candidate.batch),
+                                         before_timing=cache.clear)  # fmt: skip
                 hit_rates.append(cache.stats().hit_rate or 0.0)
             else:
                 timing = measure_batches(infer, inputs, candidate.batch, calls)
             throughput.append(timing.items_per_s)
             p99.append(timing.p99_ms)
-        if hit_rates:
-            details["cache_hit_rate"] = statistics.median(hit_rates)
-            details["workload_requests"] = len(inputs)
+    if hit_rates:
+        details["cache_hit_rate"] = statistics.median(hit_rates)
+        details["workload_requests"] = len(inputs)
     worst = evaluation.details.get("fidelity_min_cosine")
     return Measured(
         Trial(tuple(throughput), tuple(p99)),
@@ -208,24 +208,29 @@ class _CachedEngine:
         return getattr(self._engine, name)
 
 
+def _one_pass(inputs: Sequence[Any] | np.ndarray, batch: int) -> int:
+    return -(-len(inputs) // batch)
+
+
 def _measure_replicas(
     path: Path, sha256: str, candidate: Candidate, inputs: Sequence[Any] | np.ndarray, calls: int, repeats: int
-) -> tuple[list[float], list[float]]:
-    """Time `candidate.replicas` engine processes running at once; throughput is their sum over the wall time."""
+) -> tuple[list[float], list[float], list[float]]:
+    """Time `candidate.replicas` engine processes running at once; throughput is their sum over the wall time.
+
+    With a cache, each replica keeps its own (as Serve replicas do) and gets every n-th request of the log, as a
+    router spreading load evenly would send them; the hit rate is all replicas' hits over all requests.
+    """
     ctx = multiprocessing.get_context("spawn")  # a fork of a process holding ORT threads is not safe
     barrier = ctx.Barrier(candidate.replicas)
     results = ctx.Queue()
-    workers = [
-        ctx.Process(
-            target=_replica_worker,
-            args=(str(path), sha256, candidate.intra_op_threads, candidate.batch, inputs, calls, repeats, barrier, results),
-            daemon=True,
-        )
-        for _ in range(candidate.replicas)
-    ]
+    workers = []
+    for k in range(candidate.replicas):
+        share = inputs[k :: candidate.replicas] if candidate.cache_entries else inputs
+        args = (str(path), sha256, candidate, share, calls, repeats, barrier, results)
+        workers.append(ctx.Process(target=_replica_worker, args=args, daemon=True))
     for w in workers:
         w.start()
-    rounds: dict[int, list[tuple[float, float, float, float]]] = {}
+    rounds: dict[int, list[tuple[float, ...]]] = {}
     deadline = time.monotonic() + REPLICA_TIMEOUT_S * repeats
     try:
         received = 0
@@ -250,26 +255,39 @@ def _measure_replicas(
                 w.kill()
     throughput: list[float] = []
     p99: list[float] = []
+    hit_rates: list[float] = []
     for r in sorted(rounds):
-        items, begin, end, worst_p99 = zip(*rounds[r], strict=True)
+        items, begin, end, worst_p99, hits, lookups = zip(*rounds[r], strict=True)
         throughput.append(sum(items) / (max(end) - min(begin)))
         p99.append(max(worst_p99))
-    return throughput, p99
+        if candidate.cache_entries:
+            hit_rates.append(sum(hits) / max(1.0, sum(lookups)))
+    return throughput, p99, hit_rates
 
 
-def _replica_worker(path: str, sha256: str, threads: int, batch: int, inputs: Any, calls: int, repeats: int,
+def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, calls: int, repeats: int,
                     barrier: Any, results: Any) -> None:  # fmt: skip
     """One replica process: load, warm up, then `repeats` timed rounds started together with the others."""
     try:
         from serving.engines import load_engine
 
-        engine = load_engine(path, expected_sha256=sha256, intra_op_threads=threads, allow_spinning=False)
+        engine = load_engine(path, expected_sha256=sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False)
+        cache = ResponseCache(candidate.cache_entries)
+        infer = cached_batch_infer(engine.infer, cache, sha256) if cache.enabled else engine.infer
+        batch = candidate.batch
         measure_batches(engine.infer, inputs, batch, 3)
         for r in range(repeats):
             barrier.wait(timeout=REPLICA_TIMEOUT_S)
             begin = time.time()
-            timing = measure_batches(engine.infer, inputs, batch, calls)
-            results.put((r, max(len(inputs), batch * calls), begin, time.time(), timing.p99_ms))
+            if cache.enabled:
+                n_calls = _one_pass(inputs, batch)
+                timing = measure_batches(infer, inputs, batch, n_calls, before_timing=cache.clear)
+            else:
+                n_calls = calls
+                timing = measure_batches(infer, inputs, batch, n_calls)
+            stats = cache.stats()
+            results.put((r, max(len(inputs), batch * n_calls), begin, time.time(), timing.p99_ms,
+                         stats.hits, stats.hits + stats.misses))  # fmt: skip
     except Exception as exc:  # reported to the parent, which rejects the candidate with this reason
         results.put(f"{type(exc).__name__}: {exc}")
 

@@ -31,7 +31,7 @@ def _cycle(**kwargs: Any) -> dict[str, Any]:
 def first_cycle(prefect_harness: None) -> dict[str, Any]:
     """One cycle on digits-cnn with two candidates and no knob stages: baseline torch-fp32 becomes v1."""
     return _cycle(model=MODEL, candidates=["onnx-fp32", "onnx-int8-dynamic"], repeats=2,
-                  thread_options=[1], batch_options=[8])  # fmt: skip
+                  thread_options=[1], batch_options=[8], replica_options=[1], cache_options=[0])  # fmt: skip
 
 
 def test_cycle_promotes_fastest_passing_and_records_everything(first_cycle: dict[str, Any]) -> None:
@@ -78,7 +78,8 @@ def test_corrupted_candidate_is_rejected_and_champion_kept(first_cycle: dict[str
         manifest = json.loads(manifest_text)
         manifest["sha256"] = hashlib.sha256(b"not an onnx model").hexdigest()
         manifest_path.write_text(json.dumps(manifest))
-        out = _cycle(model=MODEL, candidates=["onnx-int8-static"], repeats=1, thread_options=[1], batch_options=[8])
+        out = _cycle(model=MODEL, candidates=["onnx-int8-static"], repeats=1, thread_options=[1], batch_options=[8],
+                     replica_options=[1], cache_options=[0])
     finally:
         art.path.write_bytes(original)
         manifest_path.write_text(manifest_text)
@@ -155,7 +156,7 @@ def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpo
                     port=8000)  # fmt: skip
     try:
         out = _cycle(model=model, url=url, api_key="cycle-key", candidates=["onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"],
-                     repeats=2, thread_options=[1], batch_options=[8])  # fmt: skip
+                     repeats=2, thread_options=[1], batch_options=[8], replica_options=[1], cache_options=[0])  # fmt: skip
         rows = {r["candidate"]: r for r in out["results"]}
         plain, per_channel = rows["onnx-int8-dynamic"], rows["onnx-int8-dynamic-perchannel"]
         assert plain["verdict"] == "rejected" and "retention" in plain["reason"] and plain["retention"] < 0.99
@@ -210,7 +211,8 @@ def test_cycle_gates_the_challenger_before_promotion(
             before = registry.alias_version(MODEL, registry.CHAMPION)
             assert before is not None and before.variant == "torch-fp32"
         pick = ["onnx-fp32"]
-        out = _cycle(model=MODEL, candidates=pick, repeats=2, thread_options=[1], batch_options=[8], gate=True,
+        out = _cycle(model=MODEL, candidates=pick, repeats=2, thread_options=[1], batch_options=[8], replica_options=[1],
+                     cache_options=[0], gate=True,
                      gate_stability_s=4, gate_performance_s=4, gate_risk_window_s=4, require_approval=False)  # fmt: skip
     finally:
         monkeypatch.delenv("INFEROPS_POLICY_FILE")
@@ -228,3 +230,68 @@ def test_cycle_gates_the_challenger_before_promotion(
     nested = mlflow.search_runs(experiment_names=["inferops-gate"],
                                 filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'")  # fmt: skip
     assert len(nested) == 1
+
+
+def test_bad_request_log_stops_the_cycle_before_anything_is_recorded(first_cycle: dict[str, Any], tmp_path) -> None:
+    from tasks.workload import WorkloadError
+
+    configure()
+    before_runs = len(mlflow.search_runs(experiment_names=["inferops-optimization"]))
+    before = registry.alias_version(MODEL, registry.CHAMPION)
+    with pytest.raises(WorkloadError, match="does not exist"):
+        _cycle(model=MODEL, request_log=str(tmp_path / "missing.npy"), repeats=1)
+    bad = tmp_path / "requests.npy"
+    bad.write_bytes(b"not numpy")
+    with pytest.raises(WorkloadError, match="not a .npy array"):
+        _cycle(model=MODEL, request_log=str(bad), repeats=1)
+    assert len(mlflow.search_runs(experiment_names=["inferops-optimization"])) == before_runs
+    assert registry.alias_version(MODEL, registry.CHAMPION) == before
+
+
+@pytest.mark.slow
+def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner_as_measured(
+    first_cycle: dict[str, Any], ray_session: None, tmp_path
+) -> None:
+    """Replicas run as processes, the cache is judged on the request log's repeats, and whatever wins is served
+    with the knobs it was measured with, on every replica."""
+    from ray import serve
+
+    from serving.app import run_local
+    from tasks.workload import demo_request_log, load_request_log, repeat_share
+
+    log = demo_request_log(MODEL, tmp_path / "requests.npy")
+    share = repeat_share(load_request_log(log, "tensor"))
+    url = run_local({"model": f"models:/{MODEL}@champion", "api_keys": ["knob-key"]}, name="cycle-knobs-test",
+                    port=8000, route_prefix="/knobs")  # fmt: skip
+    serving = registry.alias_version(MODEL, registry.CHAMPION)
+    pick = next(v for v in ("onnx-fp32", "onnx-int8-dynamic") if serving is None or v != serving.variant)
+    try:
+        out = _cycle(model=MODEL, url=url, api_key="knob-key", candidates=[pick], repeats=2, thread_options=[1],
+                     replica_options=[1, 2], batch_options=[8], cache_options=[512], request_log=str(log))  # fmt: skip
+        rows = {r["candidate"]: r for r in out["results"]}
+        replicas = [r for name, r in rows.items() if "+replicas=2" in name]
+        cached = [r for name, r in rows.items() if "+cache=512" in name]
+        assert replicas and replicas[0]["throughput"] and replicas[0]["reason"]
+        assert cached and cached[0]["cache_hit_rate"] is not None
+        # a cold cache over one pass can hit at most the requests that repeat an earlier one
+        assert 0.5 * share < cached[0]["cache_hit_rate"] <= share + 1e-9
+        assert cached[0]["retention"] == pytest.approx(1.0, abs=1e-6) or cached[0]["retention"] >= 0.99
+        if out["champion"] is None:
+            pytest.skip("nothing beat the champion beyond noise on this run; knobs were not applied")
+        champion = next(r for r in out["results"] if r["candidate"] == out["champion"])
+        applied = out["final"]["serving_knobs"]
+        assert "error" not in applied, applied
+        want = applied["knobs"]
+        assert len(applied["replicas"]) == want["num_replicas"]
+        for view in applied["replicas"].values():
+            assert view["intra_op_threads"] == want["intra_op_threads"] and view["max_batch_size"] == want["max_batch_size"]
+            assert view["cache_entries"] == want["cache_entries"]
+            assert view["sha256"] == registry.alias_version(MODEL, registry.CHAMPION).sha256
+        assert ("+cache=512" in champion["candidate"]) == (want["cache_entries"] == 512)
+        version = registry.alias_version(MODEL, registry.CHAMPION)
+        client = mlflow.MlflowClient()
+        tags = client.get_model_version(MODEL, version.version).tags
+        assert tags["inferops.serve.replicas"] == str(want["num_replicas"])
+        assert tags["inferops.serve.cache_entries"] == str(want["cache_entries"])
+    finally:
+        serve.delete("cycle-knobs-test")
