@@ -46,11 +46,11 @@ def wait_ready(url: str, timeout_s: float = 180.0) -> None:
 WARMUP_REQUESTS = 30
 
 
-def knee(url: str, model: str, sla_ms: float, headers: dict[str, str], max_rps: float) -> Any:
+def knee(url: str, model: str, sla_ms: float, headers: dict[str, str], max_rps: float, texts: list[str] | None = None) -> Any:
     from tasks.loadgen import embeddings_body_factory
     from tasks.suites import find_knee
 
-    body = embeddings_body_factory(model)
+    body = embeddings_body_factory(model, texts)
     # First requests pay one-off costs (allocator growth, lazy init): keep them out of the first step's P99.
     with httpx.Client(timeout=60) as client:
         for i in range(WARMUP_REQUESTS):
@@ -88,7 +88,9 @@ def naive(model: str, sla_ms: float) -> dict[str, Any]:
             "p50": p50, "p99": p99, "throughput": thr, "stopped": result.stopped_reason}  # fmt: skip
 
 
-def inferops(model: str, variant: str, sla_ms: float, ingress: str, batch: int, wait_s: float) -> dict[str, Any]:
+def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[str, int], wait_s: float,
+             texts: list[str] | None, use_cache: bool) -> dict[str, Any]:  # fmt: skip
+    """The inferops app with the given knobs; `model` may be `models:/NAME@champion` (variant then ignored)."""
     from serving.app import ingress_env
 
     env, chosen = ingress_env(ingress)
@@ -98,20 +100,51 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, batch: int, 
 
     from serving.app import run_local
 
+    name = model.removeprefix("models:/").split("@")[0]
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
-        args = {"model": model, "variant": variant, "intra_op_threads": 1, "max_batch_size": batch,
+        args = {"model": model, "intra_op_threads": knobs["threads"], "max_batch_size": knobs["batch"],
+                "num_replicas": knobs["replicas"], "cache_entries": knobs["cache"] if use_cache else 0,
                 "batch_wait_timeout_s": wait_s, "api_keys": ["bench-key"]}  # fmt: skip
+        if not model.startswith("models:/"):
+            args["variant"] = variant
         url = run_local(args, name="bench", port=free_port())
         wait_ready(url)
-        result = knee(url, model, sla_ms, {"Authorization": "Bearer bench-key"}, max_rps=1000)
+        headers = {"Authorization": "Bearer bench-key"}
+        if not use_cache:
+            headers["Cache-Control"] = "no-cache"
+        result = knee(url, name, sla_ms, headers, max_rps=2000, texts=texts)
+        hit_rate = None
+        if use_cache:
+            cache = httpx.get(f"{url}/v2/models/{name}", headers=headers, timeout=30).json()["cache"]
+            hit_rate = cache["hit_rate"]
     finally:
         serve.shutdown()
         ray.shutdown()
     p50, p99, thr = at_knee(result)
-    return {"system": f"inferops: Ray Serve ({chosen}), {variant}, batch<= {batch}, wait {wait_s * 1e3:.0f} ms",
+    what = variant if not model.startswith("models:/") else model
+    cache_txt = f", cache {knobs['cache']} (hit rate {hit_rate:.0%})" if use_cache and hit_rate is not None else ", no cache"
+    return {"system": f"inferops ({chosen}): {what}, {knobs['replicas']} replica(s) x {knobs['threads']} thread(s), "
+                      f"batch<= {knobs['batch']}{cache_txt}",
             "knee": result.knee_rps, "p50": p50, "p99": p99, "throughput": thr,
             "stopped": result.stopped_reason}  # fmt: skip
+
+
+def champion_knobs(model: str) -> tuple[str, dict[str, int]]:
+    """The registry champion and the serving knobs the optimization cycle measured it with (version tags)."""
+    import mlflow
+
+    from tasks import registry
+    from tasks.mlflow_store import configure
+
+    configure()
+    ref = registry.alias_version(model, registry.CHAMPION)
+    if ref is None:
+        raise SystemExit(f"no champion for {model}: run `make run` or `inferops optimize` first")
+    tags = mlflow.MlflowClient().get_model_version(model, ref.version).tags
+    knobs = {"threads": int(tags.get("inferops.serve.intra_op_threads", 1)), "batch": int(tags.get("inferops.serve.batch", 16)),
+             "replicas": int(tags.get("inferops.serve.replicas", 1)), "cache": int(tags.get("inferops.serve.cache_entries", 0))}  # fmt: skip
+    return f"models:/{model}@champion", knobs
 
 
 def in_process(model: str, variant: str, batch: int) -> float:
@@ -134,25 +167,41 @@ def main() -> None:
     parser.add_argument("--batch-wait-ms", type=float, default=5.0)
     parser.add_argument("--sla-ms", type=float, default=None, help="default: the policy's P99 SLA")
     parser.add_argument("--skip-naive", action="store_true")
+    parser.add_argument("--configs", default="1x1", help="replicas x threads to measure, comma separated (e.g. 1x1,1x2,2x1)")
+    parser.add_argument("--champion", action="store_true", help="also serve the registry champion with its measured knobs")
+    parser.add_argument("--request-log", default=None, help="send the texts of this request log (JSON Lines) in order")
     args = parser.parse_args()
     from tasks.policy import default_policy
 
     sla = args.sla_ms or default_policy().rollout_gate.sla_p99_ms
+    texts = None
+    if args.request_log:
+        from tasks.workload import load_request_log
+
+        texts = list(load_request_log(args.request_log, "text"))
     rows = []
     if not args.skip_naive:
         print("(a) naive baseline", flush=True)
         rows.append(naive(args.model, sla))
-    print("(b) inferops on Ray Serve", flush=True)
-    rows.append(inferops(args.model, args.variant, sla, args.ingress, args.max_batch_size, args.batch_wait_ms / 1e3))
+    for config in args.configs.split(","):
+        replicas, threads = (int(v) for v in config.lower().split("x"))
+        knobs = {"replicas": replicas, "threads": threads, "batch": args.max_batch_size, "cache": 0}
+        print(f"(b) inferops on Ray Serve, {replicas} replica(s) x {threads} thread(s)", flush=True)
+        rows.append(inferops(args.model, args.variant, sla, args.ingress, knobs, args.batch_wait_ms / 1e3, texts, False))
+    if args.champion:
+        uri, knobs = champion_knobs(args.model)
+        for use_cache in sorted({False, knobs["cache"] > 0}):
+            print(f"(c) the champion with its measured knobs {knobs}, cache {'on' if use_cache else 'bypassed'}", flush=True)
+            rows.append(inferops(uri, args.variant, sla, args.ingress, knobs, args.batch_wait_ms / 1e3, texts, use_cache))
     inproc1 = in_process(args.model, args.variant, 1)
     inproc_b = in_process(args.model, args.variant, args.max_batch_size)
 
     print(f"\nhighest rate with P99 <= {sla:.0f} ms, one sentence per request (open loop, same 2-core box)")
-    print(f"{'system':78} {'knee req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'achieved':>9}")
+    print(f"{'system':110} {'knee req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'achieved':>9} {'x naive':>8}")
+    base = rows[0]["knee"] if not args.skip_naive and rows[0]["knee"] > 0 else None
     for r in rows:
-        print(f"{r['system']:78} {r['knee']:10.1f} {r['p50']:8.1f} {r['p99']:8.1f} {r['throughput']:9.1f}")
-    if len(rows) == 2 and rows[0]["knee"] > 0:
-        print(f"\nratio inferops / naive: {rows[1]['knee'] / rows[0]['knee']:.2f}x")
+        ratio = f"{r['knee'] / base:7.2f}x" if base else "       -"
+        print(f"{r['system']:110} {r['knee']:10.1f} {r['p50']:8.1f} {r['p99']:8.1f} {r['throughput']:9.1f} {ratio}")
     print(f"in-process {args.variant}, 1 thread: {inproc1:.1f} sentences/s at batch 1, "
           f"{inproc_b:.1f} at batch {args.max_batch_size}")  # fmt: skip
     for r in rows:

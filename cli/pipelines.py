@@ -84,6 +84,17 @@ def rollback(
         console.print(f"endpoint {url}: HTTP {response.status_code} {response.text[:300]}", highlight=False)
         if response.status_code != 200:
             raise typer.Exit(1)
+        # The serving config returns with the model: the restored version's measured knobs (or the defaults).
+        from tasks.endpoint_config import EndpointConfigError, apply_knobs
+        from tasks.policy import default_policy
+
+        knobs = registry.serving_knobs(model, record.to_version, default_policy().serving.default_knobs())
+        try:
+            applied = apply_knobs(url, model, api_key, knobs)
+        except EndpointConfigError as exc:
+            console.print(f"[red]serving knobs not restored:[/red] {exc}", highlight=False)
+            raise typer.Exit(1) from None
+        console.print(f"endpoint {url}: serving knobs {knobs} on {len(applied['replicas'])} replica(s)", highlight=False)
 
 
 def print_cycle(out: dict[str, Any]) -> None:
@@ -92,9 +103,10 @@ def print_cycle(out: dict[str, Any]) -> None:
     from cli.variants import render_table
 
     console = Console(width=200)
-    rows = [{k: "" if v is None else str(v) for k, v in r.items()} for r in out["results"]]
+    # The stage is in the candidate's name (+threads=, +replicas=, +cache=): the type column would only repeat it.
+    rows = [{k: "" if v is None else str(v) for k, v in r.items() if k != "type"} for r in out["results"]]
     title = f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})"
-    console.print(render_table(title, rows, wrap=frozenset({"reason"})))
+    console.print(render_table(title, rows, wrap=frozenset({"reason", "candidate"})))
     console.print(json.dumps({"champion": out["champion"], "final": out["final"], "roi": out["roi"],
                               "bottleneck": out["bottleneck"], "wall_s": out["wall_s"]}, indent=2, default=str))  # fmt: skip
 

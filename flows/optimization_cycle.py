@@ -252,11 +252,9 @@ def _log_candidate(result: CandidateResult, measured: Measured | None, baseline:
 def register_challenger(model: str, winner: CandidateResult, measured: Measured) -> registry.VersionRef:
     """Register the winner with its sha256 and serving knobs, aliased `challenger`."""
     ref = registry.register(model, measured.path, {**measured.manifest, "variant": winner.params["variant"]})
-    client = mlflow.MlflowClient()
-    for key in ("intra_op_threads", "batch", "replicas", "cache_entries"):
-        client.set_model_version_tag(model, ref.version, f"inferops.serve.{key}", str(winner.params[key]))
+    registry.set_serving_knobs(model, ref.version, winner.params)
     if winner.hit_rate is not None:
-        client.set_model_version_tag(model, ref.version, "inferops.serve.cache_hit_rate", f"{winner.hit_rate:.4f}")
+        mlflow.MlflowClient().set_model_version_tag(model, ref.version, "inferops.serve.cache_hit_rate", f"{winner.hit_rate:.4f}")
     return ref
 
 

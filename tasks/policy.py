@@ -256,6 +256,11 @@ class Serving(_Strict):
     call_overhead_tokens: int = Field(ge=0)
     cache_entries: int = Field(ge=0, le=1_000_000)
 
+    def default_knobs(self) -> dict[str, int]:
+        """What an endpoint serves with when no cycle measured better (PUT .../serving field names)."""
+        return {"intra_op_threads": self.intra_op_threads, "max_batch_size": self.max_batch_size, "num_replicas": 1,
+                "cache_entries": self.cache_entries}  # fmt: skip
+
 
 class Policy(_Strict):
     rollout_gate: RolloutGate

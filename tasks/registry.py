@@ -185,3 +185,27 @@ def resolve(uri: str) -> ResolvedModel:
 def manifest_of(resolved: ResolvedModel) -> dict[str, Any]:
     manifest = resolved.path.parent / "manifest.json"
     return json.loads(manifest.read_text()) if manifest.exists() else {}
+
+
+SERVE_TAG = "inferops.serve."
+# Tag name on a version -> the knob of PUT /admin/models/{name}/serving it sets.
+SERVE_KNOBS = {"intra_op_threads": "intra_op_threads", "batch": "max_batch_size", "replicas": "num_replicas",
+               "cache_entries": "cache_entries"}  # fmt: skip
+
+
+def set_serving_knobs(model: str, version: str, params: dict[str, Any]) -> None:
+    """Record on a version the serving knobs it was measured with (so a rollback can restore them too)."""
+    client = _client()
+    for key in SERVE_KNOBS:
+        if key in params:
+            client.set_model_version_tag(model, version, f"{SERVE_TAG}{key}", str(params[key]))
+
+
+def serving_knobs(model: str, version: str, defaults: dict[str, int]) -> dict[str, int]:
+    """The knobs a version serves with: its recorded tags, else `defaults` (a version no cycle measured)."""
+    tags = _client().get_model_version(model, version).tags
+    knobs = dict(defaults)
+    for key, knob in SERVE_KNOBS.items():
+        if f"{SERVE_TAG}{key}" in tags:
+            knobs[knob] = int(tags[f"{SERVE_TAG}{key}"])
+    return knobs

@@ -293,5 +293,24 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
         tags = client.get_model_version(MODEL, version.version).tags
         assert tags["inferops.serve.replicas"] == str(want["num_replicas"])
         assert tags["inferops.serve.cache_entries"] == str(want["cache_entries"])
+
+        # `inferops rollback --url`: the previous champion serves again, with its own knobs, on every replica
+        from typer.testing import CliRunner
+
+        from cli import app as cli_app
+        from tasks.endpoint_config import wait_until
+        from tasks.policy import default_policy
+
+        previous = registry.alias_version(MODEL, registry.PREVIOUS)
+        assert previous is not None
+        restored = registry.serving_knobs(MODEL, previous.version, default_policy().serving.default_knobs())
+        result = CliRunner().invoke(cli_app, ["rollback", "--model", MODEL, "--url", url, "--api-key", "knob-key"])
+        assert result.exit_code == 0, result.output
+        done = wait_until(url, MODEL, "knob-key", lambda v: v["sha256"] == previous.sha256
+                          and v["cache_entries"] == restored["cache_entries"]
+                          and v["intra_op_threads"] == restored["intra_op_threads"],
+                          replicas=restored["num_replicas"], timeout_s=120)  # fmt: skip
+        assert done.converged, done.reason
+        assert len(done.replicas) == restored["num_replicas"]
     finally:
         serve.delete("cycle-knobs-test")
