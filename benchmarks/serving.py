@@ -72,14 +72,14 @@ def at_knee(result: Any) -> tuple[float, float, float]:
     return pct["p50"], pct["p99"], result.load.throughput_rps
 
 
-def naive(model: str, sla_ms: float) -> dict[str, Any]:
+def naive(model: str, sla_ms: float, texts: list[str] | None = None) -> dict[str, Any]:
     port = free_port()
     proc = subprocess.Popen([sys.executable, str(ROOT / "benchmarks" / "naive_server.py"), "--port", str(port)],
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
         wait_ready(url)
-        result = knee(url, model, sla_ms, {}, max_rps=400)
+        result = knee(url, model, sla_ms, {}, max_rps=400, texts=texts)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
@@ -182,7 +182,7 @@ def main() -> None:
     rows = []
     if not args.skip_naive:
         print("(a) naive baseline", flush=True)
-        rows.append(naive(args.model, sla))
+        rows.append(naive(args.model, sla, texts))
     for config in args.configs.split(","):
         replicas, threads = (int(v) for v in config.lower().split("x"))
         knobs = {"replicas": replicas, "threads": threads, "batch": args.max_batch_size, "cache": 0}

@@ -26,6 +26,8 @@ def serve(
     batch_wait_timeout_s: float | None = typer.Option(None, help="dynamic batching: longest wait to fill a batch (default: policy serving.batch_wait_timeout_s)"),
     intra_op_threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads per replica (default: policy serving.intra_op_threads)"),
     num_cpus: int | None = typer.Option(None, help="CPUs for the local Ray (default: all)"),
+    replicas: int | None = typer.Option(None, help="replicas of the model's deployment (default 1)"),
+    cache_entries: int | None = typer.Option(None, help="response-cache entries per replica, 0 = off (default: policy serving.cache_entries)"),
 ) -> None:
     """Serve a model over HTTP (Open Inference Protocol v2 + OpenAI embeddings) until Ctrl-C."""
     from tasks.policy import default_policy
@@ -48,19 +50,32 @@ def serve(
     from serving.app import run_local
     from serving.auth import keyring_from_settings
 
+    knobs = defaults.default_knobs()
+    if model.startswith("models:/"):
+        # A registry version serves with the knobs the optimization cycle measured it with (its tags).
+        from tasks import registry
+
+        name, _, alias = model.removeprefix("models:/").partition("@")
+        ref = registry.alias_version(name, alias) if alias else None
+        if ref is not None:
+            knobs = registry.serving_knobs(name, ref.version, knobs)
     ray.init(address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
     args = {
         "model": model,
         "variant": variant,
         "extra_models": extra_model,
-        "max_batch_size": max_batch_size if max_batch_size is not None else defaults.max_batch_size,
+        "max_batch_size": max_batch_size if max_batch_size is not None else knobs["max_batch_size"],
         "batch_wait_timeout_s": batch_wait_timeout_s if batch_wait_timeout_s is not None else defaults.batch_wait_timeout_s,
-        "intra_op_threads": intra_op_threads if intra_op_threads is not None else defaults.intra_op_threads,
+        "intra_op_threads": intra_op_threads if intra_op_threads is not None else knobs["intra_op_threads"],
+        "num_replicas": replicas if replicas is not None else knobs["num_replicas"],
+        "cache_entries": cache_entries if cache_entries is not None else knobs["cache_entries"],
     }
     try:
         url = run_local(args, name="inferops", host=host, port=port)
         keyed = keyring_from_settings().enabled
         typer.echo(f"inferops serving {model} ({variant or 'onnx-fp32'}) at {url}  [ingress: {chosen}]")
+        typer.echo(f"  knobs:   {args['num_replicas']} replica(s) x {args['intra_op_threads']} thread(s), batch <= "
+                   f"{args['max_batch_size']}, cache {args['cache_entries']} entries")  # fmt: skip
         typer.echo(f"  OpenAPI: {url}/docs    health: {url}/v2/health/ready")
         typer.echo(f"  try:     {_example_curl(url, model, 'text' if model == 'minilm' else 'tensor', keyed)}")
         if not keyed:

@@ -55,8 +55,10 @@ def wait_until(
     matches: Callable[[dict[str, Any]], bool],
     replicas: int,
     timeout_s: float = 120.0,
+    exact: bool = False,
 ) -> Convergence:
-    """Read the model's metadata until `replicas` distinct replicas all satisfy `matches` (or time runs out)."""
+    """Read the model's metadata until `replicas` distinct replicas all satisfy `matches` (or time runs out);
+    `exact`: and no other replica answers (a scale-down is done only when the extra replicas are gone)."""
     start = time.monotonic()
     seen: dict[str, dict[str, Any]] = {}
     with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=_headers(api_key)) as client:
@@ -67,7 +69,7 @@ def wait_until(
                     meta = response.json()
                     seen[str(meta.get("replica"))] = replica_view(meta)
             good = [r for r, view in seen.items() if matches(view)]
-            if len(good) >= replicas and len(seen) == len(good):
+            if len(good) >= replicas and len(seen) == len(good) and (not exact or len(seen) == replicas):
                 return Convergence(True, time.monotonic() - start, seen)
             if time.monotonic() - start > timeout_s:
                 bad = {r: v for r, v in seen.items() if not matches(v)}
@@ -95,7 +97,7 @@ def apply_knobs(
     def matches(view: dict[str, Any]) -> bool:
         return all(view.get(k) == v for k, v in expected.items())
 
-    done = wait_until(url, model, api_key, matches, replicas, timeout_s)
+    done = wait_until(url, model, api_key, matches, replicas, timeout_s, exact="num_replicas" in knobs)
     if not done.converged:
         raise EndpointConfigError(f"endpoint {url}: {model} did not take {knobs}: {done.reason}")
     return {"knobs": knobs, "seconds": round(done.seconds, 1), "replicas": done.replicas}

@@ -126,6 +126,16 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             description="INT8 dynamic, per-channel, 7-bit weights (avoids VNNI-less overflow)",
         ),
         VariantRecipe(
+            "onnx-int8-dynamic-opexclusion",
+            "quantize-dynamic-exclusion",
+            "quantization",
+            {"per_channel": False, "reduce_range": False, "weight_type": "QInt8", "nodes_to_exclude": [],
+             "op_types_to_quantize": None, "session_graph_level": "all", "retention_target": 0.99},
+            parent="onnx-fp32-fused",
+            description="INT8 dynamic, per-tensor, with the node groups that lose the most accuracy kept in FP32 "
+                        "(measured one group at a time, excluded greedily until retention_target is met)",
+        ),
+        VariantRecipe(
             "onnx-int8-static",
             "quantize-static",
             "static_quantization",
@@ -287,7 +297,8 @@ def ensure_variant(model: str, variant: str = "onnx-fp32", **knobs: Any) -> Vari
                     "trt_engine_cache_path": str(cache_dir),
                 }
             }
-        manifest = write_artifact(path, lambda tmp: builder(spec, parent, params, tmp), meta)
+        # A builder may return findings of its own (a search's trials, say): they go into the manifest.
+        manifest = write_artifact(path, lambda tmp: meta.update(builder(spec, parent, params, tmp) or {}), meta)
     return VariantArtifact(spec.name, variant, path, manifest["sha256"], manifest)
 
 
@@ -401,6 +412,72 @@ def _build_dynamic(spec: ModelSpec, parent: VariantArtifact | None, params: dict
     )
 
 
+# Ops ONNX Runtime's dynamic quantizer rewrites; nodes of other types stay FP32 whatever is excluded.
+DYNAMIC_QUANT_OPS = frozenset({"MatMul", "Gemm", "Conv", "Attention", "Gather", "EmbedLayerNormalization", "LSTM"})
+
+
+def quantizable_groups(path: Path, op_types: list[str] | None) -> dict[str, list[str]]:
+    """Quantizable nodes grouped by role: the node name with its layer numbers removed, so layer.0 ... layer.5's
+    FFN output MatMuls form one group (a transformer's sensitivity is mostly per role, not per layer)."""
+    import re
+
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    wanted = set(op_types) if op_types else DYNAMIC_QUANT_OPS
+    groups: dict[str, list[str]] = {}
+    for node in graph.node:
+        if node.op_type in wanted and node.name:
+            groups.setdefault(f"{node.op_type}:{re.sub(r'[0-9]+', '#', node.name)}", []).append(node.name)
+    return groups
+
+
+def _build_dynamic_exclusion(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """The op-exclusion fallback, guided by measured impact: quantize with each node group kept in FP32, rank the
+    groups by how much accuracy that recovers, then keep the top groups in FP32 until the target is met."""
+    from serving.engines import load_engine
+
+    assert parent is not None
+    target = float(params["retention_target"])
+    trial = tmp.with_name(tmp.name + ".trial.onnx")
+
+    def evaluate(path: Path) -> float:
+        engine = load_engine(path, expected_sha256=sha256_file(path), model=spec.name, allow_spinning=False)
+        return float(spec.evaluate(engine).value)
+
+    def retention(exclude: list[str]) -> float:
+        _build_dynamic(spec, parent, {**params, "nodes_to_exclude": exclude}, trial)
+        return evaluate(trial) / reference
+
+    reference = evaluate(parent.path)
+    groups = quantizable_groups(parent.path, params["op_types_to_quantize"])
+    base = retention([])
+    ranked: list[dict[str, Any]] = []
+    excluded: list[str] = []
+    final = base
+    try:
+        if base < target:
+            for name, nodes in groups.items():
+                kept = retention(nodes)
+                ranked.append({"group": name, "nodes": len(nodes), "retention_if_fp32": round(kept, 5),
+                               "impact": round(kept - base, 5)})  # fmt: skip
+            ranked.sort(key=lambda g: -g["impact"])
+            for group in ranked:
+                if group["impact"] <= 0:
+                    break  # keeping this group in FP32 recovers nothing: further exclusions only cost speed
+                excluded += groups[group["group"]]
+                group["excluded"] = True
+                final = retention(excluded)
+                if final >= target:
+                    break
+        _build_dynamic(spec, parent, {**params, "nodes_to_exclude": excluded}, tmp)
+    finally:
+        trial.unlink(missing_ok=True)
+    return {"exclusion_search": {"retention_target": target, "retention_without_exclusions": round(base, 5),
+                                 "groups": ranked, "excluded_nodes": excluded, "retention": round(final, 5),
+                                 "met_target": final >= target}}  # fmt: skip
+
+
 def calibration_feeds(spec: ModelSpec, input_names: list[str], size: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches of the zoo's example inputs, shaped as the ONNX graph's inputs."""
     examples = spec.example_inputs(size)
@@ -458,13 +535,14 @@ def _build_fp16(spec: ModelSpec, parent: VariantArtifact | None, params: dict[st
     onnx.save(model, str(tmp))
 
 
-_BUILDERS: dict[str, Callable[[ModelSpec, VariantArtifact | None, dict[str, Any], Path], None]] = {
+_BUILDERS: dict[str, Callable[[ModelSpec, VariantArtifact | None, dict[str, Any], Path], dict[str, Any] | None]] = {
     "torch-state-dict": _build_torch,
     "onnx-export": _build_export,
     "session-level": _copy_parent,
     "ort-graph-optimization": _build_graph_opt,
     "transformer-fusion": _build_fusion,
     "quantize-dynamic": _build_dynamic,
+    "quantize-dynamic-exclusion": _build_dynamic_exclusion,
     "quantize-static": _build_static,
     "float16": _build_fp16,
     "tensorrt": _copy_parent,  # the TensorRT EP compiles the ONNX graph into an engine on first load

@@ -74,7 +74,7 @@ def build_fake_app(control: Path) -> Any:
                 "provider": "CPUExecutionProvider",
             }
 
-        async def infer_tensor(self, model: str, array: np.ndarray) -> dict[str, Any]:
+        async def infer_tensor(self, model: str, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]:
             cfg = self.cfg()
             await asyncio.sleep(cfg["latency_ms"] / 1000.0)  # concurrent: slow answers, not a queue
             if cfg.get("leak_kb"):
@@ -88,7 +88,7 @@ def build_fake_app(control: Path) -> Any:
                 "timings": {"compute": cfg["latency_ms"] / 1000.0},
             }
 
-        async def embed(self, model: str, texts: list[str], truncate: bool) -> dict[str, Any]:
+        async def embed(self, model: str, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]:
             raise RequestRejected(400, "model", "text_model", None, f"{model} is not an embedding model")
 
         async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -100,6 +100,9 @@ def build_fake_app(control: Path) -> Any:
 
         async def rollback_model(self, model: str) -> dict[str, Any]:
             return await self.switch_model(model, {"rollback": True})
+
+        async def configure_model(self, model: str, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
+            return {"persisted": False, "reason": "the fake replica has no serving knobs"}
 
     return create_api(FakeService())
 

@@ -263,8 +263,11 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
     share = repeat_share(load_request_log(log, "tensor"))
     url = run_local({"model": f"models:/{MODEL}@champion", "api_keys": ["knob-key"]}, name="cycle-knobs-test",
                     port=8000, route_prefix="/knobs")  # fmt: skip
-    serving = registry.alias_version(MODEL, registry.CHAMPION)
-    pick = next(v for v in ("onnx-fp32", "onnx-int8-dynamic") if serving is None or v != serving.variant)
+    # Start from the PyTorch model, which ONNX Runtime clearly beats, so a winner (and its knobs) is certain.
+    torch_fp32 = ensure_variant(MODEL, "torch-fp32")
+    registry.register(MODEL, torch_fp32.path, {**torch_fp32.manifest, "variant": "torch-fp32"})
+    registry.promote(MODEL)
+    pick = "onnx-fp32"
     try:
         out = _cycle(model=MODEL, url=url, api_key="knob-key", candidates=[pick], repeats=2, thread_options=[1],
                      replica_options=[1, 2], batch_options=[8], cache_options=[512], request_log=str(log))  # fmt: skip
@@ -309,7 +312,7 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
         done = wait_until(url, MODEL, "knob-key", lambda v: v["sha256"] == previous.sha256
                           and v["cache_entries"] == restored["cache_entries"]
                           and v["intra_op_threads"] == restored["intra_op_threads"],
-                          replicas=restored["num_replicas"], timeout_s=120)  # fmt: skip
+                          replicas=restored["num_replicas"], timeout_s=120, exact=True)  # fmt: skip
         assert done.converged, done.reason
         assert len(done.replicas) == restored["num_replicas"]
     finally:

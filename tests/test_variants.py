@@ -99,3 +99,21 @@ def test_minilm_fidelity_plain_int8_vs_per_channel(minilm_variants: dict[str, Va
     assert fid["onnx-int8-dynamic-perchannel"].value >= 0.99
     assert fid["onnx-int8-dynamic"].value < 0.99  # the honest loss the table must show
     assert fid["onnx-int8-dynamic"].details["fidelity_min_cosine"] < fid["onnx-int8-dynamic"].value
+
+
+def test_op_exclusion_fallback_keeps_the_most_sensitive_groups_in_fp32(minilm_variants: dict[str, VariantArtifact]) -> None:
+    """Plain per-tensor INT8 loses too much; the fallback ranks node groups by measured impact and keeps the top
+    ones in FP32 until the target is met, and the artifact really has that retention."""
+    art = ensure_variant("minilm", "onnx-int8-dynamic-opexclusion")
+    search = art.manifest["exclusion_search"]
+    assert search["retention_without_exclusions"] < 0.99 <= search["retention"] and search["met_target"]
+    impacts = [g["impact"] for g in search["groups"]]
+    assert impacts == sorted(impacts, reverse=True) and len(impacts) >= 4  # every role measured, ranked
+    excluded = [g for g in search["groups"] if g.get("excluded")]
+    assert excluded and excluded == search["groups"][: len(excluded)]  # most impact first
+    assert 0 < len(search["excluded_nodes"]) < sum(g["nodes"] for g in search["groups"])  # not everything
+    measured = get_model("minilm").evaluate(load_engine(art.path)).value
+    assert measured == pytest.approx(search["retention"], abs=1e-4)
+    # digits-cnn keeps its accuracy quantized as a whole: nothing is searched, nothing excluded
+    digits = ensure_variant("digits-cnn", "onnx-int8-dynamic-opexclusion").manifest["exclusion_search"]
+    assert digits["groups"] == [] and digits["excluded_nodes"] == [] and digits["met_target"]
