@@ -28,6 +28,7 @@ from tasks.cycle import (
     measure,
     model_stage,
     monitoring_rules,
+    serving_knobs,
     summarize_baseline,
     write_monitoring,
 )
@@ -414,10 +415,7 @@ def optimization_cycle(
             final["champion_p99_ms"] = round(champion.trial.median_p99, 2)
             if url:
                 final["endpoint"] = switch_endpoint(url, model, api_key)
-                knobs = {"intra_op_threads": int(champion.params["intra_op_threads"]),
-                         "max_batch_size": int(champion.params["batch"]),
-                         "num_replicas": int(champion.params["replicas"]),
-                         "cache_entries": int(champion.params["cache_entries"])}  # fmt: skip
+                knobs = serving_knobs(champion.params)
                 try:
                     final["serving_knobs"] = apply_serving_knobs(url, model, api_key, knobs)
                 except EndpointConfigError as exc:  # the champion serves; only its knobs are the defaults

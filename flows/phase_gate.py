@@ -273,7 +273,10 @@ def _endpoint(model: str, alias: str, url: str | None, api_key: str | None) -> I
         port = int(sock.getsockname()[1])
     # Its own route prefix: an app at "/" would replace the production app on the same Serve instance.
     name = f"gate-{slug(model)}"
-    local = run_local({"model": f"models:/{model}@{alias}", "api_keys": [key]}, name=name, port=port, route_prefix=f"/{name}")
+    # The candidate's app is short-lived and reserves no logical CPU, so it schedules beside a production
+    # deployment whose replicas hold every CPU Ray knows of (its ORT threads still come from the policy).
+    local = run_local({"model": f"models:/{model}@{alias}", "api_keys": [key], "num_cpus": 0}, name=name, port=port,
+                      route_prefix=f"/{name}")  # fmt: skip
     try:
         yield local, key
     finally:

@@ -52,9 +52,13 @@ class Candidate:
                 "replicas": self.replicas, "cache_entries": self.cache_entries, "stage": self.stage}  # fmt: skip
 
     def serving_knobs(self) -> dict[str, int]:
-        """What the live deployment needs to serve as this candidate was measured (PUT .../serving)."""
-        return {"intra_op_threads": self.intra_op_threads, "max_batch_size": self.batch,
-                "num_replicas": self.replicas, "cache_entries": self.cache_entries}  # fmt: skip
+        return serving_knobs(self.params())
+
+
+def serving_knobs(params: dict[str, Any]) -> dict[str, int]:
+    """What the live deployment needs to serve as a candidate was measured (PUT .../serving field names)."""
+    return {"intra_op_threads": int(params["intra_op_threads"]), "max_batch_size": int(params["batch"]),
+            "num_replicas": int(params["replicas"]), "cache_entries": int(params["cache_entries"])}  # fmt: skip
 
 
 def candidate_name(variant: str, threads: int, batch: int, replicas: int = 1, cache_entries: int = 0) -> str:
