@@ -132,19 +132,17 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
 
 def champion_knobs(model: str) -> tuple[str, dict[str, int]]:
     """The registry champion and the serving knobs the optimization cycle measured it with (version tags)."""
-    import mlflow
-
     from tasks import registry
     from tasks.mlflow_store import configure
+    from tasks.policy import default_policy
 
     configure()
     ref = registry.alias_version(model, registry.CHAMPION)
     if ref is None:
         raise SystemExit(f"no champion for {model}: run `make run` or `inferops optimize` first")
-    tags = mlflow.MlflowClient().get_model_version(model, ref.version).tags
-    knobs = {"threads": int(tags.get("inferops.serve.intra_op_threads", 1)), "batch": int(tags.get("inferops.serve.batch", 16)),
-             "replicas": int(tags.get("inferops.serve.replicas", 1)), "cache": int(tags.get("inferops.serve.cache_entries", 0))}  # fmt: skip
-    return f"models:/{model}@champion", knobs
+    knobs = registry.serving_knobs(model, ref.version, default_policy().serving.default_knobs())
+    return f"models:/{model}@champion", {"threads": knobs["intra_op_threads"], "batch": knobs["max_batch_size"],
+                                         "replicas": knobs["num_replicas"], "cache": knobs["cache_entries"]}  # fmt: skip
 
 
 def in_process(model: str, variant: str, batch: int) -> float:

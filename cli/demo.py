@@ -70,11 +70,12 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         step("optimization cycle (with the phase gate on the challenger)")
         from cli.pipelines import print_cycle, print_gate
         from flows.optimization_cycle import optimization_cycle
+        from serving.zoo import get_model
         from tasks.workload import demo_request_log, load_request_log, repeat_share
 
-        suffix = ".jsonl" if not model.startswith("digits") else ".npy"
-        log = demo_request_log(model, settings.data_dir / "workloads" / f"{model}-requests{suffix}")
-        requests = load_request_log(log, "text" if suffix == ".jsonl" else "tensor")
+        kind = get_model(model).kind
+        log = demo_request_log(model, settings.data_dir / "workloads" / f"{model}-requests{'.jsonl' if kind == 'text' else '.npy'}")
+        requests = load_request_log(log, kind)
         console.print(f"workload: {len(requests)} requests with Zipf popularity, {repeat_share(requests):.0%} repeat an "
                       f"earlier one ({log})", highlight=False)  # fmt: skip
         cycle = optimization_cycle(model=model, url=url, api_key=api_key, request_log=str(log), gate=True,

@@ -89,8 +89,9 @@ def rollback(
         from tasks.policy import default_policy
 
         knobs = registry.serving_knobs(model, record.to_version, default_policy().serving.default_knobs())
+        restored = registry.alias_version(model, registry.CHAMPION)
         try:
-            applied = apply_knobs(url, model, api_key, knobs)
+            applied = apply_knobs(url, model, api_key, knobs, expect_sha256=restored.sha256 if restored else None)
         except EndpointConfigError as exc:
             console.print(f"[red]serving knobs not restored:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None

@@ -95,7 +95,11 @@ def establish_baseline(
     served = champion.variant if champion and champion.variant in variants else reference_variant
     requests = workload.requests if workload else None
     reference = measure(model, Candidate(reference_variant, reference_variant, "baseline", "baseline", threads, batch), 1, requests)
-    current = Candidate(served, served, "baseline", "baseline", threads, batch)
+    # The baseline is what serves now: the champion with the knobs a previous cycle measured and applied.
+    defaults = {"intra_op_threads": threads, "max_batch_size": batch, "num_replicas": 1, "cache_entries": 0}
+    knobs = registry.serving_knobs(model, champion.version, defaults) if champion and served == champion.variant else defaults
+    current = Candidate(served, served, "baseline", "baseline", knobs["intra_op_threads"], knobs["max_batch_size"],
+                        knobs["num_replicas"], knobs["cache_entries"])  # fmt: skip
     measured = measure(model, current, repeats, requests)
     # First cycle: the FP32 model becomes the recorded champion, so there is always something to roll back to.
     champion = registry.ensure_champion(model, measured.path, {**measured.manifest, "variant": served})
@@ -123,7 +127,7 @@ def identify_bottlenecks(baseline: Baseline) -> Breakdown:
 @task(name="generate-plan")
 def generate_plan(baseline: Baseline, include: list[str] | None) -> list[Candidate]:
     """Model-level candidates; knob stages (threads, batch) are planned on the best model once it is known."""
-    plan = model_stage(baseline.model, baseline.candidate.variant, baseline.candidate.intra_op_threads, baseline.candidate.batch)
+    plan = model_stage(baseline.model, baseline.candidate)
     if include is not None:
         unknown = sorted(set(include) - {c.variant for c in plan})
         if unknown:
@@ -267,7 +271,8 @@ def promote_champion(model: str) -> dict[str, Any]:
 
 @task(name="switch-endpoint", retries=2, retry_delay_seconds=5)
 def switch_endpoint(url: str, model: str, api_key: str | None) -> dict[str, Any]:
-    """Hot-switch the live endpoint to `models:/MODEL@champion`; a refused switch rolls the registry back."""
+    """Hot-switch the live endpoint to `models:/MODEL@champion`; a refused switch rolls the registry back.
+    The replica that switches writes the model into the deployment's config (`propagation`), so all follow."""
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     response = httpx.post(
         f"{url.rstrip('/')}/admin/models/{model}/switch",
@@ -283,9 +288,10 @@ def switch_endpoint(url: str, model: str, api_key: str | None) -> dict[str, Any]
 
 
 @task(name="apply-serving-knobs")
-def apply_serving_knobs(url: str, model: str, api_key: str | None, knobs: dict[str, int]) -> dict[str, Any]:
-    """Serve the champion as it was measured: threads, batch, replicas and cache on every replica."""
-    return apply_knobs(url, model, api_key, knobs)
+def apply_serving_knobs(url: str, model: str, api_key: str | None, knobs: dict[str, int], sha256: str) -> dict[str, Any]:
+    """Serve the champion as it was measured: threads, batch, replicas and cache on every replica, each of them
+    serving the champion's sha256 (a replica that kept another model fails this, and the knobs are put back)."""
+    return apply_knobs(url, model, api_key, knobs, expect_sha256=sha256)
 
 
 @task(name="set-up-monitoring")
@@ -373,8 +379,11 @@ def optimization_cycle(
         stages = [
             ("parallelization", knob_values("parallelization", thread_options, opt)),
             ("batching", knob_values("batching", batch_options, opt)),
-            ("caching", knob_values("caching", cache_options, opt)),
         ]
+        if workload is not None:
+            stages.append(("caching", knob_values("caching", cache_options, opt)))
+        else:
+            stop_reason = "caching not measured: no request log (a cache's hit rate is the workload's)"
         for stage, values in stages:
             current = fastest_passing(results)
             current_rps = current.trial.median_throughput if current and current.trial else previous_best
@@ -417,7 +426,8 @@ def optimization_cycle(
                 final["endpoint"] = switch_endpoint(url, model, api_key)
                 knobs = serving_knobs(champion.params)
                 try:
-                    final["serving_knobs"] = apply_serving_knobs(url, model, api_key, knobs)
+                    final["serving_knobs"] = apply_serving_knobs(url, model, api_key, knobs,
+                                                                 measured_by_name[champion.name].sha256)  # fmt: skip
                 except EndpointConfigError as exc:  # the champion serves; only its knobs are the defaults
                     logger.warning("serving knobs not applied: %s", exc)
                     final["serving_knobs"] = {"knobs": knobs, "error": str(exc)}

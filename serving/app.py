@@ -60,8 +60,9 @@ class ServingConfig(BaseModel):
     batch_wait_timeout_s: float = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s, ge=0.0, le=1.0)
     bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
     cache_entries: int = Field(default_factory=lambda: default_policy().serving.cache_entries, ge=0, le=1_000_000)
-    intra_op_threads: int | None = Field(default=None, ge=1, le=256, description="None: the replica's start-up value")
+    intra_op_threads: int | None = Field(default=None, ge=1, le=256, description="None: leave the thread count as is")
     source: dict[str, Any] | None = Field(default=None, description="the model every replica must serve (ModelSource)")
+    previous_source: dict[str, Any] | None = Field(default=None, description="what a rollback returns to, on any replica")
 
 
 class EngineOptions(BaseModel):
@@ -200,8 +201,7 @@ class ModelRuntime:
     """One served model inside one replica process (`@serve.batch` queues are per process)."""
 
     def __init__(self, source: ModelSource, options: EngineOptions, config: ServingConfig) -> None:
-        self.options = options
-        self.slot = EngineSlot(partial(load_for_serving, options=options), source)
+        self.slot = EngineSlot(partial(load_for_serving, options=options), source, meta=options)
         self.metrics = ServingMetrics(source.model)
         self.metrics.observe_engine(self.slot.engine.info)
         self.config = config
@@ -214,6 +214,11 @@ class ModelRuntime:
     @property
     def name(self) -> str:
         return self.slot.source.model
+
+    @property
+    def options(self) -> EngineOptions:
+        """The options the serving engine was loaded with (they travel with it through switches and rollbacks)."""
+        return self.slot.meta  # type: ignore[no-any-return]
 
     def apply_batching(self, config: ServingConfig) -> None:
         """Change batch size, wait and cache size on the live queues (no replica restart)."""
@@ -230,12 +235,15 @@ class ModelRuntime:
         source = ModelSource(**config.source) if config.source else self.slot.source
         if source.sha256 == self.slot.source.sha256 and threads == self.options.intra_op_threads:
             return None
+        source = await asyncio.to_thread(local_copy, source)
         options = self.options.model_copy(update={"intra_op_threads": threads})
-        result = await self.slot.switch(source, action="reconfigure", loader=partial(load_for_serving, options=options))
+        before = self.slot.source.sha256
+        result = await self.slot.switch(source, action="reconfigure", loader=partial(load_for_serving, options=options),
+                                        meta=options)  # fmt: skip
         self.metrics.observe_switch(f"reconfigure-{result.verdict}")
         if result.verdict == "switched":
-            self.options = options
-            self.cache.clear()  # answers of the old engine are keyed by its sha256: drop them to free memory
+            if before != source.sha256:
+                self.cache.clear()  # answers of the old model are keyed by its sha256: drop them to free memory
             self.metrics.observe_engine(self.slot.engine.info)
         return result
 
@@ -419,23 +427,38 @@ class ModelRuntime:
                 "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None,
                 "load_s": 0.0,
             }
+        before = self.slot.source
         result = await self.slot.switch(source)
         self.metrics.observe_switch(result.verdict)
         self.metrics.observe_engine(self.slot.engine.info)
         out = result.as_dict()
         if result.verdict == "switched":
             self.cache.clear()
-            out["propagation"] = await asyncio.to_thread(persist_replica_config, {"source": source.describe()})
+            out["propagation"] = await self._persist_model(before)
         return out
 
     async def rollback(self) -> dict[str, Any]:
-        result = await self.slot.rollback()
+        """Back to the deployment's recorded previous model (the same on every replica): instant when this replica
+        still holds it warm, else loaded and verified like a switch."""
+        before = self.slot.source
+        pinned = ModelSource(**self.config.previous_source) if self.config.previous_source else None
+        warm = self.slot.previous is not None and (pinned is None or self.slot.previous[0].sha256 == pinned.sha256)
+        if warm or pinned is None:
+            result = await self.slot.rollback()
+        else:
+            result = await self.slot.switch(await asyncio.to_thread(local_copy, pinned), action="rollback")
         self.metrics.observe_switch(f"rollback-{result.verdict}")
         out = result.as_dict()
         if result.verdict == "switched":
             self.cache.clear()
-            out["propagation"] = await asyncio.to_thread(persist_replica_config, {"source": self.slot.source.describe()})
+            out["propagation"] = await self._persist_model(before)
         return out
+
+    async def _persist_model(self, before: ModelSource) -> dict[str, Any]:
+        """Record the model now served (and the one before it) in user_config: every replica follows."""
+        patch = {"source": self.slot.source.describe(), "previous_source": before.describe()}
+        self.config = self.config.model_copy(update=patch)
+        return await asyncio.to_thread(persist_replica_config, patch)
 
     async def configure(self, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
         """Change serving knobs on every replica of this deployment: validated here, applied by Serve."""
@@ -665,6 +688,21 @@ def update_deployment(
         apps.append(entry)
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
     return {"app": app_name, "deployment": deployment}
+
+
+def local_copy(source: ModelSource) -> ModelSource:
+    """`source` with a path this node can read: a registry model whose file lives on another node is fetched
+    again from its `models:/` URI (the sha256 must still match, so a moved alias is refused, not followed)."""
+    from pathlib import Path
+
+    if Path(source.path).exists() or not source.origin.startswith("models:/"):
+        return source  # a missing local file fails the switch's sha256 check, with the path in the reason
+    try:
+        fetched = resolve_source(source.model, uri=source.origin)
+    except Exception:  # the switch that follows fails on the missing file and says so; never raise here
+        return source
+    # a moved alias is not followed: the pinned sha256 wins, and the switch fails on the missing file
+    return fetched if fetched.sha256 == source.sha256 else source
 
 
 def persist_replica_config(patch: dict[str, Any], num_replicas: int | None = None) -> dict[str, Any]:

@@ -110,12 +110,13 @@ class EngineSlot:
     assignment), so no request ever sees a half-loaded engine.
     """
 
-    def __init__(self, loader: Callable[[ModelSource], Any], source: ModelSource) -> None:
+    def __init__(self, loader: Callable[[ModelSource], Any], source: ModelSource, meta: Any = None) -> None:
         self._loader = loader
         self._lock = asyncio.Lock()
         self.source = source
         self.engine = loader(source)
-        self.previous: tuple[ModelSource, Any] | None = None
+        self.meta = meta  # what the engine was loaded with (engine options); travels with it on swaps
+        self.previous: tuple[ModelSource, Any, Callable[[ModelSource], Any], Any] | None = None
         self.history: list[SwitchResult] = []
 
     def _verify_and_load(self, source: ModelSource, loader: Callable[[ModelSource], Any]) -> tuple[Any, str]:
@@ -125,10 +126,15 @@ class EngineSlot:
         return loader(source), observed
 
     async def switch(
-        self, source: ModelSource, action: str = "switch", loader: Callable[[ModelSource], Any] | None = None
+        self,
+        source: ModelSource,
+        action: str = "switch",
+        loader: Callable[[ModelSource], Any] | None = None,
+        meta: Any = None,
     ) -> SwitchResult:
         """Load `source` (with `loader`, e.g. other engine options) beside the current engine and swap; on any
-        failure keep serving the current one."""
+        failure keep serving the current one. Reloading the same sha256 (new threads, say) keeps the rollback
+        target: a rollback must return to the previous *model*, not to the same model with old options."""
         async with self._lock:
             start = time.perf_counter()
             observed: str | None = None
@@ -154,10 +160,11 @@ class EngineSlot:
                 )
                 self.history.append(result)
                 return result
-            old = (self.source, self.engine)
+            old = (self.source, self.engine, self._loader, self.meta)
             self.source, self.engine = source, engine  # the swap: new batches pick up the new engine
-            self._loader = use
-            self.previous = old
+            self._loader, self.meta = use, (meta if meta is not None else self.meta)
+            if old[0].sha256 != source.sha256:
+                self.previous = old
             result = SwitchResult(
                 action=action,
                 verdict="switched",
@@ -187,9 +194,9 @@ class EngineSlot:
                 )
                 self.history.append(result)
                 return result
-            prev_source, prev_engine = self.previous
-            self.previous = (self.source, self.engine)
-            self.source, self.engine = prev_source, prev_engine
+            prev_source, prev_engine, prev_loader, prev_meta = self.previous
+            self.previous = (self.source, self.engine, self._loader, self.meta)
+            self.source, self.engine, self._loader, self.meta = prev_source, prev_engine, prev_loader, prev_meta
             result = SwitchResult(
                 action="rollback",
                 verdict="switched",

@@ -28,6 +28,8 @@ TRIAL_ITEMS = 128
 TRIAL_MIN_CALLS = 30
 # Each repeat lasts at least this long, so sub-millisecond models are timed over thousands of calls, not noise.
 TRIAL_MIN_SECONDS = 0.5
+# A cache candidate replays the log once per repeat; a long log is cut to its first requests to bound the time.
+CACHE_PASS_MAX_REQUESTS = 8192
 # A replica process that has not reported within this long is stuck (model load + one timed round take seconds).
 REPLICA_TIMEOUT_S = 300.0
 # Variants that are measurement reference points, never candidates to serve.
@@ -86,15 +88,17 @@ class Measured:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def model_stage(model: str, baseline_variant: str, threads: int, batch: int) -> list[Candidate]:
+def model_stage(model: str, baseline: Candidate) -> list[Candidate]:
     """Model-level candidates in the order the seed's fallbacks go: graph optimization, then INT8 plain before
-    the per-channel and reduce-range fallbacks, static INT8, and GPU precisions where a GPU exists."""
+    the per-channel, reduce-range and op-exclusion fallbacks, static INT8, and GPU precisions where a GPU
+    exists; each served with the baseline's knobs, so only the model changes."""
     candidates = []
     for name in list_variants(model):
         recipe = VARIANT_RECIPES[name]
-        if name in NOT_CANDIDATES or name == baseline_variant or gpu_unavailable_reason(recipe):
+        if name in NOT_CANDIDATES or name == baseline.variant or gpu_unavailable_reason(recipe):
             continue
-        candidates.append(Candidate(name, name, recipe.opt_type, "model", threads, batch))
+        candidates.append(Candidate(name, name, recipe.opt_type, "model", baseline.intra_op_threads, baseline.batch,
+                                    baseline.replicas, baseline.cache_entries))  # fmt: skip
     return candidates
 
 
@@ -163,6 +167,8 @@ def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[A
     spec = engine.spec
     inputs = workload if workload is not None else spec.example_inputs(TRIAL_ITEMS)
     cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
+    if cache is not None and len(inputs) > CACHE_PASS_MAX_REQUESTS:
+        inputs = inputs[:CACHE_PASS_MAX_REQUESTS]  # the first requests of the log, in order: a bounded cold pass
     infer = cached_batch_infer(engine.infer, cache, artifact.sha256) if cache is not None else engine.infer
     evaluation = spec.evaluate(_CachedEngine(engine, infer) if cache is not None else engine)
     probe = measure_batches(engine.infer, inputs[: candidate.batch * 3], candidate.batch, 3)
@@ -216,7 +222,8 @@ class _CachedEngine:
 
 
 def _one_pass(inputs: Sequence[Any] | np.ndarray, batch: int) -> int:
-    return -(-len(inputs) // batch)
+    """Calls that cover the inputs exactly once (the last batch may be short): no request is replayed warm."""
+    return max(1, len(inputs) // batch)
 
 
 def _measure_replicas(
@@ -287,7 +294,6 @@ def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, c
             inputs = inputs[: batch * calls]
         for r in range(repeats):
             barrier.wait(timeout=REPLICA_TIMEOUT_S)
-            begin = time.time()
             if cache.enabled:
                 n_calls = _one_pass(inputs, batch)
                 timing = measure_batches(infer, inputs, batch, n_calls, before_timing=cache.clear)
@@ -295,8 +301,8 @@ def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, c
                 n_calls = calls
                 timing = measure_batches(infer, inputs, batch, n_calls)
             stats = cache.stats()
-            results.put((r, max(len(inputs), batch * n_calls), begin, time.time(), timing.p99_ms,
-                         stats.hits, stats.hits + stats.misses))  # fmt: skip
+            items = timing.items_per_s * (timing.ended - timing.started)
+            results.put((r, items, timing.started, timing.ended, timing.p99_ms, stats.hits, stats.hits + stats.misses))
     except Exception as exc:  # reported to the parent, which rejects the candidate with this reason
         results.put(f"{type(exc).__name__}: {exc}")
 

@@ -13,6 +13,8 @@ import httpx
 # replicas at random, so a few reads per replica see them all with near certainty.
 READS_PER_REPLICA = 6
 POLL_INTERVAL_S = 0.5
+# Reads that snapshot the knobs before a change (enough to see each of a handful of replicas).
+SNAPSHOT_READS = 24
 
 
 class EndpointConfigError(RuntimeError):
@@ -30,7 +32,9 @@ class Convergence:
 
 
 def _headers(api_key: str | None) -> dict[str, str]:
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    from tasks.loadgen import auth_headers
+
+    return auth_headers(api_key)
 
 
 def replica_view(meta: dict[str, Any]) -> dict[str, Any]:
@@ -61,13 +65,23 @@ def wait_until(
     `exact`: and no other replica answers (a scale-down is done only when the extra replicas are gone)."""
     start = time.monotonic()
     seen: dict[str, dict[str, Any]] = {}
+    last_error = ""
     with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=_headers(api_key)) as client:
         while True:
             for _ in range(READS_PER_REPLICA * replicas):
-                response = client.get(f"/v2/models/{model}")
-                if response.status_code == 200:
-                    meta = response.json()
-                    seen[str(meta.get("replica"))] = replica_view(meta)
+                try:
+                    response = client.get(f"/v2/models/{model}")
+                except httpx.HTTPError as exc:  # a replica restarting may drop a connection: read again
+                    last_error = f"{type(exc).__name__}: {exc}"
+                    continue
+                if response.status_code in (401, 403, 404):  # waiting cannot fix these
+                    raise EndpointConfigError(f"endpoint {url}: reading {model}'s metadata gave HTTP "
+                                              f"{response.status_code} {response.text[:200]}")  # fmt: skip
+                if response.status_code != 200:
+                    last_error = f"HTTP {response.status_code} {response.text[:200]}"
+                    continue
+                meta = response.json()
+                seen[str(meta.get("replica"))] = replica_view(meta)
             good = [r for r, view in seen.items() if matches(view)]
             if len(good) >= replicas and len(seen) == len(good) and (not exact or len(seen) == replicas):
                 return Convergence(True, time.monotonic() - start, seen)
@@ -75,29 +89,67 @@ def wait_until(
                 bad = {r: v for r, v in seen.items() if not matches(v)}
                 return Convergence(False, time.monotonic() - start, seen,
                                    f"{len(good)} of {replicas} replicas match after {timeout_s:.0f} s; "
-                                   f"not matching: {bad or 'none seen'}")  # fmt: skip
+                                   f"not matching: {bad or 'none seen'}"
+                                   + (f"; last error: {last_error}" if last_error else ""))  # fmt: skip
             # a replica being replaced or scaled away may still answer for a moment: forget what we saw
             seen = {}
             time.sleep(POLL_INTERVAL_S)
 
 
 def apply_knobs(
-    url: str, model: str, api_key: str | None, knobs: dict[str, Any], timeout_s: float = 180.0
+    url: str,
+    model: str,
+    api_key: str | None,
+    knobs: dict[str, Any],
+    expect_sha256: str | None = None,
+    timeout_s: float = 180.0,
 ) -> dict[str, Any]:
-    """PUT the knobs, then wait until every replica (the requested count) serves with them."""
-    with httpx.Client(base_url=url.rstrip("/"), timeout=60, headers=_headers(api_key)) as client:
-        response = client.put(f"/admin/models/{model}/serving", json=knobs)
-    body = response.json() if response.headers.get("content-type", "").startswith("application/json") else {}
-    if response.status_code != 202:
-        raise EndpointConfigError(f"endpoint {url} refused serving knobs {knobs} for {model}: HTTP {response.status_code} "
-                                  f"{body or response.text[:300]}")  # fmt: skip
+    """PUT the knobs, then wait until every replica (the requested count) serves with them (and serves
+    `expect_sha256` when given). If they do not converge, the knobs that served before are put back."""
     replicas = int(knobs.get("num_replicas") or 1)
     expected = {k: v for k, v in knobs.items() if k != "num_replicas"}
+    if expect_sha256:
+        expected["sha256"] = expect_sha256
 
     def matches(view: dict[str, Any]) -> bool:
         return all(view.get(k) == v for k, v in expected.items())
 
-    done = wait_until(url, model, api_key, matches, replicas, timeout_s, exact="num_replicas" in knobs)
+    try:
+        before = _current_knobs(url, model, api_key)
+        _put(url, model, api_key, knobs)
+        done = wait_until(url, model, api_key, matches, replicas, timeout_s, exact="num_replicas" in knobs)
+    except httpx.HTTPError as exc:
+        raise EndpointConfigError(f"endpoint {url}: {type(exc).__name__}: {exc}") from None
     if not done.converged:
-        raise EndpointConfigError(f"endpoint {url}: {model} did not take {knobs}: {done.reason}")
+        try:
+            _put(url, model, api_key, before)
+            reverted = f"; put back the knobs that served before: {before}"
+        except (httpx.HTTPError, EndpointConfigError) as exc:
+            reverted = f"; could not put back {before}: {exc}"
+        raise EndpointConfigError(f"endpoint {url}: {model} did not take {knobs}: {done.reason}{reverted}")
     return {"knobs": knobs, "seconds": round(done.seconds, 1), "replicas": done.replicas}
+
+
+def _put(url: str, model: str, api_key: str | None, knobs: dict[str, Any]) -> None:
+    with httpx.Client(base_url=url.rstrip("/"), timeout=60, headers=_headers(api_key)) as client:
+        response = client.put(f"/admin/models/{model}/serving", json=knobs)
+    if response.status_code != 202:
+        raise EndpointConfigError(f"endpoint {url} refused serving knobs {knobs} for {model}: HTTP "
+                                  f"{response.status_code} {response.text[:300]}")  # fmt: skip
+
+
+def _current_knobs(url: str, model: str, api_key: str | None) -> dict[str, Any]:
+    """The knobs one replica serves with now, and how many replicas answer (to put them back on failure)."""
+    seen: dict[str, dict[str, Any]] = {}
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=_headers(api_key)) as client:
+        for _ in range(SNAPSHOT_READS):
+            response = client.get(f"/v2/models/{model}")
+            if response.status_code != 200:
+                raise EndpointConfigError(f"endpoint {url}: reading {model}'s metadata gave HTTP "
+                                          f"{response.status_code} {response.text[:200]}")  # fmt: skip
+            meta = response.json()
+            seen[str(meta.get("replica"))] = replica_view(meta)
+    views = list(seen.values())
+    view = views[0]
+    return {"intra_op_threads": view["intra_op_threads"], "max_batch_size": view["max_batch_size"],
+            "cache_entries": view["cache_entries"], "num_replicas": max(1, len(views))}  # fmt: skip

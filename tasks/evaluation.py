@@ -35,6 +35,8 @@ class BatchTiming:
     p50_ms: float
     p99_ms: float
     calls: int
+    started: float = 0.0  # wall clock (time.time) of the first timed call: replicas' windows are compared on it
+    ended: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,7 @@ def measure_batches(
     if before_timing is not None:
         before_timing()
     lat = []
+    wall_start = time.time()
     start = time.perf_counter()
     for chunk in chunks:
         t0 = time.perf_counter()
@@ -96,7 +99,8 @@ def measure_batches(
         lat.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
     ms = np.asarray(lat) * 1e3
-    return BatchTiming(batch, n / total, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(chunks))
+    return BatchTiming(batch, n / total, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(chunks),
+                       wall_start, wall_start + total)  # fmt: skip
 
 
 def retention_decision(metric: str, observed: float, baseline: float, threshold: float) -> RetentionDecision:

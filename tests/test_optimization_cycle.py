@@ -279,8 +279,7 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
         # a cold cache over one pass can hit at most the requests that repeat an earlier one
         assert 0.5 * share < cached[0]["cache_hit_rate"] <= share + 1e-9
         assert cached[0]["retention"] == pytest.approx(1.0, abs=1e-6) or cached[0]["retention"] >= 0.99
-        if out["champion"] is None:
-            pytest.skip("nothing beat the champion beyond noise on this run; knobs were not applied")
+        assert out["champion"] is not None, out["results"]  # ONNX Runtime beats the PyTorch baseline by far
         champion = next(r for r in out["results"] if r["candidate"] == out["champion"])
         applied = out["final"]["serving_knobs"]
         assert "error" not in applied, applied

@@ -113,3 +113,35 @@ def test_replicas_threads_and_switches_reach_every_replica(served: dict[str, Any
     apply_knobs(url, MODEL, KEY, {"num_replicas": 1, "intra_op_threads": 1})
     ok = client.post(f"/v2/models/{MODEL}/infer", json=_image(5))
     assert ok.status_code == 200 and ok.json()["parameters"]["sha256"] == first.sha256
+
+
+def test_rollback_after_a_thread_change_returns_to_the_previous_model(served: dict[str, Any]) -> None:
+    """A knob reload of the same model must not become the rollback target, and the options travel with the
+    engine: after rollback the replica reports the threads its engine was loaded with."""
+    from tasks.endpoint_config import apply_knobs
+
+    client: httpx.Client = served["client"]
+    url, first, other = served["url"], served["first"], served["other"]
+    apply_knobs(url, MODEL, KEY, {"num_replicas": 1, "intra_op_threads": 1}, expect_sha256=first.sha256)
+    resp = client.post(f"/admin/models/{MODEL}/switch", json={"variant": OTHER})
+    assert resp.status_code == 200, resp.text
+    apply_knobs(url, MODEL, KEY, {"num_replicas": 1, "intra_op_threads": 2}, expect_sha256=other.sha256)
+    back = client.post(f"/admin/models/{MODEL}/rollback")
+    assert back.status_code == 200 and back.json()["serving_sha256"] == first.sha256, back.text
+    meta = client.get(f"/v2/models/{MODEL}").json()
+    assert meta["sha256"] == first.sha256 and meta["intra_op_threads"] == 1
+
+
+def test_knobs_that_cannot_converge_are_put_back(served: dict[str, Any]) -> None:
+    """More replicas than Ray has CPUs never become ready: the change is reverted, and the error says so."""
+    from tasks.endpoint_config import EndpointConfigError, apply_knobs, wait_until
+
+    url = served["url"]
+    before = served["client"].get(f"/v2/models/{MODEL}").json()
+    with pytest.raises(EndpointConfigError, match="did not take.*put back the knobs that served before"):
+        apply_knobs(url, MODEL, KEY, {"num_replicas": 16, "cache_entries": 7}, timeout_s=10)
+    done = wait_until(url, MODEL, KEY, lambda v: v["cache_entries"] == before["cache"]["capacity"]
+                      and v["sha256"] == before["sha256"], replicas=1, timeout_s=120, exact=True)  # fmt: skip
+    assert done.converged, done.reason
+    with pytest.raises(EndpointConfigError, match="HTTP 401"):
+        apply_knobs(url, MODEL, "wrong-key", {"cache_entries": 3})

@@ -16,7 +16,7 @@ from tasks.workload import (
 )
 
 
-def test_text_log_round_trip_and_input_key(tmp_path: Path) -> None:
+def test_text_log_round_trip_and_both_field_names(tmp_path: Path) -> None:
     path = write_request_log(tmp_path / "log.jsonl", ["a b", "c", "a b"])
     assert load_request_log(path, "text") == ["a b", "c", "a b"]
     other = tmp_path / "other.jsonl"
