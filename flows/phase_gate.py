@@ -275,7 +275,11 @@ def _endpoint(model: str, alias: str, url: str | None, api_key: str | None) -> I
     name = f"gate-{slug(model)}"
     # The candidate's app is short-lived and reserves no logical CPU, so it schedules beside a production
     # deployment whose replicas hold every CPU Ray knows of (its ORT threads still come from the policy).
-    local = run_local({"model": f"models:/{model}@{alias}", "api_keys": [key], "num_cpus": 0}, name=name, port=port,
+    # Pinned to the version, not the alias: promotion removes `challenger`, and Serve rebuilds an app from its
+    # args whenever its config changes.
+    ref = registry.alias_version(model, alias)
+    uri = f"models:/{model}/{ref.version}" if ref else f"models:/{model}@{alias}"
+    local = run_local({"model": uri, "api_keys": [key], "num_cpus": 0}, name=name, port=port,
                       route_prefix=f"/{name}")  # fmt: skip
     try:
         yield local, key

@@ -428,6 +428,15 @@ class ModelRuntime:
                 "load_s": 0.0,
             }
         before = self.slot.source
+        pinned = self.config.source.get("sha256") if self.config.source else None
+        if source.sha256 == before.sha256 and pinned in (None, source.sha256):
+            # Already serving it, and no other model is pinned for the other replicas: nothing to load or
+            # write (a redeploy would only rebuild the app and cost every replica CPU for nothing).
+            self.metrics.observe_switch("unchanged")
+            return {"action": "switch", "verdict": "switched", "reason": f"already serving {source.sha256[:12]}…",
+                    "expected_sha256": source.sha256, "observed_sha256": before.sha256, "serving_sha256": before.sha256,
+                    "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None, "load_s": 0.0,
+                    "propagation": {"persisted": False, "reason": "nothing to change"}}  # fmt: skip
         result = await self.slot.switch(source)
         self.metrics.observe_switch(result.verdict)
         self.metrics.observe_engine(self.slot.engine.info)
