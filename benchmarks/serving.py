@@ -92,6 +92,7 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
              texts: list[str] | None, use_cache: bool) -> dict[str, Any]:  # fmt: skip
     """The inferops app with the given knobs; `model` may be `models:/NAME@champion` (variant then ignored)."""
     from serving.app import ingress_env
+    from tasks.loadgen import auth_headers
 
     env, chosen = ingress_env(ingress)
     os.environ.update(env)
@@ -103,14 +104,13 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
     name = model.removeprefix("models:/").split("@")[0]
     ray.init(include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:
-        args = {"model": model, "intra_op_threads": knobs["threads"], "max_batch_size": knobs["batch"],
-                "num_replicas": knobs["replicas"], "cache_entries": knobs["cache"] if use_cache else 0,
+        args = {"model": model, **knobs, "cache_entries": knobs["cache_entries"] if use_cache else 0,
                 "batch_wait_timeout_s": wait_s, "api_keys": ["bench-key"]}  # fmt: skip
         if not model.startswith("models:/"):
             args["variant"] = variant
         url = run_local(args, name="bench", port=free_port())
         wait_ready(url)
-        headers = {"Authorization": "Bearer bench-key"}
+        headers = auth_headers("bench-key")
         if not use_cache:
             headers["Cache-Control"] = "no-cache"
         result = knee(url, name, sla_ms, headers, max_rps=2000, texts=texts)
@@ -123,9 +123,9 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
         ray.shutdown()
     p50, p99, thr = at_knee(result)
     what = variant if not model.startswith("models:/") else model
-    cache_txt = f", cache {knobs['cache']} (hit rate {hit_rate:.0%})" if use_cache and hit_rate is not None else ", no cache"
-    return {"system": f"inferops ({chosen}): {what}, {knobs['replicas']} replica(s) x {knobs['threads']} thread(s), "
-                      f"batch<= {knobs['batch']}{cache_txt}",
+    cache_txt = f", cache {knobs['cache_entries']} (hit rate {hit_rate:.0%})" if use_cache and hit_rate is not None else ", no cache"
+    return {"system": f"inferops ({chosen}): {what}, {knobs['num_replicas']} replica(s) x {knobs['intra_op_threads']} "
+                      f"thread(s), batch<= {knobs['max_batch_size']}{cache_txt}",
             "knee": result.knee_rps, "p50": p50, "p99": p99, "throughput": thr,
             "stopped": result.stopped_reason}  # fmt: skip
 
@@ -140,9 +140,7 @@ def champion_knobs(model: str) -> tuple[str, dict[str, int]]:
     ref = registry.alias_version(model, registry.CHAMPION)
     if ref is None:
         raise SystemExit(f"no champion for {model}: run `make run` or `inferops optimize` first")
-    knobs = registry.serving_knobs(model, ref.version, default_policy().serving.default_knobs())
-    return f"models:/{model}@champion", {"threads": knobs["intra_op_threads"], "batch": knobs["max_batch_size"],
-                                         "replicas": knobs["num_replicas"], "cache": knobs["cache_entries"]}  # fmt: skip
+    return f"models:/{model}@champion", registry.serving_knobs(model, ref.version, default_policy().serving.default_knobs())
 
 
 def in_process(model: str, variant: str, batch: int) -> float:
@@ -183,12 +181,12 @@ def main() -> None:
         rows.append(naive(args.model, sla, texts))
     for config in args.configs.split(","):
         replicas, threads = (int(v) for v in config.lower().split("x"))
-        knobs = {"replicas": replicas, "threads": threads, "batch": args.max_batch_size, "cache": 0}
+        knobs = {"num_replicas": replicas, "intra_op_threads": threads, "max_batch_size": args.max_batch_size, "cache_entries": 0}
         print(f"(b) inferops on Ray Serve, {replicas} replica(s) x {threads} thread(s)", flush=True)
         rows.append(inferops(args.model, args.variant, sla, args.ingress, knobs, args.batch_wait_ms / 1e3, texts, False))
     if args.champion:
         uri, knobs = champion_knobs(args.model)
-        for use_cache in sorted({False, knobs["cache"] > 0}):
+        for use_cache in sorted({False, knobs["cache_entries"] > 0}):
             print(f"(c) the champion with its measured knobs {knobs}, cache {'on' if use_cache else 'bypassed'}", flush=True)
             rows.append(inferops(uri, args.variant, sla, args.ingress, knobs, args.batch_wait_ms / 1e3, texts, use_cache))
     inproc1 = in_process(args.model, args.variant, 1)

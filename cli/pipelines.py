@@ -78,7 +78,9 @@ def rollback(
         raise typer.Exit(2) from None
     console.print(f"{model}: champion v{record.from_version} -> v{record.to_version} ({reason})", highlight=False)
     if url:
-        headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+        from tasks.loadgen import auth_headers
+
+        headers = auth_headers(api_key)
         response = httpx.post(f"{url.rstrip('/')}/admin/models/{model}/switch",
                               json={"uri": f"models:/{model}@champion"}, headers=headers, timeout=300)  # fmt: skip
         console.print(f"endpoint {url}: HTTP {response.status_code} {response.text[:300]}", highlight=False)

@@ -33,6 +33,7 @@ from tasks.cycle import (
     write_monitoring,
 )
 from tasks.endpoint_config import EndpointConfigError, apply_knobs
+from tasks.loadgen import auth_headers
 from tasks.mlflow_store import ensure_experiment
 from tasks.optimization import (
     CandidateResult,
@@ -107,7 +108,7 @@ def establish_baseline(
 
 
 def _preflight(url: str, model: str, api_key: str | None) -> None:
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     try:
         response = httpx.get(f"{url.rstrip('/')}/v2/models/{model}", headers=headers, timeout=10)
     except httpx.HTTPError as exc:
@@ -273,7 +274,7 @@ def promote_champion(model: str) -> dict[str, Any]:
 def switch_endpoint(url: str, model: str, api_key: str | None) -> dict[str, Any]:
     """Hot-switch the live endpoint to `models:/MODEL@champion`; a refused switch rolls the registry back.
     The replica that switches writes the model into the deployment's config (`propagation`), so all follow."""
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     response = httpx.post(
         f"{url.rstrip('/')}/admin/models/{model}/switch",
         json={"uri": f"models:/{model}@champion"},

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import math
 import time
-from typing import Any, Literal, Protocol
+from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -20,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving.auth import KeyRing, RateLimiter, presented_key, retry_after_header
+from serving.cache import MAX_ENTRIES
 
 try:  # orjson is several times faster for big float arrays; json is the fallback
     import orjson
@@ -155,14 +156,22 @@ class SwitchRequest(BaseModel):
     uri: str | None = Field(default=None, max_length=1024)
 
 
+# Bounds of the live serving knobs, one definition for the deployment's user_config (serving/app.py), the app's
+# arguments and the admin API below.
+BatchSize = Annotated[int, Field(ge=1, le=1024)]
+BatchWaitS = Annotated[float, Field(ge=0.0, le=1.0)]
+CacheEntries = Annotated[int, Field(ge=0, le=MAX_ENTRIES)]
+Threads = Annotated[int, Field(ge=1, le=256)]
+
+
 class ServingUpdate(BaseModel):
     """Admin: serving knobs applied to every replica of a model's deployment (unset fields stay as they are)."""
 
     model_config = ConfigDict(extra="forbid")
-    max_batch_size: int | None = Field(default=None, ge=1, le=1024)
-    batch_wait_timeout_s: float | None = Field(default=None, ge=0.0, le=1.0)
-    cache_entries: int | None = Field(default=None, ge=0, le=1_000_000)
-    intra_op_threads: int | None = Field(default=None, ge=1, le=256)
+    max_batch_size: BatchSize | None = None
+    batch_wait_timeout_s: BatchWaitS | None = None
+    cache_entries: CacheEntries | None = None
+    intra_op_threads: Threads | None = None
     num_replicas: int | None = Field(default=None, ge=1, le=64)
 
 

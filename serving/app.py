@@ -22,7 +22,7 @@ from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from serving.api import Limits, RequestRejected, create_api
+from serving.api import BatchSize, BatchWaitS, CacheEntries, Limits, RequestRejected, Threads, create_api
 from serving.auth import RateLimiter, keyring_from_settings
 from serving.batching import plan_buckets
 from serving.cache import ResponseCache, input_key
@@ -56,11 +56,11 @@ class ServingConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    max_batch_size: int = Field(default_factory=lambda: default_policy().serving.max_batch_size, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s, ge=0.0, le=1.0)
+    max_batch_size: BatchSize = Field(default_factory=lambda: default_policy().serving.max_batch_size)
+    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s)
     bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
-    cache_entries: int = Field(default_factory=lambda: default_policy().serving.cache_entries, ge=0, le=1_000_000)
-    intra_op_threads: int | None = Field(default=None, ge=1, le=256, description="None: leave the thread count as is")
+    cache_entries: CacheEntries = Field(default_factory=lambda: default_policy().serving.cache_entries)
+    intra_op_threads: Threads | None = Field(default=None, description="None: leave the thread count as is")
     source: dict[str, Any] | None = Field(default=None, description="the model every replica must serve (ModelSource)")
     previous_source: dict[str, Any] | None = Field(default=None, description="what a rollback returns to, on any replica")
 
@@ -86,10 +86,10 @@ class AppArgs(BaseModel):
     extra_models: list[str] = Field(default_factory=list, description="more models, each 'name' or 'name:variant'")
     intra_op_threads: int | None = Field(default_factory=lambda: default_policy().serving.intra_op_threads, ge=1)
     allow_spinning: bool = False
-    max_batch_size: int = Field(default_factory=lambda: default_policy().serving.max_batch_size, ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s, ge=0.0, le=1.0)
+    max_batch_size: BatchSize = Field(default_factory=lambda: default_policy().serving.max_batch_size)
+    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s)
     bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
-    cache_entries: int = Field(default_factory=lambda: default_policy().serving.cache_entries, ge=0, le=1_000_000)
+    cache_entries: CacheEntries = Field(default_factory=lambda: default_policy().serving.cache_entries)
     max_ongoing_requests: int = Field(default_factory=lambda: default_policy().serving.max_ongoing_requests, ge=1)
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1.0, ge=0)
@@ -451,11 +451,11 @@ class ModelRuntime:
         still holds it warm, else loaded and verified like a switch."""
         before = self.slot.source
         pinned = ModelSource(**self.config.previous_source) if self.config.previous_source else None
-        warm = self.slot.previous is not None and (pinned is None or self.slot.previous[0].sha256 == pinned.sha256)
-        if warm or pinned is None:
-            result = await self.slot.rollback()
-        else:
+        held = self.slot.previous[0].sha256 if self.slot.previous else None
+        if pinned is not None and held != pinned.sha256:  # this replica does not hold the recorded one warm
             result = await self.slot.switch(await asyncio.to_thread(local_copy, pinned), action="rollback")
+        else:
+            result = await self.slot.rollback()
         self.metrics.observe_switch(f"rollback-{result.verdict}")
         out = result.as_dict()
         if result.verdict == "switched":
@@ -669,33 +669,18 @@ def update_deployment(
     Only `user_config` and `num_replicas` change, which Serve applies as a lightweight update: running replicas
     get `reconfigure()`, new ones start with the same user_config, nothing is restarted.
     """
-    from ray import serve as ray_serve
-    from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
-
-    client = _get_global_client()
-    if client is None:
-        raise RuntimeError("Serve is not running: no controller to update")
-    live = set(ray_serve.status().applications)
-    current = ray_get(client._controller.get_app_configs.remote())
-    if app_name not in current:
+    apps = live_app_configs()
+    if app_name not in apps:
         raise RuntimeError(f"application {app_name!r} was not deployed from a config (serve deploy / inferops serve)")
-    apps = []
-    for name, cfg in current.items():
-        if name not in live:
-            continue
-        entry = cfg.model_dump(exclude_unset=True)
-        if name == app_name:
-            deployments = entry.setdefault("deployments", [])
-            target = next((d for d in deployments if d.get("name") == deployment), None)
-            if target is None:
-                target = {"name": deployment}
-                deployments.append(target)
-            target["user_config"] = {**(target.get("user_config") or {}), **user_config_patch}
-            if num_replicas is not None:
-                target["num_replicas"] = num_replicas
-        apps.append(entry)
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
+    deployments = apps[app_name].setdefault("deployments", [])
+    target = next((d for d in deployments if d.get("name") == deployment), None)
+    if target is None:
+        target = {"name": deployment}
+        deployments.append(target)
+    target["user_config"] = {**(target.get("user_config") or {}), **user_config_patch}
+    if num_replicas is not None:
+        target["num_replicas"] = num_replicas
+    submit_app_configs(list(apps.values()))
     return {"app": app_name, "deployment": deployment}
 
 
@@ -841,31 +826,40 @@ def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: st
 
 def deploy(args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 300.0, route_prefix: str = "/") -> None:
     """Deploy or update one app declaratively, keeping the other declaratively deployed apps as they are."""
+    mine = app_config(args, name=name, route_prefix=route_prefix)
+    apps = [cfg for app_name, cfg in live_app_configs().items()
+            if app_name != name and cfg.get("route_prefix", "/") != mine["route_prefix"]]  # fmt: skip
+    apps.append(mine)
+    submit_app_configs(apps)._wait_for_application_running(name, timeout_s=int(timeout_s))
+
+
+def _serve_client() -> Any:
     from ray.serve.context import _get_global_client
-    from ray.serve.schema import ServeDeploySchema
 
     client = _get_global_client()
     if client is None:
         raise RuntimeError("Serve is not running: call serve.start() first")
+    return client
+
+
+def live_app_configs() -> dict[str, dict[str, Any]]:
+    """The config of every declaratively deployed app that still runs (the controller's checkpoint still lists
+    apps deleted since), by name, as `serve deploy` would take it back."""
+    import ray
     from ray import serve as ray_serve
 
-    mine = app_config(args, name=name, route_prefix=route_prefix)
-    live = set(ray_serve.status().applications)  # the config checkpoint still lists apps deleted since
-    current = ray_get(client._controller.get_app_configs.remote())
-    apps = [
-        cfg.model_dump(exclude_unset=True)
-        for app_name, cfg in current.items()
-        if app_name != name and app_name in live and cfg.route_prefix != mine["route_prefix"]
-    ]
-    apps.append(mine)
+    live = set(ray_serve.status().applications)
+    current = ray.get(_serve_client()._controller.get_app_configs.remote())
+    return {name: cfg.model_dump(exclude_unset=True) for name, cfg in current.items() if name in live}
+
+
+def submit_app_configs(apps: list[dict[str, Any]]) -> Any:
+    """Submit the whole declarative config (Serve replaces it as one); returns the client for waiting."""
+    from ray.serve.schema import ServeDeploySchema
+
+    client = _serve_client()
     client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
-    client._wait_for_application_running(name, timeout_s=int(timeout_s))
-
-
-def ray_get(ref: Any) -> Any:
-    import ray
-
-    return ray.get(ref)
+    return client
 
 
 def run_local(

@@ -9,6 +9,7 @@ from typing import Any, Literal
 from prefect.input import RunInput
 
 from tasks.gate import GateVerdict
+from tasks.loadgen import auth_headers
 
 DecidedBy = Literal["human", "policy", "timeout"]
 
@@ -152,7 +153,7 @@ def switch_endpoint_back(url: str, api_key: str | None, model: str, version: str
     """Point the live endpoint at `models:/model/version`; fall back to the server's own rollback route."""
     import httpx
 
-    headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
+    headers = auth_headers(api_key)
     base = url.rstrip("/")
     attempts = [
         ("switch", f"{base}/admin/models/{model}/switch", {"uri": f"models:/{model}/{version}"}),

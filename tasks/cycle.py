@@ -17,9 +17,9 @@ import yaml
 
 from serving.cache import ResponseCache, cached_batch_infer
 from tasks.artifacts import write_artifact
-from tasks.evaluation import measure_batches
+from tasks.evaluation import BatchTiming, measure_batches
 from tasks.optimization import Trial
-from tasks.policy import Optimization, Policy
+from tasks.policy import Optimization, Policy, default_policy
 from tasks.settings import get_settings
 from tasks.variants import VARIANT_RECIPES, ensure_variant, gpu_unavailable_reason, list_variants
 
@@ -28,8 +28,6 @@ TRIAL_ITEMS = 128
 TRIAL_MIN_CALLS = 30
 # Each repeat lasts at least this long, so sub-millisecond models are timed over thousands of calls, not noise.
 TRIAL_MIN_SECONDS = 0.5
-# A cache candidate replays the log once per repeat; a long log is cut to its first requests to bound the time.
-CACHE_PASS_MAX_REQUESTS = 8192
 # A replica process that has not reported within this long is stuck (model load + one timed round take seconds).
 REPLICA_TIMEOUT_S = 300.0
 # Variants that are measurement reference points, never candidates to serve.
@@ -59,8 +57,9 @@ class Candidate:
 
 def serving_knobs(params: dict[str, Any]) -> dict[str, int]:
     """What the live deployment needs to serve as a candidate was measured (PUT .../serving field names)."""
-    return {"intra_op_threads": int(params["intra_op_threads"]), "max_batch_size": int(params["batch"]),
-            "num_replicas": int(params["replicas"]), "cache_entries": int(params["cache_entries"])}  # fmt: skip
+    from tasks.registry import SERVE_KNOBS
+
+    return {knob: int(params[key]) for key, knob in SERVE_KNOBS.items()}
 
 
 def candidate_name(variant: str, threads: int, batch: int, replicas: int = 1, cache_entries: int = 0) -> str:
@@ -167,8 +166,9 @@ def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[A
     spec = engine.spec
     inputs = workload if workload is not None else spec.example_inputs(TRIAL_ITEMS)
     cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
-    if cache is not None and len(inputs) > CACHE_PASS_MAX_REQUESTS:
-        inputs = inputs[:CACHE_PASS_MAX_REQUESTS]  # the first requests of the log, in order: a bounded cold pass
+    cap = default_policy().optimization.cache_pass_max_requests
+    if cache is not None and len(inputs) > cap:
+        inputs = inputs[:cap]  # the first requests of the log, in order: a bounded cold pass
     infer = cached_batch_infer(engine.infer, cache, artifact.sha256) if cache is not None else engine.infer
     evaluation = spec.evaluate(_CachedEngine(engine, infer) if cache is not None else engine)
     probe = measure_batches(engine.infer, inputs[: candidate.batch * 3], candidate.batch, 3)
@@ -185,14 +185,11 @@ def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[A
     else:
         hit_rates = []
         for _ in range(repeats):
-            if cache is not None:
-                timing = measure_batches(infer, inputs, candidate.batch, _one_pass(inputs, candidate.batch),
-                                         before_timing=cache.clear)  # fmt: skip
-                hit_rates.append(cache.stats().hit_rate or 0.0)
-            else:
-                timing = measure_batches(infer, inputs, candidate.batch, calls)
+            timing, hits, lookups = _timed_round(infer, cache, inputs, candidate.batch, calls)
             throughput.append(timing.items_per_s)
             p99.append(timing.p99_ms)
+            if cache is not None:
+                hit_rates.append(hits / max(1, lookups))
     if hit_rates:
         details["cache_hit_rate"] = statistics.median(hit_rates)
         details["workload_requests"] = len(inputs)
@@ -221,9 +218,16 @@ class _CachedEngine:
         return getattr(self._engine, name)
 
 
-def _one_pass(inputs: Sequence[Any] | np.ndarray, batch: int) -> int:
-    """Calls that cover the inputs exactly once (the last batch may be short): no request is replayed warm."""
-    return max(1, len(inputs) // batch)
+def _timed_round(
+    infer: Callable[[Any], Any], cache: ResponseCache | None, inputs: Sequence[Any] | np.ndarray, batch: int, calls: int
+) -> tuple[BatchTiming, int, int]:
+    """One timed round and the cache's hits and lookups in it: without a cache, `calls` calls cycling the inputs;
+    with one, a single pass that covers each request once (the last batch may be short) from an empty cache."""
+    if cache is None:
+        return measure_batches(infer, inputs, batch, calls), 0, 0
+    timing = measure_batches(infer, inputs, batch, max(1, len(inputs) // batch), before_timing=cache.clear)
+    stats = cache.stats()
+    return timing, stats.hits, stats.hits + stats.misses
 
 
 def _measure_replicas(
@@ -286,23 +290,14 @@ def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, c
         from serving.engines import load_engine
 
         engine = load_engine(path, expected_sha256=sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False)
-        cache = ResponseCache(candidate.cache_entries)
-        infer = cached_batch_infer(engine.infer, cache, sha256) if cache.enabled else engine.infer
-        batch = candidate.batch
-        measure_batches(engine.infer, inputs[: batch * 3], batch, 3)
-        if not cache.enabled and len(inputs) > batch * calls:
-            inputs = inputs[: batch * calls]
+        cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
+        infer = cached_batch_infer(engine.infer, cache, sha256) if cache is not None else engine.infer
+        measure_batches(engine.infer, inputs[: candidate.batch * 3], candidate.batch, 3)  # warm-up
         for r in range(repeats):
             barrier.wait(timeout=REPLICA_TIMEOUT_S)
-            if cache.enabled:
-                n_calls = _one_pass(inputs, batch)
-                timing = measure_batches(infer, inputs, batch, n_calls, before_timing=cache.clear)
-            else:
-                n_calls = calls
-                timing = measure_batches(infer, inputs, batch, n_calls)
-            stats = cache.stats()
+            timing, hits, lookups = _timed_round(infer, cache, inputs, candidate.batch, calls)
             items = timing.items_per_s * (timing.ended - timing.started)
-            results.put((r, items, timing.started, timing.ended, timing.p99_ms, stats.hits, stats.hits + stats.misses))
+            results.put((r, items, timing.started, timing.ended, timing.p99_ms, hits, lookups))
     except Exception as exc:  # reported to the parent, which rejects the candidate with this reason
         results.put(f"{type(exc).__name__}: {exc}")
 

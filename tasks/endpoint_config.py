@@ -9,6 +9,8 @@ from typing import Any
 
 import httpx
 
+from tasks.loadgen import auth_headers
+
 # How many metadata reads per expected replica before concluding a replica is missing: the router picks
 # replicas at random, so a few reads per replica see them all with near certainty.
 READS_PER_REPLICA = 6
@@ -29,12 +31,6 @@ class Convergence:
     seconds: float
     replicas: dict[str, dict[str, Any]] = field(default_factory=dict)
     reason: str = ""
-
-
-def _headers(api_key: str | None) -> dict[str, str]:
-    from tasks.loadgen import auth_headers
-
-    return auth_headers(api_key)
 
 
 def replica_view(meta: dict[str, Any]) -> dict[str, Any]:
@@ -66,7 +62,7 @@ def wait_until(
     start = time.monotonic()
     seen: dict[str, dict[str, Any]] = {}
     last_error = ""
-    with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=_headers(api_key)) as client:
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=auth_headers(api_key)) as client:
         while True:
             for _ in range(READS_PER_REPLICA * replicas):
                 try:
@@ -131,7 +127,7 @@ def apply_knobs(
 
 
 def _put(url: str, model: str, api_key: str | None, knobs: dict[str, Any]) -> None:
-    with httpx.Client(base_url=url.rstrip("/"), timeout=60, headers=_headers(api_key)) as client:
+    with httpx.Client(base_url=url.rstrip("/"), timeout=60, headers=auth_headers(api_key)) as client:
         response = client.put(f"/admin/models/{model}/serving", json=knobs)
     if response.status_code != 202:
         raise EndpointConfigError(f"endpoint {url} refused serving knobs {knobs} for {model}: HTTP "
@@ -141,7 +137,7 @@ def _put(url: str, model: str, api_key: str | None, knobs: dict[str, Any]) -> No
 def _current_knobs(url: str, model: str, api_key: str | None) -> dict[str, Any]:
     """The knobs one replica serves with now, and how many replicas answer (to put them back on failure)."""
     seen: dict[str, dict[str, Any]] = {}
-    with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=_headers(api_key)) as client:
+    with httpx.Client(base_url=url.rstrip("/"), timeout=30, headers=auth_headers(api_key)) as client:
         for _ in range(SNAPSHOT_READS):
             response = client.get(f"/v2/models/{model}")
             if response.status_code != 200:

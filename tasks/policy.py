@@ -88,6 +88,7 @@ class Optimization(_Strict):
     batch_options: list[int] = Field(min_length=1)
     replica_options: list[int] = Field(min_length=1)
     cache_options: list[int] = Field(min_length=1)
+    cache_pass_max_requests: int = Field(ge=1)
     hardware_cost_per_hour: float = Field(ge=0)
     investment_hours: float = Field(ge=0)
     engineer_cost_per_hour: float = Field(ge=0)
