@@ -13,7 +13,7 @@ from rich.console import Console
 
 from cli.variants import render_table
 from serving.zoo import english_sentences
-from tasks.evaluation import (
+from tasks.optimize.evaluation import (
     BENCH_ITEMS,
     BENCH_MIN_CALLS,
     DEFAULT_BATCH_SIZES,

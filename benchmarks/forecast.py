@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from tasks import data_quality as dq
-from tasks import forecasting as fc
-from tasks.history import load_file
+from tasks.capacity import data_quality as dq
+from tasks.capacity import forecasting as fc
+from tasks.capacity.history import load_file
 from tasks.policy import default_policy
 
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"

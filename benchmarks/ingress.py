@@ -128,7 +128,7 @@ def child(mode: str, app: str, rates: list[float], step_s: float, variant: str, 
 def in_process(variant: str, threads: int, duration_s: float) -> list[dict[str, Any]]:
     """Throughput of the same variant called directly (no HTTP), batch 1 and batch 16."""
     from serving.engines import load_engine
-    from tasks.variants import ensure_variant
+    from serving.variants import ensure_variant
 
     engine = load_engine(ensure_variant("minilm", variant).path, intra_op_threads=threads, allow_spinning=False)
     text = "The quick brown fox jumps over the lazy dog."

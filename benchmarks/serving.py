@@ -2,7 +2,7 @@
 
 One run on this machine: (a) `benchmarks/naive_server.py` — SentenceTransformer.encode, batch 1, FP32;
 (b) the inferops Ray Serve app serving the chosen variant with dynamic batching; each searched with the same
-open-loop stress search (tasks.suites.find_knee), one sentence per request. Also the in-process throughput of the
+open-loop stress search (tasks.measure.suites.find_knee), one sentence per request. Also the in-process throughput of the
 same variant, so the serving path's cost is visible. Run: `.venv/bin/python benchmarks/serving.py`.
 """
 
@@ -47,8 +47,8 @@ WARMUP_REQUESTS = 30
 
 
 def knee(url: str, model: str, sla_ms: float, headers: dict[str, str], max_rps: float, texts: list[str] | None = None) -> Any:
-    from tasks.loadgen import embeddings_body_factory
-    from tasks.suites import find_knee
+    from tasks.measure.loadgen import embeddings_body_factory
+    from tasks.measure.suites import find_knee
 
     body = embeddings_body_factory(model, texts)
     # First requests pay one-off costs (allocator growth, lazy init): keep them out of the first step's P99.
@@ -92,7 +92,7 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
              texts: list[str] | None, use_cache: bool) -> dict[str, Any]:  # fmt: skip
     """The inferops app with the given knobs; `model` may be `models:/NAME@champion` (variant then ignored)."""
     from serving.app import ingress_env
-    from tasks.loadgen import auth_headers
+    from tasks.measure.loadgen import auth_headers
 
     env, chosen = ingress_env(ingress)
     os.environ.update(env)
@@ -132,9 +132,9 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
 
 def champion_knobs(model: str) -> tuple[str, dict[str, int]]:
     """The registry champion and the serving knobs the optimization cycle measured it with (version tags)."""
-    from tasks import registry
-    from tasks.mlflow_store import configure
     from tasks.policy import default_policy
+    from tasks.records import registry
+    from tasks.records.store import configure
 
     configure()
     ref = registry.alias_version(model, registry.CHAMPION)
@@ -145,8 +145,8 @@ def champion_knobs(model: str) -> tuple[str, dict[str, int]]:
 
 def in_process(model: str, variant: str, batch: int) -> float:
     from serving.engines import load_engine
-    from tasks.evaluation import measure_batches
-    from tasks.variants import ensure_variant
+    from serving.variants import ensure_variant
+    from tasks.optimize.evaluation import measure_batches
 
     art = ensure_variant(model, variant)
     engine = load_engine(art.path, expected_sha256=art.sha256, intra_op_threads=1, allow_spinning=False)
@@ -172,7 +172,7 @@ def main() -> None:
     sla = args.sla_ms or default_policy().rollout_gate.sla_p99_ms
     texts = None
     if args.request_log:
-        from tasks.workload import load_request_log
+        from tasks.measure.workload import load_request_log
 
         texts = list(load_request_log(args.request_log, "text"))
     rows = []

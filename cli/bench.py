@@ -49,7 +49,7 @@ def _prepare(
     """Validate the endpoint with one preflight request before any load; build the target spec."""
     from rich.console import Console
 
-    from tasks.loadgen import (
+    from tasks.measure.loadgen import (
         EndpointError,
         LoadInputError,
         auth_headers,
@@ -57,8 +57,8 @@ def _prepare(
         endpoint_url,
         preflight,
     )
-    from tasks.suites import TargetSpec
-    from tasks.system_metrics import replica_pids
+    from tasks.measure.suites import TargetSpec
+    from tasks.measure.system_metrics import replica_pids
 
     console = Console()
     try:
@@ -84,7 +84,7 @@ def _progress(console: Any, label: str) -> Any:
 def _print_result(ctx: _Ctx, result: Any) -> None:
     from rich.table import Table
 
-    from tasks.bottlenecks import render_markdown as breakdown_md
+    from tasks.measure.bottlenecks import render_markdown as breakdown_md
 
     console = ctx.console
     if result.load is not None:
@@ -135,7 +135,7 @@ def _print_result(ctx: _Ctx, result: Any) -> None:
 def _record(ctx: _Ctx, result: Any, record: bool, variant: str, sha256: str, baseline: str | None) -> None:
     if not record:
         return
-    from tasks.tracking import log_suite_run
+    from tasks.records.suite_runs import log_suite_run
 
     run_id = log_suite_run(result, model=ctx.model, variant=variant, sha256=sha256, baseline=baseline)
     ctx.console.print(f"recorded in MLflow experiment inferops-bench, run {run_id}")
@@ -152,7 +152,7 @@ def _check_rate(rate: float | None, duration: float | None) -> None:
     """Reject a non-positive rate or duration before anything is sent."""
     from rich.console import Console
 
-    from tasks.loadgen import LoadInputError, check_rate
+    from tasks.measure.loadgen import LoadInputError, check_rate
 
     try:
         check_rate(1.0 if rate is None else rate, 1.0 if duration is None else duration)
@@ -178,7 +178,7 @@ def benchmark(
     baseline: str | None = BASELINE,
 ) -> None:
     """Fixed open-loop load: the baseline figures (per release)."""
-    from tasks.suites import run_benchmark
+    from tasks.measure.suites import run_benchmark
 
     _check_rate(rate, duration)
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout)
@@ -211,9 +211,9 @@ def load(
     """The expected load for a duration (weekly): Poisson at --rate, or a replayed --trace."""
     from rich.console import Console
 
-    from tasks.loadgen import LoadInputError, load_trace
+    from tasks.measure.loadgen import LoadInputError, load_trace
+    from tasks.measure.suites import run_load
     from tasks.policy import default_policy
-    from tasks.suites import run_load
 
     _check_rate(rate, duration)
     offsets = None
@@ -253,7 +253,7 @@ def stress(
     baseline: str | None = BASELINE,
 ) -> None:
     """Find the knee: the highest rate whose P99 meets the SLA with error rate under the maximum (monthly)."""
-    from tasks.suites import StressStep, run_stress
+    from tasks.measure.suites import StressStep, run_stress
 
     _check_rate(rate, duration)
     _check_rate(max_rate, None)
@@ -290,7 +290,7 @@ def stability(
     baseline: str | None = BASELINE,
 ) -> None:
     """Sustained load: availability and memory-leak verdicts from the server processes' RSS (and GPU memory)."""
-    from tasks.suites import run_stability
+    from tasks.measure.suites import run_stability
 
     _check_rate(rate, duration)
     if not pid and not ray_replicas:

@@ -22,10 +22,10 @@ def plan(
     from rich.console import Console
     from rich.table import Table
 
-    from tasks import capacity as cap
-    from tasks import data_quality as dq
-    from tasks import forecasting as fc
-    from tasks.history import HistoryError, load_file
+    from tasks.capacity import data_quality as dq
+    from tasks.capacity import forecasting as fc
+    from tasks.capacity import plan as cap
+    from tasks.capacity.history import HistoryError, load_file
     from tasks.policy import default_policy
 
     # Piped output gets a wide console so the plan table is not truncated.
@@ -53,7 +53,7 @@ def plan(
     path: str | None = str(onnx_path) if onnx_path else None
     if path is None:
         try:
-            from tasks.variants import ensure_variant
+            from serving.variants import ensure_variant
 
             path = str(ensure_variant(model, "onnx-fp32").path)
         except Exception as exc:  # GPU estimates are optional

@@ -30,14 +30,14 @@ class _Steps:
 def run_demo(model: str, port: int) -> dict[str, Any]:
     console = Console(width=200)
     step = _Steps(console, 6)
-    from tasks.settings import get_settings
+    from serving.settings import get_settings
 
     settings = get_settings()
     console.print(f"data dir: {settings.data_dir}   MLflow: {settings.resolved_tracking_uri()}", highlight=False)
 
     step(f"variants of {model}: build, time in process, score accuracy")
     from cli.variants import render_table
-    from tasks.evaluation import compare_variants, table_rows
+    from tasks.optimize.evaluation import compare_variants, table_rows
 
     sizes = [1, 8, 32]
     reports = compare_variants(model, DEMO_VARIANTS, batch_sizes=sizes, quick=True,
@@ -53,8 +53,8 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
     from ray import serve
 
     from serving.app import run_local
-    from tasks import registry
-    from tasks.variants import ensure_variant
+    from serving.variants import ensure_variant
+    from tasks.records import registry
 
     api_key = os.environ.get("INFEROPS_API_KEY") or secrets.token_urlsafe(24)
     os.environ["INFEROPS_API_KEY"] = api_key
@@ -71,7 +71,7 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         from cli.pipelines import print_cycle, print_gate
         from flows.optimization_cycle import optimization_cycle
         from serving.zoo import get_model
-        from tasks.workload import demo_request_log, load_request_log, repeat_share
+        from tasks.measure.workload import demo_request_log, load_request_log, repeat_share
 
         kind = get_model(model).kind
         log = demo_request_log(model, settings.data_dir / "workloads" / f"{model}-requests{'.jsonl' if kind == 'text' else '.npy'}")

@@ -68,7 +68,7 @@ def rollback(
     import httpx
     from rich.console import Console
 
-    from tasks import registry
+    from tasks.records import registry
 
     console = Console()
     try:
@@ -78,7 +78,7 @@ def rollback(
         raise typer.Exit(2) from None
     console.print(f"{model}: champion v{record.from_version} -> v{record.to_version} ({reason})", highlight=False)
     if url:
-        from tasks.loadgen import auth_headers
+        from tasks.measure.loadgen import auth_headers
 
         headers = auth_headers(api_key)
         response = httpx.post(f"{url.rstrip('/')}/admin/models/{model}/switch",
@@ -87,8 +87,8 @@ def rollback(
         if response.status_code != 200:
             raise typer.Exit(1)
         # The serving config returns with the model: the restored version's measured knobs (or the defaults).
-        from tasks.endpoint_config import EndpointConfigError, apply_knobs
         from tasks.policy import default_policy
+        from tasks.release.endpoint_config import EndpointConfigError, apply_knobs
 
         knobs = registry.serving_knobs(model, record.to_version, default_policy().serving.default_knobs())
         restored = registry.alias_version(model, registry.CHAMPION)

@@ -30,8 +30,8 @@ def serve(
     cache_entries: int | None = typer.Option(None, help="response-cache entries per replica, 0 = off (default: policy serving.cache_entries)"),
 ) -> None:
     """Serve a model over HTTP (Open Inference Protocol v2 + OpenAI embeddings) until Ctrl-C."""
+    from serving.settings import get_settings
     from tasks.policy import default_policy
-    from tasks.settings import get_settings
 
     settings = get_settings()
     defaults = default_policy().serving
@@ -53,7 +53,7 @@ def serve(
     knobs = defaults.default_knobs()
     if model.startswith("models:/"):
         # A registry version serves with the knobs the optimization cycle measured it with (its tags).
-        from tasks import registry
+        from tasks.records import registry
 
         name, _, alias = model.removeprefix("models:/").partition("@")
         ref = registry.alias_version(name, alias) if alias else None

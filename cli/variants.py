@@ -35,9 +35,9 @@ def variants(
     """Build and measure every variant of a model."""
     from rich.console import Console
 
+    from serving.artifacts import ArtifactError
     from serving.zoo import EvaluatorError, UnknownModelError
-    from tasks.artifacts import ArtifactError
-    from tasks.evaluation import compare_variants, table_rows
+    from tasks.optimize.evaluation import compare_variants, table_rows
 
     console = Console() if Console().is_terminal else Console(width=200)  # logs and pipes get the full table
     sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]

@@ -11,13 +11,13 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from tasks import capacity as cap
-from tasks import data_quality as dq
-from tasks import forecasting as fc
-from tasks.history import HistoryError, RawHistory, load_file, load_prometheus
+from serving.settings import get_settings
+from tasks.capacity import data_quality as dq
+from tasks.capacity import forecasting as fc
+from tasks.capacity import plan as cap
+from tasks.capacity.history import HistoryError, RawHistory, load_file, load_prometheus
+from tasks.capacity.synthetic import write_synthetic_history
 from tasks.policy import default_policy
-from tasks.settings import get_settings
-from tasks.synthetic import write_synthetic_history
 
 EXPERIMENT = "inferops-capacity"
 
@@ -74,7 +74,7 @@ def model_capacity(model: str, knee_rps: float | None, onnx_path: str | None) ->
     path, note = onnx_path, ""
     if path is None:
         try:
-            from tasks.variants import ensure_variant
+            from serving.variants import ensure_variant
 
             path = str(ensure_variant(model, "onnx-fp32").path)
         except Exception as exc:  # the GPU estimate is optional: the plan still stands on the measured knee
@@ -129,7 +129,7 @@ def publish_plan(
     import matplotlib.pyplot as plt
     import mlflow
 
-    from tasks.mlflow_store import ensure_experiment
+    from tasks.records.store import ensure_experiment
 
     planning: fc.PlanningForecast = analysis["planning"]
     trends: fc.Trends = analysis["trends"]

@@ -9,8 +9,8 @@ from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.keys import slug
-from tasks.loadgen import auth_headers, embeddings_body_factory, endpoint_url, preflight
-from tasks.suites import (
+from tasks.measure.loadgen import auth_headers, embeddings_body_factory, endpoint_url, preflight
+from tasks.measure.suites import (
     SuiteResult,
     TargetSpec,
     render_markdown,
@@ -19,8 +19,8 @@ from tasks.suites import (
     run_stability,
     run_stress,
 )
-from tasks.system_metrics import replica_pids
-from tasks.tracking import log_suite_run
+from tasks.measure.system_metrics import replica_pids
+from tasks.records.suite_runs import log_suite_run
 
 Suite = Literal["benchmark", "load", "stress", "stability"]
 

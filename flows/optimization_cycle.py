@@ -15,11 +15,12 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.keys import slug
-from tasks import registry
-from tasks.approval import frozen_reason
-from tasks.bottlenecks import Breakdown, breakdown
-from tasks.bottlenecks import render_markdown as render_breakdown
-from tasks.cycle import (
+from serving.variants import list_variants
+from tasks.measure.bottlenecks import Breakdown, breakdown
+from tasks.measure.bottlenecks import render_markdown as render_breakdown
+from tasks.measure.loadgen import auth_headers
+from tasks.measure.workload import load_request_log, repeat_share
+from tasks.optimize.cycle import (
     Candidate,
     Measured,
     inprocess_timing,
@@ -32,10 +33,7 @@ from tasks.cycle import (
     summarize_baseline,
     write_monitoring,
 )
-from tasks.endpoint_config import EndpointConfigError, apply_knobs
-from tasks.loadgen import auth_headers
-from tasks.mlflow_store import ensure_experiment
-from tasks.optimization import (
+from tasks.optimize.validation import (
     CandidateResult,
     ChecklistItem,
     check_checklist,
@@ -47,9 +45,11 @@ from tasks.optimization import (
     validate,
 )
 from tasks.policy import Policy, default_policy
-from tasks.risk import assess
-from tasks.variants import list_variants
-from tasks.workload import load_request_log, repeat_share
+from tasks.records import registry
+from tasks.records.store import ensure_experiment
+from tasks.release.approval import frozen_reason
+from tasks.release.endpoint_config import EndpointConfigError, apply_knobs
+from tasks.risk.assessment import assess
 
 EXPERIMENT = "inferops-optimization"
 

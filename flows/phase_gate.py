@@ -20,12 +20,14 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
 from flows.keys import slug
-from tasks import approval, gate_checks, registry
-from tasks.gate import GateVerdict, ItemResult, decide, render_markdown
-from tasks.mlflow_store import configure, ensure_experiment
+from serving.settings import get_settings
 from tasks.policy import Policy, default_policy
-from tasks.rollout_risk import Observation, RiskAction, evaluate
-from tasks.settings import get_settings
+from tasks.records import registry
+from tasks.records.store import configure, ensure_experiment
+from tasks.release import approval
+from tasks.release import checks as gate_checks
+from tasks.release.gate import GateVerdict, ItemResult, decide, render_markdown
+from tasks.release.rollout_risk import Observation, RiskAction, evaluate
 
 EXPERIMENT = "inferops-gate"
 # How often the paused flow checks for a reviewer's answer (how long it waits, and how long the new champion is

@@ -73,7 +73,7 @@ def build_keyring(keys: Iterable[str] = (), key_file: str | Path | None = None) 
 
 def keyring_from_settings(extra_keys: Iterable[str] = (), extra_file: str | Path | None = None) -> KeyRing:
     """Keys from `INFEROPS_API_KEYS` / `INFEROPS_API_KEYS_FILE` plus any given by the app args."""
-    from tasks.settings import get_settings
+    from serving.settings import get_settings
 
     settings = get_settings()
     keys = [*settings.api_keys, *extra_keys]

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
+from serving.artifacts import ArtifactError, read_manifest, verify_artifact
 from serving.zoo import ModelSpec, get_model, load_tokenizer
-from tasks.artifacts import ArtifactError, read_manifest, verify_artifact
 
 log = logging.getLogger(__name__)
 

@@ -44,7 +44,7 @@ def resolve_source(
     variant's manifest, the registry's tag, or the caller), never from hashing the file we are about to load.
     """
     if uri:
-        from tasks.registry import resolve
+        from tasks.records.registry import resolve
 
         resolved = resolve(uri)
         return ModelSource(
@@ -56,7 +56,7 @@ def resolve_source(
             version=resolved.version,
         )
     if path:
-        from tasks.artifacts import read_manifest
+        from serving.artifacts import read_manifest
 
         expected = sha256
         manifest: dict[str, Any] = {}
@@ -72,7 +72,7 @@ def resolve_source(
         )
     if model.startswith("models:/"):
         return resolve_source(model, uri=model)
-    from tasks.variants import ensure_variant
+    from serving.variants import ensure_variant
 
     artifact = ensure_variant(model, variant or "onnx-fp32", **variant_knobs)
     return ModelSource(
@@ -120,7 +120,7 @@ class EngineSlot:
         self.history: list[SwitchResult] = []
 
     def _verify_and_load(self, source: ModelSource, loader: Callable[[ModelSource], Any]) -> tuple[Any, str]:
-        from tasks.artifacts import verify_artifact
+        from serving.artifacts import verify_artifact
 
         observed = verify_artifact(source.path, source.sha256)  # before any byte reaches the runtime
         return loader(source), observed
@@ -140,7 +140,7 @@ class EngineSlot:
             observed: str | None = None
             use = loader or self._loader
             try:
-                from tasks.artifacts import sha256_file
+                from serving.artifacts import sha256_file
 
                 engine, observed = await asyncio.to_thread(self._verify_and_load, source, use)
             except Exception as exc:  # any load failure must leave the old model serving

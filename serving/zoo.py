@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
+from serving.artifacts import ArtifactError, sha256_file, verify_artifact, write_artifact
 from serving.corpus import corpus_digest, english_sentences
-from tasks.artifacts import ArtifactError, sha256_file, verify_artifact, write_artifact
-from tasks.settings import get_settings
+from serving.settings import get_settings
 
 if TYPE_CHECKING:
     import torch

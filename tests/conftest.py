@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
-
 # No telemetry or Hub calls from tests (CI has no network), and no progress bars in the logs.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -24,7 +22,7 @@ def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
     os.environ["INFEROPS_DATA_DIR"] = str(data_dir)
     os.environ.pop("INFEROPS_MLFLOW_TRACKING_URI", None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-    from tasks.settings import get_settings
+    from serving.settings import get_settings
 
     get_settings.cache_clear()
     yield data_dir
@@ -39,17 +37,11 @@ def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Pat
 @pytest.fixture(scope="session")
 def models_cache() -> Path:
     """Trained/exported models shared across the session (built once, reused by many tests)."""
-    from tasks.settings import get_settings
+    from serving.settings import get_settings
 
     return get_settings().models_dir
 
 
-def shared_file(*parts: str) -> Path:
-    """A file under ../shared/data, or skip the test with the reason when a fresh clone lacks it."""
-    path = SHARED_DATA.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"real data {path} is absent (it lives in ../shared/data beside the checkout)")
-    return path
 
 
 @pytest.fixture(scope="session")

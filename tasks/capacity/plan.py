@@ -1,0 +1,532 @@
+"""Capacity model: measured knee, ONNX-based GPU estimates, scenarios, strategy, recommendation, replay check."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tasks.capacity.forecasting import Forecast
+from tasks.policy import Capacity, default_policy
+
+HOURS_PER_MONTH = 730.0  # unit conversion (8760 h / 12), not policy
+# The plan covers this scenario at this confidence unless the caller asks otherwise. Move to policy.capacity.
+BENCH_EXPERIMENT = "inferops-bench"
+CURRENT_PEAK_QUANTILE = 0.99
+ESTIMATE_SEQ_LEN = 128  # tokens per text request assumed by the GPU estimate when the graph's length is symbolic
+# ONNX TensorProto element types -> bytes per element (float, uint8, int8, int32, int64, float16, double, bf16).
+ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
+
+
+class KneeNotFoundError(LookupError):
+    """No stress-test knee recorded for the model: the capacity model has no measured rate per replica."""
+
+
+class CapacityError(ValueError):
+    """Inputs that cannot make a capacity plan (no options, bad scenario or confidence)."""
+
+
+@dataclass(frozen=True)
+class KneeReading:
+    """Sustainable rate per replica at the SLA, and where it came from."""
+
+    model: str
+    knee_rps: float
+    source: str
+    run_id: str | None = None
+    variant: str | None = None
+    sha256: str | None = None
+    reason: str = ""
+
+
+def champion_knee(model: str, *, experiment: str = BENCH_EXPERIMENT) -> KneeReading:
+    """The latest stress-test `knee_rps` for the model's champion (by sha256 when a champion alias exists)."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    from tasks.records.store import configure
+
+    client = mlflow.MlflowClient(configure())
+    champion_sha, note = None, "no registered champion alias; using the latest stress run of the model"
+    for name in (model, f"inferops-{model}"):
+        try:
+            version = client.get_model_version_by_alias(name, "champion")
+        except MlflowException:
+            continue
+        champion_sha = version.tags.get("inferops.sha256")
+        if champion_sha is None and version.run_id:
+            champion_sha = client.get_run(version.run_id).data.tags.get("inferops.sha256")
+        note = f"champion {name} v{version.version} (sha256 {str(champion_sha)[:12]})"
+        break
+    exp = client.get_experiment_by_name(experiment)
+    how = (
+        f"run `inferops bench stress --model {model}` to measure it, or pass the knee explicitly "
+        "(--knee-rps / knee_rps=)"
+    )
+    if exp is None:
+        raise KneeNotFoundError(f"no stress-test knee for model {model!r}: MLflow experiment {experiment!r} does not exist; {how}")
+    query = f"tags.`inferops.suite` = 'stress' and tags.`inferops.model` = '{model}'"
+    if champion_sha:
+        query += f" and tags.`inferops.sha256` = '{champion_sha}'"
+    runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=50)
+    for run in runs:
+        knee = run.data.metrics.get("knee_rps")
+        if knee is not None and knee > 0:
+            tags = run.data.tags
+            return KneeReading(model, float(knee), f"mlflow run {run.info.run_id}", run.info.run_id,
+                               tags.get("inferops.variant"), tags.get("inferops.sha256"), note)
+    scope = f" with the champion's sha256 {champion_sha[:12]}" if champion_sha else ""
+    raise KneeNotFoundError(
+        f"no stress-test knee for model {model!r}{scope}: no run in {experiment!r} tagged inferops.suite=stress "
+        f"has a positive metric knee_rps; {how}"
+    )
+
+
+@dataclass(frozen=True)
+class ModelCost:
+    """Work per request from the ONNX graph: FLOPs and bytes moved (weights + activations)."""
+
+    flops: float
+    weight_bytes: int
+    activation_bytes: int
+    nodes_counted: int
+    unresolved: list[str] = field(default_factory=list)
+
+    @property
+    def bytes(self) -> int:
+        return self.weight_bytes + self.activation_bytes
+
+
+def _dims(value_info: Any) -> list[int] | None:
+    shape = value_info.type.tensor_type.shape
+    if not all(d.HasField("dim_value") for d in shape.dim):
+        return None
+    return [int(d.dim_value) for d in shape.dim]
+
+
+def _symbolic_default(name: str, seq_len: int) -> int:
+    # One request is batch 1; sequence-like dims take a typical request length.
+    return seq_len if any(k in name.lower() for k in ("seq", "len", "token")) else 1
+
+
+def onnx_cost(path: str | Path, dim_values: dict[str, int] | None = None, seq_len: int = ESTIMATE_SEQ_LEN) -> ModelCost:
+    """FLOPs (MatMul, Gemm, Conv) and bytes per request of an ONNX model, symbolic input dims fixed first."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # onnx raises OSError, DecodeError and its own types: the user needs the cause
+        raise CapacityError(f"ONNX model {path} cannot be loaded: {exc}") from None
+    for inp in model.graph.input:
+        for dim in inp.type.tensor_type.shape.dim:
+            if not dim.HasField("dim_value"):
+                dim.dim_value = (dim_values or {}).get(dim.dim_param, _symbolic_default(dim.dim_param, seq_len))
+    try:
+        # ORT's symbolic inference resolves Reshape/attention shapes that onnx's own pass leaves unknown.
+        from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+        model = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception:  # unsupported op in ORT's pass: fall back to onnx's, unresolved nodes are reported
+        model = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    graph = model.graph
+    shapes: dict[str, list[int] | None] = {}
+    types: dict[str, int] = {}
+    for vi in [*graph.input, *graph.value_info, *graph.output]:
+        shapes[vi.name] = _dims(vi)
+        types[vi.name] = vi.type.tensor_type.elem_type
+    weight_bytes = 0
+    for init in graph.initializer:
+        shapes[init.name] = list(init.dims)
+        types[init.name] = init.data_type
+        weight_bytes += int(np.prod(init.dims, dtype=np.int64)) * ELEMENT_BYTES.get(init.data_type, 4)
+    initializers = {i.name for i in graph.initializer}
+    activation_bytes = sum(
+        int(np.prod(shape, dtype=np.int64)) * ELEMENT_BYTES.get(types.get(name, 1), 4)
+        for name, shape in shapes.items()
+        if shape is not None and name not in initializers
+    )
+    flops, counted, unresolved = 0.0, 0, []
+    for node in graph.node:
+        if node.op_type not in {"MatMul", "Gemm", "Conv"}:
+            continue
+        a, b, out = shapes.get(node.input[0]), shapes.get(node.input[1]), shapes.get(node.output[0])
+        if a is None or b is None or out is None:
+            unresolved.append(node.name or node.op_type)
+            continue
+        counted += 1
+        if node.op_type == "Conv":
+            # out: N, Cout, spatial...; weight: Cout, Cin/group, kernel...
+            flops += 2.0 * float(np.prod(out)) * float(np.prod(b[1:]))
+        else:
+            k = a[-1] if not (node.op_type == "Gemm" and _attr(node, "transA")) else a[0]
+            flops += 2.0 * float(np.prod(out)) * k
+    return ModelCost(flops, weight_bytes, activation_bytes, counted, unresolved)
+
+
+def _attr(node: Any, name: str) -> int:
+    return next((int(a.i) for a in node.attribute if a.name == name), 0)
+
+
+@dataclass(frozen=True)
+class CapacityOption:
+    """One way to serve: a replica kind with its sustainable rate at the SLA and its price."""
+
+    name: str
+    unit_rps: float
+    price_per_hour: float
+    label: str  # measured | estimated
+    basis: str
+
+
+def gpu_options(
+    cost: ModelCost,
+    policy: Capacity | None = None,
+    precision: str = "fp16",
+    measured: dict[str, float] | None = None,
+) -> list[CapacityOption]:
+    """Per GPU type: min(compute-bound, memory-bound) rate x gpu_efficiency, or the measured rate when present."""
+    policy = policy or default_policy().capacity
+    out = []
+    for gpu, spec in policy.gpu_catalog.items():
+        if measured and gpu in measured:
+            out.append(CapacityOption(gpu, measured[gpu], spec.price_per_hour, "measured", "stress knee on this GPU"))
+            continue
+        peak = (spec.int8_tops if precision == "int8" else spec.fp16_tflops) * 1e12
+        compute = peak / cost.flops if cost.flops > 0 else math.inf
+        memory = spec.memory_bandwidth_gbs * 1e9 / cost.bytes if cost.bytes > 0 else math.inf
+        rate = min(compute, memory) * policy.gpu_efficiency
+        bound = "compute" if compute <= memory else "memory"
+        basis = (
+            f"roofline: {cost.flops / 1e9:.3g} GFLOP and {cost.bytes / 1e6:.3g} MB per request at batch 1; "
+            f"{bound}-bound ({compute:,.0f} vs {memory:,.0f} req/s) x efficiency {policy.gpu_efficiency}; {spec.source}"
+        )
+        out.append(CapacityOption(gpu, rate, spec.price_per_hour, "estimated", basis))
+    return out
+
+
+def replica_option(knee: KneeReading, price_per_hour: float | None = None) -> CapacityOption:
+    """The current serving replica, at its measured stress-test knee."""
+    price = default_policy().optimization.hardware_cost_per_hour if price_per_hour is None else price_per_hour
+    return CapacityOption("current-replica", knee.knee_rps, price, "measured", f"knee {knee.knee_rps:g} req/s from {knee.source}")
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """Demand to plan for: a scenario at a confidence level."""
+
+    name: str
+    level: float
+    demand_rps: float
+    basis: str
+
+
+def build_scenarios(forecast: Forecast, burstiness: float, policy: Capacity | None = None) -> list[Scenario]:
+    """normal (central peak), peak (upper bound at each level) and burst (peak x burstiness) over the horizon."""
+    policy = policy or default_policy().capacity
+    central = float(np.max(forecast.yhat))
+    out = []
+    for level in policy.confidence_levels:
+        peak = float(np.max(forecast.upper[level]))
+        by_name = {
+            "normal_load": (central, "highest central forecast over the horizon"),
+            "peak_load": (peak, f"highest {level:.0%} upper bound of the forecast over the horizon"),
+            "burst_load": (peak * burstiness, f"peak_load x observed burstiness {burstiness:.2f}"),
+        }
+        for name in policy.scenarios:
+            demand, basis = by_name[name]
+            out.append(Scenario(name, level, demand, basis))
+    return out
+
+
+def units_needed(demand_rps: float, unit_rps: float, target_utilisation: float) -> int:
+    """Replicas (or GPUs) so that demand runs at no more than target_utilisation of each one's knee."""
+    if unit_rps <= 0:
+        raise CapacityError(f"a replica's sustainable rate must be positive, got {unit_rps}")
+    return max(1, math.ceil(demand_rps / (unit_rps * target_utilisation) - 1e-9))
+
+
+@dataclass(frozen=True)
+class PlanRow:
+    """Units and monthly cost of one option under one scenario."""
+
+    scenario: str
+    level: float
+    demand_rps: float
+    option: str
+    label: str
+    unit_rps: float
+    units: int
+    monthly_cost: float
+
+
+def expansion_plans(scenarios: list[Scenario], options: list[CapacityOption], policy: Capacity | None = None) -> list[PlanRow]:
+    """Every scenario x option: units needed at the policy's target utilisation and what they cost a month."""
+    policy = policy or default_policy().capacity
+    rows = []
+    for s in scenarios:
+        for o in options:
+            n = units_needed(s.demand_rps, o.unit_rps, policy.target_utilisation)
+            rows.append(PlanRow(s.name, s.level, s.demand_rps, o.name, o.label, o.unit_rps, n, n * o.price_per_hour * HOURS_PER_MONTH))
+    return rows
+
+
+@dataclass(frozen=True)
+class StrategyDecision:
+    """The growth x volatility matrix's verdict, with the observed values and bands it used."""
+
+    strategy: str
+    expansion: tuple[float, float]
+    growth: float
+    growth_class: str
+    volatility: float
+    volatility_class: str
+    thresholds: dict[str, float]
+    reason: str
+
+
+def choose_strategy(growth: float, volatility: float, policy: Capacity | None = None) -> StrategyDecision:
+    """SPEC §5: >50% & low vol -> preventive; 20-50% -> hybrid; <20% -> elastic; negative -> shrink."""
+    policy = policy or default_policy().capacity
+    g_hi, g_lo = policy.growth_bands["high"], policy.growth_bands["low"]
+    v_lo, v_hi = policy.volatility_bands["low"], policy.volatility_bands["high"]
+    g_class = "negative" if growth < 0 else "high" if growth > g_hi else "medium" if growth >= g_lo else "low"
+    v_class = "low" if volatility < v_lo else "high" if volatility > v_hi else "medium"
+    if g_class == "negative":
+        strategy, why = "shrink", "demand is falling: reclaim capacity"
+    elif g_class == "high" and v_class == "low":
+        strategy, why = "preventive", "fast, steady growth: buy ahead"
+    elif g_class == "high":
+        strategy, why = "hybrid", f"fast growth but {v_class} volatility: buy part, autoscale the swings"
+    elif g_class == "medium":
+        strategy, why = "hybrid", "moderate growth: buy part, autoscale the rest"
+    else:
+        strategy, why = "elastic", f"slow growth ({v_class} volatility): autoscale, little fixed expansion"
+    thresholds = {"growth_high": g_hi, "growth_low": g_lo, "volatility_low": v_lo, "volatility_high": v_hi}
+    reason = (
+        f"growth {growth:+.1%} is {g_class} (bands {g_lo:.0%}/{g_hi:.0%}), volatility {volatility:.2f} is {v_class} "
+        f"(bands {v_lo}/{v_hi}) -> {strategy}: {why}"
+    )
+    return StrategyDecision(strategy, policy.strategies[strategy].expansion, growth, g_class, volatility, v_class, thresholds, reason)  # type: ignore[index]
+
+
+@dataclass(frozen=True)
+class Recommendation:
+    """The cheapest option that covers the chosen scenario and confidence, within the strategy's range."""
+
+    scenario: str
+    level: float
+    demand_rps: float
+    option: str
+    label: str
+    unit_rps: float
+    units: int
+    covering_units: int
+    current_units: int
+    expansion: float
+    monthly_cost: float
+    verdict: str
+    reason: str
+
+
+def recommend(
+    plans: list[PlanRow],
+    options: list[CapacityOption],
+    strategy: StrategyDecision,
+    current_units: dict[str, int],
+    *,
+    scenario: str | None = None,
+    level: float | None = None,
+) -> Recommendation:
+    """Per option: max(units covering the scenario, current x (1 + strategy's low end)); the cheapest wins.
+
+    `scenario` and `level` default to policy capacity.plan_scenario and capacity.plan_confidence.
+    """
+    policy = default_policy().capacity
+    scenario = scenario if scenario is not None else policy.plan_scenario
+    level = level if level is not None else policy.plan_confidence
+    rows = [r for r in plans if r.scenario == scenario and math.isclose(r.level, level)]
+    if not rows:
+        raise CapacityError(f"no plan for scenario {scenario!r} at confidence {level}; pick one the policy lists")
+    prices = {o.name: o.price_per_hour for o in options}
+    lo, hi = strategy.expansion
+    candidates = []
+    for r in rows:
+        current = current_units.get(r.option, r.units)
+        floor = math.ceil(current * (1 + lo) - 1e-9)
+        units = max(r.units, floor, 1)
+        candidates.append((units * prices[r.option] * HOURS_PER_MONTH, units, current, r))
+    cost, units, current, row = min(candidates, key=lambda c: c[0])
+    expansion = units / current - 1 if current else 0.0
+    needed = row.units / current - 1 if current else 0.0
+    verdict = "above_range" if needed > hi else "strategy_floor" if units > row.units else "covers_forecast"
+    reason = (
+        f"{row.option} is the cheapest option covering {scenario} at {level:.0%} ({row.demand_rps:,.1f} req/s): "
+        f"{units} x {row.unit_rps:,.1f} req/s ({row.label}) at target utilisation, ${cost:,.0f}/month; "
+        f"forecast needs {row.units} ({needed:+.0%} vs {current} today), {strategy.strategy} range "
+        f"{lo:+.0%}..{hi:+.0%} -> {units} ({expansion:+.0%})"
+    )
+    if verdict == "above_range":
+        reason += "; the forecast needs more than the strategy's range: review the growth assumption"
+    return Recommendation(scenario, level, row.demand_rps, row.option, row.label, row.unit_rps, units, row.units,
+                          current, expansion, cost, verdict, reason)
+
+
+def current_units(history: pd.Series, options: list[CapacityOption], policy: Capacity | None = None) -> dict[str, int]:
+    """What each option would need today: units covering the observed p99 window at the target utilisation."""
+    policy = policy or default_policy().capacity
+    # p99, not max: a handful of burst windows should not define today's fleet (burst_load covers them).
+    peak = float(np.nanquantile(history.to_numpy(dtype=float), CURRENT_PEAK_QUANTILE))
+    return {o.name: units_needed(peak, o.unit_rps, policy.target_utilisation) for o in options}
+
+
+@dataclass(frozen=True)
+class AutoscalingConfig:
+    """Ray Serve `autoscaling_config` implementing the recommendation."""
+
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: int
+    reason: str
+
+    def ray_config(self) -> dict[str, int]:
+        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+                "target_ongoing_requests": self.target_ongoing_requests}
+
+
+def autoscaling_config(rec: Recommendation, forecast: Forecast, sla_ms: float, policy: Capacity | None = None) -> AutoscalingConfig:
+    """min covers the median central forecast, max is the plan; target in-flight requests by Little's law."""
+    policy = policy or default_policy().capacity
+    per_replica = rec.unit_rps * policy.target_utilisation
+    typical = float(np.median(forecast.yhat))
+    min_r = min(rec.units, units_needed(typical, rec.unit_rps, policy.target_utilisation))
+    target = max(1, round(per_replica * sla_ms / 1000.0))
+    reason = (
+        f"min {min_r} replicas carry the median central forecast {typical:,.1f} req/s; max {rec.units} is the plan; "
+        f"target_ongoing_requests {target} = {per_replica:,.1f} req/s per replica x SLA {sla_ms:g} ms (Little's law)"
+    )
+    return AutoscalingConfig(min_r, rec.units, target, reason)
+
+
+@dataclass(frozen=True)
+class ReplayCheck:
+    """Held-out demand replayed against the planned capacity."""
+
+    windows: int
+    capacity_rps: float
+    target_rps: float
+    exceed_share: float
+    over_target_share: float
+    idle_share: float
+    idle_cost: float
+    verdict: str
+    reason: str
+
+
+def replay_check(demand: pd.Series, rec: Recommendation, price_per_hour: float, policy: Capacity | None = None) -> ReplayCheck:
+    """Share of held-out windows above the plan's SLA capacity, and the cost of capacity left idle."""
+    policy = policy or default_policy().capacity
+    values = demand.dropna().to_numpy(dtype=float)
+    if values.size == 0:
+        raise CapacityError("the replay period has no demand windows (all gaps); hold out a period with data")
+    freq_h = (demand.index[1] - demand.index[0]).total_seconds() / 3600.0
+    capacity = rec.units * rec.unit_rps
+    target = capacity * policy.target_utilisation
+    exceed = float(np.mean(values > capacity))
+    idle = np.clip(1 - values / capacity, 0, 1)
+    idle_cost = float(np.sum(idle) * rec.units * price_per_hour * freq_h)
+    verdict = "pass" if exceed == 0 else "fail"
+    reason = (
+        f"{exceed:.1%} of {values.size} held-out windows exceed {capacity:,.1f} req/s (units x knee); "
+        f"{float(np.mean(values > target)):.1%} exceed the {policy.target_utilisation:.0%} target; "
+        f"idle capacity {float(np.mean(idle)):.0%} cost ${idle_cost:,.2f} over the period"
+    )
+    return ReplayCheck(int(values.size), capacity, target, exceed, float(np.mean(values > target)),
+                       float(np.mean(idle)), idle_cost, verdict, reason)
+
+
+def plan_table(rows: list[PlanRow]) -> list[dict[str, Any]]:
+    """Plan rows as plain dicts for tables (Prefect, MLflow, the CLI)."""
+    return [
+        {**asdict(r), "demand_rps": round(r.demand_rps, 2), "unit_rps": round(r.unit_rps, 2), "monthly_cost": round(r.monthly_cost, 2)}
+        for r in rows
+    ]
+
+
+def render_plan_markdown(
+    *,
+    source: str,
+    knee: KneeReading,
+    backtest_reason: str,
+    backtest_rows: list[dict[str, Any]],
+    trends: dict[str, float],
+    strategy: StrategyDecision,
+    rec: Recommendation,
+    autoscaling: AutoscalingConfig,
+    replay: ReplayCheck | None,
+    options: list[CapacityOption],
+    validation_verdict: str,
+) -> str:
+    """The capacity plan as markdown: inputs, forecaster, strategy, recommendation, autoscaling, replay."""
+    lines = [
+        "# Capacity plan",
+        "",
+        f"- history: `{source}` (validation: {validation_verdict})",
+        f"- capacity per replica: {knee.knee_rps:g} req/s at the SLA ({knee.source}; {knee.reason or 'explicit'})",
+        f"- forecaster: {backtest_reason}",
+        "- trends: " + ", ".join(f"{k} {v:.3g}" for k, v in trends.items()),
+        f"- strategy: **{strategy.strategy}** (expansion {strategy.expansion[0]:+.0%}..{strategy.expansion[1]:+.0%}) — {strategy.reason}",
+        f"- recommendation: **{rec.units} x {rec.option}** ({rec.label}), ${rec.monthly_cost:,.0f}/month — {rec.reason}",
+        f"- Ray Serve autoscaling: `{autoscaling.ray_config()}` — {autoscaling.reason}",
+    ]
+    if replay:
+        lines.append(f"- replay check: **{replay.verdict}** — {replay.reason}")
+    lines += ["", "## Options", "", "| option | req/s per unit | label | $/h | basis |", "|---|---|---|---|---|"]
+    lines += [f"| {o.name} | {o.unit_rps:,.1f} | {o.label} | {o.price_per_hour:g} | {o.basis} |" for o in options]
+    if backtest_rows:
+        keys = list(backtest_rows[0])
+        lines += ["", "## Backtest", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+        lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in backtest_rows]
+    return "\n".join(lines) + "\n"
+
+
+def plot_forecast(history: pd.Series, forecast: Forecast, holdout: pd.Series | None = None) -> Any:
+    """History, central forecast and its bands per confidence level."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(history.index, history.to_numpy(), lw=0.7, color="black", label="history")
+    if holdout is not None:
+        ax.plot(holdout.index, holdout.to_numpy(), lw=0.7, color="tab:red", label="held out")
+    for level in sorted(forecast.lower, reverse=True):
+        ax.fill_between(forecast.index, forecast.lower[level], forecast.upper[level], alpha=0.2, label=f"{level:.0%} band")
+    ax.plot(forecast.index, forecast.yhat, lw=0.8, color="tab:blue", label=f"{forecast.method} forecast")
+    ax.set_ylabel("req/s")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_capacity_vs_demand(history: pd.Series, forecast: Forecast, rec: Recommendation, target_utilisation: float) -> Any:
+    """Demand (history + central forecast) against the plan's capacity and its target-utilisation line."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    ax.plot(history.index, history.to_numpy(), lw=0.7, color="black", label="demand (history)")
+    ax.plot(forecast.index, forecast.yhat, lw=0.7, color="tab:blue", label="demand (forecast)")
+    capacity = rec.units * rec.unit_rps
+    ax.axhline(capacity, color="tab:red", label=f"capacity {rec.units} x {rec.option}")
+    ax.axhline(capacity * target_utilisation, color="tab:orange", ls="--", label=f"{target_utilisation:.0%} target")
+    ax.set_ylabel("req/s")
+    ax.legend(loc="upper left", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,362 @@
+"""What the optimization cycle's tasks do: plan candidates, measure them in process, bottlenecks, monitoring."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from serving.artifacts import write_artifact
+from serving.cache import ResponseCache, cached_batch_infer
+from serving.settings import get_settings
+from serving.variants import VARIANT_RECIPES, ensure_variant, gpu_unavailable_reason, list_variants
+from tasks.optimize.evaluation import BatchTiming, measure_batches
+from tasks.optimize.validation import Trial
+from tasks.policy import Optimization, Policy, default_policy
+
+# Calls per repeat and items cycled: enough for a stable median on 2 cores, few enough to keep a cycle short.
+TRIAL_ITEMS = 128
+TRIAL_MIN_CALLS = 30
+# Each repeat lasts at least this long, so sub-millisecond models are timed over thousands of calls, not noise.
+TRIAL_MIN_SECONDS = 0.5
+# A replica process that has not reported within this long is stuck (model load + one timed round take seconds).
+REPLICA_TIMEOUT_S = 300.0
+# Variants that are measurement reference points, never candidates to serve.
+NOT_CANDIDATES = frozenset({"torch-fp32", "onnx-fp32-noopt"})
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One configuration to try: a variant plus the serving knobs it runs with."""
+
+    name: str
+    variant: str
+    optimization_type: str
+    stage: str  # model | parallelization | batching | caching
+    intra_op_threads: int
+    batch: int
+    replicas: int = 1
+    cache_entries: int = 0
+
+    def params(self) -> dict[str, Any]:
+        return {"variant": self.variant, "intra_op_threads": self.intra_op_threads, "batch": self.batch,
+                "replicas": self.replicas, "cache_entries": self.cache_entries, "stage": self.stage}  # fmt: skip
+
+    def serving_knobs(self) -> dict[str, int]:
+        return serving_knobs(self.params())
+
+
+def serving_knobs(params: dict[str, Any]) -> dict[str, int]:
+    """What the live deployment needs to serve as a candidate was measured (PUT .../serving field names)."""
+    from tasks.records.registry import SERVE_KNOBS
+
+    return {knob: int(params[key]) for key, knob in SERVE_KNOBS.items()}
+
+
+def candidate_name(variant: str, threads: int, batch: int, replicas: int = 1, cache_entries: int = 0) -> str:
+    name = f"{variant}+threads={threads}+batch={batch}"
+    if replicas > 1:
+        name += f"+replicas={replicas}"
+    if cache_entries:
+        name += f"+cache={cache_entries}"
+    return name
+
+
+@dataclass
+class Measured:
+    """A candidate's measurement: repeated throughput/P99, the evaluator's metric and what ran."""
+
+    trial: Trial
+    metric: str
+    value: float
+    worst_case: float | None
+    provider: str
+    sha256: str
+    path: Path
+    manifest: dict[str, Any]
+    load_s: float
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def model_stage(model: str, baseline: Candidate) -> list[Candidate]:
+    """Model-level candidates in the order the seed's fallbacks go: graph optimization, then INT8 plain before
+    the per-channel, reduce-range and op-exclusion fallbacks, static INT8, and GPU precisions where a GPU
+    exists; each served with the baseline's knobs, so only the model changes."""
+    candidates = []
+    for name in list_variants(model):
+        recipe = VARIANT_RECIPES[name]
+        if name in NOT_CANDIDATES or name == baseline.variant or gpu_unavailable_reason(recipe):
+            continue
+        candidates.append(Candidate(name, name, recipe.opt_type, "model", baseline.intra_op_threads, baseline.batch,
+                                    baseline.replicas, baseline.cache_entries))  # fmt: skip
+    return candidates
+
+
+STAGE_TYPES = {"parallelization": "parallelization", "batching": "batching", "caching": "caching"}
+
+
+def knob_stage(best: Candidate, stage: str, values: list[dict[str, int]]) -> list[Candidate]:
+    """Candidates that change one stage's knobs on top of the best configuration so far (combinations measured)."""
+    if stage not in STAGE_TYPES:
+        raise ValueError(f"unknown knob stage {stage!r}: one of {sorted(STAGE_TYPES)}")
+    out = []
+    for change in values:
+        knobs = {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
+                 "cache_entries": best.cache_entries, **change}  # fmt: skip
+        if knobs == {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
+                     "cache_entries": best.cache_entries}:  # fmt: skip
+            continue
+        name = candidate_name(best.variant, knobs["intra_op_threads"], knobs["batch"], knobs["replicas"], knobs["cache_entries"])
+        out.append(Candidate(name, best.variant, STAGE_TYPES[stage], stage, **knobs))
+    return out
+
+
+def knob_values(stage: str, given: list[int] | None, policy: Optimization) -> list[dict[str, int]]:
+    """What a knob stage tries. Parallelization: threads (the caller's, else 1, 2 and all cores) and replica
+    counts from the policy, every pair that fits the cores; batching and caching: the policy's sizes."""
+    cores = os.cpu_count() or 1
+    if stage == "parallelization":
+        threads = list(given) if given else sorted({1, min(2, cores), cores})
+        pairs = [{"intra_op_threads": t, "replicas": 1} for t in threads]
+        pairs += [{"intra_op_threads": t, "replicas": r} for r in policy.replica_options if r > 1 for t in threads if r * t <= cores]
+        return pairs
+    if stage == "batching":
+        return [{"batch": b} for b in (given or policy.batch_options)]
+    if stage == "caching":
+        return [{"cache_entries": c} for c in (given or policy.cache_options)]
+    raise ValueError(f"unknown knob stage {stage!r}: one of {sorted(STAGE_TYPES)}")
+
+
+def summarize_baseline(candidate: Candidate, measured: Measured) -> dict[str, Any]:
+    """The baseline as the report shows it: what served, how fast, how noisy, how accurate."""
+    return {
+        "variant": candidate.variant,
+        f"throughput (items/s, batch {candidate.batch})": round(measured.trial.median_throughput, 1),
+        "p99 ms per batch": round(measured.trial.median_p99, 2),
+        "spread": f"{measured.trial.spread:.1%}",
+        measured.metric: round(measured.value, 4),
+    }
+
+
+def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[Any] | np.ndarray | None = None) -> Measured:
+    """Build (or reuse) the variant, load it, score it with the zoo's evaluator, and time `repeats` runs on the
+    workload (the model's example inputs when none is given).
+
+    A cache candidate is timed on one pass over the workload in request order from an empty cache each repeat,
+    so its hit rate is the workload's (cold start, the conservative figure); replicas run as separate processes
+    started together, each with its own engine, as Serve replicas do.
+    """
+    from serving.engines import load_engine
+
+    artifact = ensure_variant(model, candidate.variant)
+    t0 = time.perf_counter()
+    engine = load_engine(
+        artifact.path, expected_sha256=artifact.sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False
+    )
+    load_s = time.perf_counter() - t0
+    spec = engine.spec
+    inputs = workload if workload is not None else spec.example_inputs(TRIAL_ITEMS)
+    cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
+    cap = default_policy().optimization.cache_pass_max_requests
+    if cache is not None and len(inputs) > cap:
+        inputs = inputs[:cap]  # the first requests of the log, in order: a bounded cold pass
+    infer = cached_batch_infer(engine.infer, cache, artifact.sha256) if cache is not None else engine.infer
+    evaluation = spec.evaluate(_CachedEngine(engine, infer) if cache is not None else engine)
+    probe = measure_batches(engine.infer, inputs[: candidate.batch * 3], candidate.batch, 3)
+    per_call_s = candidate.batch / probe.items_per_s
+    calls = max(TRIAL_MIN_CALLS, int(TRIAL_MIN_SECONDS / per_call_s) + 1)
+    if cache is None and len(inputs) > candidate.batch * calls:
+        # Without a cache a prefix of the log (in request order) measures the same mix in less time.
+        inputs = inputs[: candidate.batch * calls]
+    details: dict[str, Any] = dict(evaluation.details)
+    throughput: list[float] = []
+    p99: list[float] = []
+    if candidate.replicas > 1:
+        throughput, p99, hit_rates = _measure_replicas(artifact.path, artifact.sha256, candidate, inputs, calls, repeats)
+    else:
+        hit_rates = []
+        for _ in range(repeats):
+            timing, hits, lookups = _timed_round(infer, cache, inputs, candidate.batch, calls)
+            throughput.append(timing.items_per_s)
+            p99.append(timing.p99_ms)
+            if cache is not None:
+                hit_rates.append(hits / max(1, lookups))
+    if hit_rates:
+        details["cache_hit_rate"] = statistics.median(hit_rates)
+        details["workload_requests"] = len(inputs)
+    worst = evaluation.details.get("fidelity_min_cosine")
+    return Measured(
+        Trial(tuple(throughput), tuple(p99)),
+        evaluation.metric,
+        evaluation.value,
+        float(worst) if worst is not None else None,
+        engine.provider,
+        artifact.sha256,
+        artifact.path,
+        artifact.manifest,
+        load_s,
+        details,
+    )
+
+
+class _CachedEngine:
+    """The engine as the evaluator sees it when a response cache sits in front (answers must not change)."""
+
+    def __init__(self, engine: Any, infer: Callable[[Any], np.ndarray]) -> None:
+        self._engine, self.infer = engine, infer
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+
+def _timed_round(
+    infer: Callable[[Any], Any], cache: ResponseCache | None, inputs: Sequence[Any] | np.ndarray, batch: int, calls: int
+) -> tuple[BatchTiming, int, int]:
+    """One timed round and the cache's hits and lookups in it: without a cache, `calls` calls cycling the inputs;
+    with one, a single pass that covers each request once (the last batch may be short) from an empty cache."""
+    if cache is None:
+        return measure_batches(infer, inputs, batch, calls), 0, 0
+    timing = measure_batches(infer, inputs, batch, max(1, len(inputs) // batch), before_timing=cache.clear)
+    stats = cache.stats()
+    return timing, stats.hits, stats.hits + stats.misses
+
+
+def _measure_replicas(
+    path: Path, sha256: str, candidate: Candidate, inputs: Sequence[Any] | np.ndarray, calls: int, repeats: int
+) -> tuple[list[float], list[float], list[float]]:
+    """Time `candidate.replicas` engine processes running at once; throughput is their sum over the wall time.
+
+    With a cache, each replica keeps its own (as Serve replicas do) and gets every n-th request of the log, as a
+    router spreading load evenly would send them; the hit rate is all replicas' hits over all requests.
+    """
+    ctx = multiprocessing.get_context("spawn")  # a fork of a process holding ORT threads is not safe
+    barrier = ctx.Barrier(candidate.replicas)
+    results = ctx.Queue()
+    workers = []
+    for k in range(candidate.replicas):
+        share = inputs[k :: candidate.replicas] if candidate.cache_entries else inputs
+        args = (str(path), sha256, candidate, share, calls, repeats, barrier, results)
+        workers.append(ctx.Process(target=_replica_worker, args=args, daemon=True))
+    for w in workers:
+        w.start()
+    rounds: dict[int, list[tuple[float, ...]]] = {}
+    deadline = time.monotonic() + REPLICA_TIMEOUT_S * repeats
+    try:
+        received = 0
+        while received < candidate.replicas * repeats:
+            try:
+                message = results.get(timeout=1.0)
+            except queue.Empty:
+                dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
+                if dead:
+                    raise RuntimeError(f"a replica process exited with code {dead[0]} before reporting") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"replica processes did not report within {REPLICA_TIMEOUT_S * repeats:.0f} s") from None
+                continue
+            if isinstance(message, str):
+                raise RuntimeError(f"replica process failed: {message}")
+            rounds.setdefault(message[0], []).append(message[1:])
+            received += 1
+    finally:
+        for w in workers:
+            w.join(timeout=10)
+            if w.is_alive():
+                w.kill()
+    throughput: list[float] = []
+    p99: list[float] = []
+    hit_rates: list[float] = []
+    for r in sorted(rounds):
+        items, begin, end, worst_p99, hits, lookups = zip(*rounds[r], strict=True)
+        throughput.append(sum(items) / (max(end) - min(begin)))
+        p99.append(max(worst_p99))
+        if candidate.cache_entries:
+            hit_rates.append(sum(hits) / max(1.0, sum(lookups)))
+    return throughput, p99, hit_rates
+
+
+def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, calls: int, repeats: int,
+                    barrier: Any, results: Any) -> None:  # fmt: skip
+    """One replica process: load, warm up, then `repeats` timed rounds started together with the others."""
+    try:
+        from serving.engines import load_engine
+
+        engine = load_engine(path, expected_sha256=sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False)
+        cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
+        infer = cached_batch_infer(engine.infer, cache, sha256) if cache is not None else engine.infer
+        measure_batches(engine.infer, inputs[: candidate.batch * 3], candidate.batch, 3)  # warm-up
+        for r in range(repeats):
+            barrier.wait(timeout=REPLICA_TIMEOUT_S)
+            timing, hits, lookups = _timed_round(infer, cache, inputs, candidate.batch, calls)
+            items = timing.items_per_s * (timing.ended - timing.started)
+            results.put((r, items, timing.started, timing.ended, timing.p99_ms, hits, lookups))
+    except Exception as exc:  # reported to the parent, which rejects the candidate with this reason
+        results.put(f"{type(exc).__name__}: {exc}")
+
+
+def inprocess_timing(model: str, variant: str, threads: int) -> dict[str, float]:
+    """Per-request time split (tokenize / compute) at batch 1 and the model's load time, for the bottleneck step."""
+    from serving.engines import load_engine
+
+    artifact = ensure_variant(model, variant)
+    t0 = time.perf_counter()
+    engine = load_engine(artifact.path, expected_sha256=artifact.sha256, intra_op_threads=threads, allow_spinning=False)
+    load_s = time.perf_counter() - t0
+    inputs = engine.spec.example_inputs(TRIAL_ITEMS)
+    totals = {"tokenize": 0.0, "compute": 0.0}
+    start = time.perf_counter()
+    for i in range(len(inputs)):
+        item = inputs[i : i + 1]
+        _, phases = engine.infer_timed(item)
+        for key in totals:
+            totals[key] += phases.get(key, 0.0)
+    wall_ms = (time.perf_counter() - start) * 1e3 / len(inputs)
+    return {
+        "client_ms": wall_ms,
+        "tokenize_ms": totals["tokenize"] * 1e3 / len(inputs),
+        "compute_ms": totals["compute"] * 1e3 / len(inputs),
+        "model_load_s": load_s,
+    }
+
+
+def monitoring_rules(model: str, champion_sha256: str, baseline_p99_ms: float, policy: Policy) -> dict[str, Any]:
+    """Prometheus rules that watch the new champion: latency vs SLA and baseline, GPU temperature, accuracy."""
+    risk = policy.rollout_risk
+    sla = policy.rollout_gate.sla_p99_ms
+    latency = f'histogram_quantile(0.99, sum by (le) (rate(ray_serve_http_request_latency_ms_bucket{{application="{model}"}}[5m])))'
+    return {
+        "groups": [
+            {
+                "name": f"inferops-{model}",
+                "rules": [
+                    {"alert": "InferenceP99OverSLA", "expr": f"{latency} > {sla}", "for": "5m",
+                     "labels": {"severity": "warning", "type": "threshold", "model": model}},
+                    {"alert": "InferenceP99OffBaseline",
+                     "expr": f"{latency} > {baseline_p99_ms * (1 + risk.perf_deviation_rollback):.3f}", "for": "5m",
+                     "labels": {"severity": "critical", "type": "threshold", "model": model, "action": "rollback"}},
+                    {"alert": "GpuTemperatureHigh",
+                     "expr": f"DCGM_FI_DEV_GPU_TEMP > {policy.monitoring.gpu_temperature_critical_c}", "for": "2m",
+                     "labels": {"severity": "critical", "type": "threshold"}},
+                    {"alert": "ModelAccuracyRetentionLow",
+                     "expr": f'inferops_accuracy_retention{{model="{model}"}} < {policy.optimization.accuracy_retention_threshold}',
+                     "labels": {"severity": "critical", "type": "anomaly", "model": model,
+                                "champion_sha256": champion_sha256}},
+                ],
+            }
+        ]
+    }  # fmt: skip
+
+
+def write_monitoring(model: str, rules: dict[str, Any]) -> Path:
+    """Write the rules beside the data (atomically) for Prometheus to load; returns the file."""
+    path = get_settings().data_dir / "monitoring" / f"{model}.rules.yml"
+    write_artifact(path, lambda p: p.write_text(yaml.safe_dump(rules, sort_keys=False)), {"model": model})
+    return path

@@ -1,0 +1,61 @@
+"""A real Prefect flow run on the synthetic history: artifacts with stable keys and an MLflow run."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    import torch
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    return path
+
+
+def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> None:
+    import mlflow
+    from prefect.artifacts import Artifact
+
+    from flows.capacity_planning import EXPERIMENT, capacity_planning
+    from tasks.records.store import configure
+
+    result = capacity_planning(knee_rps=20.0, model="tiny", onnx_path=str(tiny_onnx))
+    print(f"flow wall time on the synthetic history: {result['wall_s']:.1f} s; forecaster {result['forecaster']}")
+    assert result["validation"]["verdict"] == "masked" and result["validation"]["zero_windows"] == 5
+    assert Path(result["validation"]["report_path"]).exists()
+    rec = result["recommendation"]
+    assert rec["units"] >= rec["covering_units"] >= 1
+    assert result["autoscaling"]["max_replicas"] == rec["units"]
+    assert result["replay"] is not None and 0.0 <= result["replay"]["exceed_share"] <= 1.0
+    assert {row["option"] for row in result["plan_table"]} == {"current-replica", "V100", "A100", "H100"}
+    for key in ("capacity-validation", "capacity-plan", "capacity-plan-table", "capacity-backtest"):
+        assert Artifact.get(key) is not None, key
+
+    client = mlflow.MlflowClient(configure())
+    run = client.get_run(result["mlflow_run_id"])
+    assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
+    assert run.data.metrics["recommended_units"] == rec["units"]
+    names = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"forecast.png", "capacity_vs_demand.png", "plan_table.json", "backtest.json", "capacity_plan.md"} <= names
+
+
+def test_flow_fails_clearly_on_missing_knee_and_empty_file(prefect_harness: None, tmp_path: Path) -> None:
+    from flows.capacity_planning import capacity_planning
+    from serving.settings import get_settings
+    from tasks.capacity.history import HistoryError
+    from tasks.capacity.plan import KneeNotFoundError
+
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    before = set((get_settings().data_dir / "capacity" / "validation").glob("empty-csv-*.json"))
+    with pytest.raises(HistoryError, match="is empty"):
+        capacity_planning(history=str(empty), knee_rps=10.0)
+    after = set((get_settings().data_dir / "capacity" / "validation").glob("empty-csv-*.json"))
+    assert after - before, "the validation report must be written even for an unreadable file"
+    with pytest.raises(KneeNotFoundError, match="'ghost'.*inferops bench stress"):
+        capacity_planning(model="ghost", onnx_path=None)

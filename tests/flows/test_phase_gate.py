@@ -1,0 +1,221 @@
+"""The phase-gate flow end to end: real Prefect runs, real MLflow registry, real HTTP.
+
+The healthy champion is the real Ray Serve app serving digits-cnn from the registry; the approval and rollback
+cases use the fake replica (tests/fake_replica.py) (a slowdown on demand after promotion).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from serving.artifacts import sha256_file
+from tasks.records import registry
+from tasks.records.store import configure
+from tests.fake_replica import API_KEY, fake_replica
+from tests.servers import free_port
+
+# Seconds, not the seed's 72 h: every item still runs, just briefly.
+STABILITY_S, PERFORMANCE_S, RISK_WINDOW_S = 2.0, 2.0, 3.0
+
+
+@pytest.fixture
+def lenient_sla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A user policy file with a 1 s SLA: these tests are about approval and rollback, and tail latency on a
+    shared 2-core box must not decide them (the SLA itself is tested in test_gate_checks)."""
+    from tasks.policy import default_policy
+
+    override = tmp_path / "policy.yaml"
+    override.write_text("rollout_gate:\n  sla_p99_ms: 1000.0\n")
+    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
+    default_policy.cache_clear()
+    yield
+    monkeypatch.delenv("INFEROPS_POLICY_FILE")
+    default_policy.cache_clear()
+
+
+def _register(model: str, tmp: Path, tag: str) -> registry.VersionRef:
+    """A small artifact file registered as `challenger` (distinct bytes per tag, so a distinct sha256)."""
+    path = tmp / f"{model}-{tag}.onnx"
+    path.write_bytes(f"fake onnx bytes for {model} {tag}".encode() * 64)
+    return registry.register(model, path, {"variant": tag})
+
+
+def _champion_then_challenger(model: str, tmp: Path) -> tuple[registry.VersionRef, registry.VersionRef]:
+    old = _register(model, tmp, "old")
+    registry.promote(model)
+    new = _register(model, tmp, "new")
+    return old, new
+
+
+def _in_thread(fn: Callable[[], dict[str, Any]]) -> tuple[threading.Thread, dict[str, Any]]:
+    box: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            box["result"] = fn()
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the test's assertion
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread, box
+
+
+def _wait(predicate: Callable[[], bool], timeout_s: float, what: str, box: dict[str, Any]) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        if "error" in box:
+            raise AssertionError(f"flow failed while waiting for {what}") from box["error"]
+        if "result" in box:
+            raise AssertionError(f"flow finished before {what}: {box['result']}")
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout_s} s waiting for {what}")
+        time.sleep(0.05)
+
+
+def _gate_run(run_id: str) -> Any:
+    configure()
+    return mlflow.MlflowClient().get_run(run_id)
+
+
+@pytest.fixture(scope="module")
+def digits_app(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real Ray Serve app serving `models:/digits-cnn@challenger` (a freshly built ONNX variant)."""
+    from ray import serve
+
+    from serving.app import run_local
+    from serving.variants import ensure_variant
+    from serving.zoo import train_digits_cnn
+
+    # Train first, outside the export's torch.inference_mode (training inside it fails: reported to the lead).
+    train_digits_cnn()
+    artifact = ensure_variant("digits-cnn", "onnx-fp32")
+    registry.register("digits-cnn", artifact.path, artifact.manifest)
+    url = run_local({"model": "models:/digits-cnn@challenger", "api_keys": API_KEY}, name="gate-flow-test", port=free_port())
+    yield url
+    serve.delete("gate-flow-test")
+
+
+def test_healthy_champion_passes_the_gate_and_is_promoted(prefect_harness: None, digits_app: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    from flows.phase_gate import phase_gate
+
+    candidate = registry.alias_version("digits-cnn", registry.CHALLENGER)
+    assert candidate is not None
+    out = phase_gate(model="digits-cnn", url=digits_app, api_key=API_KEY, require_approval=False, stability_duration_s=STABILITY_S, performance_duration_s=PERFORMANCE_S, risk_window_s=RISK_WINDOW_S)
+    assert out["passed"], out["rows"]
+    assert {r["item"] for r in out["rows"]} == {"functional", "performance", "stability", "security"}
+    assert all(r["passed"] for r in out["rows"]), out["rows"]
+    champion = registry.alias_version("digits-cnn", registry.CHAMPION)
+    assert champion is not None and champion.version == candidate.version
+    run = _gate_run(out["mlflow_run_id"])
+    assert run.data.tags["inferops.gate.verdict"] == "pass"
+    assert run.data.tags["inferops.approval.decided_by"] == "policy"
+    assert run.data.metrics["security.observed"] == 1.0 and run.data.metrics["functional.minimum"] == 1.0
+    checks = mlflow.artifacts.load_dict(f"runs:/{out['mlflow_run_id']}/gate_checks.json")
+    leak = [c for c in checks["stability"]["checks"] if "leak" in c["check"]]
+    assert leak and all(c["passed"] is True for c in leak), leak  # Ray replica pids were found and watched
+    names = [c["check"] for c in checks["security"]["checks"]]
+    assert "artifact sha256 digits-cnn" in names and any(n.startswith("file access") for n in names)
+    assert len(checks["functional"]["checks"]) >= 5  # load rate, 3 batch sizes, concurrency
+    with get_client(sync_client=True) as client:
+        artifact = client.read_latest_artifacts()  # latest version of every keyed artifact
+    keys = {a.key for a in artifact}
+    assert {"phase-gate-digits-cnn", "phase-gate-digits-cnn-report", "phase-gate-digits-cnn-decision"} <= keys
+
+
+def test_without_a_url_the_gate_serves_the_candidate_itself_and_cleans_up(prefect_harness: None, digits_app: str) -> None:
+    from ray import serve
+
+    from flows.phase_gate import phase_gate
+    from serving.variants import ensure_variant
+
+    artifact = ensure_variant("digits-cnn", "onnx-fp32")
+    candidate = registry.register("digits-cnn", artifact.path, artifact.manifest)
+    out = phase_gate(
+        model="digits-cnn",
+        url=None,
+        require_approval=False,
+        stability_duration_s=STABILITY_S,
+        performance_duration_s=PERFORMANCE_S,
+        risk_window_s=RISK_WINDOW_S,
+    )
+    assert out["url"].endswith("/gate-digits-cnn"), out["url"]  # beside the production app, not over it
+    assert out["passed"], out["rows"]
+    assert out["decision"]["candidate_version"] == candidate.version
+    assert "gate-digits-cnn" not in serve.status().applications
+    assert "gate-flow-test" in serve.status().applications  # the production app was left alone
+
+
+def test_rejected_approval_keeps_the_old_champion(prefect_harness: None, lenient_sla: None, tmp_path: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState, FlowRunFilterStateType
+    from prefect.client.schemas.objects import StateType
+    from prefect.flow_runs import resume_flow_run
+
+    from flows.phase_gate import phase_gate
+
+    model = "gate-approval-model"
+    old, new = _champion_then_challenger(model, tmp_path)
+    with fake_replica(tmp_path, sha256=new.sha256, model=model) as rep:
+        thread, box = _in_thread(
+            lambda: phase_gate(model=model, url=rep.url, api_key=API_KEY, require_approval=True, approval_timeout_s=300, stability_duration_s=STABILITY_S, performance_duration_s=PERFORMANCE_S, risk_window_s=RISK_WINDOW_S)
+        )
+        paused_filter = FlowRunFilter(state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.PAUSED])))
+
+        def paused() -> list[Any]:
+            with get_client(sync_client=True) as client:
+                return [r for r in client.read_flow_runs(flow_run_filter=paused_filter) if r.parameters.get("model") == model]
+
+        _wait(lambda: bool(paused()), 240, "the approval pause", box)
+        assert registry.alias_version(model, registry.CHAMPION).version == old.version  # type: ignore[union-attr]
+        resume_flow_run(paused()[0].id, run_input={"approve": False, "comment": "not before the freeze window"})
+        thread.join(timeout=120)
+    assert "error" not in box, box.get("error")
+    out = box["result"]
+    assert out["passed"] and out["decision"]["decided_by"] == "human" and not out["decision"]["promote"]
+    assert out["promotion"] is None
+    assert registry.alias_version(model, registry.CHAMPION).version == old.version  # type: ignore[union-attr]
+    assert registry.alias_version(model, registry.CHALLENGER) is None
+    tags = _gate_run(out["mlflow_run_id"]).data.tags
+    assert tags["inferops.approval.approved"] == "false"
+    assert tags["inferops.approval.comment"] == "not before the freeze window"
+
+
+def test_slowdown_after_promotion_rolls_back_at_once(prefect_harness: None, lenient_sla: None, tmp_path: Path) -> None:
+    from flows.phase_gate import phase_gate
+
+    model = "gate-rollback-model"
+    old, new = _champion_then_challenger(model, tmp_path)
+    assert new.sha256 == sha256_file(tmp_path / f"{model}-new.onnx")
+    with fake_replica(tmp_path, latency_ms=20.0, sha256=new.sha256, model=model) as rep:
+        thread, box = _in_thread(lambda: phase_gate(model=model, url=rep.url, api_key=API_KEY, require_approval=False, stability_duration_s=STABILITY_S, performance_duration_s=PERFORMANCE_S, risk_window_s=RISK_WINDOW_S))
+
+        def promoted() -> bool:
+            champion = registry.alias_version(model, registry.CHAMPION)
+            return champion is not None and champion.version == new.version
+
+        _wait(promoted, 240, "the promotion", box)
+        rep.set(latency_ms=200.0)  # the new champion slows down 10x once it takes traffic
+        thread.join(timeout=120)
+        state = rep.state()
+    assert "error" not in box, box.get("error")
+    out = box["result"]
+    assert out["passed"], out["rows"]
+    assert out["promotion"]["promoted"]
+    rollback = [a for a in out["risk_actions"] if a["action"] == "rollback"]
+    assert rollback and rollback[0]["done"], out["risk_actions"]
+    assert rollback[0]["observed"] >= rollback[0]["threshold"] == 0.5
+    assert registry.alias_version(model, registry.CHAMPION).version == old.version  # type: ignore[union-attr]
+    assert state["switches"] == [{"uri": f"models:/{model}/{old.version}"}]  # the endpoint was switched back
+    tags = _gate_run(out["mlflow_run_id"]).data.tags
+    assert "rollback" in tags["inferops.risk.actions"]
+

@@ -1,0 +1,83 @@
+"""Engines: providers and threads reported honestly, padding to the longest text, bad artifacts refused."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from serving.artifacts import ArtifactError, manifest_path
+from serving.engines import load_engine
+from serving.variants import ensure_variant
+
+
+def test_ort_and_torch_engines_agree_on_digits() -> None:
+    onnx_art = ensure_variant("digits-cnn", "onnx-fp32")
+    torch_art = ensure_variant("digits-cnn", "torch-fp32")
+    ort_engine = load_engine(onnx_art.path, expected_sha256=onnx_art.sha256)
+    torch_engine = load_engine(torch_art.path)
+    x = ort_engine.spec.example_inputs(16)
+    assert isinstance(x, np.ndarray)
+    a, b = ort_engine.infer(x), torch_engine.infer(x)
+    assert a.shape == (16, 10) and np.allclose(a, b, atol=1e-4)
+    assert ort_engine.provider == "CPUExecutionProvider" and torch_engine.provider == "torch-cpu"
+    assert ort_engine.model == "digits-cnn" and ort_engine.variant == "onnx-fp32"
+    assert ort_engine.sha256 == onnx_art.sha256
+
+
+def test_threads_spinning_and_provider_fallback_are_reported() -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        pytest.skip("this machine has CUDA: nothing to fall back from")
+    art = ensure_variant("digits-cnn", "onnx-fp32")
+    engine = load_engine(art.path, providers=["CUDAExecutionProvider"], intra_op_threads=1, allow_spinning=False)
+    assert engine.provider == "CPUExecutionProvider"
+    assert engine.info["providers_used"] == ["CPUExecutionProvider"]
+    assert "CUDAExecutionProvider not available" in engine.info["fallback_reason"]
+    assert engine.info["intra_op_threads"] == 1 and engine.info["allow_spinning"] is False
+
+
+def test_missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ArtifactError, match=r"nope\.onnx does not exist"):
+        load_engine(tmp_path / "nope.onnx")
+
+
+def test_sha256_mismatch_is_refused() -> None:
+    art = ensure_variant("digits-cnn", "onnx-fp32")
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):
+        load_engine(art.path, expected_sha256="0" * 64)
+
+
+def test_corrupted_onnx_is_refused_with_its_name(tmp_path: Path) -> None:
+    art = ensure_variant("digits-cnn", "onnx-fp32")
+    bad = tmp_path / "onnx-fp32.onnx"
+    bad.write_bytes(art.path.read_bytes()[:2000] + b"garbage")
+    shutil.copyfile(manifest_path(art.path), manifest_path(bad))
+    with pytest.raises(ArtifactError, match="sha256 mismatch"):  # the manifest catches it first
+        load_engine(bad)
+    from serving.artifacts import sha256_file
+
+    with pytest.raises(ArtifactError, match=r"onnx-fp32\.onnx cannot be loaded by onnxruntime"):
+        load_engine(bad, expected_sha256=sha256_file(bad))
+
+
+def test_text_engine_pads_to_longest_and_times_stages(minilm_fp32: Path) -> None:
+    engine = load_engine(minilm_fp32)
+    texts = ["Short.", "A noticeably longer sentence with quite a few more tokens in it."]
+    lengths = engine.token_lengths(texts)
+    feeds = engine._encode(texts)
+    assert feeds["input_ids"].shape == (2, max(lengths))  # not padded to max_tokens
+    out, timing = engine.infer_timed(texts)
+    assert out.shape == (2, 384) and np.allclose(np.linalg.norm(out, axis=1), 1.0, atol=1e-5)
+    assert set(timing) == {"tokenize", "compute"} and all(v >= 0 for v in timing.values())
+    assert engine.max_tokens == 256
+    assert engine.token_lengths(["word " * 400])[0] > engine.max_tokens  # untruncated count for the server
+    assert engine.infer(["word " * 400]).shape == (1, 384)  # the engine itself truncates
+
+
+@pytest.fixture(scope="session")
+def minilm_fp32() -> Path:
+    return ensure_variant("minilm", "onnx-fp32").path

@@ -1,0 +1,122 @@
+"""Capacity model on constructed cases: GPU roofline, scenarios, units, strategy matrix, recommendation, replay, knee."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.capacity import plan as cap
+from tasks.capacity.forecasting import Forecast
+from tasks.policy import default_policy
+
+POLICY = default_policy().capacity
+
+
+@pytest.fixture(scope="module")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Linear(64->32)+ReLU+Linear(32->8) exported to ONNX: FLOPs are known by hand."""
+    import torch
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
+    torch.onnx.export(model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    return path
+
+
+def test_onnx_cost_counts_gemm_flops_and_bytes(tiny_onnx: Path) -> None:
+    cost = cap.onnx_cost(tiny_onnx)
+    assert cost.flops == 2 * 64 * 32 + 2 * 32 * 8
+    assert cost.weight_bytes == 4 * (64 * 32 + 32 + 32 * 8 + 8)
+    assert cost.activation_bytes >= 4 * (64 + 32 + 8) and cost.unresolved == []
+
+
+def test_gpu_options_are_roofline_estimates(tiny_onnx: Path) -> None:
+    cost = cap.onnx_cost(tiny_onnx)
+    options = {o.name: o for o in cap.gpu_options(cost, POLICY)}
+    assert set(options) == set(POLICY.gpu_catalog)
+    for name, spec in POLICY.gpu_catalog.items():
+        compute = spec.fp16_tflops * 1e12 / cost.flops
+        memory = spec.memory_bandwidth_gbs * 1e9 / cost.bytes
+        assert options[name].unit_rps == pytest.approx(min(compute, memory) * POLICY.gpu_efficiency)
+        assert options[name].label == "estimated"
+    measured = cap.gpu_options(cost, POLICY, measured={"A100": 123.0})
+    assert [o.label for o in measured if o.name == "A100"] == ["measured"]
+
+
+def _forecast(yhat: float, half: dict[float, float]) -> Forecast:
+    idx = pd.date_range("2024-01-01", periods=10, freq="600s")
+    base = np.full(10, yhat)
+    return Forecast(idx, base, {lv: base - h for lv, h in half.items()}, {lv: base + h for lv, h in half.items()}, "t")
+
+
+def test_scenarios_follow_forecast_and_burstiness() -> None:
+    f = _forecast(100.0, {0.8: 10.0, 0.9: 20.0, 0.95: 30.0})
+    scenarios = {(s.name, s.level): s.demand_rps for s in cap.build_scenarios(f, 1.5, POLICY)}
+    assert len(scenarios) == len(POLICY.scenarios) * len(POLICY.confidence_levels)
+    assert scenarios[("normal_load", 0.9)] == 100.0
+    assert scenarios[("peak_load", 0.95)] == 130.0
+    assert scenarios[("burst_load", 0.8)] == pytest.approx(110.0 * 1.5)
+
+
+def test_units_and_costs_use_target_utilisation() -> None:
+    assert cap.units_needed(100.0, 10.0, 0.5) == 20
+    assert cap.units_needed(100.0, 10.0, 0.7) == math.ceil(100 / 7)
+    option = cap.CapacityOption("X", 10.0, 2.0, "measured", "test")
+    rows = cap.expansion_plans([cap.Scenario("peak_load", 0.9, 100.0, "t")], [option], POLICY)
+    assert rows[0].units == math.ceil(100 / (10 * POLICY.target_utilisation))
+    assert rows[0].monthly_cost == rows[0].units * 2.0 * cap.HOURS_PER_MONTH
+
+
+@pytest.mark.parametrize(
+    ("growth", "vol", "strategy"),
+    [(0.8, 0.05, "preventive"), (0.3, 0.25, "hybrid"), (0.05, 0.5, "elastic"), (-0.1, 0.1, "shrink"), (0.8, 0.5, "hybrid")],
+)
+def test_strategy_matrix(growth: float, vol: float, strategy: str) -> None:
+    decision = cap.choose_strategy(growth, vol, POLICY)
+    assert decision.strategy == strategy
+    assert decision.expansion == POLICY.strategies[strategy].expansion  # type: ignore[index]
+    assert f"{growth:+.1%}" in decision.reason
+
+
+def test_recommendation_is_cheapest_covering_option_with_strategy_floor() -> None:
+    cheap_slow = cap.CapacityOption("cpu", 10.0, 0.5, "measured", "t")
+    dear_fast = cap.CapacityOption("gpu", 1000.0, 4.0, "estimated", "t")
+    scenarios = [cap.Scenario("peak_load", 0.95, 70.0, "t")]
+    plans = cap.expansion_plans(scenarios, [cheap_slow, dear_fast], POLICY)
+    strategy = cap.choose_strategy(0.3, 0.25, POLICY)  # hybrid: +50%..+100%
+    rec = cap.recommend(plans, [cheap_slow, dear_fast], strategy, {"cpu": 10, "gpu": 1}, scenario="peak_load", level=0.95)
+    # cpu: covering 10, floor ceil(10*1.5)=15 -> 15*0.5; gpu: max(1, ceil(1.5)=2) -> 2*4.0: cpu is cheaper
+    assert (rec.option, rec.units, rec.covering_units, rec.verdict) == ("cpu", 15, 10, "strategy_floor")
+    auto = cap.autoscaling_config(rec, _forecast(35.0, {0.95: 1.0}), 100.0, POLICY)
+    assert auto.max_replicas == 15 and auto.min_replicas == cap.units_needed(35.0, 10.0, POLICY.target_utilisation)
+    assert auto.target_ongoing_requests == max(1, round(10.0 * POLICY.target_utilisation * 0.1))
+    with pytest.raises(cap.CapacityError, match="no plan for scenario"):
+        cap.recommend(plans, [cheap_slow], strategy, {}, scenario="burst_load", level=0.95)
+
+
+def test_replay_check_counts_exceedances_and_idle_cost() -> None:
+    rec = cap.Recommendation("peak_load", 0.95, 0, "cpu", "measured", 10.0, 2, 2, 2, 0.0, 0.0, "t", "t")
+    idx = pd.date_range("2024-01-01", periods=4, freq="3600s")
+    check = cap.replay_check(pd.Series([10.0, 20.0, 25.0, np.nan], index=idx), rec, 1.0, POLICY)
+    assert check.windows == 3 and check.exceed_share == pytest.approx(1 / 3)
+    assert check.idle_cost == pytest.approx((0.5 + 0.0 + 0.0) * 2 * 1.0 * 1.0)
+    assert check.verdict == "fail"
+
+
+def test_knee_from_mlflow_and_missing_knee_error() -> None:
+    import mlflow
+
+    from tasks.records.store import ensure_experiment
+
+    with pytest.raises(cap.KneeNotFoundError, match="'nosuchmodel'.*inferops bench stress"):
+        cap.champion_knee("nosuchmodel")
+    ensure_experiment(cap.BENCH_EXPERIMENT)
+    with mlflow.start_run():
+        mlflow.set_tags({"inferops.suite": "stress", "inferops.model": "capmodel", "inferops.variant": "onnx-fp32", "inferops.sha256": "ab" * 32})
+        mlflow.log_metric("knee_rps", 42.5)
+    knee = cap.champion_knee("capmodel")
+    assert knee.knee_rps == 42.5 and knee.variant == "onnx-fp32"
