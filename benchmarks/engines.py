@@ -11,7 +11,7 @@ from dataclasses import replace
 
 from rich.console import Console
 
-from cli.variants import render_table
+from cli.render import render_table
 from serving.zoo import english_sentences
 from tasks.optimize.evaluation import (
     BENCH_ITEMS,
@@ -53,9 +53,8 @@ def main() -> None:
     naive_row = VariantReport(MODEL, "naive: SentenceTransformer.encode", provider="torch-cpu", timings={1: naive})
     console.print(f"    {naive.items_per_s:.1f} items/s, p50 {naive.p50_ms:.1f} ms, p99 {naive.p99_ms:.1f} ms", highlight=False)
 
-    reports = compare_variants(
-        MODEL, args.variant, quick=args.quick, stsb_path=args.stsb, progress=lambda m: console.print(m, highlight=False)
-    )
+    reports = compare_variants(MODEL, args.variant, retention_threshold=threshold, quick=args.quick, stsb_path=args.stsb,
+                               progress=lambda m: console.print(m, highlight=False))  # fmt: skip
     best = best_faithful(reports, threshold)
     extra: list[VariantReport] = []
     if best is not None:

@@ -14,7 +14,6 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -25,11 +24,9 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from serving import routes  # noqa: E402 (after the path fix above)
+from serving.network import free_port  # noqa: E402
+from tasks.policy import default_policy  # noqa: E402
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -91,7 +88,7 @@ def child(mode: str, app: str, rates: list[float], step_s: float, variant: str, 
     from ray import serve
 
     ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, log_to_driver=False)
-    port = _free_port()
+    port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     if app == "empty":
         api = FastAPI()
@@ -108,8 +105,8 @@ def child(mode: str, app: str, rates: list[float], step_s: float, variant: str, 
     else:
         from serving.app import run_local
 
-        run_local({"model": "minilm", "variant": variant, "intra_op_threads": threads}, name="bench-minilm", port=port)
-        path, body = "/v1/embeddings", {"model": "minilm", "input": "The quick brown fox jumps over the lazy dog."}
+        run_local(default_policy().app_args(model="minilm", variant=variant, intra_op_threads=threads), name="bench-minilm", port=port)
+        path, body = routes.EMBEDDINGS.path(), {"model": "minilm", "input": "The quick brown fox jumps over the lazy dog."}
     from ray.serve.context import _get_global_client
 
     client = _get_global_client()
@@ -165,8 +162,6 @@ def main() -> None:
         mode, app = ns.child.split(":")
         print("ROWS " + json.dumps(child(mode, app, rates, ns.step_s, ns.variant, ns.threads)))
         return
-
-    from tasks.policy import default_policy
 
     policy = default_policy()
     sla, max_err = policy.rollout_gate.sla_p99_ms, policy.test_suite.max_error_rate

@@ -1,7 +1,7 @@
 """The naive baseline: sentence-transformers `encode` behind plain FastAPI/uvicorn, batch 1, FP32, on the CPU.
 
 Same request shape as inferops serving (`POST /v1/embeddings`, `GET /v2/health/ready`) so one load generator
-measures both. Run: `python benchmarks/naive_server.py --port 8001`.
+measures both; it imports nothing of inferops, as a peer would not. Run: `python benchmarks/naive_server.py --port 8001`.
 """
 
 from __future__ import annotations

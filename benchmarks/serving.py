@@ -10,38 +10,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     # Run as a script, this file's folder comes first on sys.path and its name would shadow the `serving` package.
     sys.path[0] = str(ROOT)
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_ready(url: str, timeout_s: float = 180.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(f"{url}/v2/health/ready", timeout=2).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise RuntimeError(f"{url} did not become ready within {timeout_s:.0f} s")
-
+from serving import routes  # noqa: E402 (after the path fix above)
+from serving.client import InferopsClient, auth_headers  # noqa: E402
+from serving.network import free_port  # noqa: E402
+from tasks.policy import default_policy  # noqa: E402
 
 WARMUP_REQUESTS = 30
 
@@ -52,15 +34,15 @@ def knee(url: str, model: str, sla_ms: float, headers: dict[str, str], max_rps: 
 
     body = embeddings_body_factory(model, texts)
     # First requests pay one-off costs (allocator growth, lazy init): keep them out of the first step's P99.
-    with httpx.Client(timeout=60) as client:
+    with InferopsClient(url, timeout_s=60) as client:
         for i in range(WARMUP_REQUESTS):
-            client.post(f"{url}/v1/embeddings", json=body(i), headers=headers).raise_for_status()
+            client.call(routes.EMBEDDINGS, json=body(i), headers=headers).raise_for_status()
 
     def show(step: Any) -> None:
         print(f"    {step.phase:6} {step.rate_rps:7.1f} req/s  p99 {step.p99_ms:8.1f} ms  errors {step.error_rate:6.2%}"
               f"  {'ok' if step.ok else 'over'}", flush=True)  # fmt: skip
 
-    return find_knee(f"{url}/v1/embeddings", body, sla_ms, headers=headers,
+    return find_knee(url + routes.EMBEDDINGS.path(), body, sla_ms, policy=default_policy(), headers=headers,
                      start_rps=5, max_rps=max_rps, step_factor=1.6, step_duration_s=6, time_budget_s=240, on_step=show)  # fmt: skip
 
 
@@ -78,7 +60,8 @@ def naive(model: str, sla_ms: float, texts: list[str] | None = None) -> dict[str
                             cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
     try:
         url = f"http://127.0.0.1:{port}"
-        wait_ready(url)
+        with InferopsClient(url) as ready:
+            ready.wait_ready()
         result = knee(url, model, sla_ms, {}, max_rps=400, texts=texts)
     finally:
         proc.terminate()
@@ -92,7 +75,6 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
              texts: list[str] | None, use_cache: bool) -> dict[str, Any]:  # fmt: skip
     """The inferops app with the given knobs; `model` may be `models:/NAME@champion` (variant then ignored)."""
     from serving.app import ingress_env
-    from tasks.measure.loadgen import auth_headers
 
     env, chosen = ingress_env(ingress)
     os.environ.update(env)
@@ -109,15 +91,16 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
         if not model.startswith("models:/"):
             args["variant"] = variant
         url = run_local(args, name="bench", port=free_port())
-        wait_ready(url)
+        with InferopsClient(url) as ready:
+            ready.wait_ready()
         headers = auth_headers("bench-key")
         if not use_cache:
             headers["Cache-Control"] = "no-cache"
         result = knee(url, name, sla_ms, headers, max_rps=2000, texts=texts)
         hit_rate = None
         if use_cache:
-            cache = httpx.get(f"{url}/v2/models/{name}", headers=headers, timeout=30).json()["cache"]
-            hit_rate = cache["hit_rate"]
+            with InferopsClient(url, "bench-key") as client:
+                hit_rate = client.metadata(name)["cache"]["hit_rate"]
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -132,7 +115,6 @@ def inferops(model: str, variant: str, sla_ms: float, ingress: str, knobs: dict[
 
 def champion_knobs(model: str) -> tuple[str, dict[str, int]]:
     """The registry champion and the serving knobs the optimization cycle measured it with (version tags)."""
-    from tasks.policy import default_policy
     from tasks.records import registry
     from tasks.records.store import configure
 
@@ -140,7 +122,7 @@ def champion_knobs(model: str) -> tuple[str, dict[str, int]]:
     ref = registry.alias_version(model, registry.CHAMPION)
     if ref is None:
         raise SystemExit(f"no champion for {model}: run `make run` or `inferops optimize` first")
-    return f"models:/{model}@champion", registry.serving_knobs(model, ref.version, default_policy().serving.default_knobs())
+    return f"models:/{model}@champion", registry.version_knobs(model, ref.version, default_policy().serving.default_knobs())
 
 
 def in_process(model: str, variant: str, batch: int) -> float:
@@ -167,7 +149,6 @@ def main() -> None:
     parser.add_argument("--champion", action="store_true", help="also serve the registry champion with its measured knobs")
     parser.add_argument("--request-log", default=None, help="send the texts of this request log (JSON Lines) in order")
     args = parser.parse_args()
-    from tasks.policy import default_policy
 
     sla = args.sla_ms or default_policy().rollout_gate.sla_p99_ms
     texts = None

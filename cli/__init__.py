@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import bench, capacity, pipelines, serve, variants
+from cli import bench, capacity, demo, pipelines, serve, variants
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="inferops: measure, optimize, gate and plan inference services.")
 app.add_typer(bench.app, name="bench")
@@ -14,7 +14,7 @@ app.command("serve")(serve.serve)
 app.command("optimize")(pipelines.optimize)
 app.command("gate")(pipelines.gate)
 app.command("rollback")(pipelines.rollback)
-app.command("demo")(pipelines.demo)
+app.command("demo")(demo.demo)
 
 
 def main() -> None:

@@ -8,12 +8,15 @@ from typing import Any
 
 import typer
 
+from tasks.measure.loadgen import DEFAULT_ENDPOINT_PATH
+from tasks.policy import default_policy
+
 app = typer.Typer(no_args_is_help=True, help="Measure a serving endpoint: benchmark, load, stress (knee), stability.")
 
 URL = typer.Option(..., "--url", help="Base URL (e.g. http://127.0.0.1:8000) or full endpoint URL.")
 MODEL = typer.Option("minilm", "--model", help="Model name sent in each request body.")
 API_KEY = typer.Option(None, "--api-key", envvar="INFEROPS_API_KEY", help="Sent as 'Authorization: Bearer KEY'.")
-PATH = typer.Option("/v1/embeddings", "--path", help="Endpoint path appended to a bare base URL.")
+PATH = typer.Option(DEFAULT_ENDPOINT_PATH, "--path", help="Endpoint path appended to a bare base URL.")
 VARIANT = typer.Option("unknown", "--variant", help="Variant served (recorded in MLflow).")
 SHA = typer.Option("unknown", "--sha256", help="sha256 of the served artifact (recorded in MLflow).")
 RECORD = typer.Option(True, "--record/--no-record", help="Record the run in MLflow experiment inferops-bench.")
@@ -22,6 +25,9 @@ PIDS = typer.Option([], "--pid", help="Server process id(s) to sample (repeatabl
 RAY_REPLICAS = typer.Option(False, "--ray-replicas", help="Sample every Ray Serve replica process on this host.")
 PROM = typer.Option(None, "--prometheus-url", help="Prometheus endpoint to scrape (e.g. Ray's metrics port).")
 TIMEOUT = typer.Option(10.0, "--timeout", help="Per-request timeout in seconds (a timeout counts as an error).")
+CACHE = typer.Option(False, "--use-cache/--no-cache",
+                     help="Let the response cache answer (default: every request sends Cache-Control: no-cache, so the "
+                     "figures are the model's, as in the measurement flow).")  # fmt: skip
 
 
 @dataclass
@@ -45,33 +51,26 @@ def _prepare(
     ray_replicas: bool,
     prometheus_url: str | None,
     timeout: float,
+    use_cache: bool,
 ) -> _Ctx:
     """Validate the endpoint with one preflight request before any load; build the target spec."""
     from rich.console import Console
 
-    from tasks.measure.loadgen import (
-        EndpointError,
-        LoadInputError,
-        auth_headers,
-        embeddings_body_factory,
-        endpoint_url,
-        preflight,
-    )
-    from tasks.measure.suites import TargetSpec
+    from tasks.measure.loadgen import EndpointError, LoadInputError, preflight
+    from tasks.measure.suites import embeddings_target
     from tasks.measure.system_metrics import replica_pids
 
     console = Console()
+    watched = list(pids) + (replica_pids() if ray_replicas else [])
     try:
-        full = endpoint_url(url, path)
-        body = embeddings_body_factory(model)
-        headers = auth_headers(api_key)
-        check = preflight(full, body(0), headers=headers, timeout_s=timeout)
+        spec = embeddings_target(url, model, api_key, use_cache=use_cache, path=path, timeout_s=timeout, pids=watched)
+        check = preflight(spec.url, spec.body_factory(0), headers=spec.headers, timeout_s=timeout)
     except (LoadInputError, EndpointError) as exc:
         raise _fail(console, str(exc)) from None
-    watched = list(pids) + (replica_pids() if ray_replicas else [])
+    spec.prometheus_url = prometheus_url
     timing = ", ".join(f"{k} {v:.1f} ms" for k, v in check.server_timing.items()) or "no Server-Timing header"
-    console.print(f"preflight: {full} answered {check.status} in {check.latency_ms:.1f} ms ({timing})")
-    spec = TargetSpec(full, body, headers=headers, timeout_s=timeout, pids=watched, prometheus_url=prometheus_url)
+    cache = "response cache allowed" if use_cache else "Cache-Control: no-cache"
+    console.print(f"preflight: {spec.url} answered {check.status} in {check.latency_ms:.1f} ms ({timing}); {cache}")
     return _Ctx(spec, console, model)
 
 
@@ -84,6 +83,7 @@ def _progress(console: Any, label: str) -> Any:
 def _print_result(ctx: _Ctx, result: Any) -> None:
     from rich.table import Table
 
+    from tasks.decision import decision_rows
     from tasks.measure.bottlenecks import render_markdown as breakdown_md
 
     console = ctx.console
@@ -116,15 +116,9 @@ def _print_result(ctx: _Ctx, result: Any) -> None:
     vt = Table(title="verdicts")
     for col in ("check", "threshold", "observed", "verdict", "reason"):
         vt.add_column(col)
-    for v in result.verdicts:
-        colour = {"pass": "green", "fail": "red"}.get(v.verdict, "yellow")
-        vt.add_row(
-            v.name,
-            "" if v.threshold is None else f"{v.threshold:.4g}",
-            "" if v.observed is None else f"{v.observed:.4g}",
-            f"[{colour}]{v.verdict}[/{colour}]",
-            v.reason,
-        )
+    for row in decision_rows(result.decisions):
+        colour = {"pass": "green", "fail": "red"}.get(row["verdict"], "yellow")
+        vt.add_row(row["check"], row["threshold"], row["observed"], f"[{colour}]{row['verdict']}[/{colour}]", row["reason"])
     console.print(vt)
     if result.breakdown is not None:
         console.print(breakdown_md(result.breakdown))
@@ -172,6 +166,7 @@ def benchmark(
     ray_replicas: bool = RAY_REPLICAS,
     prometheus_url: str | None = PROM,
     timeout: float = TIMEOUT,
+    use_cache: bool = CACHE,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -181,10 +176,10 @@ def benchmark(
     from tasks.measure.suites import run_benchmark
 
     _check_rate(rate, duration)
-    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout)
+    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
     with _progress(ctx.console, "benchmark") as bar:
         task = bar.add_task("benchmark", total=1.0)
-        result = run_benchmark(ctx.spec, rate=rate, duration_s=duration, progress=lambda f: bar.update(task, completed=f))
+        result = run_benchmark(ctx.spec, policy=default_policy(), rate=rate, duration_s=duration, progress=lambda f: bar.update(task, completed=f))
     _finish(ctx, result, record, variant, sha256, baseline)
 
 
@@ -203,6 +198,7 @@ def load(
     ray_replicas: bool = RAY_REPLICAS,
     prometheus_url: str | None = PROM,
     timeout: float = TIMEOUT,
+    use_cache: bool = CACHE,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -213,7 +209,6 @@ def load(
 
     from tasks.measure.loadgen import LoadInputError, load_trace
     from tasks.measure.suites import run_load
-    from tasks.policy import default_policy
 
     _check_rate(rate, duration)
     offsets = None
@@ -225,11 +220,11 @@ def load(
             raise _fail(Console(), str(exc)) from None
         if not offsets:
             raise _fail(Console(), f"trace {trace} has no arrivals in the first {window} s; raise --speedup or --duration")
-    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout)
+    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
     with _progress(ctx.console, "load") as bar:
         task = bar.add_task("load", total=1.0)
         result = run_load(
-            ctx.spec, rate=rate, duration_s=duration, trace_offsets=offsets, progress=lambda f: bar.update(task, completed=f)
+            ctx.spec, policy=default_policy(), rate=rate, duration_s=duration, trace_offsets=offsets, progress=lambda f: bar.update(task, completed=f)
         )
     _finish(ctx, result, record, variant, sha256, baseline)
 
@@ -247,6 +242,7 @@ def stress(
     pid: list[int] = PIDS,
     ray_replicas: bool = RAY_REPLICAS,
     prometheus_url: str | None = PROM,
+    use_cache: bool = CACHE,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -257,7 +253,7 @@ def stress(
 
     _check_rate(rate, duration)
     _check_rate(max_rate, None)
-    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, 10.0)
+    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, 10.0, use_cache)
 
     def show(step: StressStep) -> None:
         mark = "[green]ok[/green]" if step.ok else "[red]over[/red]"
@@ -265,7 +261,7 @@ def stress(
 
     with ctx.console.status("stress search (ramp, then bisection)..."):
         result = run_stress(
-            ctx.spec, start_rps=rate, max_rps=max_rate, step_duration_s=duration, sla_ms=sla_ms, on_step=show
+            ctx.spec, policy=default_policy(), start_rps=rate, max_rps=max_rate, step_duration_s=duration, sla_ms=sla_ms, on_step=show
         )
     ctx.console.print(f"[bold]knee: {result.knee_rps:.3g} req/s[/bold] ({result.stopped_reason})")
     _finish(ctx, result, record, variant, sha256, baseline)
@@ -284,6 +280,7 @@ def stability(
     ray_replicas: bool = RAY_REPLICAS,
     prometheus_url: str | None = PROM,
     timeout: float = TIMEOUT,
+    use_cache: bool = CACHE,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -297,13 +294,14 @@ def stability(
         from rich.console import Console
 
         raise _fail(Console(), "stability watches the server's memory: pass --pid PID (repeatable) or --ray-replicas")
-    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout)
+    ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
     if not ctx.spec.pids:
         raise _fail(ctx.console, "no server process found to watch (--ray-replicas found none); pass --pid PID")
     with _progress(ctx.console, "stability") as bar:
         task = bar.add_task("stability", total=1.0)
         result = run_stability(
             ctx.spec,
+            policy=default_policy(),
             rate=rate,
             duration_s=duration,
             leak_threshold_mb_per_h=leak_mb_per_h,

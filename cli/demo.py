@@ -7,7 +7,10 @@ import secrets
 import time
 from typing import Any
 
+import typer
 from rich.console import Console
+
+from cli.pipelines import quiet_env
 
 # A short stability run and risk window: the demo shows the gate working, the policy's 72 h is for production.
 DEMO_STABILITY_S = 15.0
@@ -31,16 +34,19 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
     console = Console(width=200)
     step = _Steps(console, 6)
     from serving.settings import get_settings
+    from tasks.policy import default_policy
 
     settings = get_settings()
+    policy = default_policy()
     console.print(f"data dir: {settings.data_dir}   MLflow: {settings.resolved_tracking_uri()}", highlight=False)
 
     step(f"variants of {model}: build, time in process, score accuracy")
-    from cli.variants import render_table
+    from cli.render import render_table
     from tasks.optimize.evaluation import compare_variants, table_rows
 
     sizes = [1, 8, 32]
-    reports = compare_variants(model, DEMO_VARIANTS, batch_sizes=sizes, quick=True,
+    reports = compare_variants(model, DEMO_VARIANTS, retention_threshold=policy.optimization.accuracy_retention_threshold,
+                               batch_sizes=sizes, quick=True,
                                progress=lambda msg: console.print(msg, highlight=False))  # fmt: skip
     console.print(render_table(f"{model}: variants (in-process, quick)", table_rows(reports, sizes)))
 
@@ -63,12 +69,12 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
     try:
         reference = ensure_variant(model, "torch-fp32")
         champion = registry.ensure_champion(model, reference.path, {**reference.manifest, "variant": "torch-fp32"})
-        url = run_local({"model": f"models:/{model}@champion", "api_keys": [api_key]}, name="inferops", port=port)
+        url = run_local(policy.app_args(model=f"models:/{model}@champion", api_keys=[api_key]), name="inferops", port=port)
         console.print(f"serving models:/{model}@champion (v{champion.version}, {champion.variant}) at {url} "
                       f"[ingress: {ingress}]", highlight=False)  # fmt: skip
 
         step("optimization cycle (with the phase gate on the challenger)")
-        from cli.pipelines import print_cycle, print_gate
+        from cli.render import print_cycle, print_gate
         from flows.optimization_cycle import optimization_cycle
         from serving.zoo import get_model
         from tasks.measure.workload import demo_request_log, load_request_log, repeat_share
@@ -124,3 +130,14 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         highlight=False,
     )
     return summary
+
+
+def demo(
+    model: str = typer.Option("minilm", help="the model the demo optimizes and serves"),
+    port: int = typer.Option(8000, help="loopback port for the Ray Serve endpoint"),
+) -> None:
+    """The main job end to end on embedded defaults: variants, serve, optimize+gate, stress, capacity plan."""
+    quiet_env()
+    started = time.monotonic()
+    run_demo(model, port)
+    typer.echo(f"\ndemo finished in {time.monotonic() - started:.0f} s")

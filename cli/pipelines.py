@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import os
-import time
-from typing import Any
 
 import typer
 
 API_KEY = typer.Option(None, "--api-key", envvar="INFEROPS_API_KEY", help="endpoint API key (admin routes need it)")
 
 
-def _quiet_env() -> None:
+def quiet_env() -> None:
     """No telemetry calls (there may be no network) and no Hub lookups for the bundled model."""
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -31,11 +28,13 @@ def optimize(
     api_key: str | None = API_KEY,
 ) -> None:
     """Run one optimization cycle and print its summary."""
-    _quiet_env()
+    quiet_env()
     from flows.optimization_cycle import optimization_cycle
 
     out = optimization_cycle(model=model, url=url, candidates=candidate or None, repeats=repeats, gate=gate, api_key=api_key,
                              request_log=request_log)
+    from cli.render import print_cycle
+
     print_cycle(out)
 
 
@@ -48,11 +47,13 @@ def gate(
     api_key: str | None = API_KEY,
 ) -> None:
     """Run the phased rollout gate on a candidate."""
-    _quiet_env()
+    quiet_env()
     from flows.phase_gate import phase_gate
 
     out = phase_gate(model=model, url=url, candidate_alias=alias, stability_duration_s=stability_s,
                      require_approval=approval, api_key=api_key)  # fmt: skip
+    from cli.render import print_gate
+
     print_gate(out)
     if not out["passed"]:
         raise typer.Exit(1)
@@ -65,10 +66,12 @@ def rollback(
     api_key: str | None = API_KEY,
 ) -> None:
     """Move `champion` back to `previous-champion`; the endpoint follows when --url is given."""
-    import httpx
     from rich.console import Console
 
+    from serving.client import InferopsClient
+    from tasks.policy import default_policy
     from tasks.records import registry
+    from tasks.release.rollout import RolloutRefused, rollout
 
     console = Console()
     try:
@@ -78,63 +81,19 @@ def rollback(
         raise typer.Exit(2) from None
     console.print(f"{model}: champion v{record.from_version} -> v{record.to_version} ({reason})", highlight=False)
     if url:
-        from tasks.measure.loadgen import auth_headers
-
-        headers = auth_headers(api_key)
-        response = httpx.post(f"{url.rstrip('/')}/admin/models/{model}/switch",
-                              json={"uri": f"models:/{model}@champion"}, headers=headers, timeout=300)  # fmt: skip
-        console.print(f"endpoint {url}: HTTP {response.status_code} {response.text[:300]}", highlight=False)
-        if response.status_code != 200:
-            raise typer.Exit(1)
-        # The serving config returns with the model: the restored version's measured knobs (or the defaults).
-        from tasks.policy import default_policy
-        from tasks.release.endpoint_config import EndpointConfigError, apply_knobs
-
-        knobs = registry.serving_knobs(model, record.to_version, default_policy().serving.default_knobs())
         restored = registry.alias_version(model, registry.CHAMPION)
+        assert restored is not None  # the rollback above just set it
+        # The serving config returns with the model: the restored version's measured knobs (or the defaults).
+        knobs = registry.version_knobs(model, record.to_version, default_policy().serving.default_knobs())
         try:
-            applied = apply_knobs(url, model, api_key, knobs, expect_sha256=restored.sha256 if restored else None)
-        except EndpointConfigError as exc:
-            console.print(f"[red]serving knobs not restored:[/red] {exc}", highlight=False)
+            with InferopsClient(url, api_key) as client:
+                done = rollout(client, model, restored, knobs)
+        except RolloutRefused as exc:
+            console.print(f"[red]endpoint did not switch:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
-        console.print(f"endpoint {url}: serving knobs {knobs} on {len(applied['replicas'])} replica(s)", highlight=False)
-
-
-def print_cycle(out: dict[str, Any]) -> None:
-    from rich.console import Console
-
-    from cli.variants import render_table
-
-    console = Console(width=200)
-    # The stage is in the candidate's name (+threads=, +replicas=, +cache=): the type column would only repeat it.
-    rows = [{k: "" if v is None else str(v) for k, v in r.items() if k != "type"} for r in out["results"]]
-    title = f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})"
-    console.print(render_table(title, rows, wrap=frozenset({"reason", "candidate"})))
-    console.print(json.dumps({"champion": out["champion"], "final": out["final"], "roi": out["roi"],
-                              "bottleneck": out["bottleneck"], "wall_s": out["wall_s"]}, indent=2, default=str))  # fmt: skip
-
-
-def print_gate(out: dict[str, Any]) -> None:
-    from rich.console import Console
-
-    from cli.variants import render_table
-
-    console = Console(width=200)
-    rows = [{k: str(v) for k, v in r.items()} for r in out["rows"]]
-    title = f"phase gate: {out['model']} {'PASS' if out['passed'] else 'FAIL'} (weighted {out['weighted_score']:.2%})"
-    console.print(render_table(title, rows, wrap=frozenset({"reason"})))
-    console.print(f"decision: {out['decision']}; promotion: {out['promotion']}; risk actions: {out['risk_actions']}",
-                  highlight=False)  # fmt: skip
-
-
-def demo(
-    model: str = typer.Option("minilm", help="the model the demo optimizes and serves"),
-    port: int = typer.Option(8000, help="loopback port for the Ray Serve endpoint"),
-) -> None:
-    """The main job end to end on embedded defaults: variants, serve, optimize+gate, stress, capacity plan."""
-    _quiet_env()
-    from cli.demo import run_demo
-
-    started = time.monotonic()
-    run_demo(model, port)
-    typer.echo(f"\ndemo finished in {time.monotonic() - started:.0f} s")
+        console.print(f"endpoint {url}: serving {model} v{done.version} ({done.sha256[:12]}…)", highlight=False)
+        if done.knobs_error:
+            console.print(f"[red]serving knobs not restored:[/red] {done.knobs_error}", highlight=False)
+            raise typer.Exit(1)
+        replicas = len((done.knobs_applied or {}).get("replicas", {}))
+        console.print(f"endpoint {url}: serving knobs {knobs} on {replicas} replica(s)", highlight=False)

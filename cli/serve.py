@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import typer
 
@@ -34,7 +35,7 @@ def serve(
     from tasks.policy import default_policy
 
     settings = get_settings()
-    defaults = default_policy().serving
+    policy = default_policy()
     from serving.app import ingress_env
 
     try:
@@ -50,26 +51,20 @@ def serve(
     from serving.app import run_local
     from serving.auth import keyring_from_settings
 
-    knobs = defaults.default_knobs()
+    knobs = policy.serving.default_knobs()
     if model.startswith("models:/"):
         # A registry version serves with the knobs the optimization cycle measured it with (its tags).
         from tasks.records import registry
 
         name, _, alias = model.removeprefix("models:/").partition("@")
         ref = registry.alias_version(name, alias) if alias else None
-        if ref is not None:
-            knobs = registry.serving_knobs(name, ref.version, knobs)
+        knobs = registry.version_knobs(name, ref.version if ref else None, knobs)
     ray.init(address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
-    args = {
-        "model": model,
-        "variant": variant,
-        "extra_models": extra_model,
-        "max_batch_size": max_batch_size if max_batch_size is not None else knobs["max_batch_size"],
-        "batch_wait_timeout_s": batch_wait_timeout_s if batch_wait_timeout_s is not None else defaults.batch_wait_timeout_s,
-        "intra_op_threads": intra_op_threads if intra_op_threads is not None else knobs["intra_op_threads"],
-        "num_replicas": replicas if replicas is not None else knobs["num_replicas"],
-        "cache_entries": cache_entries if cache_entries is not None else knobs["cache_entries"],
-    }
+    # The policy's serving defaults, the registry version's measured knobs over them, the command line over both.
+    given = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s,
+             "intra_op_threads": intra_op_threads, "num_replicas": replicas, "cache_entries": cache_entries}  # fmt: skip
+    served: dict[str, Any] = {**knobs, **{k: v for k, v in given.items() if v is not None}}
+    args = policy.app_args(**served, model=model, variant=variant, extra_models=extra_model)
     try:
         url = run_local(args, name="inferops", host=host, port=port)
         keyed = keyring_from_settings().enabled

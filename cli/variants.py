@@ -3,24 +3,8 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import typer
-
-
-def render_table(title: str, rows: list[dict[str, str]], wrap: frozenset[str] = frozenset({"accuracy"})) -> Any:
-    """A rich Table from `table_rows` output (columns in first-seen order)."""
-    from rich.table import Table
-
-    columns: list[str] = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    table = Table(title=title, show_lines=False)
-    for col in columns:
-        table.add_column(col, overflow="fold", no_wrap=col not in wrap, ratio=1 if col in wrap else None)
-    for row in rows:
-        table.add_row(*(row.get(c, "") for c in columns))
-    return table
 
 
 def variants(
@@ -35,9 +19,11 @@ def variants(
     """Build and measure every variant of a model."""
     from rich.console import Console
 
+    from cli.render import render_table
     from serving.artifacts import ArtifactError
     from serving.zoo import EvaluatorError, UnknownModelError
     from tasks.optimize.evaluation import compare_variants, table_rows
+    from tasks.policy import default_policy
 
     console = Console() if Console().is_terminal else Console(width=200)  # logs and pipes get the full table
     sizes = [int(b) for b in batch_sizes.split(",") if b.strip()]
@@ -45,6 +31,7 @@ def variants(
         reports = compare_variants(
             model,
             variant or None,
+            retention_threshold=default_policy().optimization.accuracy_retention_threshold,
             batch_sizes=sizes,
             quick=quick,
             stsb_path=stsb,
@@ -56,6 +43,6 @@ def variants(
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
     console.print(render_table(f"{model}: variants (in-process, {'quick' if quick else 'full'})", table_rows(reports, sizes)))
-    failed = [r.variant for r in reports if r.decision and r.decision.verdict == "fail"]
+    failed = [r.variant for r in reports if r.decision and r.decision.passed is False]
     if failed:
         console.print(f"below the retention threshold: {', '.join(failed)}", highlight=False)

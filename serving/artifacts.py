@@ -1,15 +1,22 @@
-"""File artifacts with a sha256 and a manifest, written atomically so nothing is ever half-written."""
+"""File artifacts with a sha256 and a manifest, written atomically so nothing is ever half-written; and the one
+slug that turns a model name into a name files, Prefect artifact keys and Serve apps accept."""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import re
 import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+
+def slug(text: str) -> str:
+    """Lowercase letters, digits and dashes only (`onnx:/a/B.onnx` -> `onnx-a-b-onnx`)."""
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-") or "model"
 
 
 class ArtifactError(RuntimeError):

@@ -11,6 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving.settings import get_settings
+
 
 class KeyFileError(ValueError):
     """An API-key file that cannot be read."""
@@ -73,8 +75,6 @@ def build_keyring(keys: Iterable[str] = (), key_file: str | Path | None = None) 
 
 def keyring_from_settings(extra_keys: Iterable[str] = (), extra_file: str | Path | None = None) -> KeyRing:
     """Keys from `INFEROPS_API_KEYS` / `INFEROPS_API_KEYS_FILE` plus any given by the app args."""
-    from serving.settings import get_settings
-
     settings = get_settings()
     keys = [*settings.api_keys, *extra_keys]
     ring = build_keyring(keys, settings.api_keys_file)

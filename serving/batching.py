@@ -11,9 +11,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-# One engine call costs about as much as this many padded tokens of work (ORT session.run + tokenizer
-# setup on this box). Not an SLA threshold, a cost-model constant: tune with benchmarks/ingress.py.
-
 
 @dataclass(frozen=True)
 class Bucket:
@@ -63,18 +60,15 @@ def padding_efficiency(lengths: Sequence[int]) -> float:
 def plan_buckets(
     lengths: Sequence[int],
     *,
-    call_overhead_tokens: int | None = None,
+    call_overhead_tokens: int,
     max_bucket_size: int | None = None,
 ) -> BucketPlan:
     """Partition a batch by token length, minimising padded tokens + overhead per engine call.
 
-    Exact dynamic programme over the length-sorted order (contiguous groups are optimal once sorted);
-    O(n^2) for n <= max_batch_size, which is small.
+    `call_overhead_tokens`: what one engine call costs in padded tokens of work (session.run and tokenizer set-up;
+    policy `serving.call_overhead_tokens`). Exact dynamic programme over the length-sorted order (contiguous
+    groups are optimal once sorted); O(n^2) for n <= max_batch_size, which is small.
     """
-    if call_overhead_tokens is None:
-        from tasks.policy import default_policy
-
-        call_overhead_tokens = default_policy().serving.call_overhead_tokens
     if call_overhead_tokens < 0:
         raise ValueError(f"call_overhead_tokens must be >= 0, got {call_overhead_tokens}")
     if any(length < 0 for length in lengths):

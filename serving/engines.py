@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 
 from serving.artifacts import ArtifactError, read_manifest, verify_artifact
-from serving.zoo import ModelSpec, get_model, load_tokenizer
+from serving.zoo import TEXT_INPUTS, ModelSpec, encode_texts, get_model, load_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,26 @@ PROVIDER_PREFERENCE: tuple[str, ...] = (
     "CPUExecutionProvider",
 )
 GRAPH_LEVELS = ("disabled", "basic", "extended", "all")
+
+
+def graph_optimization_level(level: str) -> Any:
+    """ONNX Runtime's enum for a graph level name (the engine at load time, the variant builders when saving)."""
+    import onnxruntime as ort
+
+    if level not in GRAPH_LEVELS:
+        raise ArtifactError(f"graph level {level!r} is not one of {GRAPH_LEVELS}")
+    return {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+
+
+def gpu_providers(variant: str) -> list[str]:
+    """Execution providers for a GPU replica, best first; CPU stays as the last resort."""
+    head = ["TensorrtExecutionProvider"] if variant.startswith("trt") else []
+    return [*head, "CUDAExecutionProvider", "CPUExecutionProvider"]
 
 
 def default_intra_op_threads() -> int:
@@ -87,12 +107,7 @@ class Engine:
         """Token ids padded to the longest text in this batch (not to max length: far less compute)."""
         if isinstance(texts, str) or not texts:
             raise ValueError("text engines take a non-empty list of strings")
-        enc = self._tok.encode_batch(list(texts))
-        return {
-            "input_ids": np.asarray([e.ids for e in enc], dtype=np.int64),
-            "attention_mask": np.asarray([e.attention_mask for e in enc], dtype=np.int64),
-            "token_type_ids": np.asarray([e.type_ids for e in enc], dtype=np.int64),
-        }
+        return encode_texts(self._tok, texts)
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         raise NotImplementedError
@@ -141,14 +156,10 @@ class OrtEngine(Engine):
         # spinning threads burn a core while idle, which starves a co-located HTTP proxy
         so.add_session_config_entry("session.intra_op.allow_spinning", "1" if allow_spinning else "0")
         level = graph_level or manifest.get("session_graph_level", "all")
-        if level not in GRAPH_LEVELS:
-            raise ArtifactError(f"{path}: graph level {level!r} is not one of {GRAPH_LEVELS}")
-        so.graph_optimization_level = {
-            "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }[level]
+        try:
+            so.graph_optimization_level = graph_optimization_level(level)
+        except ArtifactError as exc:
+            raise ArtifactError(f"{path}: {exc}") from None
         provider_options = [dict(manifest.get("provider_options", {}).get(p, {})) for p in chosen]
         try:
             self.session = ort.InferenceSession(str(path), so, providers=chosen, provider_options=provider_options)
@@ -210,7 +221,7 @@ class TorchEngine(Engine):
 
         with torch.inference_mode():
             if self.kind == "text":
-                args = [torch.from_numpy(feeds[k]) for k in ("input_ids", "attention_mask", "token_type_ids")]
+                args = [torch.from_numpy(feeds[k]) for k in TEXT_INPUTS]
                 return self.module(*args).numpy()
             return self.module(torch.from_numpy(feeds["x"])).numpy()
 

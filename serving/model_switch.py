@@ -9,6 +9,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from serving.artifacts import read_manifest, sha256_file, verify_artifact
+from serving.resolver import is_registry_uri, resolve
+from serving.variants import ensure_variant
+
 
 class SwitchError(ValueError):
     """A switch request that cannot even be attempted (bad arguments); the message says which and why."""
@@ -44,8 +48,6 @@ def resolve_source(
     variant's manifest, the registry's tag, or the caller), never from hashing the file we are about to load.
     """
     if uri:
-        from tasks.records.registry import resolve
-
         resolved = resolve(uri)
         return ModelSource(
             model=resolved.model,
@@ -56,8 +58,6 @@ def resolve_source(
             version=resolved.version,
         )
     if path:
-        from serving.artifacts import read_manifest
-
         expected = sha256
         manifest: dict[str, Any] = {}
         if expected is None:
@@ -70,10 +70,8 @@ def resolve_source(
             sha256=expected,
             origin=str(path),
         )
-    if model.startswith("models:/"):
+    if is_registry_uri(model):
         return resolve_source(model, uri=model)
-    from serving.variants import ensure_variant
-
     artifact = ensure_variant(model, variant or "onnx-fp32", **variant_knobs)
     return ModelSource(
         model=model,
@@ -120,8 +118,6 @@ class EngineSlot:
         self.history: list[SwitchResult] = []
 
     def _verify_and_load(self, source: ModelSource, loader: Callable[[ModelSource], Any]) -> tuple[Any, str]:
-        from serving.artifacts import verify_artifact
-
         observed = verify_artifact(source.path, source.sha256)  # before any byte reaches the runtime
         return loader(source), observed
 
@@ -140,8 +136,6 @@ class EngineSlot:
             observed: str | None = None
             use = loader or self._loader
             try:
-                from serving.artifacts import sha256_file
-
                 engine, observed = await asyncio.to_thread(self._verify_and_load, source, use)
             except Exception as exc:  # any load failure must leave the old model serving
                 try:

@@ -20,7 +20,6 @@ class Settings(BaseSettings):
     mlflow_tracking_uri: str | None = None
     prefect_api_url: str | None = None
     ray_address: str | None = None
-    policy_file: Path | None = None
     api_keys: list[str] = Field(default_factory=list)
     api_keys_file: Path | None = None
     ingress: str = "auto"

@@ -14,8 +14,9 @@ from typing import Any
 import numpy as np
 
 from serving.artifacts import ArtifactError, read_manifest, sha256_file, verify_artifact, write_artifact
+from serving.engines import graph_optimization_level, load_engine
 from serving.settings import get_settings
-from serving.zoo import ModelSpec, get_model, load_tokenizer, model_slug, save_state_dict
+from serving.zoo import ModelSpec, encode_texts, get_model, load_tokenizer, model_slug, save_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -26,6 +27,9 @@ ONNX_OPSET = 17
 ONNX_EXPORTER = "torchscript"
 CALIBRATION_SIZE = 64
 CALIBRATION_BATCH = 8
+# The op-exclusion search stops once retention reaches this: the policy's default threshold (INC's 1% relative
+# loss). A cycle run under another threshold builds the variant with its own (`retention_target=`).
+OPEXCLUSION_RETENTION_TARGET = 0.99
 
 
 class VariantUnavailable(RuntimeError):
@@ -130,7 +134,8 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             "quantize-dynamic-exclusion",
             "quantization",
             {"per_channel": False, "reduce_range": False, "weight_type": "QInt8", "nodes_to_exclude": [],
-             "op_types_to_quantize": None, "session_graph_level": "all", "retention_target": 0.99},
+             "op_types_to_quantize": None, "session_graph_level": "all",
+             "retention_target": OPEXCLUSION_RETENTION_TARGET},
             parent="onnx-fp32-fused",
             description="INT8 dynamic, per-tensor, with the node groups that lose the most accuracy kept in FP32 "
                         "(measured one group at a time, excluded greedily until retention_target is met)",
@@ -363,11 +368,7 @@ def _build_graph_opt(spec: ModelSpec, parent: VariantArtifact | None, params: di
 
     assert parent is not None
     so = ort.SessionOptions()
-    so.graph_optimization_level = {
-        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-    }[params["level"]]
+    so.graph_optimization_level = graph_optimization_level(params["level"])
     so.optimized_model_filepath = str(tmp)
     ort.InferenceSession(str(parent.path), so, providers=["CPUExecutionProvider"])
 
@@ -435,8 +436,6 @@ def quantizable_groups(path: Path, op_types: list[str] | None) -> dict[str, list
 def _build_dynamic_exclusion(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> dict[str, Any]:
     """The op-exclusion fallback, guided by measured impact: quantize with each node group kept in FP32, rank the
     groups by how much accuracy that recovers, then keep the top groups in FP32 until the target is met."""
-    from serving.engines import load_engine
-
     assert parent is not None
     target = float(params["retention_target"])
     trial = tmp.with_name(tmp.name + ".trial.onnx")
@@ -485,9 +484,7 @@ def calibration_feeds(spec: ModelSpec, input_names: list[str], size: int) -> Ite
         chunk = examples[start : start + CALIBRATION_BATCH]
         if spec.kind == "text":
             assert spec.tokenizer_dir is not None
-            enc = load_tokenizer(spec.tokenizer_dir, spec.max_tokens).encode_batch(list(chunk))
-            cols = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-            yield {n: np.asarray([getattr(e, cols[n]) for e in enc], dtype=np.int64) for n in input_names}
+            yield encode_texts(load_tokenizer(spec.tokenizer_dir, spec.max_tokens), list(chunk), input_names)
         else:
             yield {input_names[0]: np.asarray(chunk, dtype=np.float32)}
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import importlib
 import json
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
 
-from serving.artifacts import ArtifactError, sha256_file, verify_artifact, write_artifact
+from serving.artifacts import ArtifactError, sha256_file, slug, verify_artifact, write_artifact
 from serving.corpus import corpus_digest, english_sentences
 from serving.settings import get_settings
 
@@ -30,7 +31,6 @@ DIGITS_HELDOUT_FRACTION = 0.25
 DIGITS_EPOCHS = 30
 DIGITS_BATCH = 64
 DIGITS_LR = 3e-3
-STSB_SCORE_MAX = 5.0
 
 
 class UnknownModelError(ValueError):
@@ -125,6 +125,16 @@ def load_tokenizer(folder: Path, max_tokens: int | None) -> Tokenizer:
     return tok
 
 
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+_ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
+
+
+def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], names: Sequence[str] = TEXT_INPUTS) -> dict[str, np.ndarray]:
+    """Token ids, attention mask and type ids as int64 arrays, padded to the longest text (the BERT feed)."""
+    enc = tokenizer.encode_batch(list(texts))
+    return {n: np.asarray([getattr(e, _ENCODING_FIELDS[n]) for e in enc], dtype=np.int64) for n in names}
+
+
 def _minilm_module(pretrained: bool) -> torch.nn.Module:
     """Transformer -> mean pooling over the attention mask -> L2 normalisation, as one module."""
     import torch
@@ -162,12 +172,9 @@ def _minilm_export_inputs() -> tuple[tuple[Any, ...], list[str], list[str], dict
     import torch
 
     tok = load_tokenizer(minilm_dir(), minilm_max_tokens())
-    enc = tok.encode_batch(["A short one.", "A somewhat longer sentence to give the sequence axis a size."])
-    args = tuple(
-        torch.tensor([getattr(e, attr) for e in enc], dtype=torch.int64)
-        for attr in ("ids", "attention_mask", "type_ids")
-    )
-    names = ["input_ids", "attention_mask", "token_type_ids"]
+    feeds = encode_texts(tok, ["A short one.", "A somewhat longer sentence to give the sequence axis a size."])
+    args = tuple(torch.from_numpy(feeds[n]) for n in TEXT_INPUTS)
+    names = list(TEXT_INPUTS)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"sentence_embedding": {0: "batch"}}
     return args, names, ["sentence_embedding"], axes
 
@@ -194,12 +201,8 @@ def minilm_reference(sentences: tuple[str, ...]) -> np.ndarray:
     chunks = []
     with torch.inference_mode():
         for start in range(0, len(sentences), 32):
-            enc = tok.encode_batch(list(sentences[start : start + 32]))
-            args = [
-                torch.tensor([getattr(e, a) for e in enc], dtype=torch.int64)
-                for a in ("ids", "attention_mask", "type_ids")
-            ]
-            chunks.append(module(*args).numpy())
+            feeds = encode_texts(tok, sentences[start : start + 32])
+            chunks.append(module(*(torch.from_numpy(feeds[n]) for n in TEXT_INPUTS)).numpy())
     ref = np.concatenate(chunks).astype(np.float32)
 
     def _save(tmp: Path) -> None:
@@ -476,10 +479,8 @@ def get_model(name: str, *, evaluator: str | None = None) -> ModelSpec:
 
 
 def model_slug(name: str) -> str:
-    """A folder name for the model's artifacts (onnx:PATH becomes onnx-<stem>-<digest>)."""
+    """A folder name for the model's artifacts (onnx:PATH becomes onnx-<stem>-<digest>: stems can collide)."""
     if not name.startswith("onnx:"):
         return name
-    import hashlib
-
     path = name.removeprefix("onnx:").split("::")[0]
-    return f"onnx-{Path(path).stem}-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+    return slug(f"onnx-{Path(path).stem}-{hashlib.sha256(path.encode()).hexdigest()[:8]}")

@@ -1,4 +1,9 @@
-"""The policy: every threshold and weight from SPEC.md, loaded from YAML into typed pydantic models."""
+"""The policy: every threshold and weight from SPEC.md, loaded from YAML into typed pydantic models.
+
+Three layers, deep-merged: the serving floor's defaults (`serving/defaults.yaml`: the `serving:` and `endpoint:`
+sections, validated by the floor's own models), this package's `policy.yaml`, then the operator's file
+(`INFEROPS_POLICY_FILE`). The edge (a flow or a CLI command) loads it once and passes it down.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from serving.config import EndpointLimits, ServingDefaults, defaults_data
 
 DEFAULT_POLICY_FILE = Path(__file__).with_name("policy.yaml")
 
@@ -118,25 +125,53 @@ class Optimization(_Strict):
         return self
 
 
-class SuiteStep(_Strict):
+class BenchmarkSuite(_Strict):
+    """Fixed load at the target rate: the baseline figures, per release."""
+
     cadence: str
-    duration_s: float | None = None
-    start_rps: float | None = None
-    max_rps: float | None = None
-    step_factor: float | None = None
-    step_duration_s: float | None = None
-    leak_slope_mb_per_h: float | None = None
-    leak_min_growth_mb: float | None = Field(default=None, ge=0)
-    max_steps: int | None = Field(default=None, ge=1)
-    time_budget_s: float | None = Field(default=None, gt=0)
-    bisect_steps: int | None = Field(default=None, ge=0)
+    duration_s: float = Field(gt=0)
+
+
+class LoadSuite(_Strict):
+    """The expected load for a while (or a replayed trace), weekly."""
+
+    cadence: str
+    duration_s: float = Field(gt=0)
+
+
+class StressSuite(_Strict):
+    """The knee search: a geometric ramp, then bisection, within a number of steps and a wall-time budget."""
+
+    cadence: str
+    start_rps: float = Field(gt=0)
+    max_rps: float = Field(gt=0)
+    step_factor: float = Field(gt=1)
+    step_duration_s: float = Field(gt=0)
+    max_steps: int = Field(ge=1)
+    time_budget_s: float = Field(gt=0)
+    bisect_steps: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ramp_fits(self) -> StressSuite:
+        if self.max_rps < self.start_rps:
+            raise ValueError(f"max_rps {self.max_rps} is below start_rps {self.start_rps}; raise max_rps")
+        return self
+
+
+class StabilitySuite(_Strict):
+    """Sustained load with memory-leak detection, quarterly."""
+
+    cadence: str
+    duration_s: float = Field(gt=0)
+    leak_slope_mb_per_h: float = Field(gt=0)
+    leak_min_growth_mb: float = Field(ge=0)  # a slope is a leak only if memory also grew this much after warm-up
 
 
 class TestSuite(_Strict):
-    benchmark: SuiteStep
-    load: SuiteStep
-    stress: SuiteStep
-    stability: SuiteStep
+    benchmark: BenchmarkSuite
+    load: LoadSuite
+    stress: StressSuite
+    stability: StabilitySuite
     max_error_rate: float = Field(ge=0, le=1)
 
 
@@ -241,28 +276,6 @@ class Risk(_Strict):
         return self
 
 
-class Endpoint(_Strict):
-    max_body_bytes: int = Field(gt=0)
-    max_items: int = Field(gt=0)
-    max_text_chars: int = Field(gt=0)
-    rate_limit_per_key_per_s: float | None = None
-    health_check_failures: int = Field(ge=1)
-
-
-class Serving(_Strict):
-    max_batch_size: int = Field(ge=1, le=1024)
-    batch_wait_timeout_s: float = Field(ge=0, le=1)
-    max_ongoing_requests: int = Field(ge=1)
-    intra_op_threads: int = Field(ge=1)
-    call_overhead_tokens: int = Field(ge=0)
-    cache_entries: int = Field(ge=0, le=1_000_000)
-
-    def default_knobs(self) -> dict[str, int]:
-        """What an endpoint serves with when no cycle measured better (PUT .../serving field names)."""
-        return {"intra_op_threads": self.intra_op_threads, "max_batch_size": self.max_batch_size, "num_replicas": 1,
-                "cache_entries": self.cache_entries}  # fmt: skip
-
-
 class Policy(_Strict):
     rollout_gate: RolloutGate
     rollout_risk: RolloutRisk
@@ -272,8 +285,26 @@ class Policy(_Strict):
     monitoring: Monitoring
     capacity: Capacity
     risk: Risk
-    endpoint: Endpoint
-    serving: Serving
+    endpoint: EndpointLimits
+    serving: ServingDefaults
+
+    def app_args(self, **args: Any) -> dict[str, Any]:
+        """Arguments for the serving app (`serving.app.AppArgs`) that carry this policy's serving defaults and
+        endpoint limits; `args` (the model, keys, explicit knobs) win over them."""
+        s, e = self.serving, self.endpoint
+        return {
+            "max_batch_size": s.max_batch_size,
+            "batch_wait_timeout_s": s.batch_wait_timeout_s,
+            "bucket_overhead_tokens": s.call_overhead_tokens,
+            "cache_entries": s.cache_entries,
+            "intra_op_threads": s.intra_op_threads,
+            "max_ongoing_requests": s.max_ongoing_requests,
+            "max_body_bytes": e.max_body_bytes,
+            "max_items": e.max_items,
+            "max_text_chars": e.max_text_chars,
+            "rate_limit_per_key_per_s": e.rate_limit_per_key_per_s,
+            **{k: v for k, v in args.items() if v is not None},
+        }
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
@@ -301,8 +332,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
 
 
 def load_policy(path: str | Path | None = None) -> Policy:
-    """Load the default policy, deep-merged with the user's file when one is given."""
-    data = _read_yaml(DEFAULT_POLICY_FILE)
+    """Load the default policy (the serving floor's defaults under policy.yaml), deep-merged with the user's file
+    when one is given."""
+    data = _deep_merge(defaults_data(), _read_yaml(DEFAULT_POLICY_FILE))
     source = DEFAULT_POLICY_FILE
     if path is not None:
         source = Path(path)

@@ -19,6 +19,7 @@ from typing import Any
 
 import numpy as np
 
+from serving import routes
 from tasks.policy import default_policy
 from tests.servers import subprocess_server
 
@@ -30,14 +31,14 @@ HEALTHY_SHA = "a" * 64
 
 def build_fake_app(control: Path) -> Any:
     """`create_api` over a fake InferenceService driven by `control` (JSON, re-read on every request)."""
-    from serving.api import Limits, RequestRejected, create_api
+    from serving.api import RequestRejected, create_api
     from serving.auth import RateLimiter, build_keyring
 
     ep = default_policy().endpoint
     weights = np.random.default_rng(0).standard_normal((FEATURES, 3)).astype(np.float32)
 
     class FakeService:
-        limits = Limits(max_body_bytes=ep.max_body_bytes, max_items=ep.max_items, max_text_chars=ep.max_text_chars)
+        limits = ep
         keyring = build_keyring([API_KEY])
         limiter: RateLimiter | None = None
         held: list[bytes] = []
@@ -122,7 +123,7 @@ def fake_replica(
     cfg = {"model": model, "latency_ms": latency_ms, "fast_ms": latency_ms, "leak_kb": leak_kb, "sha256": sha256}
     control.write_text(json.dumps(cfg))
     args = ["--control", str(control)]
-    with subprocess_server("tests.fake_replica", args, "/v2/health/live", startup_s=60) as (url, proc):
+    with subprocess_server("tests.fake_replica", args, routes.LIVE.path(), startup_s=60) as (url, proc):
         yield FakeReplica(url, proc.pid, control)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +22,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from serving import routes
+from serving.network import free_port
 
 MODEL = "minilm"
 FAST_MS = 10.0
@@ -38,7 +40,7 @@ def build_app(kind: str, service_ms: float, leak_kb: int) -> Any:
     app = FastAPI()
     state: dict[str, Any] = {"count": 0, "held": []}
 
-    @app.get("/v2/health/ready")
+    @app.get(routes.READY.template)
     async def ready() -> dict[str, str]:
         return {"status": "ready"}
 
@@ -50,11 +52,11 @@ def build_app(kind: str, service_ms: float, leak_kb: int) -> Any:
     async def metrics() -> PlainTextResponse:
         text = (
             "# HELP test_requests_total Requests seen.\n# TYPE test_requests_total counter\n"
-            f'test_requests_total{{kind="{kind}",route="/v1/embeddings"}} {state["count"]}\n'
+            f'test_requests_total{{kind="{kind}",route="{routes.EMBEDDINGS.template}"}} {state["count"]}\n'
         )
         return PlainTextResponse(text)
 
-    @app.post("/v1/embeddings")
+    @app.post(routes.EMBEDDINGS.template)
     async def embeddings(body: dict[str, Any]) -> JSONResponse:
         state["count"] += 1
         if body.get("model") != MODEL:
@@ -75,13 +77,6 @@ def build_app(kind: str, service_ms: float, leak_kb: int) -> Any:
     return app
 
 
-def free_port() -> int:
-    """A free TCP port on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @dataclass(frozen=True)
 class RunningServer:
     url: str
@@ -89,7 +84,7 @@ class RunningServer:
 
     @property
     def endpoint(self) -> str:
-        return self.url + "/v1/embeddings"
+        return self.url + routes.EMBEDDINGS.path()
 
     def requests_seen(self) -> int:
         return int(httpx.get(self.url + "/stats", timeout=5).json()["requests"])
@@ -133,7 +128,7 @@ def subprocess_server(
 def serve(kind: str, *, service_ms: float = 20.0, leak_kb: int = 1024, startup_s: float = 30.0) -> Iterator[RunningServer]:
     """Start a test server in a subprocess, wait until ready, stop it on exit."""
     args = [kind, "--service-ms", str(service_ms), "--leak-kb", str(leak_kb)]
-    with subprocess_server("tests.servers", args, "/v2/health/ready", startup_s) as (url, proc):
+    with subprocess_server("tests.servers", args, routes.READY.path(), startup_s) as (url, proc):
         yield RunningServer(url, proc.pid)
 
 

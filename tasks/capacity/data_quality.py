@@ -14,10 +14,11 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from serving.artifacts import write_json_atomic
+from serving.artifacts import slug, write_json_atomic
 from serving.settings import get_settings
 from tasks.capacity.history import RawHistory
-from tasks.policy import Capacity, default_policy
+from tasks.decision import Decision, decisions_markdown, markdown_table
+from tasks.policy import Capacity
 
 Severity = Literal["fatal", "gap"]
 Seasonality = Literal["daily", "weekly"]
@@ -35,19 +36,6 @@ class DataQualityError(ValueError):
     def __init__(self, message: str, report: ValidationReport) -> None:
         super().__init__(message)
         self.report = report
-
-
-@dataclass(frozen=True)
-class CheckResult:
-    """One expectation's outcome, with the rule it applied and what it saw."""
-
-    name: str
-    expectation: str
-    severity: Severity
-    success: bool
-    threshold: str
-    observed: str
-    reason: str
 
 
 @dataclass(frozen=True)
@@ -71,7 +59,7 @@ class ValidationReport:
     required_days: float
     seasonalities: list[str]
     gap_policy: str
-    checks: list[CheckResult] = field(default_factory=list)
+    checks: list[Decision] = field(default_factory=list)
     gaps: list[Gap] = field(default_factory=list)
     verdict: str = "pass"
     reason: str = ""
@@ -86,8 +74,8 @@ class ValidationReport:
         return sum(g.windows for g in self.gaps if g.kind == "missing")
 
     @property
-    def failed(self) -> list[CheckResult]:
-        return [c for c in self.checks if not c.success]
+    def failed(self) -> list[Decision]:
+        return [c for c in self.checks if c.passed is False]
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -96,9 +84,12 @@ class ValidationReport:
         return out
 
 
-def required_history_days(seasonalities: list[str] | tuple[str, ...], policy: Capacity | None = None) -> float:
+def _severity(check: Decision) -> str:
+    return str(check.extra["severity"])
+
+
+def required_history_days(seasonalities: list[str] | tuple[str, ...], policy: Capacity) -> float:
     """Days of history the asked-for seasonalities need (weekly: the policy's min_history_days)."""
-    policy = policy or default_policy().capacity
     needs = {"daily": DAILY_MIN_HISTORY_DAYS, "weekly": policy.min_history_days}
     unknown = [s for s in seasonalities if s not in needs]
     if unknown:
@@ -124,8 +115,11 @@ def infer_freq_s(ts: pd.Series) -> int | None:
     return int(round(float(steps.mode().iloc[0])))
 
 
-def derive_frame(raw: RawHistory, freq_s: int | None = None) -> tuple[pd.DataFrame, int | None]:
-    """Add the columns the suite checks: parsed seconds, step regularity, missing windows, zero outages."""
+def derive_frame(
+    raw: RawHistory, policy: Capacity, freq_s: int | None = None
+) -> tuple[pd.DataFrame, int | None]:
+    """Add the columns the suite checks: parsed seconds, step regularity, missing windows, zero outages (a zero
+    where policy capacity.zero_outage_min_expected_requests were expected)."""
     frame = pd.DataFrame({"ts": parse_timestamps(raw.frame["timestamp"]), "rate_rps": raw.frame["rate_rps"]})
     frame["rate_rps"] = pd.to_numeric(frame["rate_rps"], errors="coerce").astype(float)
     freq_s = freq_s or infer_freq_s(frame["ts"])
@@ -140,10 +134,13 @@ def derive_frame(raw: RawHistory, freq_s: int | None = None) -> tuple[pd.DataFra
     frame["span_s"] = frame["ts_s"] - frame["ts_s"].min() + step_freq
     # Local level from a day of neighbours, ignoring zeros, to tell an outage from a quiet night.
     day_rows = max(1, int(86400 / step_freq))
-    level = frame["rate_rps"].where(frame["rate_rps"] > 0).rolling(day_rows, center=True, min_periods=1).median()
+    level = (
+        frame["rate_rps"].where(frame["rate_rps"] > 0).rolling(day_rows, center=True, min_periods=1).median()
+    )
     expected = level.fillna(0.0) * step_freq
-    outage_min = default_policy().capacity.zero_outage_min_expected_requests
-    frame["zero_outage"] = ((frame["rate_rps"] == 0) & (expected >= outage_min)).astype(int)
+    frame["zero_outage"] = (
+        (frame["rate_rps"] == 0) & (expected >= policy.zero_outage_min_expected_requests)
+    ).astype(int)
     return frame, freq_s
 
 
@@ -183,7 +180,9 @@ def load_extra_expectations(suite_file: str | Path) -> list[Any]:
             )
             out.append(config.to_domain_obj())
         except Exception as exc:  # GX raises many kinds here; the user needs the item and the cause
-            raise ValueError(f"expectation #{i} in {path} is not a valid GX expectation ({item!r}): {exc}") from None
+            raise ValueError(
+                f"expectation #{i} in {path} is not a valid GX expectation ({item!r}): {exc}"
+            ) from None
     return out
 
 
@@ -210,9 +209,8 @@ def run_suite(frame: pd.DataFrame, expectations: list[Any]) -> list[Any]:
     return [by_id[e.id] for e in suite.expectations]
 
 
-def _rules() -> dict[str, str]:
-    """The built-in checks' thresholds as people read them (the outage floor comes from the policy in force)."""
-    outage_min = default_policy().capacity.zero_outage_min_expected_requests
+def _rules(outage_min: float) -> dict[str, str]:
+    """The built-in checks' thresholds as people read them (`outage_min`: the policy's outage floor)."""
     return {
         "not_empty": "at least 1 row",
         "timestamps_parse": "every timestamp parses",
@@ -226,18 +224,30 @@ def _rules() -> dict[str, str]:
     }
 
 
-_LOCATED = {"timestamps_increase", "no_duplicates", "regular_frequency", "no_missing_windows", "no_zero_outages"}
+_LOCATED = {
+    "timestamps_increase",
+    "no_duplicates",
+    "regular_frequency",
+    "no_missing_windows",
+    "no_zero_outages",
+}
 
 
-def _check(name: str, severity: Severity, res: Any, frame: pd.DataFrame, required_days: float) -> CheckResult:
+def _check(
+    name: str, severity: Severity, res: Any, frame: pd.DataFrame, required_days: float, outage_min: float
+) -> Decision:
     info = res.result or {}
     success = bool(res.success)
-    rules = _rules()
+    rules = _rules(outage_min)
     exp_type = res.expectation_config.type
     if name == "enough_history":
         observed_days = (info.get("observed_value") or 0.0) / 86400.0
         threshold, observed = f">= {required_days:g} days", f"{observed_days:.2f} days"
-        reason = "long enough" if success else "history shorter than the seasonality needs; collect more or ask for less seasonality"
+        reason = (
+            "long enough"
+            if success
+            else "history shorter than the seasonality needs; collect more or ask for less seasonality"
+        )
     elif name == "not_empty":
         threshold, observed = rules[name], f"{info.get('observed_value', len(frame))} rows"
         reason = "has rows" if success else "no rows to plan on"
@@ -257,7 +267,9 @@ def _check(name: str, severity: Severity, res: Any, frame: pd.DataFrame, require
         reason = "ok" if success else f"{count} value(s) break '{threshold}'"
         if exp_type and name not in rules:
             reason = "ok" if success else f"user expectation {exp_type} failed"
-    return CheckResult(name, exp_type, severity, success, threshold, observed, reason)
+    return Decision(
+        name, threshold, observed, success, reason, {"severity": severity, "expectation": exp_type}
+    )
 
 
 def find_gaps(frame: pd.DataFrame, freq_s: int | None) -> list[Gap]:
@@ -278,15 +290,17 @@ def find_gaps(frame: pd.DataFrame, freq_s: int | None) -> list[Gap]:
     return sorted(gaps, key=lambda g: g.start)
 
 
-def _slug(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9]+", "-", Path(text.split(":", 1)[-1]).name or text).strip("-")[:60] or "history"
+def _report_stem(source: str) -> str:
+    """The report file's name: the slug of the source's file name (60 characters at most), or "history"."""
+    name = Path(source.split(":", 1)[-1]).name or source
+    return slug(name)[:60] if re.search(r"[a-z0-9]", name.lower()) else "history"
 
 
 def write_report(report: ValidationReport, report_dir: str | Path | None = None) -> Path:
     """Write the report as JSON and markdown under the data dir; return the JSON path."""
     folder = Path(report_dir) if report_dir else get_settings().data_dir / "capacity" / "validation"
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
-    path = folder / f"{_slug(report.source)}-{stamp}.json"
+    path = folder / f"{_report_stem(report.source)}-{stamp}.json"
     report.report_path = str(path)
     write_json_atomic(path, report.to_dict())
     path.with_suffix(".md").write_text(render_validation_markdown(report), encoding="utf-8")
@@ -295,17 +309,16 @@ def write_report(report: ValidationReport, report_dir: str | Path | None = None)
 
 def validate_history(
     raw: RawHistory,
+    policy: Capacity,
     *,
     seasonalities: tuple[str, ...] = ("daily", "weekly"),
-    policy: Capacity | None = None,
     extra_expectations: list[Any] | None = None,
     suite_file: str | Path | None = None,
     report_dir: str | Path | None = None,
 ) -> ValidationReport:
     """Run the suite (built-in + the user's), find gaps, set the verdict, write the report. Never raises on bad data."""
-    policy = policy or default_policy().capacity
     required_days = required_history_days(seasonalities, policy)
-    frame, freq_s = derive_frame(raw)
+    frame, freq_s = derive_frame(raw, policy)
     expectations = _builtin_expectations(required_days * 86400.0)
     extras = list(extra_expectations or []) + (load_extra_expectations(suite_file) if suite_file else [])
     for i, extra in enumerate(extras):
@@ -313,8 +326,14 @@ def validate_history(
         severity: Severity = "gap" if meta.get("severity") == "gap" else "fatal"
         expectations.append((str(meta.get("name", f"user_{i}_{extra.expectation_type}")), severity, extra))
     results = run_suite(frame, [e for _, _, e in expectations])
-    checks = [_check(name, sev, res, frame, required_days) for (name, sev, _), res in zip(expectations, results, strict=True)]
+    outage_min = policy.zero_outage_min_expected_requests
+    checks = [
+        _check(name, sev, res, frame, required_days, outage_min)
+        for (name, sev, _), res in zip(expectations, results, strict=True)
+    ]
     span = float(frame["span_s"].max()) / 86400.0 if len(frame) and frame["ts_s"].notna().any() else 0.0
+    # Gaps are only located on a readable, ordered, regular series: the first seven built-in checks passed.
+    structure_broken = any(_severity(c) == "fatal" and not c.passed for c in checks[:7])
     report = ValidationReport(
         source=raw.source,
         rows=len(frame),
@@ -324,10 +343,10 @@ def validate_history(
         seasonalities=list(seasonalities),
         gap_policy=policy.gap_policy,
         checks=checks,
-        gaps=find_gaps(frame, freq_s) if not any(c.severity == "fatal" and not c.success for c in checks[:7]) else [],
+        gaps=[] if structure_broken else find_gaps(frame, freq_s),
     )
-    fatal = [c for c in report.failed if c.severity == "fatal"]
-    gap_checks = [c for c in report.failed if c.severity == "gap"]
+    fatal = [c for c in report.failed if _severity(c) == "fatal"]
+    gap_checks = [c for c in report.failed if _severity(c) == "gap"]
     if fatal:
         report.verdict = "fail"
         report.reason = "; ".join(f"{c.name}: {c.observed} ({c.reason})" for c in fatal)
@@ -349,11 +368,20 @@ def validate_history(
     return report
 
 
-def failed_load_report(source: str, error: Exception, report_dir: str | Path | None = None) -> ValidationReport:
+def failed_load_report(
+    source: str, error: Exception, policy: Capacity, report_dir: str | Path | None = None
+) -> ValidationReport:
     """A report for a source that could not even be read (empty, missing, wrong columns); written to disk."""
-    policy = default_policy().capacity
     report = ValidationReport(source, 0, None, 0.0, 0.0, [], policy.gap_policy)
-    report.checks = [CheckResult("readable", "load", "fatal", False, "source reads as timestamps and rates", "unreadable", str(error))]
+    readable = Decision(
+        "readable",
+        "source reads as timestamps and rates",
+        "unreadable",
+        False,
+        str(error),
+        {"severity": "fatal", "expectation": "load"},
+    )
+    report.checks = [readable]
     report.verdict, report.reason = "fail", str(error)
     write_report(report, report_dir)
     return report
@@ -370,10 +398,10 @@ def enforce(report: ValidationReport) -> None:
     )
 
 
-def prepare_series(raw: RawHistory, report: ValidationReport) -> pd.Series:
+def prepare_series(raw: RawHistory, report: ValidationReport, policy: Capacity) -> pd.Series:
     """A regular series at the validated frequency; missing and outage windows are NaN (masked), never zeros."""
     enforce(report)
-    frame, freq_s = derive_frame(raw, report.freq_s)
+    frame, freq_s = derive_frame(raw, policy, report.freq_s)
     assert freq_s is not None  # a passing report always has a frequency
     values = frame["rate_rps"].where(frame["zero_outage"] == 0)
     series = pd.Series(values.to_numpy(), index=pd.DatetimeIndex(frame["ts"]), name="rate_rps")
@@ -392,12 +420,8 @@ def render_validation_markdown(report: ValidationReport) -> str:
         f"- gap policy: {report.gap_policy}; missing windows: {report.missing_windows}; outage (zero) windows: {report.zero_windows}",
         f"- verdict: **{report.verdict}** — {report.reason}",
         "",
-        "| check | severity | rule | observed | result |",
-        "|---|---|---|---|---|",
+        decisions_markdown(report.checks),
     ]
-    for c in report.checks:
-        lines.append(f"| {c.name} | {c.severity} | {c.threshold} | {c.observed} | {'pass' if c.success else 'FAIL'}: {c.reason} |")
     if report.gaps:
-        lines += ["", "| gap | start | end | windows |", "|---|---|---|---|"]
-        lines += [f"| {g.kind} | {g.start} | {g.end} | {g.windows} |" for g in report.gaps]
+        lines += ["", markdown_table([asdict(g) for g in report.gaps])]
     return "\n".join(lines) + "\n"

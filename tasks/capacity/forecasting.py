@@ -10,12 +10,13 @@ from typing import Any, Literal, Protocol
 import numpy as np
 import pandas as pd
 
-from tasks.policy import Capacity, default_policy
+from tasks.policy import Capacity
 
 # Backtest shape (policy capacity.backtest_*): few, fast Prophet fits (2-core machines). Four two-day folds span
 # eight days, so the backtest always sees a weekend; fewer folds on short histories.
 PROPHET_SAMPLES = 300
-PROPHET_SEASONALITY_MODE: Literal["additive", "multiplicative"] = "additive"  # multiplicative measured worse on the ServeGen traces
+# Multiplicative seasonality measured worse on the ServeGen traces.
+PROPHET_SEASONALITY_MODE: Literal["additive", "multiplicative"] = "additive"
 # Calibration widens a level's interval only when its backtest coverage falls short of nominal by more than
 # policy capacity.calibration_tolerance; never narrows it (over-covering is the safe side for capacity).
 MIN_HALF_WIDTH_SHARE = 0.01
@@ -157,7 +158,9 @@ class SeasonalNaive:
         return Forecast(index, yhat, lower, upper, self.name)
 
 
-def make_forecaster(name: str, levels: list[float], seasonalities: tuple[str, ...] = ("daily", "weekly")) -> Forecaster:
+def make_forecaster(
+    name: str, levels: list[float], seasonalities: tuple[str, ...] = ("daily", "weekly")
+) -> Forecaster:
     """A forecaster by name: prophet, seasonal-naive-daily, seasonal-naive-weekly."""
     if name == "prophet":
         return ProphetForecaster(levels, seasonalities)
@@ -165,7 +168,9 @@ def make_forecaster(name: str, levels: list[float], seasonalities: tuple[str, ..
         return SeasonalNaive(levels, "daily")
     if name == "seasonal-naive-weekly":
         return SeasonalNaive(levels, "weekly")
-    raise ValueError(f"unknown forecaster {name!r}; use prophet, seasonal-naive-daily or seasonal-naive-weekly")
+    raise ValueError(
+        f"unknown forecaster {name!r}; use prophet, seasonal-naive-daily or seasonal-naive-weekly"
+    )
 
 
 def smape(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -257,17 +262,17 @@ def candidate_names(series: pd.Series, horizon_days: float, folds: int) -> list[
     return names
 
 
-def fold_count(series: pd.Series, folds: int, horizon_days: float) -> int:
+def fold_count(series: pd.Series, folds: int, horizon_days: float, policy: Capacity) -> int:
     """Drop folds until the first one keeps policy capacity.backtest_min_train_days to fit on (at least one fold)."""
     span_days = len(series) * _freq_s(series) / 86400.0
-    min_train_days = default_policy().capacity.backtest_min_train_days
-    while folds > 1 and span_days - folds * horizon_days < min_train_days:
+    while folds > 1 and span_days - folds * horizon_days < policy.backtest_min_train_days:
         folds -= 1
     return folds
 
 
 def backtest(
     series: pd.Series,
+    policy: Capacity,
     *,
     levels: list[float] | None = None,
     folds: int | None = None,
@@ -279,13 +284,12 @@ def backtest(
 
     `folds` and `horizon_days` default to policy capacity.backtest_folds and capacity.backtest_horizon_days.
     """
-    policy = default_policy().capacity
     levels = levels or policy.confidence_levels
     folds = folds if folds is not None else policy.backtest_folds
     horizon_days = horizon_days if horizon_days is not None else policy.backtest_horizon_days
     freq = _freq_s(series)
     h = int(round(horizon_days * 86400 / freq))
-    folds = fold_count(series, folds, horizon_days)
+    folds = fold_count(series, folds, horizon_days, policy)
     if len(series) - folds * h < int(86400 / freq):
         raise ForecastError(
             f"{len(series)} windows cannot hold {folds} backtest folds of {horizon_days:g} day(s) plus a day to "
@@ -293,7 +297,9 @@ def backtest(
         )
     names = candidates or candidate_names(series, horizon_days, folds)
     season_windows = int(round(86400 / freq))
-    collected: dict[str, dict[str, list[Any]]] = {n: {"actual": [], "fc": [], "abs_err": [], "scale": []} for n in names}
+    collected: dict[str, dict[str, list[Any]]] = {
+        n: {"actual": [], "fc": [], "abs_err": [], "scale": []} for n in names
+    }
     for k in range(folds, 0, -1):
         origin = len(series) - k * h
         train, test = series.iloc[:origin], series.iloc[origin : origin + h]
@@ -309,7 +315,8 @@ def backtest(
         actual = np.concatenate(bucket["actual"])
         fc = _concat(bucket["fc"])
         mase_parts = [
-            np.nanmean(np.abs(a - f.yhat)) / s for a, f, s in zip(bucket["actual"], bucket["fc"], bucket["scale"], strict=True)
+            np.nanmean(np.abs(a - f.yhat)) / s
+            for a, f, s in zip(bucket["actual"], bucket["fc"], bucket["scale"], strict=True)
         ]
         raw_cov = {lv: coverage(actual, fc.lower[lv], fc.upper[lv]) for lv in levels}
         factors = {
@@ -336,7 +343,9 @@ def backtest(
     reason = f"{winner.name} has the lowest backtest sMAPE ({winner.smape:.3f})"
     if runner:
         reason += f", {margin:.1%} below {runner.name} ({runner.smape:.3f})"
-    return BacktestResult(scores, winner.name, runner.name if runner else None, margin, horizon_days, folds, reason)
+    return BacktestResult(
+        scores, winner.name, runner.name if runner else None, margin, horizon_days, folds, reason
+    )
 
 
 def _concat(forecasts: list[Forecast]) -> Forecast:
@@ -371,6 +380,7 @@ class PlanningForecast:
 def planning_forecast(
     series: pd.Series,
     index: pd.DatetimeIndex,
+    policy: Capacity,
     *,
     levels: list[float] | None = None,
     folds: int | None = None,
@@ -378,8 +388,10 @@ def planning_forecast(
     seasonalities: tuple[str, ...] = ("daily", "weekly"),
 ) -> PlanningForecast:
     """Backtest, refit the winner on the whole series, forecast `index` and apply the winner's calibration."""
-    levels = levels or default_policy().capacity.confidence_levels
-    result = backtest(series, levels=levels, folds=folds, horizon_days=horizon_days, seasonalities=seasonalities)
+    levels = levels or policy.confidence_levels
+    result = backtest(
+        series, policy, levels=levels, folds=folds, horizon_days=horizon_days, seasonalities=seasonalities
+    )
     raw = make_forecaster(result.winner, levels, seasonalities).fit(series).predict(index)
     return PlanningForecast(result, raw.scaled(result.candidates[result.winner].factors), raw, result.winner)
 
@@ -424,17 +436,15 @@ def volatility(series: pd.Series) -> float:
     return float(ratio.std() / ratio.mean()) if len(ratio) > 1 and ratio.mean() > 0 else 0.0
 
 
-def burstiness(series: pd.Series, period: str = BURST_PERIOD, quantile: float | None = None) -> float:
-    """The `quantile` (default: policy capacity.burst_quantile) over periods of (largest window / period mean)."""
-    quantile = quantile if quantile is not None else default_policy().capacity.burst_quantile
+def burstiness(series: pd.Series, quantile: float, period: str = BURST_PERIOD) -> float:
+    """The `quantile` (policy capacity.burst_quantile) over periods of (largest window / period mean)."""
     grouped = series.resample(period)
     ratio = (grouped.max() / grouped.mean()).replace([np.inf, -np.inf], np.nan).dropna()
     return float(max(1.0, np.quantile(ratio, quantile))) if len(ratio) else 1.0
 
 
-def analyse_trends(series: pd.Series, forecast: Forecast, policy: Capacity | None = None) -> Trends:
+def analyse_trends(series: pd.Series, forecast: Forecast, policy: Capacity) -> Trends:
     """Growth (from the planning forecast and from a linear fit), volatility and burstiness of the history."""
-    policy = policy or default_policy().capacity
     return Trends(
         forecast_growth=forecast_growth(series, forecast),
         observed_growth=observed_growth(series, policy.horizon_days),
@@ -451,3 +461,29 @@ def analyse_trends(series: pd.Series, forecast: Forecast, policy: Capacity | Non
 
 def period_label() -> str:
     return f"{BURST_PERIOD} periods"
+
+
+def split_holdout(series: pd.Series, holdout_days: float) -> tuple[pd.Series, pd.Series]:
+    """The series without its last `holdout_days` (what the forecasters fit) and that tail (replayed against the
+    plan); the tail is empty when `holdout_days` rounds to no window."""
+    n_hold = int(round(holdout_days * 86400 / _freq_s(series)))
+    return (series.iloc[:-n_hold], series.iloc[-n_hold:]) if n_hold else (series, series.iloc[:0])
+
+
+@dataclass
+class TrendAnalysis:
+    """The fit / held-out split, the planning forecast over the held-out tail and the horizon, and the trends."""
+
+    fit: pd.Series
+    holdout: pd.Series
+    planning: PlanningForecast
+    trends: Trends
+
+
+def analyse_history(series: pd.Series, policy: Capacity, holdout_days: float | None = None) -> TrendAnalysis:
+    """Hold out the tail, backtest the forecasters, forecast the tail and the horizon with the winner, measure
+    trends on the fit. `holdout_days` defaults to policy capacity.replay_holdout_days."""
+    holdout_days = holdout_days if holdout_days is not None else policy.replay_holdout_days
+    fit, holdout = split_holdout(series, holdout_days)
+    planning = planning_forecast(fit, future_index(fit, holdout_days + policy.horizon_days), policy)
+    return TrendAnalysis(fit, holdout, planning, analyse_trends(fit, planning.forecast, policy))

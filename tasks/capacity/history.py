@@ -6,8 +6,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
+import mlflow
 import numpy as np
 import pandas as pd
+
+from tasks.records import names
+from tasks.records.store import configure
 
 TIME_COLUMNS = ("timestamp", "ts", "time", "ds", "datetime", "t_seconds", "t")
 RATE_COLUMNS = ("rate_rps", "rate", "rps", "qps", "value", "y", "requests_per_second")
@@ -108,8 +113,6 @@ def load_prometheus(
     headers: dict[str, str] | None = None,
 ) -> RawHistory:
     """Run a Prometheus range query (`/api/v1/query_range`); several series are summed into one rate."""
-    import httpx
-
     start, end = when(start), when(end)
     params: dict[str, str | float] = {
         "query": query,
@@ -123,10 +126,14 @@ def load_prometheus(
     except httpx.HTTPError as exc:
         raise HistoryError(f"Prometheus at {endpoint} cannot be reached: {exc}; check the URL") from None
     if response.status_code != 200:
-        raise HistoryError(f"Prometheus query {query!r} at {endpoint} failed: HTTP {response.status_code} {response.text[:200]}")
+        raise HistoryError(
+            f"Prometheus query {query!r} at {endpoint} failed: HTTP {response.status_code} {response.text[:200]}"
+        )
     body = response.json()
     if body.get("status") != "success" or body.get("data", {}).get("resultType") != "matrix":
-        raise HistoryError(f"Prometheus query {query!r} returned no matrix (status={body.get('status')}); use a range-vector query like rate(...[5m])")
+        raise HistoryError(
+            f"Prometheus query {query!r} returned no matrix (status={body.get('status')}); use a range-vector query like rate(...[5m])"
+        )
     series = body["data"]["result"]
     if not series:
         raise HistoryError(f"Prometheus query {query!r} returned no series between {start} and {end}")
@@ -142,20 +149,16 @@ def load_prometheus(
 def load_mlflow_metric(
     metric: str = "throughput_rps",
     *,
-    experiment: str = "inferops-bench",
+    experiment: str = names.BENCH_EXPERIMENT,
     model: str | None = None,
     window_s: int = 600,
 ) -> RawHistory:
     """The project's own recorded serving rate: a metric's history across runs, averaged per window."""
-    import mlflow
-
-    from tasks.records.store import configure
-
     client = mlflow.MlflowClient(configure())
     exp = client.get_experiment_by_name(experiment)
     if exp is None:
         raise HistoryError(f"MLflow experiment {experiment!r} does not exist; record serving runs first")
-    query = f"tags.`inferops.model` = '{model}'" if model else ""
+    query = f"tags.`{names.TAG_MODEL}` = '{model}'" if model else ""
     runs = client.search_runs([exp.experiment_id], filter_string=query, max_results=5000)
     points = [
         (m.timestamp, m.value)
@@ -165,7 +168,9 @@ def load_mlflow_metric(
     ]
     if not points:
         scope = f" for model {model!r}" if model else ""
-        raise HistoryError(f"no MLflow metric {metric!r} in experiment {experiment!r}{scope}; log it from serving runs")
+        raise HistoryError(
+            f"no MLflow metric {metric!r} in experiment {experiment!r}{scope}; log it from serving runs"
+        )
     values = pd.Series([v for _, v in points], index=pd.to_datetime([t for t, _ in points], unit="ms"))
     # Windows with no sample are left out (not NaN), so validation reports them as missing windows.
     windows = values.sort_index().resample(f"{window_s}s").mean().dropna()

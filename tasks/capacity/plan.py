@@ -3,23 +3,33 @@
 from __future__ import annotations
 
 import math
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
+import mlflow
 import numpy as np
 import pandas as pd
+from mlflow.exceptions import MlflowException
 
-from tasks.capacity.forecasting import Forecast
-from tasks.policy import Capacity, default_policy
+from serving.variants import ensure_variant
+from tasks.capacity.data_quality import ValidationReport
+from tasks.capacity.forecasting import Forecast, TrendAnalysis
+from tasks.policy import Capacity
+from tasks.records import names
+from tasks.records.store import configure
 
 HOURS_PER_MONTH = 730.0  # unit conversion (8760 h / 12), not policy
-# The plan covers this scenario at this confidence unless the caller asks otherwise. Move to policy.capacity.
-BENCH_EXPERIMENT = "inferops-bench"
+# "Today's peak" when sizing the current fleet: the 0.99 quantile of observed demand, not its max, so a handful of
+# burst windows do not define today's fleet (the burst_load scenario covers them). A modelling choice of the
+# capacity model, not an operator's knob: it stays here while policy.yaml has no key for it.
 CURRENT_PEAK_QUANTILE = 0.99
-ESTIMATE_SEQ_LEN = 128  # tokens per text request assumed by the GPU estimate when the graph's length is symbolic
+# Tokens per text request assumed by the GPU estimate when the graph's length is symbolic.
+ESTIMATE_SEQ_LEN = 128
 # ONNX TensorProto element types -> bytes per element (float, uint8, int8, int32, int64, float16, double, bf16).
 ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
+StrategyName = Literal["preventive", "hybrid", "elastic", "shrink"]
 
 
 class KneeNotFoundError(LookupError):
@@ -43,13 +53,8 @@ class KneeReading:
     reason: str = ""
 
 
-def champion_knee(model: str, *, experiment: str = BENCH_EXPERIMENT) -> KneeReading:
+def champion_knee(model: str, *, experiment: str = names.BENCH_EXPERIMENT) -> KneeReading:
     """The latest stress-test `knee_rps` for the model's champion (by sha256 when a champion alias exists)."""
-    import mlflow
-    from mlflow.exceptions import MlflowException
-
-    from tasks.records.store import configure
-
     client = mlflow.MlflowClient(configure())
     champion_sha, note = None, "no registered champion alias; using the latest stress run of the model"
     for name in (model, f"inferops-{model}"):
@@ -57,9 +62,9 @@ def champion_knee(model: str, *, experiment: str = BENCH_EXPERIMENT) -> KneeRead
             version = client.get_model_version_by_alias(name, "champion")
         except MlflowException:
             continue
-        champion_sha = version.tags.get("inferops.sha256")
+        champion_sha = version.tags.get(names.TAG_SHA256)
         if champion_sha is None and version.run_id:
-            champion_sha = client.get_run(version.run_id).data.tags.get("inferops.sha256")
+            champion_sha = client.get_run(version.run_id).data.tags.get(names.TAG_SHA256)
         note = f"champion {name} v{version.version} (sha256 {str(champion_sha)[:12]})"
         break
     exp = client.get_experiment_by_name(experiment)
@@ -68,20 +73,31 @@ def champion_knee(model: str, *, experiment: str = BENCH_EXPERIMENT) -> KneeRead
         "(--knee-rps / knee_rps=)"
     )
     if exp is None:
-        raise KneeNotFoundError(f"no stress-test knee for model {model!r}: MLflow experiment {experiment!r} does not exist; {how}")
-    query = f"tags.`inferops.suite` = 'stress' and tags.`inferops.model` = '{model}'"
+        raise KneeNotFoundError(
+            f"no stress-test knee for model {model!r}: MLflow experiment {experiment!r} does not exist; {how}"
+        )
+    query = f"tags.`{names.TAG_SUITE}` = 'stress' and tags.`{names.TAG_MODEL}` = '{model}'"
     if champion_sha:
-        query += f" and tags.`inferops.sha256` = '{champion_sha}'"
-    runs = client.search_runs([exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=50)
+        query += f" and tags.`{names.TAG_SHA256}` = '{champion_sha}'"
+    runs = client.search_runs(
+        [exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=50
+    )
     for run in runs:
         knee = run.data.metrics.get("knee_rps")
         if knee is not None and knee > 0:
             tags = run.data.tags
-            return KneeReading(model, float(knee), f"mlflow run {run.info.run_id}", run.info.run_id,
-                               tags.get("inferops.variant"), tags.get("inferops.sha256"), note)
+            return KneeReading(
+                model,
+                float(knee),
+                f"mlflow run {run.info.run_id}",
+                run.info.run_id,
+                tags.get(names.TAG_VARIANT),
+                tags.get(names.TAG_SHA256),
+                note,
+            )
     scope = f" with the champion's sha256 {champion_sha[:12]}" if champion_sha else ""
     raise KneeNotFoundError(
-        f"no stress-test knee for model {model!r}{scope}: no run in {experiment!r} tagged inferops.suite=stress "
+        f"no stress-test knee for model {model!r}{scope}: no run in {experiment!r} tagged {names.TAG_SUITE}=stress "
         f"has a positive metric knee_rps; {how}"
     )
 
@@ -113,7 +129,9 @@ def _symbolic_default(name: str, seq_len: int) -> int:
     return seq_len if any(k in name.lower() for k in ("seq", "len", "token")) else 1
 
 
-def onnx_cost(path: str | Path, dim_values: dict[str, int] | None = None, seq_len: int = ESTIMATE_SEQ_LEN) -> ModelCost:
+def onnx_cost(
+    path: str | Path, dim_values: dict[str, int] | None = None, seq_len: int = ESTIMATE_SEQ_LEN
+) -> ModelCost:
     """FLOPs (MatMul, Gemm, Conv) and bytes per request of an ONNX model, symbolic input dims fixed first."""
     import onnx
 
@@ -124,7 +142,9 @@ def onnx_cost(path: str | Path, dim_values: dict[str, int] | None = None, seq_le
     for inp in model.graph.input:
         for dim in inp.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
-                dim.dim_value = (dim_values or {}).get(dim.dim_param, _symbolic_default(dim.dim_param, seq_len))
+                dim.dim_value = (dim_values or {}).get(
+                    dim.dim_param, _symbolic_default(dim.dim_param, seq_len)
+                )
     try:
         # ORT's symbolic inference resolves Reshape/attention shapes that onnx's own pass leaves unknown.
         from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
@@ -184,16 +204,17 @@ class CapacityOption:
 
 def gpu_options(
     cost: ModelCost,
-    policy: Capacity | None = None,
+    policy: Capacity,
     precision: str = "fp16",
     measured: dict[str, float] | None = None,
 ) -> list[CapacityOption]:
     """Per GPU type: min(compute-bound, memory-bound) rate x gpu_efficiency, or the measured rate when present."""
-    policy = policy or default_policy().capacity
     out = []
     for gpu, spec in policy.gpu_catalog.items():
         if measured and gpu in measured:
-            out.append(CapacityOption(gpu, measured[gpu], spec.price_per_hour, "measured", "stress knee on this GPU"))
+            out.append(
+                CapacityOption(gpu, measured[gpu], spec.price_per_hour, "measured", "stress knee on this GPU")
+            )
             continue
         peak = (spec.int8_tops if precision == "int8" else spec.fp16_tflops) * 1e12
         compute = peak / cost.flops if cost.flops > 0 else math.inf
@@ -208,10 +229,46 @@ def gpu_options(
     return out
 
 
-def replica_option(knee: KneeReading, price_per_hour: float | None = None) -> CapacityOption:
-    """The current serving replica, at its measured stress-test knee."""
-    price = default_policy().optimization.hardware_cost_per_hour if price_per_hour is None else price_per_hour
-    return CapacityOption("current-replica", knee.knee_rps, price, "measured", f"knee {knee.knee_rps:g} req/s from {knee.source}")
+def replica_option(knee: KneeReading, price_per_hour: float) -> CapacityOption:
+    """The current serving replica, at its measured stress-test knee (priced at policy
+    optimization.hardware_cost_per_hour)."""
+    return CapacityOption(
+        "current-replica",
+        knee.knee_rps,
+        price_per_hour,
+        "measured",
+        f"knee {knee.knee_rps:g} req/s from {knee.source}",
+    )
+
+
+def capacity_options(
+    model: str,
+    knee_rps: float | None,
+    onnx_path: str | None,
+    price_per_hour: float,
+    policy: Capacity,
+    *,
+    knee_source: str = "explicit knee_rps parameter",
+) -> tuple[KneeReading, list[CapacityOption], str]:
+    """The measured knee per replica (`knee_rps`, else the champion's stress knee in MLflow) and per-GPU estimates
+    from the ONNX graph (`onnx_path`, else the model's onnx-fp32 variant), with a note on what the GPU rates rest
+    on or why there are none. `price_per_hour` prices the replica (policy optimization.hardware_cost_per_hour)."""
+    knee = KneeReading(model, float(knee_rps), knee_source) if knee_rps is not None else champion_knee(model)
+    options = [replica_option(knee, price_per_hour)]
+    path, note = onnx_path, ""
+    if path is None:
+        try:
+            path = str(ensure_variant(model, "onnx-fp32").path)
+        except Exception as exc:  # the GPU estimate is optional: the plan still stands on the measured knee
+            note = f"no GPU estimates: ONNX graph for {model!r} unavailable ({exc}); pass onnx_path"
+    if path is not None:
+        cost = onnx_cost(path)
+        options += gpu_options(cost, policy)
+        note = (
+            f"GPU rates estimated from {Path(path).name}: {cost.flops / 1e9:.3g} GFLOP, "
+            f"{cost.bytes / 1e6:.3g} MB per request"
+        )
+    return knee, options, note
 
 
 @dataclass(frozen=True)
@@ -224,9 +281,8 @@ class Scenario:
     basis: str
 
 
-def build_scenarios(forecast: Forecast, burstiness: float, policy: Capacity | None = None) -> list[Scenario]:
+def build_scenarios(forecast: Forecast, burstiness: float, policy: Capacity) -> list[Scenario]:
     """normal (central peak), peak (upper bound at each level) and burst (peak x burstiness) over the horizon."""
-    policy = policy or default_policy().capacity
     central = float(np.max(forecast.yhat))
     out = []
     for level in policy.confidence_levels:
@@ -263,14 +319,26 @@ class PlanRow:
     monthly_cost: float
 
 
-def expansion_plans(scenarios: list[Scenario], options: list[CapacityOption], policy: Capacity | None = None) -> list[PlanRow]:
+def expansion_plans(
+    scenarios: list[Scenario], options: list[CapacityOption], policy: Capacity
+) -> list[PlanRow]:
     """Every scenario x option: units needed at the policy's target utilisation and what they cost a month."""
-    policy = policy or default_policy().capacity
     rows = []
     for s in scenarios:
         for o in options:
             n = units_needed(s.demand_rps, o.unit_rps, policy.target_utilisation)
-            rows.append(PlanRow(s.name, s.level, s.demand_rps, o.name, o.label, o.unit_rps, n, n * o.price_per_hour * HOURS_PER_MONTH))
+            rows.append(
+                PlanRow(
+                    s.name,
+                    s.level,
+                    s.demand_rps,
+                    o.name,
+                    o.label,
+                    o.unit_rps,
+                    n,
+                    n * o.price_per_hour * HOURS_PER_MONTH,
+                )
+            )
     return rows
 
 
@@ -288,13 +356,13 @@ class StrategyDecision:
     reason: str
 
 
-def choose_strategy(growth: float, volatility: float, policy: Capacity | None = None) -> StrategyDecision:
+def choose_strategy(growth: float, volatility: float, policy: Capacity) -> StrategyDecision:
     """SPEC §5: >50% & low vol -> preventive; 20-50% -> hybrid; <20% -> elastic; negative -> shrink."""
-    policy = policy or default_policy().capacity
     g_hi, g_lo = policy.growth_bands["high"], policy.growth_bands["low"]
     v_lo, v_hi = policy.volatility_bands["low"], policy.volatility_bands["high"]
     g_class = "negative" if growth < 0 else "high" if growth > g_hi else "medium" if growth >= g_lo else "low"
     v_class = "low" if volatility < v_lo else "high" if volatility > v_hi else "medium"
+    strategy: StrategyName
     if g_class == "negative":
         strategy, why = "shrink", "demand is falling: reclaim capacity"
     elif g_class == "high" and v_class == "low":
@@ -310,7 +378,16 @@ def choose_strategy(growth: float, volatility: float, policy: Capacity | None = 
         f"growth {growth:+.1%} is {g_class} (bands {g_lo:.0%}/{g_hi:.0%}), volatility {volatility:.2f} is {v_class} "
         f"(bands {v_lo}/{v_hi}) -> {strategy}: {why}"
     )
-    return StrategyDecision(strategy, policy.strategies[strategy].expansion, growth, g_class, volatility, v_class, thresholds, reason)  # type: ignore[index]
+    return StrategyDecision(
+        strategy,
+        policy.strategies[strategy].expansion,
+        growth,
+        g_class,
+        volatility,
+        v_class,
+        thresholds,
+        reason,
+    )
 
 
 @dataclass(frozen=True)
@@ -337,6 +414,7 @@ def recommend(
     options: list[CapacityOption],
     strategy: StrategyDecision,
     current_units: dict[str, int],
+    policy: Capacity,
     *,
     scenario: str | None = None,
     level: float | None = None,
@@ -345,12 +423,13 @@ def recommend(
 
     `scenario` and `level` default to policy capacity.plan_scenario and capacity.plan_confidence.
     """
-    policy = default_policy().capacity
     scenario = scenario if scenario is not None else policy.plan_scenario
     level = level if level is not None else policy.plan_confidence
     rows = [r for r in plans if r.scenario == scenario and math.isclose(r.level, level)]
     if not rows:
-        raise CapacityError(f"no plan for scenario {scenario!r} at confidence {level}; pick one the policy lists")
+        raise CapacityError(
+            f"no plan for scenario {scenario!r} at confidence {level}; pick one the policy lists"
+        )
     prices = {o.name: o.price_per_hour for o in options}
     lo, hi = strategy.expansion
     candidates = []
@@ -371,14 +450,25 @@ def recommend(
     )
     if verdict == "above_range":
         reason += "; the forecast needs more than the strategy's range: review the growth assumption"
-    return Recommendation(scenario, level, row.demand_rps, row.option, row.label, row.unit_rps, units, row.units,
-                          current, expansion, cost, verdict, reason)
+    return Recommendation(
+        scenario,
+        level,
+        row.demand_rps,
+        row.option,
+        row.label,
+        row.unit_rps,
+        units,
+        row.units,
+        current,
+        expansion,
+        cost,
+        verdict,
+        reason,
+    )
 
 
-def current_units(history: pd.Series, options: list[CapacityOption], policy: Capacity | None = None) -> dict[str, int]:
+def current_units(history: pd.Series, options: list[CapacityOption], policy: Capacity) -> dict[str, int]:
     """What each option would need today: units covering the observed p99 window at the target utilisation."""
-    policy = policy or default_policy().capacity
-    # p99, not max: a handful of burst windows should not define today's fleet (burst_load covers them).
     peak = float(np.nanquantile(history.to_numpy(dtype=float), CURRENT_PEAK_QUANTILE))
     return {o.name: units_needed(peak, o.unit_rps, policy.target_utilisation) for o in options}
 
@@ -393,13 +483,17 @@ class AutoscalingConfig:
     reason: str
 
     def ray_config(self) -> dict[str, int]:
-        return {"min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
-                "target_ongoing_requests": self.target_ongoing_requests}
+        return {
+            "min_replicas": self.min_replicas,
+            "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+        }
 
 
-def autoscaling_config(rec: Recommendation, forecast: Forecast, sla_ms: float, policy: Capacity | None = None) -> AutoscalingConfig:
+def autoscaling_config(
+    rec: Recommendation, forecast: Forecast, sla_ms: float, policy: Capacity
+) -> AutoscalingConfig:
     """min covers the median central forecast, max is the plan; target in-flight requests by Little's law."""
-    policy = policy or default_policy().capacity
     per_replica = rec.unit_rps * policy.target_utilisation
     typical = float(np.median(forecast.yhat))
     min_r = min(rec.units, units_needed(typical, rec.unit_rps, policy.target_utilisation))
@@ -426,9 +520,10 @@ class ReplayCheck:
     reason: str
 
 
-def replay_check(demand: pd.Series, rec: Recommendation, price_per_hour: float, policy: Capacity | None = None) -> ReplayCheck:
+def replay_check(
+    demand: pd.Series, rec: Recommendation, price_per_hour: float, policy: Capacity
+) -> ReplayCheck:
     """Share of held-out windows above the plan's SLA capacity, and the cost of capacity left idle."""
-    policy = policy or default_policy().capacity
     values = demand.dropna().to_numpy(dtype=float)
     if values.size == 0:
         raise CapacityError("the replay period has no demand windows (all gaps); hold out a period with data")
@@ -444,39 +539,109 @@ def replay_check(demand: pd.Series, rec: Recommendation, price_per_hour: float, 
         f"{float(np.mean(values > target)):.1%} exceed the {policy.target_utilisation:.0%} target; "
         f"idle capacity {float(np.mean(idle)):.0%} cost ${idle_cost:,.2f} over the period"
     )
-    return ReplayCheck(int(values.size), capacity, target, exceed, float(np.mean(values > target)),
-                       float(np.mean(idle)), idle_cost, verdict, reason)
+    return ReplayCheck(
+        int(values.size),
+        capacity,
+        target,
+        exceed,
+        float(np.mean(values > target)),
+        float(np.mean(idle)),
+        idle_cost,
+        verdict,
+        reason,
+    )
+
+
+@dataclass(frozen=True)
+class PlanDecision:
+    """What the plan decides: the strategy, the recommendation, its Ray Serve autoscaling, and the replay check
+    (None when the held-out period is empty)."""
+
+    strategy: StrategyDecision
+    recommendation: Recommendation
+    autoscaling: AutoscalingConfig
+    replay: ReplayCheck | None
+
+
+def decide(
+    analysis: TrendAnalysis,
+    options: list[CapacityOption],
+    plans: list[PlanRow],
+    policy: Capacity,
+    sla_ms: float,
+    *,
+    scenario: str | None = None,
+    level: float | None = None,
+) -> PlanDecision:
+    """Strategy from the trends, the cheapest covering option over today's units, Ray Serve autoscaling at the SLA
+    (policy rollout_gate.sla_p99_ms), and the held-out tail replayed against the plan."""
+    strategy = choose_strategy(analysis.trends.observed_growth, analysis.trends.volatility, policy)
+    current = current_units(analysis.fit, options, policy)
+    rec = recommend(plans, options, strategy, current, policy, scenario=scenario, level=level)
+    autoscaling = autoscaling_config(rec, analysis.planning.forecast, sla_ms, policy)
+    price = next(o.price_per_hour for o in options if o.name == rec.option)
+    replay = replay_check(analysis.holdout, rec, price, policy) if analysis.holdout.notna().any() else None
+    return PlanDecision(strategy, rec, autoscaling, replay)
+
+
+def plan_output(
+    report: ValidationReport,
+    analysis: TrendAnalysis,
+    decision: PlanDecision,
+    run_id: str,
+    table: list[dict[str, Any]],
+    started: float,
+) -> dict[str, Any]:
+    """The capacity-planning flow's result: plain values for the caller, the MLflow run id, and the wall time
+    since `started` (a `time.perf_counter()` reading)."""
+    return {
+        "recommendation": asdict(decision.recommendation),
+        "strategy": asdict(decision.strategy),
+        "autoscaling": decision.autoscaling.ray_config(),
+        "replay": asdict(decision.replay) if decision.replay else None,
+        "forecaster": analysis.planning.forecaster,
+        "validation": {
+            "verdict": report.verdict,
+            "report_path": report.report_path,
+            "zero_windows": report.zero_windows,
+        },
+        "mlflow_run_id": run_id,
+        "plan_table": table,
+        "wall_s": time.perf_counter() - started,
+    }
 
 
 def plan_table(rows: list[PlanRow]) -> list[dict[str, Any]]:
     """Plan rows as plain dicts for tables (Prefect, MLflow, the CLI)."""
     return [
-        {**asdict(r), "demand_rps": round(r.demand_rps, 2), "unit_rps": round(r.unit_rps, 2), "monthly_cost": round(r.monthly_cost, 2)}
+        {
+            **asdict(r),
+            "demand_rps": round(r.demand_rps, 2),
+            "unit_rps": round(r.unit_rps, 2),
+            "monthly_cost": round(r.monthly_cost, 2),
+        }
         for r in rows
     ]
 
 
 def render_plan_markdown(
-    *,
-    source: str,
+    report: ValidationReport,
     knee: KneeReading,
-    backtest_reason: str,
-    backtest_rows: list[dict[str, Any]],
-    trends: dict[str, float],
-    strategy: StrategyDecision,
-    rec: Recommendation,
-    autoscaling: AutoscalingConfig,
-    replay: ReplayCheck | None,
+    analysis: TrendAnalysis,
+    decision: PlanDecision,
     options: list[CapacityOption],
-    validation_verdict: str,
 ) -> str:
     """The capacity plan as markdown: inputs, forecaster, strategy, recommendation, autoscaling, replay."""
+    backtest_rows = analysis.planning.backtest.table()
+    trends = {k: v for k, v in asdict(analysis.trends).items() if isinstance(v, float)}
+    strategy, rec = decision.strategy, decision.recommendation
+    autoscaling, replay = decision.autoscaling, decision.replay
     lines = [
         "# Capacity plan",
         "",
-        f"- history: `{source}` (validation: {validation_verdict})",
+        f"- history: `{report.source}` (validation: {report.verdict}: {report.reason})",
         f"- capacity per replica: {knee.knee_rps:g} req/s at the SLA ({knee.source}; {knee.reason or 'explicit'})",
-        f"- forecaster: {backtest_reason}",
+        f"- forecaster: {analysis.planning.backtest.reason}",
         "- trends: " + ", ".join(f"{k} {v:.3g}" for k, v in trends.items()),
         f"- strategy: **{strategy.strategy}** (expansion {strategy.expansion[0]:+.0%}..{strategy.expansion[1]:+.0%}) — {strategy.reason}",
         f"- recommendation: **{rec.units} x {rec.option}** ({rec.label}), ${rec.monthly_cost:,.0f}/month — {rec.reason}",
@@ -484,8 +649,16 @@ def render_plan_markdown(
     ]
     if replay:
         lines.append(f"- replay check: **{replay.verdict}** — {replay.reason}")
-    lines += ["", "## Options", "", "| option | req/s per unit | label | $/h | basis |", "|---|---|---|---|---|"]
-    lines += [f"| {o.name} | {o.unit_rps:,.1f} | {o.label} | {o.price_per_hour:g} | {o.basis} |" for o in options]
+    lines += [
+        "",
+        "## Options",
+        "",
+        "| option | req/s per unit | label | $/h | basis |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {o.name} | {o.unit_rps:,.1f} | {o.label} | {o.price_per_hour:g} | {o.basis} |" for o in options
+    ]
     if backtest_rows:
         keys = list(backtest_rows[0])
         lines += ["", "## Backtest", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
@@ -505,7 +678,9 @@ def plot_forecast(history: pd.Series, forecast: Forecast, holdout: pd.Series | N
     if holdout is not None:
         ax.plot(holdout.index, holdout.to_numpy(), lw=0.7, color="tab:red", label="held out")
     for level in sorted(forecast.lower, reverse=True):
-        ax.fill_between(forecast.index, forecast.lower[level], forecast.upper[level], alpha=0.2, label=f"{level:.0%} band")
+        ax.fill_between(
+            forecast.index, forecast.lower[level], forecast.upper[level], alpha=0.2, label=f"{level:.0%} band"
+        )
     ax.plot(forecast.index, forecast.yhat, lw=0.8, color="tab:blue", label=f"{forecast.method} forecast")
     ax.set_ylabel("req/s")
     ax.legend(loc="upper left", fontsize=8)
@@ -513,7 +688,9 @@ def plot_forecast(history: pd.Series, forecast: Forecast, holdout: pd.Series | N
     return fig
 
 
-def plot_capacity_vs_demand(history: pd.Series, forecast: Forecast, rec: Recommendation, target_utilisation: float) -> Any:
+def plot_capacity_vs_demand(
+    history: pd.Series, forecast: Forecast, rec: Recommendation, target_utilisation: float
+) -> Any:
     """Demand (history + central forecast) against the plan's capacity and its target-utilisation line."""
     import matplotlib
 
@@ -525,7 +702,9 @@ def plot_capacity_vs_demand(history: pd.Series, forecast: Forecast, rec: Recomme
     ax.plot(forecast.index, forecast.yhat, lw=0.7, color="tab:blue", label="demand (forecast)")
     capacity = rec.units * rec.unit_rps
     ax.axhline(capacity, color="tab:red", label=f"capacity {rec.units} x {rec.option}")
-    ax.axhline(capacity * target_utilisation, color="tab:orange", ls="--", label=f"{target_utilisation:.0%} target")
+    ax.axhline(
+        capacity * target_utilisation, color="tab:orange", ls="--", label=f"{target_utilisation:.0%} target"
+    )
     ax.set_ylabel("req/s")
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()

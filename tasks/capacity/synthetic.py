@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from serving.settings import get_settings
+
 # Shape of the demo history; not policy: it only has to look like a real service's traffic.
 SYNTHETIC_DAYS = 28
 SYNTHETIC_FREQ_S = 600
@@ -41,9 +43,12 @@ def synthetic_history(seed: int = 7, days: int = SYNTHETIC_DAYS) -> pd.DataFrame
     return pd.DataFrame({"timestamp": ts.strftime("%Y-%m-%dT%H:%M:%S"), "rate_rps": np.round(rate, 4)})
 
 
-def write_synthetic_history(path: str | Path, seed: int = 7, days: int = SYNTHETIC_DAYS) -> Path:
-    """Write the synthetic history as CSV and return its path."""
-    path = Path(path)
+def write_synthetic_history(
+    path: str | Path | None = None, seed: int = 7, days: int = SYNTHETIC_DAYS
+) -> Path:
+    """Write the synthetic history as CSV (by default `capacity/synthetic_history.csv` under the data dir) and
+    return its path."""
+    path = Path(path) if path is not None else get_settings().data_dir / "capacity" / "synthetic_history.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
     synthetic_history(seed=seed, days=days).to_csv(path, index=False)
     return path

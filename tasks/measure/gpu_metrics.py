@@ -81,7 +81,3 @@ def sample_gpus() -> list[GpuSample]:
         )
     return samples
 
-
-def gpu_names() -> list[str]:
-    """Names of the GPUs present (empty without one)."""
-    return [s.name for s in sample_gpus()]

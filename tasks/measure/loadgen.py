@@ -18,6 +18,8 @@ from urllib.parse import urlparse
 import psutil
 from hdrh.histogram import HdrHistogram
 
+from serving import routes
+
 # Histogram range: 1 µs .. 10 min, 3 significant digits (0.1% value resolution), values in microseconds.
 HIST_LOWEST_US = 1
 HIST_HIGHEST_US = 600_000_000
@@ -30,7 +32,7 @@ GENERATOR_CPU_LIMIT_CORES = 0.85  # one asyncio loop cannot use more than one co
 SEND_LAG_LIMIT_MS = 20.0  # P99 of (actual send - scheduled send)
 DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_CONCURRENCY_CAP = 256
-DEFAULT_ENDPOINT_PATH = "/v1/embeddings"
+DEFAULT_ENDPOINT_PATH = routes.EMBEDDINGS.template
 
 BodyFactory = Callable[[int], dict[str, Any]]
 ProgressFn = Callable[[float], None]
@@ -696,11 +698,6 @@ def embeddings_body_factory(model: str, sentences: Sequence[str] | None = None) 
         return {"model": model, "input": texts[i % len(texts)]}
 
     return body
-
-
-def auth_headers(api_key: str | None) -> dict[str, str]:
-    """`Authorization: Bearer <key>` when a key is given."""
-    return {"Authorization": f"Bearer {api_key}"} if api_key else {}
 
 
 @dataclass(frozen=True)

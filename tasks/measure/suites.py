@@ -11,24 +11,28 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 
+from serving.client import auth_headers
+from tasks.decision import Decision, all_passed, decisions_markdown, markdown_table
 from tasks.measure.bottlenecks import Breakdown, breakdown
 from tasks.measure.loadgen import (
     DEFAULT_CONCURRENCY_CAP,
+    DEFAULT_ENDPOINT_PATH,
     DEFAULT_TIMEOUT_S,
     BodyFactory,
     LoadResult,
     ProgressFn,
     check_rate,
+    embeddings_body_factory,
+    endpoint_url,
     run_http_open,
     run_http_trace,
 )
 from tasks.measure.system_metrics import DEFAULT_INTERVAL_S, SystemSampler, SystemSummary
-from tasks.policy import Policy, default_policy
+from tasks.policy import Policy
 
 SuiteName = Literal["benchmark", "load", "stress", "stability"]
-VerdictValue = Literal["pass", "fail", "n/a"]
 
-# Search bounds of the stress suite beyond policy test_suite.stress (max_steps, time_budget_s, bisect_steps).
+# How the stress search behaves within the bounds of policy test_suite.stress (steps, wall time, bisections).
 STRESS_BISECT_TOLERANCE = 0.05  # stop bisecting when the bracket is within 5%
 STRESS_TIMEOUT_SLA_MULTIPLE = 20.0  # a request 20x over the SLA is a timeout; it would fail the step anyway
 STRESS_DRAIN_MAX_S = 30.0
@@ -40,23 +44,13 @@ STABILITY_WARMUP_FRACTION = 0.2
 LEAK_MIN_SAMPLES = 4
 
 
-@dataclass(frozen=True)
-class Verdict:
-    """One decision: what was checked, the threshold, the observed value, the verdict and why."""
 
-    name: str
-    threshold: float | None
-    observed: float | None
-    verdict: VerdictValue
-    reason: str
-
-
-def _check(name: str, observed: float, threshold: float, *, at_most: bool, unit: str = "") -> Verdict:
+def _check(name: str, observed: float, threshold: float, *, at_most: bool, unit: str = "") -> Decision:
     """Pass when observed is <= threshold (at_most) or >= threshold; NaN observed fails."""
     ok = (observed <= threshold if at_most else observed >= threshold) if math.isfinite(observed) else False
     rel = "<=" if at_most else ">="
     reason = f"{name} {observed:.4g}{unit} {'meets' if ok else 'breaks'} the rule {rel} {threshold:.4g}{unit}"
-    return Verdict(name, threshold, observed, "pass" if ok else "fail", reason)
+    return Decision(name, threshold, observed, ok, reason)
 
 
 @dataclass
@@ -81,14 +75,14 @@ class SuiteResult:
     url: str
     load: LoadResult | None
     system: SystemSummary | None
-    verdicts: list[Verdict]
+    decisions: list[Decision]
     breakdown: Breakdown | None
     sla_p99_ms: float
     max_error_rate: float
 
     @property
     def passed(self) -> bool:
-        return all(v.verdict != "fail" for v in self.verdicts)
+        return all_passed(self.decisions)
 
     def metrics(self) -> dict[str, float]:
         """Numbers for MLflow."""
@@ -170,23 +164,23 @@ class StabilityResult(SuiteResult):
 # ---------------------------------------------------------------------------------------------------------
 # Shared pieces
 # ---------------------------------------------------------------------------------------------------------
-def _latency_verdicts(load: LoadResult, sla_ms: float, max_error_rate: float) -> list[Verdict]:
-    verdicts = [
+def _latency_decisions(load: LoadResult, sla_ms: float, max_error_rate: float) -> list[Decision]:
+    decisions = [
         _check("p99_ms", load.percentiles["p99"], sla_ms, at_most=True, unit=" ms"),
         _check("error_rate", load.error_rate, max_error_rate, at_most=True),
     ]
     gen = load.generator
-    verdicts.append(
-        Verdict(
+    decisions.append(
+        Decision(
             "generator_not_bottleneck",
             None,
             gen.cpu_cores_used,
-            "fail" if gen.likely_bottleneck else "pass",
+            not gen.likely_bottleneck,
             ("the load generator was likely the bottleneck: " if gen.likely_bottleneck else "generator kept up: ")
             + gen.reason,
         )
     )
-    return verdicts
+    return decisions
 
 
 def _breakdown_of(load: LoadResult, system: SystemSummary | None) -> Breakdown:
@@ -243,7 +237,7 @@ def _run_fixed(
         url=spec.url,
         load=load,
         system=system,
-        verdicts=_latency_verdicts(load, sla, max_err),
+        decisions=_latency_decisions(load, sla, max_err),
         breakdown=_breakdown_of(load, system),
         sla_p99_ms=sla,
         max_error_rate=max_err,
@@ -256,15 +250,14 @@ def _run_fixed(
 def run_benchmark(
     spec: TargetSpec,
     *,
+    policy: Policy,
     rate: float | None = None,
     duration_s: float | None = None,
-    policy: Policy | None = None,
     progress: ProgressFn | None = None,
 ) -> SuiteResult:
     """Fixed open-loop load (default: the gate's target QPS for the benchmark duration): the baseline figures."""
-    policy = policy or default_policy()
     rate = policy.rollout_gate.target_qps if rate is None else rate
-    duration = duration_s if duration_s is not None else float(policy.test_suite.benchmark.duration_s or 0)
+    duration = duration_s if duration_s is not None else policy.test_suite.benchmark.duration_s
     check_rate(rate, duration)
     return _run_fixed(
         spec, "benchmark", rate=rate, duration_s=duration, offsets=None, policy=policy, progress=progress
@@ -274,16 +267,15 @@ def run_benchmark(
 def run_load(
     spec: TargetSpec,
     *,
+    policy: Policy,
     rate: float | None = None,
     duration_s: float | None = None,
     trace_offsets: Sequence[float] | None = None,
-    policy: Policy | None = None,
     progress: ProgressFn | None = None,
 ) -> SuiteResult:
     """The expected load for a duration: a constant-mean Poisson rate, or a replayed trace."""
-    policy = policy or default_policy()
     rate = policy.rollout_gate.target_qps if rate is None else rate
-    duration = duration_s if duration_s is not None else float(policy.test_suite.load.duration_s or 0)
+    duration = duration_s if duration_s is not None else policy.test_suite.load.duration_s
     if trace_offsets is None:
         check_rate(rate, duration)
     return _run_fixed(
@@ -310,20 +302,12 @@ def _wait_drained(url: str, body: dict[str, Any], headers: dict[str, str], sla_m
                 return
 
 
-def _bound(given: float | None, configured: float | None, key: str) -> float:
-    """A stress search bound: the argument, else policy test_suite.stress.<key>; neither is an error."""
-    if given is not None:
-        return given
-    if configured is None:
-        raise ValueError(f"stress {key} is unset: set test_suite.stress.{key} in the policy file or pass {key}=")
-    return configured
-
-
 def find_knee(
     url: str,
     body_factory: BodyFactory,
     sla_ms: float | None = None,
     *,
+    policy: Policy,
     headers: dict[str, str] | None = None,
     max_error_rate: float | None = None,
     start_rps: float | None = None,
@@ -337,7 +321,6 @@ def find_knee(
     timeout_s: float | None = None,
     pids: Sequence[int] = (),
     prometheus_url: str | None = None,
-    policy: Policy | None = None,
     on_step: Callable[[StressStep], None] | None = None,
 ) -> StressResult:
     """Highest open-loop rate whose P99 <= `sla_ms` and error rate <= max: geometric ramp, then bisection.
@@ -345,17 +328,16 @@ def find_knee(
     Defaults come from `policy.test_suite.stress` and `policy.rollout_gate.sla_p99_ms`. The search stops at the
     first failing rate, at `max_rps`, after `max_steps` steps or when `time_budget_s` is spent, and says which.
     """
-    policy = policy or default_policy()
     cfg = policy.test_suite.stress
     sla = sla_ms if sla_ms is not None else policy.rollout_gate.sla_p99_ms
     max_err = max_error_rate if max_error_rate is not None else policy.test_suite.max_error_rate
-    rate = float(start_rps if start_rps is not None else (cfg.start_rps or 1.0))
-    top = float(max_rps if max_rps is not None else (cfg.max_rps or rate))
-    factor = float(step_factor if step_factor is not None else (cfg.step_factor or 1.5))
-    step_s = float(step_duration_s if step_duration_s is not None else (cfg.step_duration_s or 8.0))
-    max_steps = int(_bound(max_steps, cfg.max_steps, "max_steps"))
-    time_budget_s = float(_bound(time_budget_s, cfg.time_budget_s, "time_budget_s"))
-    bisect_steps = int(_bound(bisect_steps, cfg.bisect_steps, "bisect_steps"))
+    rate = float(start_rps if start_rps is not None else cfg.start_rps)
+    top = float(max_rps if max_rps is not None else cfg.max_rps)
+    factor = float(step_factor if step_factor is not None else cfg.step_factor)
+    step_s = float(step_duration_s if step_duration_s is not None else cfg.step_duration_s)
+    max_steps = max_steps if max_steps is not None else cfg.max_steps
+    time_budget_s = time_budget_s if time_budget_s is not None else cfg.time_budget_s
+    bisect_steps = bisect_steps if bisect_steps is not None else cfg.bisect_steps
     check_rate(rate, step_s)
     if factor <= 1.0:
         raise ValueError(f"stress step_factor {factor} must be > 1 so the ramp grows; policy test_suite.stress")
@@ -436,12 +418,12 @@ def find_knee(
         )
     knee = good or 0.0
     best = loads.get(knee) if good is not None else (loads[steps[0].rate_rps] if steps else None)
-    verdicts = [
-        Verdict(
+    decisions = [
+        Decision(
             "knee_rps",
             sla,
             knee,
-            "pass" if good is not None else "fail",
+            good is not None,
             (
                 f"highest rate with P99 <= {sla:g} ms and error rate <= {max_err:.2%}: {knee:.3g} req/s ({stopped})"
                 if good is not None
@@ -451,12 +433,12 @@ def find_knee(
     ]
     if any(s.generator_bottleneck for s in steps):
         worst = max(steps, key=lambda s: s.rate_rps if s.generator_bottleneck else -1.0)
-        verdicts.append(
-            Verdict(
+        decisions.append(
+            Decision(
                 "generator_not_bottleneck",
                 None,
                 worst.rate_rps,
-                "fail",
+                False,
                 f"the load generator lagged at {worst.rate_rps:.3g} req/s: the knee may be the client's, not the server's",
             )
         )
@@ -465,7 +447,7 @@ def find_knee(
         url=url,
         load=best,
         system=system,
-        verdicts=verdicts,
+        decisions=decisions,
         breakdown=_breakdown_of(best, system) if best is not None else None,
         sla_p99_ms=sla,
         max_error_rate=max_err,
@@ -475,7 +457,7 @@ def find_knee(
     )
 
 
-def run_stress(spec: TargetSpec, *, policy: Policy | None = None, **knobs: Any) -> StressResult:
+def run_stress(spec: TargetSpec, *, policy: Policy, **knobs: Any) -> StressResult:
     """The stress suite for a target spec (see `find_knee` for the knobs)."""
     return find_knee(
         spec.url,
@@ -512,20 +494,20 @@ def detect_leak(
     *,
     name: str = "rss",
     warmup_fraction: float = STABILITY_WARMUP_FRACTION,
-) -> Verdict:
+) -> Decision:
     """Leak verdict from a memory series (t seconds, bytes): fail when the post-warm-up slope > threshold."""
     if not series:
-        return Verdict(f"{name}_leak", threshold_mb_per_h, None, "n/a", f"no {name} samples")
+        return Decision(f"{name}_leak", threshold_mb_per_h, None, None, f"no {name} samples")
     t_end = series[-1][0]
     t_start = series[0][0]
     cut = t_start + (t_end - t_start) * warmup_fraction
     kept = [(t, b / 2**20) for t, b in series if t >= cut]
     if len(kept) < LEAK_MIN_SAMPLES:
-        return Verdict(
+        return Decision(
             f"{name}_leak",
             threshold_mb_per_h,
             None,
-            "n/a",
+            None,
             f"only {len(kept)} {name} samples after warm-up (need {LEAK_MIN_SAMPLES}); run longer or sample faster",
         )
     slope, r2 = slope_per_hour(kept)
@@ -536,7 +518,7 @@ def detect_leak(
         f"warm-up) {'>' if leak else '<='} threshold {threshold_mb_per_h:g} MB/h: "
         + ("memory grows under steady load, likely a leak" if leak else "no leak")
     )
-    return Verdict(f"{name}_leak", threshold_mb_per_h, slope, "fail" if leak else "pass", reason)
+    return Decision(f"{name}_leak", threshold_mb_per_h, slope, not leak, reason)
 
 
 def run_stability(
@@ -544,20 +526,15 @@ def run_stability(
     *,
     rate: float | None = None,
     duration_s: float | None = None,
+    policy: Policy,
     leak_threshold_mb_per_h: float | None = None,
-    policy: Policy | None = None,
     progress: ProgressFn | None = None,
 ) -> StabilityResult:
     """Sustained open-loop load; availability vs the gate's stability minimum; RSS and GPU memory leak verdicts."""
-    policy = policy or default_policy()
     rate = policy.rollout_gate.target_qps if rate is None else rate
-    duration = duration_s if duration_s is not None else float(policy.test_suite.stability.duration_s or 0)
+    duration = duration_s if duration_s is not None else policy.test_suite.stability.duration_s
     check_rate(rate, duration)
-    threshold = (
-        leak_threshold_mb_per_h
-        if leak_threshold_mb_per_h is not None
-        else float(policy.test_suite.stability.leak_slope_mb_per_h or 0)
-    )
+    threshold = leak_threshold_mb_per_h if leak_threshold_mb_per_h is not None else policy.test_suite.stability.leak_slope_mb_per_h
     if not spec.pids:
         raise ValueError(
             "stability needs the server's process ids to watch its memory; pass --pid (repeatable) or, for "
@@ -567,9 +544,9 @@ def run_stability(
     assert base.load is not None and base.system is not None
     availability = base.load.ok / base.load.scheduled if base.load.scheduled else 0.0
     minimum = policy.rollout_gate.items["stability"].minimum
-    verdicts = [
+    decisions = [
         _check("availability", availability, minimum, at_most=False),
-        *base.verdicts,
+        *base.decisions,
         detect_leak(base.system.rss_series(), threshold, name="rss"),
     ]
     gpu_series = base.system.gpu_memory_series()
@@ -578,15 +555,15 @@ def run_stability(
         gpu_verdict = detect_leak(gpu_series, threshold, name="gpu_memory")
         gpu_slope = gpu_verdict.observed
     else:
-        gpu_verdict = Verdict("gpu_memory_leak", threshold, None, "n/a", f"GPU {base.system.gpu}")
-    verdicts.append(gpu_verdict)
-    rss = verdicts[-2]
+        gpu_verdict = Decision("gpu_memory_leak", threshold, None, None, f"GPU {base.system.gpu}")
+    decisions.append(gpu_verdict)
+    rss = decisions[-2]
     return StabilityResult(
         suite="stability",
         url=spec.url,
         load=base.load,
         system=base.system,
-        verdicts=verdicts,
+        decisions=decisions,
         breakdown=base.breakdown,
         sla_p99_ms=base.sla_p99_ms,
         max_error_rate=base.max_error_rate,
@@ -597,17 +574,35 @@ def run_stability(
 
 
 def render_markdown(result: SuiteResult) -> str:
-    """The verdict table of one suite run."""
-    lines = [f"## {result.suite} — {result.url}", "", "| check | threshold | observed | verdict | reason |"]
-    lines.append("|---|---:|---:|---|---|")
-    for v in result.verdicts:
-        thr = "" if v.threshold is None else f"{v.threshold:.4g}"
-        obs = "" if v.observed is None else f"{v.observed:.4g}"
-        lines.append(f"| {v.name} | {thr} | {obs} | {v.verdict} | {v.reason} |")
+    """The decision table of one suite run (and the stress search's steps)."""
+    text = decisions_markdown(result.decisions, title=f"{result.suite} — {result.url}")
     if isinstance(result, StressResult) and result.steps:
-        lines += ["", "| step | rate (req/s) | P99 (ms) | error rate | throughput | ok |", "|---|---:|---:|---:|---:|---|"]
-        for s in result.steps:
-            lines.append(
-                f"| {s.phase} | {s.rate_rps:.3g} | {s.p99_ms:.1f} | {s.error_rate:.2%} | {s.throughput_rps:.1f} | {s.ok} |"
-            )
-    return "\n".join(lines) + "\n"
+        rows = [{"step": s.phase, "rate (req/s)": f"{s.rate_rps:.3g}", "P99 (ms)": f"{s.p99_ms:.1f}",
+                 "error rate": f"{s.error_rate:.2%}", "throughput": f"{s.throughput_rps:.1f}", "ok": s.ok}
+                for s in result.steps]  # fmt: skip
+        text += "\n" + markdown_table(rows)
+    return text
+
+
+def embeddings_target(url: str, model: str, api_key: str | None, *, use_cache: bool = False, path: str | None = None,
+                      timeout_s: float = DEFAULT_TIMEOUT_S, pids: Sequence[int] = ()) -> TargetSpec:  # fmt: skip
+    """One corpus sentence per request to the embeddings route, keyed. Unless `use_cache`, every request asks for
+    a fresh answer (`Cache-Control: no-cache`): the load cycles through a few hundred sentences, and a response
+    cache would answer nearly all of them, so the suite would measure the cache, not the model."""
+    headers = auth_headers(api_key)
+    if not use_cache:
+        headers["Cache-Control"] = "no-cache"
+    return TargetSpec(endpoint_url(url, path or DEFAULT_ENDPOINT_PATH), embeddings_body_factory(model), headers=headers,
+                      timeout_s=timeout_s, pids=list(pids))  # fmt: skip
+
+
+def run_suite(spec: TargetSpec, suite: SuiteName, policy: Policy, *, rate: float | None = None,
+              duration_s: float | None = None, stress_budget_s: float | None = None) -> SuiteResult:  # fmt: skip
+    """One of the four suites by name (a stress search may get a shorter wall-time budget than the policy's)."""
+    if suite == "benchmark":
+        return run_benchmark(spec, policy=policy, rate=rate, duration_s=duration_s)
+    if suite == "load":
+        return run_load(spec, policy=policy, rate=rate, duration_s=duration_s)
+    if suite == "stress":
+        return run_stress(spec, policy=policy, **({"time_budget_s": stress_budget_s} if stress_budget_s is not None else {}))
+    return run_stability(spec, policy=policy, rate=rate, duration_s=duration_s)

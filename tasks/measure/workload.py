@@ -8,6 +8,7 @@ read a `.npy` array whose first axis is the request.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,21 @@ import numpy as np
 from serving.artifacts import write_artifact
 
 MAX_REQUESTS = 100_000
+
+
+@dataclass(frozen=True)
+class Workload:
+    """A request log and the share of its requests that repeat an earlier one (an unbounded cache's hit rate)."""
+
+    source: str
+    requests: Any  # list[str] for text models, an array for tensor models
+    repeat_share: float
+
+
+def read_workload(path: str | Path, kind: str) -> Workload:
+    """The request log at `path` for a `kind` model, with its repeat share."""
+    requests = load_request_log(path, kind)
+    return Workload(str(path), requests, repeat_share(requests))
 
 
 class WorkloadError(ValueError):

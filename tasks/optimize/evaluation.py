@@ -11,9 +11,10 @@ from typing import Any
 
 import numpy as np
 
+from serving.engines import load_engine
 from serving.variants import VariantUnavailable, ensure_variant, list_variants
-from serving.zoo import EvalResult, get_model
-from tasks.policy import default_policy
+from serving.zoo import EvalResult, get_model, minilm_dir
+from tasks.decision import Decision
 
 # Measurement sizes: enough calls per batch size that p99 means something, small enough for a 2-core box.
 BENCH_ITEMS = 256
@@ -39,16 +40,6 @@ class BatchTiming:
     ended: float = 0.0
 
 
-@dataclass(frozen=True)
-class RetentionDecision:
-    """Does a variant keep enough of the FP32 metric? Threshold, observed value, verdict and why."""
-
-    metric: str
-    threshold: float
-    observed: float
-    verdict: str
-    reason: str
-
 
 @dataclass
 class VariantReport:
@@ -63,7 +54,7 @@ class VariantReport:
     evaluation: EvalResult | None = None
     retention: float | None = None
     stsb_retention: float | None = None
-    decision: RetentionDecision | None = None
+    decision: Decision | None = None
     skipped: str | None = None
 
     def best_throughput(self) -> float:
@@ -103,7 +94,7 @@ def measure_batches(
                        wall_start, wall_start + total)  # fmt: skip
 
 
-def retention_decision(metric: str, observed: float, baseline: float, threshold: float) -> RetentionDecision:
+def retention_decision(metric: str, observed: float, baseline: float, threshold: float) -> Decision:
     """Retention = metric / FP32 metric, passed when it reaches the policy threshold."""
     retention = observed / baseline if baseline else 0.0
     ok = retention >= threshold
@@ -111,7 +102,7 @@ def retention_decision(metric: str, observed: float, baseline: float, threshold:
         f"{metric} {observed:.4f} vs FP32 {baseline:.4f}: retention {retention:.4f} "
         f"{'>=' if ok else '<'} threshold {threshold:.4f}"
     )
-    return RetentionDecision(metric, threshold, retention, "pass" if ok else "fail", reason)
+    return Decision(f"{metric} retention", threshold, retention, ok, reason)
 
 
 def measure_variant(
@@ -122,12 +113,12 @@ def measure_variant(
     quick: bool = False,
     stsb_path: str | Path | None = None,
     baseline: EvalResult | None = None,
+    retention_threshold: float | None = None,
     intra_op_threads: int | None = None,
     allow_spinning: bool = True,
 ) -> VariantReport:
-    """Build (or reuse) the variant, time it at each batch size and score it with the zoo's evaluator."""
-    from serving.engines import load_engine
-
+    """Build (or reuse) the variant, time it at each batch size and score it with the zoo's evaluator; with a
+    `baseline`, decide retention against `retention_threshold` (policy optimization.accuracy_retention_threshold)."""
     report = VariantReport(model, variant)
     try:
         art = ensure_variant(model, variant)
@@ -144,9 +135,10 @@ def measure_variant(
     kwargs = {"stsb_path": stsb_path} if stsb_path is not None else {}
     report.evaluation = spec.evaluate(engine, **kwargs)
     if baseline is not None:
-        threshold = default_policy().optimization.accuracy_retention_threshold
+        if retention_threshold is None:
+            raise ValueError("a retention decision against a baseline needs the policy's retention_threshold")
         report.decision = retention_decision(
-            report.evaluation.metric, report.evaluation.value, baseline.value, threshold
+            report.evaluation.metric, report.evaluation.value, baseline.value, retention_threshold
         )
         report.retention = report.decision.observed
         ours, ref = report.evaluation.details.get("stsb_spearman_x100"), baseline.details.get("stsb_spearman_x100")
@@ -161,6 +153,7 @@ def compare_variants(
     model: str,
     variants: Sequence[str] | None = None,
     *,
+    retention_threshold: float,
     batch_sizes: Sequence[int] = DEFAULT_BATCH_SIZES,
     quick: bool = False,
     stsb_path: str | Path | None = None,
@@ -188,12 +181,13 @@ def compare_variants(
             quick=quick,
             stsb_path=stsb_path,
             baseline=baseline,
+            retention_threshold=retention_threshold,
             intra_op_threads=intra_op_threads,
             allow_spinning=allow_spinning,
         )
         if name == reference and rep.evaluation is not None:
             baseline = rep.evaluation
-            rep = measure_reference_decision(rep, baseline)
+            rep = measure_reference_decision(rep, baseline, retention_threshold)
         if rep.skipped:
             say(f"    skipped: {rep.skipped}")
         else:
@@ -204,9 +198,8 @@ def compare_variants(
     return reports
 
 
-def measure_reference_decision(rep: VariantReport, baseline: EvalResult) -> VariantReport:
+def measure_reference_decision(rep: VariantReport, baseline: EvalResult, threshold: float) -> VariantReport:
     """The reference keeps 100% of itself by definition; say so rather than leave the column blank."""
-    threshold = default_policy().optimization.accuracy_retention_threshold
     rep.decision = retention_decision(baseline.metric, baseline.value, baseline.value, threshold)
     rep.retention = rep.decision.observed
     if "stsb_spearman_x100" in baseline.details:
@@ -217,8 +210,6 @@ def measure_reference_decision(rep: VariantReport, baseline: EvalResult) -> Vari
 def measure_sentence_transformers(texts: Sequence[str], batch: int = 1, min_calls: int = BENCH_MIN_CALLS) -> BatchTiming:
     """The naive baseline: sentence-transformers' own `encode`, FP32 PyTorch, `batch` texts per call."""
     from sentence_transformers import SentenceTransformer
-
-    from serving.zoo import minilm_dir
 
     st = SentenceTransformer(str(minilm_dir()), device="cpu", local_files_only=True)
 

@@ -1,6 +1,9 @@
-"""The seed's improvement formulas (7.3.4), each a one-liner with its guard against division by zero."""
+"""The seed's improvement formulas (7.3.4), each a one-liner with its guard against division by zero, and the
+cycle's cost and ROI figures built from them."""
 
 from __future__ import annotations
+
+from tasks.policy import Optimization
 
 
 def _require_positive(name: str, value: float) -> None:
@@ -43,3 +46,22 @@ def cost_per_million(throughput_rps: float, cost_per_hour: float) -> float:
     """Serving cost of one million requests at a sustained throughput on hardware billed per hour."""
     _require_positive("throughput_rps", throughput_rps)
     return cost_per_hour / (throughput_rps * 3600.0) * 1_000_000
+
+
+def roi_figures(baseline_rps: float, final_rps: float, policy: Optimization, target_qps: float) -> dict[str, float]:
+    """Cost per million requests before/after, cost saving rate, yearly benefit at the target load, and ROI."""
+    cost_h = policy.hardware_cost_per_hour
+    before = cost_per_million(baseline_rps, cost_h)
+    after = cost_per_million(final_rps, cost_h)
+    yearly_requests_m = target_qps * 3600 * 24 * 365 / 1_000_000
+    benefit = (before - after) * yearly_requests_m
+    investment = policy.investment_hours * policy.engineer_cost_per_hour
+    return {
+        "cost_per_million_before": round(before, 4),
+        "cost_per_million_after": round(after, 4),
+        "cost_saving_rate": round(cost_saving_rate(before, after), 4),
+        "yearly_benefit_usd": round(benefit, 2),
+        "investment_usd": round(investment, 2),
+        "roi": round(roi(benefit, investment), 4) if investment > 0 else float("inf"),
+        "performance_improvement": round(performance_improvement(baseline_rps, final_rps), 4),
+    }

@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from serving.artifacts import ArtifactError, sha256_file
-from tasks.records.store import configure, ensure_experiment
+from serving.resolver import TAG_FILE, TAG_SHA256, TAG_VARIANT, RegistryError, ResolvedModel, resolve
+from tasks.records import names
+from tasks.records.runs import RunRecord, clip_tag, log_run
+from tasks.records.store import configure
+
+__all__ = ["RegistryError", "ResolvedModel", "resolve"]  # read-only lookups live in serving, re-exported here
 
 CHALLENGER, CHAMPION, PREVIOUS = "challenger", "champion", "previous-champion"
-REGISTRY_EXPERIMENT = "inferops-registry"
-
-
-class RegistryError(RuntimeError):
-    """A registry operation that cannot be done; the message says which model/alias and why."""
 
 
 @dataclass(frozen=True)
@@ -32,47 +30,34 @@ class VersionRef:
     source: str
 
 
-@dataclass(frozen=True)
-class ResolvedModel:
-    uri: str
-    model: str
-    version: str
-    sha256: str
-    variant: str
-    path: Path
-
-
 def _client() -> MlflowClient:
     return MlflowClient(configure())
 
 
 def _ref(model: str, mv: Any) -> VersionRef:
-    return VersionRef(model, str(mv.version), mv.tags.get("sha256", ""), mv.tags.get("variant", ""), mv.source)
+    return VersionRef(model, str(mv.version), mv.tags.get(TAG_SHA256, ""), mv.tags.get(TAG_VARIANT, ""), mv.source)
 
 
-def register(model: str, artifact: Path, manifest: dict[str, Any], run_id: str | None = None) -> VersionRef:
+def register(model: str, artifact: Path, manifest: dict[str, Any]) -> VersionRef:
     """Log the artifact and its manifest, create a model version tagged with its sha256, alias it `challenger`."""
     artifact = Path(artifact)
     digest = sha256_file(artifact)
     if manifest.get("sha256") and manifest["sha256"] != digest:
         raise ArtifactError(f"{artifact} does not match its manifest sha256: rebuild it before registering")
     client = _client()
-    ensure_experiment(REGISTRY_EXPERIMENT)
-    nested = mlflow.active_run() is not None
-    with mlflow.start_run(run_id=run_id, run_name=f"register-{model}", nested=nested and run_id is None) as run:
-        mlflow.log_artifact(str(artifact), artifact_path="model")
-        mlflow.log_dict({**manifest, "sha256": digest}, "model/manifest.json")
-        source = f"{run.info.artifact_uri}/model"
-        run_id = run.info.run_id
+    record = RunRecord(f"register-{model}", names.REGISTRY_EXPERIMENT, files={"model": artifact},
+                       dicts={"model/manifest.json": {**manifest, "sha256": digest}})  # fmt: skip
+    run_id = log_run(record)
+    source = f"{client.get_run(run_id).info.artifact_uri}/model"
     try:
         client.get_registered_model(model)
     except MlflowException:
         client.create_registered_model(model, description=f"inferops model {model}")
     tags = {
-        "sha256": digest,
-        "variant": str(manifest.get("variant", artifact.stem)),
-        "file": artifact.name,
-        "inferops.retention_class": "optimization_plans",
+        TAG_SHA256: digest,
+        TAG_VARIANT: str(manifest.get("variant", artifact.stem)),
+        TAG_FILE: artifact.name,
+        names.TAG_RETENTION_CLASS: names.OPTIMIZATION_PLANS,
     }
     mv = client.create_model_version(model, source=source, run_id=run_id, tags=tags)
     client.set_registered_model_alias(model, CHALLENGER, mv.version)
@@ -90,6 +75,26 @@ def ensure_champion(model: str, artifact: Path, manifest: dict[str, Any]) -> Ver
     if champion is None:
         raise RegistryError(f"model {model!r}: promoting the first version did not set '{CHAMPION}'")
     return champion
+
+
+def register_candidate(
+    model: str, artifact: Path, manifest: dict[str, Any], params: dict[str, Any], cache_hit_rate: float | None = None
+) -> VersionRef:
+    """Register a measured candidate as `challenger`, tagged with the serving knobs it was measured with (and the
+    cache hit rate it reached on the request log), so whoever serves it later serves it as measured."""
+    ref = register(model, artifact, manifest)
+    set_serving_knobs(model, ref.version, params)
+    if cache_hit_rate is not None:
+        _client().set_model_version_tag(model, ref.version, names.VERSION_TAG_CACHE_HIT_RATE, f"{cache_hit_rate:.4f}")
+    return ref
+
+
+def require_alias(model: str, alias: str) -> VersionRef:
+    """The version an alias points at; RegistryError naming the model and alias when there is none."""
+    ref = alias_version(model, alias)
+    if ref is None:
+        raise RegistryError(f"model {model!r} has no {alias!r} alias in the registry")
+    return ref
 
 
 def alias_version(model: str, alias: str) -> VersionRef | None:
@@ -117,6 +122,12 @@ def promote(model: str) -> dict[str, Any]:
         "previous_champion": champion.version if champion else None,
         "at": time.time(),
     }
+
+
+def reject_challenger(model: str, version: str, reason: str) -> None:
+    """A gated candidate that is not promoted: its version is tagged with the reason and loses `challenger`."""
+    _client().set_model_version_tag(model, version, names.VERSION_TAG_GATE, clip_tag(reason))
+    discard_challenger(model)
 
 
 def discard_challenger(model: str) -> None:
@@ -148,47 +159,15 @@ def rollback(model: str, reason: str) -> RollbackRecord:
         )
     client.set_registered_model_alias(model, CHAMPION, previous.version)
     client.delete_registered_model_alias(model, PREVIOUS)
-    client.set_model_version_tag(model, champion.version, "inferops.rolled_back", reason)
+    client.set_model_version_tag(model, champion.version, names.VERSION_TAG_ROLLED_BACK, reason)
     record = RollbackRecord(model, champion.version, previous.version, reason, time.time())
-    ensure_experiment(REGISTRY_EXPERIMENT)
-    with mlflow.start_run(run_name=f"rollback-{model}", nested=mlflow.active_run() is not None):
-        mlflow.set_tags({"inferops.kind": "rollback", "inferops.model": model, "inferops.retention_class": "rollback_records"})
-        mlflow.log_dict(asdict(record), "rollback_record.json")
+    tags = {names.TAG_KIND: "rollback", names.TAG_MODEL: model, names.TAG_RETENTION_CLASS: names.ROLLBACK_RECORDS}
+    log_run(RunRecord(f"rollback-{model}", names.REGISTRY_EXPERIMENT, tags=tags, dicts={"rollback_record.json": asdict(record)}))
     return record
 
 
-def resolve(uri: str) -> ResolvedModel:
-    """`models:/NAME@alias` or `models:/NAME/VERSION` -> a local file whose sha256 matches the registry."""
-    if not uri.startswith("models:/"):
-        raise RegistryError(f"{uri!r} is not an MLflow model URI (expected models:/NAME@alias or models:/NAME/VERSION)")
-    client = _client()
-    body = uri[len("models:/") :]
-    try:
-        if "@" in body:
-            name, alias = body.split("@", 1)
-            mv = client.get_model_version_by_alias(name, alias)
-        else:
-            name, version = body.rsplit("/", 1)
-            mv = client.get_model_version(name, version)
-    except (MlflowException, ValueError) as exc:
-        raise RegistryError(f"cannot resolve {uri}: {exc}") from None
-    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=mv.source))
-    file_name = mv.tags.get("file")
-    path = local / file_name if file_name else local
-    expected = mv.tags.get("sha256", "")
-    actual = sha256_file(path)
-    if expected and actual != expected:
-        raise ArtifactError(f"{uri} (version {mv.version}): sha256 of {path} is {actual[:12]}…, registry says {expected[:12]}…")
-    return ResolvedModel(uri, name, str(mv.version), actual, mv.tags.get("variant", ""), path)
-
-
-def manifest_of(resolved: ResolvedModel) -> dict[str, Any]:
-    manifest = resolved.path.parent / "manifest.json"
-    return json.loads(manifest.read_text()) if manifest.exists() else {}
-
-
-SERVE_TAG = "inferops.serve."
-# Tag name on a version -> the knob of PUT /admin/models/{name}/serving it sets.
+# Version tag (after the prefix) -> the knob of PUT /admin/models/{name}/serving it sets; the tag names are the keys
+# of a candidate's params.
 SERVE_KNOBS = {"intra_op_threads": "intra_op_threads", "batch": "max_batch_size", "replicas": "num_replicas",
                "cache_entries": "cache_entries"}  # fmt: skip
 
@@ -198,14 +177,16 @@ def set_serving_knobs(model: str, version: str, params: dict[str, Any]) -> None:
     client = _client()
     for key in SERVE_KNOBS:
         if key in params:
-            client.set_model_version_tag(model, version, f"{SERVE_TAG}{key}", str(params[key]))
+            client.set_model_version_tag(model, version, f"{names.VERSION_TAG_SERVE_PREFIX}{key}", str(params[key]))
 
 
-def serving_knobs(model: str, version: str, defaults: dict[str, int]) -> dict[str, int]:
-    """The knobs a version serves with: its recorded tags, else `defaults` (a version no cycle measured)."""
-    tags = _client().get_model_version(model, version).tags
+def version_knobs(model: str, version: str | None, defaults: dict[str, int]) -> dict[str, int]:
+    """The knobs a version serves with: its recorded tags, else `defaults` (no version, or one no cycle measured)."""
     knobs = dict(defaults)
+    if version is None:
+        return knobs
+    tags = _client().get_model_version(model, version).tags
     for key, knob in SERVE_KNOBS.items():
-        if f"{SERVE_TAG}{key}" in tags:
-            knobs[knob] = int(tags[f"{SERVE_TAG}{key}"])
+        if f"{names.VERSION_TAG_SERVE_PREFIX}{key}" in tags:
+            knobs[knob] = int(tags[f"{names.VERSION_TAG_SERVE_PREFIX}{key}"])
     return knobs

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tasks.decision import decision_rows
 from tasks.measure.loadgen import LoadResult
 from tasks.measure.suites import StabilityResult, StressResult, SuiteResult
 
@@ -161,16 +162,8 @@ def log_suite_run(
         metrics = result.metrics()
         metrics["passed"] = 1.0 if result.passed else 0.0
         mlflow.log_metrics({k.replace(".", "_"): v for k, v in metrics.items() if math.isfinite(v)})
-        mlflow.log_table(
-            {
-                "check": [v.name for v in result.verdicts],
-                "threshold": [v.threshold for v in result.verdicts],
-                "observed": [v.observed for v in result.verdicts],
-                "verdict": [v.verdict for v in result.verdicts],
-                "reason": [v.reason for v in result.verdicts],
-            },
-            "verdicts.json",
-        )
+        checks = decision_rows(result.decisions)
+        mlflow.log_table({k: [r[k] for r in checks] for k in checks[0]} if checks else {}, "verdicts.json")
         report = suite_md(result)
         if result.breakdown is not None:
             report += "\n" + breakdown_md(result.breakdown)

@@ -8,7 +8,6 @@ from typing import Any, Literal
 
 from prefect.input import RunInput
 
-from tasks.measure.loadgen import auth_headers
 from tasks.release.gate import GateVerdict
 
 DecidedBy = Literal["human", "policy", "timeout"]
@@ -75,144 +74,19 @@ def request_text(model: str, version: str | None, verdict: GateVerdict, report_m
     return head + report_md
 
 
-def record(decision: ApprovalDecision, run_id: str) -> None:
-    """Write the decision on an MLflow run: tags to filter by and a JSON artifact with the details."""
-    from mlflow import MlflowClient
-
-    from tasks.records.store import configure
-
-    client = MlflowClient(configure())
-    tags = {
-        "inferops.approval.approved": str(decision.approved).lower(),
-        "inferops.approval.decided_by": decision.decided_by,
-        "inferops.approval.promote": str(decision.promote).lower(),
-        "inferops.approval.comment": decision.comment[:4000],
-    }
-    for key, value in tags.items():
-        client.set_tag(run_id, key, value)
-    client.log_dict(run_id, decision.as_dict(), "approval_decision.json")
-
-
-# ---- change freeze (SPEC §2 medium risk: "stop further changes") ------------------------------------------------
-
-FREEZE_TAG = "inferops.frozen"
-
-
-def freeze(model: str, reason: str, run_id: str | None = None) -> dict[str, Any]:
-    """Mark a registered model frozen: the optimization cycle and the gate make no change until it is lifted."""
-    import json
-
-    from mlflow import MlflowClient
-
-    from tasks.records.store import configure
-
-    record = {"reason": reason, "at": time.time(), "run_id": run_id}
-    MlflowClient(configure()).set_registered_model_tag(model, FREEZE_TAG, json.dumps(record))
-    return record
-
-
-def frozen_reason(model: str) -> str | None:
-    """Why `model` is frozen, or None when changes are allowed (also None for an unregistered model)."""
-    import json
-
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from tasks.records.store import configure
-
-    try:
-        tags = MlflowClient(configure()).get_registered_model(model).tags
-    except MlflowException:
+def preset_decision(
+    model: str, version: str | None, verdict: GateVerdict, frozen: str | None, needs_human: bool
+) -> ApprovalDecision | None:
+    """The decision when nobody needs to be asked (a change freeze refuses; without an approval point, or for a
+    failed gate, the verdict decides); None when a reviewer must answer."""
+    if frozen:
+        comment = f"changes frozen: {frozen}"
+        return ApprovalDecision(model, version, verdict.passed, verdict.weighted_score, False, "policy", comment, time.time())
+    if needs_human and verdict.passed:
         return None
-    raw = tags.get(FREEZE_TAG)
-    if not raw:
-        return None
-    try:
-        return str(json.loads(raw).get("reason", raw))
-    except ValueError:
-        return raw
+    return by_policy(model, version, verdict)
 
 
-def unfreeze(model: str) -> None:
-    """Lift a freeze once the urgent fix is in (a person decides this, never the software)."""
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
-
-    from tasks.records.store import configure
-
-    try:
-        MlflowClient(configure()).delete_registered_model_tag(model, FREEZE_TAG)
-    except MlflowException:
-        pass
-
-
-# ---- risk actions while the new champion takes traffic (SPEC §2) ------------------------------------------------
-
-
-def switch_endpoint_back(url: str, api_key: str | None, model: str, version: str) -> dict[str, Any]:
-    """Point the live endpoint at `models:/model/version`; fall back to the server's own rollback route."""
-    import httpx
-
-    headers = auth_headers(api_key)
-    base = url.rstrip("/")
-    attempts = [
-        ("switch", f"{base}/admin/models/{model}/switch", {"uri": f"models:/{model}/{version}"}),
-        ("rollback", f"{base}/admin/models/{model}/rollback", None),
-    ]
-    tried = []
-    for how, route, body in attempts:
-        try:
-            response = httpx.post(route, json=body, headers=headers, timeout=120.0)
-        except httpx.HTTPError as exc:
-            tried.append(f"{how}: {type(exc).__name__}")
-            continue
-        if response.status_code == 200:
-            return {"switched": True, "how": how, "status": 200, "detail": response.text[:500]}
-        tried.append(f"{how}: HTTP {response.status_code} {response.text[:200]}")
-    return {"switched": False, "how": None, "detail": "; ".join(tried)}
-
-
-def scale_out_recommendation(observed: float, target_utilisation: float) -> dict[str, Any]:
-    """How many times the current replicas bring utilisation back to the capacity plan's target."""
-    factor = observed / target_utilisation if target_utilisation > 0 else float("inf")
-    return {
-        "observed_utilisation": observed,
-        "target_utilisation": target_utilisation,
-        "replica_factor": round(factor, 2),
-        "advice": f"scale replicas by x{factor:.2f} (round up) to bring utilisation from {observed:.0%} "
-        f"to the {target_utilisation:.0%} planning target",
-    }
-
-
-def apply_risk_action(
-    action: Any, *, model: str, url: str, api_key: str | None, run_id: str | None, target_utilisation: float
-) -> dict[str, Any]:
-    """Carry out one `RiskAction` and return the record of what was done."""
-    from tasks.records import registry
-
-    record: dict[str, Any] = {
-        "level": action.level,
-        "action": action.action,
-        "observed": action.observed,
-        "threshold": action.threshold,
-        "reason": action.reason,
-        "at": time.time(),
-    }
-    if action.action == "rollback":
-        try:
-            back = registry.rollback(model, action.reason)
-        except registry.RegistryError as exc:
-            record["done"] = False
-            record["detail"] = str(exc)
-            return record
-        record["registry"] = asdict(back)
-        record["endpoint"] = switch_endpoint_back(url, api_key, model, back.to_version)
-        record["done"] = bool(record["endpoint"]["switched"])
-    elif action.action == "alert_and_freeze":
-        record["freeze"] = freeze(model, action.reason, run_id)
-        record["alert"] = {"level": "medium", "type": "threshold", "message": action.reason}
-        record["done"] = True
-    elif action.action == "scale_out":
-        record["recommendation"] = scale_out_recommendation(float(action.observed), target_utilisation)
-        record["done"] = True
-    return record
+def kept_reason(decision: ApprovalDecision, verdict: GateVerdict) -> str:
+    """Why a candidate was not promoted, as its registry version is tagged."""
+    return decision.comment if decision.gate_passed else f"gate failed: {verdict.reason}"

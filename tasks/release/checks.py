@@ -10,15 +10,20 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import numpy as np
 
+from serving import routes
+from serving.client import InferopsClient, auth_headers, infer_payload, oip_rows
+from serving.config import EndpointLimits
+from serving.network import is_loopback
+from serving.resolver import resolve, version_uri
+from tasks.decision import Decision, applicable, decisions_markdown, share_passed
 from tasks.measure.gpu_metrics import gpu_status
-from tasks.measure.loadgen import LoadResult, auth_headers, run_http_open
+from tasks.measure.loadgen import LoadResult, run_http_open
 from tasks.measure.suites import (
     STABILITY_WARMUP_FRACTION,
     STRESS_TIMEOUT_SLA_MULTIPLE,
@@ -26,7 +31,7 @@ from tasks.measure.suites import (
     detect_leak,
 )
 from tasks.measure.system_metrics import DEFAULT_INTERVAL_S, RAY_REPLICA_MARKER, SystemSampler, SystemSummary
-from tasks.policy import Endpoint, default_policy
+from tasks.records.registry import VersionRef
 from tasks.release import hostile_inputs
 from tasks.release.gate import ItemResult
 from tasks.release.rollout_risk import Observation
@@ -37,77 +42,12 @@ EMBED_NORM_TOLERANCE = 1e-3
 FUNCTIONAL_BATCH_SIZES = (1, 8, 32)
 # Requests in flight at once across all served models for the multi-model concurrency check.
 CONCURRENT_REQUESTS = 16
-# HTTP connections the gate's own client keeps (functional and security checks, not the load runs).
-CLIENT_CONNECTIONS = 32
-# Untimed load before the performance run (policy rollout_gate.performance_warmup_s): the first requests after a
-# deploy pay one-off costs (connections, lazy allocation, the runtime's first calls); the gate judges the steady state.
 # Memory samples over a stability run, whatever its length (the leak fit needs several after warm-up).
 MEMORY_SAMPLES = 40
-# A slope only counts as a leak if the memory also grew policy test_suite.stability.leak_min_growth_mb after
-# warm-up: on a run of seconds, allocator noise of a few MB extrapolates to hundreds of MB/h.
-HEALTH_TIMEOUT_S = 5.0
 
-Check = dict[str, object]
-
-
-def check(name: str, threshold: object, observed: object, passed: bool | None, reason: str) -> Check:
-    """One row of evidence: what was compared, against what, and the verdict with its reason."""
-    return {"check": name, "threshold": threshold, "observed": observed, "passed": passed, "reason": reason}
-
-
-def applicable_share(checks: Sequence[Check]) -> float:
-    """Share of applicable checks that passed (`passed=None` = not applicable); 0 when nothing applied."""
-    judged = [c for c in checks if c["passed"] is not None]
-    return sum(1 for c in judged if c["passed"]) / len(judged) if judged else 0.0
-
-
-# ---- HTTP client ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class ServingClient:
-    """A keyed HTTP client for one inferops endpoint (Open Inference Protocol v2 + /v1/embeddings)."""
-
-    url: str
-    api_key: str | None = None
-    timeout_s: float = 30.0
-    _http: httpx.Client = field(init=False, repr=False)
-
-    def __post_init__(self) -> None:
-        self.url = self.url.rstrip("/")
-        limits = httpx.Limits(max_connections=CLIENT_CONNECTIONS, max_keepalive_connections=CLIENT_CONNECTIONS)
-        self._http = httpx.Client(base_url=self.url, timeout=self.timeout_s, limits=limits)
-
-    def headers(self, key: str | None = "") -> dict[str, str]:
-        """Auth header for `key` ('' = the client's key, None = no key at all)."""
-        chosen = self.api_key if key == "" else key
-        return {"Authorization": f"Bearer {chosen}"} if chosen else {}
-
-    def get(self, path: str, key: str | None = "") -> httpx.Response:
-        return self._http.get(path, headers=self.headers(key))
-
-    def post(self, path: str, payload: object, key: str | None = "") -> httpx.Response:
-        return self._http.post(path, json=payload, headers=self.headers(key))
-
-    def live(self) -> bool:
-        try:
-            return self._http.get("/v2/health/live", timeout=HEALTH_TIMEOUT_S).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def served_models(self) -> list[str]:
-        """Models the endpoint says it serves (`GET /v2`)."""
-        response = self._http.get("/v2")
-        response.raise_for_status()
-        return [str(m) for m in response.json().get("models", [])]
-
-    def metadata(self, model: str) -> dict[str, Any]:
-        response = self.get(f"/v2/models/{model}")
-        response.raise_for_status()
-        return dict(response.json())
-
-    def close(self) -> None:
-        self._http.close()
+def check(name: str, threshold: object, observed: object, passed: bool | None, reason: str) -> Decision:
+    """One row of evidence (`passed=None`: the check cannot apply on this host and is left out of the share)."""
+    return Decision(name, threshold, observed, passed, reason)
 
 
 # ---- request payloads and output sanity ------------------------------------------------------------------------
@@ -127,16 +67,6 @@ def example_inputs(model: str, meta: dict[str, Any], n: int) -> list[str] | np.n
     return np.random.default_rng(0).random((n, *row), dtype=np.float32)
 
 
-def infer_payload(inputs: list[str] | np.ndarray) -> dict[str, Any]:
-    """An Open Inference Protocol request for a text list or a numeric array."""
-    if isinstance(inputs, np.ndarray):
-        arr = np.asarray(inputs, dtype=np.float32)
-        tensor = {"name": "input", "shape": list(arr.shape), "datatype": "FP32", "data": arr.reshape(-1).tolist()}
-    else:
-        tensor = {"name": "text", "shape": [len(inputs)], "datatype": "BYTES", "data": list(inputs)}
-    return {"inputs": [tensor]}
-
-
 def output_sanity(kind: str, n: int, rows: np.ndarray) -> tuple[bool, str]:
     """Right batch size, all values finite and, for embeddings, unit L2 norm."""
     if rows.ndim < 2 or rows.shape[0] != n:
@@ -151,15 +81,10 @@ def output_sanity(kind: str, n: int, rows: np.ndarray) -> tuple[bool, str]:
     return True, f"shape {list(rows.shape)}, finite" + (", unit-norm" if kind == "text" else "")
 
 
-def oip_rows(body: dict[str, Any]) -> np.ndarray:
-    out = body["outputs"][0]
-    return np.asarray(out["data"], dtype=np.float32).reshape(out["shape"])
-
-
-def infer_once(client: ServingClient, model: str, meta: dict[str, Any], n: int) -> tuple[bool, str]:
+def infer_once(client: InferopsClient, model: str, meta: dict[str, Any], n: int) -> tuple[bool, str]:
     """One OIP inference of batch `n` with output sanity; never raises."""
     try:
-        response = client.post(f"/v2/models/{model}/infer", infer_payload(example_inputs(model, meta, n)))
+        response = client.call(routes.INFER, model, json=infer_payload(example_inputs(model, meta, n)))
         if response.status_code != 200:
             return False, f"HTTP {response.status_code}: {response.text[:200]}"
         return output_sanity(str(meta.get("kind")), n, oip_rows(response.json()))
@@ -167,11 +92,11 @@ def infer_once(client: ServingClient, model: str, meta: dict[str, Any], n: int) 
         return False, f"{type(exc).__name__}: {exc}"
 
 
-def embeddings_once(client: ServingClient, model: str, meta: dict[str, Any], n: int) -> tuple[bool, str]:
+def embeddings_once(client: InferopsClient, model: str, meta: dict[str, Any], n: int) -> tuple[bool, str]:
     """One OpenAI-compatible embeddings call with output sanity; never raises."""
     try:
         texts = example_inputs(model, meta, n)
-        response = client.post("/v1/embeddings", {"model": model, "input": list(texts)})
+        response = client.call(routes.EMBEDDINGS, json={"model": model, "input": list(texts)})
         if response.status_code != 200:
             return False, f"HTTP {response.status_code}: {response.text[:200]}"
         rows = np.asarray([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
@@ -184,25 +109,25 @@ def embeddings_once(client: ServingClient, model: str, meta: dict[str, Any], n: 
 
 
 def functional_item(
-    client: ServingClient,
+    client: InferopsClient,
     models: Sequence[str],
     *,
     model_load_rate_min: float,
     batch_sizes: Sequence[int] = FUNCTIONAL_BATCH_SIZES,
 ) -> ItemResult:
     """Inference over every model and batch size, multi-model concurrency, and the model load rate."""
-    checks: list[Check] = []
+    checks: list[Decision] = []
     try:
-        served = client.served_models()
+        served = client.models()
     except (httpx.HTTPError, ValueError) as exc:
         served = []
-        checks.append(check("list served models", "GET /v2 answers", f"{type(exc).__name__}", False, str(exc)[:200]))
+        checks.append(check("list served models", f"GET {routes.SERVER.template} answers", f"{type(exc).__name__}", False, str(exc)[:200]))
     wanted = list(dict.fromkeys([*models, *served]))
     loaded: dict[str, dict[str, Any]] = {}
     not_loaded: list[str] = []
     for model in wanted:
         try:
-            ready = client.get(f"/v2/models/{model}/ready")
+            ready = client.call(routes.MODEL_READY, model)
             if ready.status_code == 200 and ready.json().get("ready"):
                 loaded[model] = client.metadata(model)
                 continue
@@ -226,13 +151,13 @@ def functional_item(
         if meta.get("kind") == "text":
             n = batch_sizes[len(batch_sizes) // 2]
             ok, why = embeddings_once(client, model, meta, n)
-            checks.append(check(f"/v1/embeddings {model} batch={n}", "HTTP 200 + sane output", "ok" if ok else "failed", ok, why))
+            checks.append(check(f"{routes.EMBEDDINGS.template} {model} batch={n}", "HTTP 200 + sane output", "ok" if ok else "failed", ok, why))
     if loaded:
         checks.append(concurrency_check(client, loaded))
-    return ItemResult("functional", applicable_share(checks), checks)
+    return ItemResult("functional", share_passed(checks), checks)
 
 
-def concurrency_check(client: ServingClient, loaded: dict[str, dict[str, Any]]) -> Check:
+def concurrency_check(client: InferopsClient, loaded: dict[str, dict[str, Any]]) -> Decision:
     """Requests to every loaded model at once, round-robin; all must succeed with sane output."""
     names = list(loaded)
     jobs = [names[i % len(names)] for i in range(max(CONCURRENT_REQUESTS, len(names)))]
@@ -259,11 +184,6 @@ def body_factory(model: str, meta: dict[str, Any], pool: int = 64) -> Callable[[
     examples = example_inputs(model, meta, pool)
     bodies = [infer_payload(examples[i : i + 1]) for i in range(len(examples))]
     return lambda i: bodies[i % len(bodies)]
-
-
-def is_loopback(url: str) -> bool:
-    host = urlsplit(url).hostname or ""
-    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 def serving_pids(url: str) -> list[int]:
@@ -293,10 +213,10 @@ def serving_pids(url: str) -> list[int]:
     return sorted(pids)
 
 
-def target_spec(client: ServingClient, model: str, meta: dict[str, Any], sla_p99_ms: float, *, with_pids: bool) -> TargetSpec:
+def target_spec(client: InferopsClient, model: str, meta: dict[str, Any], sla_p99_ms: float, *, with_pids: bool) -> TargetSpec:
     """What the measurement suites drive: OIP inference on `model`, keyed, with the serving pids to watch."""
     return TargetSpec(
-        url=f"{client.url}/v2/models/{model}/infer",
+        url=client.url + routes.INFER.path(model),
         body_factory=body_factory(model, meta),
         headers=auth_headers(client.api_key),
         timeout_s=max(client.timeout_s, sla_p99_ms * STRESS_TIMEOUT_SLA_MULTIPLE / 1000.0),
@@ -349,7 +269,7 @@ def utilisation(system: SystemSummary | None) -> tuple[float, str]:
 
 
 def observe(
-    client: ServingClient, model: str, *, rate_rps: float, duration_s: float, sla_p99_ms: float
+    client: InferopsClient, model: str, *, rate_rps: float, duration_s: float, sla_p99_ms: float
 ) -> tuple[Observation, LoadResult, SystemSummary]:
     """A window of open-loop load at `rate_rps`: P99, throughput, error rate and utilisation as an Observation."""
     meta = client.metadata(model)
@@ -364,7 +284,7 @@ def observe(
 
 
 def performance_item(
-    client: ServingClient,
+    client: InferopsClient,
     model: str,
     *,
     sla_p99_ms: float,
@@ -372,6 +292,7 @@ def performance_item(
     duration_s: float,
     max_error_rate: float,
     utilisation_ceiling: float,
+    warmup_s: float,
 ) -> tuple[ItemResult, Observation]:
     """Share of targets met at the target rate: P99 < SLA, throughput, GPU utilisation where a GPU exists.
 
@@ -379,7 +300,6 @@ def performance_item(
     """
     meta = client.metadata(model)
     infer_once(client, model, meta, 1)
-    warmup_s = default_policy().rollout_gate.performance_warmup_s
     if warmup_s > 0:  # 0 in the policy: no warm-up
         constant_run(target_spec(client, model, meta, sla_p99_ms, with_pids=False), target_qps, warmup_s)
     baseline, load, system = observe(client, model, rate_rps=target_qps, duration_s=duration_s, sla_p99_ms=sla_p99_ms)
@@ -424,7 +344,7 @@ def performance_item(
         checks.append(
             check("GPU utilisation at target rate", utilisation_ceiling, None, None, f"not applicable: GPU {why}; excluded from the share")
         )
-    return ItemResult("performance", applicable_share(checks), checks), baseline
+    return ItemResult("performance", share_passed(checks), checks), baseline
 
 
 # ---- stability ---------------------------------------------------------------------------------------------------
@@ -439,29 +359,29 @@ def growth_mb(series: Sequence[tuple[float, int]]) -> float:
     return (kept[-1] - kept[0]) / 2**20 if len(kept) >= 2 else 0.0
 
 
-def leak_check(name: str, series: Sequence[tuple[float, int]], threshold_mb_per_h: float) -> Check:
+def leak_check(name: str, series: Sequence[tuple[float, int]], threshold_mb_per_h: float, min_growth_mb: float) -> Decision:
     """The suites' leak detector, plus a floor: on a run of seconds, allocator noise is not a leak."""
     verdict = detect_leak(series, threshold_mb_per_h, name=name)
-    if verdict.verdict == "n/a":
+    if verdict.passed is None:
         return check(f"{name} leak", threshold_mb_per_h, None, None, f"not applicable: {verdict.reason}")
     grown = growth_mb(series)
-    floor_mb = default_policy().test_suite.stability.leak_min_growth_mb or 0.0  # unset: every steep slope is a leak
-    leaking = verdict.verdict == "fail" and grown > floor_mb
+    leaking = verdict.passed is False and grown > min_growth_mb
     reason = verdict.reason
-    if verdict.verdict == "fail" and not leaking:
-        reason += f"; but it grew only {grown:.1f} MB (<= {floor_mb:g} MB floor): warm-up noise, not a leak"
+    if verdict.passed is False and not leaking:
+        reason += f"; but it grew only {grown:.1f} MB (<= {min_growth_mb:g} MB floor): warm-up noise, not a leak"
     observed = round(float(verdict.observed), 2) if verdict.observed is not None else None
     return check(f"{name} leak", threshold_mb_per_h, observed, not leaking, reason)
 
 
 def stability_item(
-    client: ServingClient,
+    client: InferopsClient,
     model: str,
     *,
     duration_s: float,
     rate_rps: float,
     availability_min: float,
     leak_slope_mb_per_h: float,
+    leak_min_growth_mb: float,
     sla_p99_ms: float,
 ) -> ItemResult:
     """Availability over a continuous open-loop run, and memory-leak verdicts from RSS (and GPU memory) slopes.
@@ -475,7 +395,7 @@ def stability_item(
     spec.sample_interval_s = min(DEFAULT_INTERVAL_S, duration_s / MEMORY_SAMPLES)
     load, system = constant_run(spec, rate_rps, duration_s)
     availability = load.ok / load.scheduled if load.scheduled else 0.0
-    checks: list[Check] = [
+    checks: list[Decision] = [
         check(
             "availability",
             availability_min,
@@ -486,21 +406,32 @@ def stability_item(
         )
     ]
     if spec.pids:
-        leaks = [leak_check(f"RSS of {len(spec.pids)} serving process(es)", system.rss_series(), leak_slope_mb_per_h)]
+        leaks = [leak_check(f"RSS of {len(spec.pids)} serving process(es)", system.rss_series(), leak_slope_mb_per_h, leak_min_growth_mb)]
         if system.gpu_samples:
-            leaks.append(leak_check("GPU memory", system.gpu_memory_series(), leak_slope_mb_per_h))
+            leaks.append(leak_check("GPU memory", system.gpu_memory_series(), leak_slope_mb_per_h, leak_min_growth_mb))
     else:
         leaks = [check("memory leak", leak_slope_mb_per_h, None, None, "not applicable: the serving processes are not on this host")]
     checks.extend(leaks)
-    judged = [c for c in leaks if c["passed"] is not None]
-    leak_share = applicable_share(judged) if judged else 1.0
+    leak_share = share_passed(leaks) if applicable(leaks) else 1.0
     return ItemResult("stability", availability * leak_share, checks)
 
 
 # ---- security ----------------------------------------------------------------------------------------------------
 
 
-def sha_check(client: ServingClient, model: str, expected: str | None, source: str) -> Check:
+def artifact_facts(model: str, candidate: VersionRef | None) -> tuple[list[str], bytes | None]:
+    """The artifact's file name and first bytes, to recognise it if the endpoint ever hands it out."""
+    if candidate is None:
+        return [], None
+    try:
+        resolved = resolve(version_uri(model, candidate.version))
+        with open(resolved.path, "rb") as fh:
+            return [resolved.path.name], fh.read(64) or None
+    except Exception:  # noqa: BLE001 - without the file, the status check alone still guards file access
+        return [], None
+
+
+def sha_check(client: InferopsClient, model: str, expected: str | None, source: str) -> Decision:
     """The artifact the endpoint serves must be the one the registry recorded."""
     try:
         served = str(client.metadata(model).get("sha256", ""))
@@ -518,16 +449,16 @@ def sha_check(client: ServingClient, model: str, expected: str | None, source: s
     )
 
 
-def auth_checks(client: ServingClient, model: str, meta: dict[str, Any]) -> list[Check]:
+def auth_checks(client: InferopsClient, model: str, meta: dict[str, Any]) -> list[Decision]:
     """No key and a wrong key are both refused with 401 on inference and metadata."""
     payload = infer_payload(example_inputs(model, meta, 1))
     cases = [
-        ("no key: infer", lambda: client.post(f"/v2/models/{model}/infer", payload, key=None)),
-        ("wrong key: infer", lambda: client.post(f"/v2/models/{model}/infer", payload, key="not-a-valid-key")),
-        ("no key: metadata", lambda: client.get(f"/v2/models/{model}", key=None)),
+        ("no key: infer", lambda: client.call(routes.INFER, model, json=payload, key=None)),
+        ("wrong key: infer", lambda: client.call(routes.INFER, model, json=payload, key="not-a-valid-key")),
+        ("no key: metadata", lambda: client.call(routes.MODEL, model, key=None)),
     ]
     if meta.get("kind") == "text":
-        cases.append(("no key: embeddings", lambda: client.post("/v1/embeddings", {"model": model, "input": "hi"}, key=None)))
+        cases.append(("no key: embeddings", lambda: client.call(routes.EMBEDDINGS, json={"model": model, "input": "hi"}, key=None)))
     out = []
     for name, call in cases:
         try:
@@ -539,14 +470,14 @@ def auth_checks(client: ServingClient, model: str, meta: dict[str, Any]) -> list
 
 
 def hostile_checks(
-    client: ServingClient,
+    client: InferopsClient,
     model: str,
     meta: dict[str, Any],
-    limits: Endpoint,
+    limits: EndpointLimits,
     *,
     files: Sequence[str] = (),
     artifact_head: bytes | None = None,
-) -> list[Check]:
+) -> list[Decision]:
     """Every hostile request gets a 4xx, the service is live after each, and no model bytes leak out."""
     out = []
     text = meta.get("kind") == "text"
@@ -563,10 +494,10 @@ def hostile_checks(
 
 
 def security_item(
-    client: ServingClient,
+    client: InferopsClient,
     models: Sequence[str],
     expected_sha256: dict[str, tuple[str | None, str]],
-    limits: Endpoint,
+    limits: EndpointLimits,
     *,
     files: Sequence[str] = (),
     artifact_head: bytes | None = None,
@@ -575,7 +506,7 @@ def security_item(
 
     `expected_sha256` maps a model to (sha256 from the registry or None, where that record comes from).
     """
-    checks: list[Check] = []
+    checks: list[Decision] = []
     for model in models:
         expected, source = expected_sha256.get(model, (None, "registry"))
         checks.append(sha_check(client, model, expected, source))
@@ -586,22 +517,9 @@ def security_item(
             continue
         checks.extend(auth_checks(client, model, meta))
         checks.extend(hostile_checks(client, model, meta, limits, files=files, artifact_head=artifact_head))
-    return ItemResult("security", applicable_share(checks), checks)
+    return ItemResult("security", share_passed(checks), checks)
 
 
 def render_checks_markdown(results: Sequence[ItemResult]) -> str:
     """Every check of every item: threshold, observed value, verdict and reason (the evidence under the verdict)."""
-    lines = []
-    for result in results:
-        lines += [
-            f"## {result.item}: {result.observed:.2%}",
-            "",
-            "| check | threshold | observed | verdict | reason |",
-            "|---|---|---|---|---|",
-        ]
-        for c in result.checks:
-            verdict = "n/a" if c["passed"] is None else ("pass" if c["passed"] else "FAIL")
-            reason = str(c["reason"]).replace("|", "\\|").replace("\n", " ")
-            lines.append(f"| {c['check']} | {c['threshold']} | {c['observed']} | {verdict} | {reason} |")
-        lines.append("")
-    return "\n".join(lines)
+    return "\n".join(decisions_markdown(r.checks, title=f"{r.item}: {r.observed:.2%}") for r in results)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
-from tasks.policy import Endpoint
+from serving import routes
+from serving.config import EndpointLimits
 
 # Nesting far beyond any sane request (the server's own cap is much lower) but cheap to build and send.
 DEEP_JSON_LEVELS = 5000
@@ -79,10 +80,10 @@ def _oip(name: str, shape: list[int], datatype: str, data: Sequence[object]) -> 
     return {"inputs": [{"name": name, "shape": shape, "datatype": datatype, "data": data}]}
 
 
-def text_inputs(model: str, limits: Endpoint) -> list[HostileRequest]:
+def text_inputs(model: str, limits: EndpointLimits) -> list[HostileRequest]:
     """Hostile bodies for a text (embedding) model on both the OIP and OpenAI routes."""
-    infer = f"/v2/models/{model}/infer"
-    emb = "/v1/embeddings"
+    infer = routes.INFER.path(model)
+    emb = routes.EMBEDDINGS.template
     too_many = ["hello"] * (limits.max_items + 1)
     overlong_chars = "a" * (limits.max_text_chars + 1)
     overlong_tokens = " ".join(["antidisestablishmentarianism"] * OVERLONG_TOKEN_WORDS)[: limits.max_text_chars]
@@ -107,9 +108,9 @@ def text_inputs(model: str, limits: Endpoint) -> list[HostileRequest]:
     ]
 
 
-def tensor_inputs(model: str, limits: Endpoint, input_shape: list[int | None] | None) -> list[HostileRequest]:
+def tensor_inputs(model: str, limits: EndpointLimits, input_shape: list[int | None] | None) -> list[HostileRequest]:
     """Hostile bodies for a tensor model: dtypes, shapes, NaN, batch size, element counts."""
-    infer = f"/v2/models/{model}/infer"
+    infer = routes.INFER.path(model)
     row = [d if d and d > 0 else 1 for d in (input_shape or [None, 4])[1:]] or [1]
     per_row = math.prod(row)
     nan_data: list[object] = [0.0] * per_row
@@ -134,9 +135,9 @@ def tensor_inputs(model: str, limits: Endpoint, input_shape: list[int | None] | 
     ]
 
 
-def body_attacks(model: str, limits: Endpoint) -> list[HostileRequest]:
+def body_attacks(model: str, limits: EndpointLimits) -> list[HostileRequest]:
     """Attacks on the body itself, common to every model: size, encoding, syntax, depth, structure."""
-    infer = f"/v2/models/{model}/infer"
+    infer = routes.INFER.path(model)
     big = limits.max_body_bytes + 1
     prefix = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["'
     return [
@@ -151,7 +152,7 @@ def body_attacks(model: str, limits: Endpoint) -> list[HostileRequest]:
         HostileRequest("JSON array instead of object", "POST", infer, b"[1, 2, 3]", rule="type"),
         HostileRequest("unknown field", "POST", infer, _json({"inputs": [], "evil": True}), rule="extra_forbidden"),
         HostileRequest("no inputs", "POST", infer, _json({"inputs": []}), rule="min_items"),
-        HostileRequest("unknown model", "POST", "/v2/models/no-such-model/infer", _json(_oip("x", [1], "FP32", [0.0])), 404, "model"),
+        HostileRequest("unknown model", "POST", routes.INFER.path("no-such-model"), _json(_oip("x", [1], "FP32", [0.0])), 404, "model"),
         HostileRequest("traversal in model name", "POST", "/v2/models/..%2f..%2fetc/infer", _json(_oip("x", [1], "FP32", [0.0])), 404, "model"),
     ]
 
@@ -169,7 +170,7 @@ def file_access(model: str, files: list[str]) -> list[HostileRequest]:
 def corpus(
     model: str,
     kind: Literal["text", "tensor"],
-    limits: Endpoint,
+    limits: EndpointLimits,
     *,
     input_shape: list[int | None] | None = None,
     files: list[str] | None = None,

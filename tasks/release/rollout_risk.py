@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import time
+from dataclasses import asdict, dataclass
+from typing import Any
 
+from serving.client import InferopsClient
 from tasks.policy import RolloutRisk
+from tasks.records import registry
+from tasks.release.freeze import freeze
+from tasks.release.rollout import RolloutRefused, rollout
 
 
 @dataclass(frozen=True)
@@ -70,3 +76,57 @@ def evaluate(baseline: Observation, current: Observation, policy: RolloutRisk) -
             )
         )
     return actions
+
+
+# ---- carrying the actions out -----------------------------------------------------------------------------------
+
+
+def scale_out_recommendation(observed: float, target_utilisation: float) -> dict[str, Any]:
+    """How many times the current replicas bring utilisation back to the capacity plan's target."""
+    factor = observed / target_utilisation if target_utilisation > 0 else float("inf")
+    return {
+        "observed_utilisation": observed,
+        "target_utilisation": target_utilisation,
+        "replica_factor": round(factor, 2),
+        "advice": f"scale replicas by x{factor:.2f} (round up) to bring utilisation from {observed:.0%} "
+        f"to the {target_utilisation:.0%} planning target",
+    }
+
+
+def apply_risk_action(
+    action: RiskAction, *, model: str, client: InferopsClient, run_id: str | None, target_utilisation: float
+) -> dict[str, Any]:
+    """Carry out one `RiskAction` and return the record of what was done."""
+    record: dict[str, Any] = {
+        "level": action.level,
+        "action": action.action,
+        "observed": action.observed,
+        "threshold": action.threshold,
+        "reason": action.reason,
+        "at": time.time(),
+    }
+    if action.action == "rollback":
+        try:
+            back = registry.rollback(model, action.reason)
+        except registry.RegistryError as exc:
+            record["done"] = False
+            record["detail"] = str(exc)
+            return record
+        record["registry"] = asdict(back)
+        target = registry.alias_version(model, registry.CHAMPION)
+        try:
+            if target is None:
+                raise RolloutRefused(f"model {model!r} has no champion after the registry rollback")
+            done = rollout(client, model, target, fall_back_to_server_rollback=True)
+            record["endpoint"] = {"switched": True, "how": done.how, "detail": str(done.detail)[:500]}
+        except RolloutRefused as exc:
+            record["endpoint"] = {"switched": False, "how": None, "detail": str(exc)}
+        record["done"] = bool(record["endpoint"]["switched"])
+    elif action.action == "alert_and_freeze":
+        record["freeze"] = freeze(model, action.reason, run_id)
+        record["alert"] = {"level": "medium", "type": "threshold", "message": action.reason}
+        record["done"] = True
+    elif action.action == "scale_out":
+        record["recommendation"] = scale_out_recommendation(float(action.observed), target_utilisation)
+        record["done"] = True
+    return record

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import mlflow
 import pytest
+
+from serving.settings import get_settings
+from tasks.capacity.history import HistoryError
+from tasks.capacity.plan import KneeNotFoundError
+from tasks.records import names
+from tasks.records.store import configure
 
 
 @pytest.fixture(scope="module")
@@ -13,19 +20,23 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
-    torch.onnx.export(model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    torch.onnx.export(
+        model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False
+    )
     return path
 
 
 def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> None:
-    import mlflow
+    # Prefect (and the flow module that imports it) is imported inside the tests, as the harness fixture does,
+    # so collecting the suite does not load Prefect's settings before the temporary API exists.
     from prefect.artifacts import Artifact
 
-    from flows.capacity_planning import EXPERIMENT, capacity_planning
-    from tasks.records.store import configure
+    from flows.capacity_planning import capacity_planning
 
     result = capacity_planning(knee_rps=20.0, model="tiny", onnx_path=str(tiny_onnx))
-    print(f"flow wall time on the synthetic history: {result['wall_s']:.1f} s; forecaster {result['forecaster']}")
+    print(
+        f"flow wall time on the synthetic history: {result['wall_s']:.1f} s; forecaster {result['forecaster']}"
+    )
     assert result["validation"]["verdict"] == "masked" and result["validation"]["zero_windows"] == 5
     assert Path(result["validation"]["report_path"]).exists()
     rec = result["recommendation"]
@@ -38,17 +49,22 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
 
     client = mlflow.MlflowClient(configure())
     run = client.get_run(result["mlflow_run_id"])
-    assert client.get_experiment(run.info.experiment_id).name == EXPERIMENT
+    assert client.get_experiment(run.info.experiment_id).name == names.CAPACITY_EXPERIMENT
     assert run.data.metrics["recommended_units"] == rec["units"]
-    names = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"forecast.png", "capacity_vs_demand.png", "plan_table.json", "backtest.json", "capacity_plan.md"} <= names
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {
+        "forecast.png",
+        "capacity_vs_demand.png",
+        "plan_table.json",
+        "backtest.json",
+        "capacity_plan.md",
+        "validation_report.json",
+        "ray_serve_autoscaling.json",
+    } <= artifacts
 
 
 def test_flow_fails_clearly_on_missing_knee_and_empty_file(prefect_harness: None, tmp_path: Path) -> None:
     from flows.capacity_planning import capacity_planning
-    from serving.settings import get_settings
-    from tasks.capacity.history import HistoryError
-    from tasks.capacity.plan import KneeNotFoundError
 
     empty = tmp_path / "empty.csv"
     empty.write_text("")

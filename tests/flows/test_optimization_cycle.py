@@ -10,10 +10,10 @@ import sys
 import time
 from typing import Any
 
-import httpx
 import mlflow
 import pytest
 
+from serving.client import InferopsClient
 from serving.variants import ensure_variant
 from tasks.records import registry
 from tasks.records.store import configure
@@ -111,7 +111,7 @@ def test_killed_cycle_leaves_old_champion_serving(first_cycle: dict[str, Any], r
 
     url = run_local({"model": f"models:/{MODEL}@champion"}, name="cycle-kill-test", port=8000)
     try:
-        served = httpx.get(f"{url}/v2/models/{MODEL}", timeout=30).json()
+        served = InferopsClient(url).metadata(MODEL)
         champion = registry.alias_version(MODEL, registry.CHAMPION)
         assert champion is not None and served["sha256"] == champion.sha256
         script = (
@@ -133,7 +133,7 @@ def test_killed_cycle_leaves_old_champion_serving(first_cycle: dict[str, Any], r
         assert proc.poll() is None, "the cycle finished before it could be killed: " + (tmp_path / "cycle.log").read_text()[-2000:]
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        after = httpx.get(f"{url}/v2/models/{MODEL}", timeout=30).json()
+        after = InferopsClient(url).metadata(MODEL)
         assert after["sha256"] == champion.sha256
         assert registry.alias_version(MODEL, registry.CHAMPION) == champion
     finally:
@@ -168,7 +168,7 @@ def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpo
         assert (rolled["tags.inferops.rollback"] == "recorded").all()
         champion = registry.alias_version(model, registry.CHAMPION)
         assert champion is not None
-        served = httpx.get(f"{url}/v2/models/{model}", headers={"Authorization": "Bearer cycle-key"}, timeout=30).json()
+        served = InferopsClient(url, "cycle-key").metadata(model)
         assert served["sha256"] == champion.sha256, "the endpoint serves whatever the registry calls champion"
         if per_channel["verdict"] == "accepted":
             assert out["champion"] == "onnx-int8-dynamic-perchannel" and champion.variant == out["champion"]
@@ -178,16 +178,16 @@ def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpo
 
 
 def test_frozen_model_stops_the_cycle_before_anything_is_applied(first_cycle: dict[str, Any]) -> None:
-    from tasks.optimize.validation import ChecklistFailed
-    from tasks.release import approval
+    from tasks.optimize.checklist import ChecklistFailed
+    from tasks.release import freeze
 
     before = registry.alias_version(MODEL, registry.CHAMPION)
-    approval.freeze(MODEL, "error rate 3% > 1% after the last promotion", None)
+    freeze.freeze(MODEL, "error rate 3% > 1% after the last promotion", None)
     try:
         with pytest.raises(ChecklistFailed, match="'risk assessed' is not met.*frozen"):
             _cycle(model=MODEL, repeats=1)
     finally:
-        approval.unfreeze(MODEL)
+        freeze.unfreeze(MODEL)
     assert registry.alias_version(MODEL, registry.CHAMPION) == before
 
 
@@ -301,14 +301,13 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
 
         from cli import app as cli_app
         from tasks.policy import default_policy
-        from tasks.release.endpoint_config import wait_until
 
         previous = registry.alias_version(MODEL, registry.PREVIOUS)
         assert previous is not None
-        restored = registry.serving_knobs(MODEL, previous.version, default_policy().serving.default_knobs())
+        restored = registry.version_knobs(MODEL, previous.version, default_policy().serving.default_knobs())
         result = CliRunner().invoke(cli_app, ["rollback", "--model", MODEL, "--url", url, "--api-key", "knob-key"])
         assert result.exit_code == 0, result.output
-        done = wait_until(url, MODEL, "knob-key", lambda v: v["sha256"] == previous.sha256
+        done = InferopsClient(url, "knob-key").wait_until(MODEL, lambda v: v["sha256"] == previous.sha256
                           and v["cache_entries"] == restored["cache_entries"]
                           and v["intra_op_threads"] == restored["intra_op_threads"],
                           replicas=restored["num_replicas"], timeout_s=120, exact=True)  # fmt: skip

@@ -121,9 +121,9 @@ def test_healthy_champion_passes_the_gate_and_is_promoted(prefect_harness: None,
     assert run.data.tags["inferops.approval.decided_by"] == "policy"
     assert run.data.metrics["security.observed"] == 1.0 and run.data.metrics["functional.minimum"] == 1.0
     checks = mlflow.artifacts.load_dict(f"runs:/{out['mlflow_run_id']}/gate_checks.json")
-    leak = [c for c in checks["stability"]["checks"] if "leak" in c["check"]]
+    leak = [c for c in checks["stability"]["checks"] if "leak" in c["name"]]
     assert leak and all(c["passed"] is True for c in leak), leak  # Ray replica pids were found and watched
-    names = [c["check"] for c in checks["security"]["checks"]]
+    names = [c["name"] for c in checks["security"]["checks"]]
     assert "artifact sha256 digits-cnn" in names and any(n.startswith("file access") for n in names)
     assert len(checks["functional"]["checks"]) >= 5  # load rate, 3 batch sizes, concurrency
     with get_client(sync_client=True) as client:

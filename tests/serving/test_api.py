@@ -10,12 +10,14 @@ import httpx
 import numpy as np
 import pytest
 
+from serving import routes
+from serving.client import InferopsClient, auth_headers
+from serving.network import free_port
 from tasks.policy import default_policy
-from tests.servers import free_port  # tests/servers.py
 
 APP = "inferops-api-test"
 KEY = "test-key-api"
-AUTH = {"Authorization": f"Bearer {KEY}"}
+AUTH = auth_headers(KEY)
 TEXTS = ["The cat sat on the mat.", "Ray Serve batches requests.", "short", "An embedding is a vector of floats."]
 
 
@@ -42,7 +44,7 @@ def served(ray_session: None) -> Iterator[dict[str, Any]]:
     except Exception as exc:  # the zoo's digits model is another module's; say why multi-model is skipped
         _EXTRA_SKIP = f"digits-cnn variant could not be built: {type(exc).__name__}: {exc}"[:300]
     url = run_local(_args(max_batch_size=4, batch_wait_timeout_s=0.05), name=APP, port=free_port())
-    client = httpx.Client(base_url=url, timeout=60)
+    client = InferopsClient(url, KEY, timeout_s=60)
     yield {"url": url, "client": client}
     client.close()
     serve.delete(APP)
@@ -58,24 +60,24 @@ def _timing(header: str) -> dict[str, float]:
 
 
 def test_health_is_open_and_names_variant_sha_and_provider(served: dict[str, Any]) -> None:
-    client: httpx.Client = served["client"]
-    assert client.get("/v2/health/live").json() == {"live": True}
-    ready = client.get("/v2/health/ready")
+    client: InferopsClient = served["client"]
+    assert client.call(routes.LIVE).json() == {"live": True}
+    ready = client.call(routes.READY)
     assert ready.status_code == 200
     minilm = next(m for m in ready.json()["models"] if m["name"] == "minilm")
     assert minilm["variant"] == "onnx-fp32" and len(minilm["sha256"]) == 64
     assert minilm["provider"] == "CPUExecutionProvider" and minilm["fallback_reason"] is None
-    assert client.get("/v2/models/minilm/ready").json()["ready"] is True
+    assert client.call(routes.MODEL_READY, "minilm").json()["ready"] is True
 
 
 def test_embeddings_match_the_in_process_engine(served: dict[str, Any]) -> None:
     from serving.engines import load_engine
     from serving.variants import ensure_variant
 
-    client: httpx.Client = served["client"]
+    client: InferopsClient = served["client"]
     artifact = ensure_variant("minilm", "onnx-fp32")
     expected = load_engine(artifact.path).infer(TEXTS)
-    resp = client.post("/v1/embeddings", json={"model": "minilm", "input": TEXTS}, headers=AUTH)
+    resp = client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": TEXTS})
     assert resp.status_code == 200, resp.text
     body = resp.json()
     assert body["object"] == "list" and body["model"] == "minilm"
@@ -87,7 +89,7 @@ def test_embeddings_match_the_in_process_engine(served: dict[str, Any]) -> None:
     assert set(timing) == {"queue", "batch_wait", "tokenize", "compute", "serialize"}
     assert timing["compute"] > 0 and all(v >= 0 for v in timing.values())
     # base64 encoding decodes to the same floats
-    b64 = client.post("/v1/embeddings", json={"model": "minilm", "input": TEXTS[0], "encoding_format": "base64"}, headers=AUTH)
+    b64 = client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": TEXTS[0], "encoding_format": "base64"})
     import base64
 
     decoded = np.frombuffer(base64.b64decode(b64.json()["data"][0]["embedding"]), dtype="<f4")
@@ -95,56 +97,57 @@ def test_embeddings_match_the_in_process_engine(served: dict[str, Any]) -> None:
 
 
 def test_open_inference_protocol_infer_and_metadata(served: dict[str, Any]) -> None:
-    client: httpx.Client = served["client"]
+    client: InferopsClient = served["client"]
     body = {"id": "r1", "inputs": [{"name": "text", "shape": [2], "datatype": "BYTES", "data": TEXTS[:2]}]}
-    resp = client.post("/v2/models/minilm/infer", json=body, headers=AUTH)
+    resp = client.call(routes.INFER, "minilm", json=body)
     assert resp.status_code == 200, resp.text
     out = resp.json()
     assert out["id"] == "r1" and out["outputs"][0]["datatype"] == "FP32"
     assert out["outputs"][0]["shape"] == [2, 384] and len(out["outputs"][0]["data"]) == 2 * 384
     assert "server-timing" in resp.headers
-    meta = client.get("/v2/models/minilm", headers=AUTH).json()
+    meta = client.metadata("minilm")
     assert meta["sha256"] == out["parameters"]["sha256"] and meta["max_tokens"] > 0 and meta["dim"] == 384
 
 
 def test_openapi_document_lists_the_routes(served: dict[str, Any]) -> None:
-    paths = served["client"].get("/openapi.json").json()["paths"]
-    for route in ("/v1/embeddings", "/v2/models/{name}/infer", "/v2/health/ready", "/admin/models/{name}/switch"):
-        assert route in paths
+    paths = served["client"].call(routes.OPENAPI).json()["paths"]
+    for route in (routes.EMBEDDINGS, routes.INFER, routes.READY, routes.SWITCH, routes.SERVING, routes.ROLLBACK):
+        assert route.template in paths
 
 
 @pytest.mark.parametrize(
-    ("method", "path", "body"),
+    ("route", "body"),
     [
-        ("POST", "/v1/embeddings", {"model": "minilm", "input": "hi"}),
-        ("POST", "/v2/models/minilm/infer", {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}),
-        ("GET", "/v2/models/minilm", None),
-        ("POST", "/admin/models/minilm/switch", {"variant": "onnx-fp32"}),
-        ("POST", "/admin/models/minilm/rollback", None),
+        (routes.EMBEDDINGS, {"model": "minilm", "input": "hi"}),
+        (routes.INFER, {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": ["hi"]}]}),
+        (routes.MODEL, None),
+        (routes.SWITCH, {"variant": "onnx-fp32"}),
+        (routes.SERVING, {"cache_entries": 1}),
+        (routes.ROLLBACK, None),
     ],
 )
 @pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"x-api-key": KEY + "x"}, {"Authorization": KEY}])
 def test_requests_without_a_valid_key_get_401(
-    served: dict[str, Any], method: str, path: str, body: Any, headers: dict[str, str]
+    served: dict[str, Any], route: routes.Route, body: Any, headers: dict[str, str]
 ) -> None:
-    resp = served["client"].request(method, path, json=body, headers=headers)
+    resp = served["client"].call(route, "minilm", json=body, key=None, headers=headers)
     assert resp.status_code == 401
     assert resp.json()["error"]["rule"] == "api_key"
     assert KEY not in resp.text
 
 
 def test_x_api_key_header_is_accepted(served: dict[str, Any]) -> None:
-    resp = served["client"].post("/v1/embeddings", json={"model": "minilm", "input": "hi"}, headers={"x-api-key": KEY})
+    resp = served["client"].call(routes.EMBEDDINGS, json={"model": "minilm", "input": "hi"}, key=None, headers={"x-api-key": KEY})
     assert resp.status_code == 200
 
 
 def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(served: dict[str, Any]) -> None:
     from tasks.release.hostile_inputs import corpus, judge, send
 
-    client: httpx.Client = served["client"]
+    client: InferopsClient = served["client"]
     limits = default_policy().endpoint
     requests = corpus("minilm", "text", limits, files=["onnx-fp32.onnx"])
-    meta = client.get("/v2/models/digits-cnn", headers=AUTH)
+    meta = client.call(routes.MODEL, "digits-cnn")
     if meta.status_code == 200:
         requests += corpus("digits-cnn", "tensor", limits, input_shape=meta.json()["input_shape"])
     failures = []
@@ -161,9 +164,9 @@ def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(s
                 failures.append(f"{req.name}: error body lacks field/rule/limit: {resp.body[:200]!r}")
     assert not failures, "\n".join(failures)
     # the replica is alive and still right after all of that
-    resp = client.post("/v1/embeddings", json={"model": "minilm", "input": TEXTS[:1]}, headers=AUTH)
+    resp = client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": TEXTS[:1]})
     assert resp.status_code == 200
-    assert client.get("/v2/health/ready").status_code == 200
+    assert client.call(routes.READY).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -178,7 +181,7 @@ def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(s
     ],
 )
 def test_endpoint_contract_errors(served: dict[str, Any], payload: Any, status: int, rule: str | None, limit: Any) -> None:
-    resp = served["client"].post("/v1/embeddings", json=payload, headers=AUTH)
+    resp = served["client"].call(routes.EMBEDDINGS, json=payload)
     assert resp.status_code == status, resp.text
     error = resp.json()["error"]
     if rule:
@@ -186,45 +189,45 @@ def test_endpoint_contract_errors(served: dict[str, Any], payload: Any, status: 
     if limit is not None:
         assert error["limit"] == limit
     if rule == "max_tokens":
-        assert error["limit"] == served["client"].get("/v2/models/minilm", headers=AUTH).json()["max_tokens"]
+        assert error["limit"] == served["client"].metadata("minilm")["max_tokens"]
 
 
 def test_over_long_text_is_served_when_truncation_is_asked(served: dict[str, Any]) -> None:
-    resp = served["client"].post("/v1/embeddings", json={"model": "minilm", "input": "word " * 400, "truncate": True}, headers=AUTH)
+    resp = served["client"].call(routes.EMBEDDINGS, json={"model": "minilm", "input": "word " * 400, "truncate": True})
     assert resp.status_code == 200, resp.text
-    meta = served["client"].get("/v2/models/minilm", headers=AUTH).json()
+    meta = served["client"].metadata("minilm")
     assert resp.json()["usage"]["prompt_tokens"] == meta["max_tokens"]
 
 
 async def _burst(url: str, n: int) -> list[int]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        calls = [client.post("/v1/embeddings", json={"model": "minilm", "input": f"text number {i}"}, headers=AUTH) for i in range(n)]
+        calls = [client.post(routes.EMBEDDINGS.path(), json={"model": "minilm", "input": f"text number {i}"}, headers=AUTH) for i in range(n)]
         return [r.status_code for r in await asyncio.gather(*calls)]
 
 
 def test_reconfigure_of_batching_takes_effect_without_restart(served: dict[str, Any]) -> None:
     from serving.app import run_local
 
-    client: httpx.Client = served["client"]
-    before = client.get("/v2/models/minilm", headers=AUTH).json()
+    client: InferopsClient = served["client"]
+    before = client.metadata("minilm")
     assert before["batching"]["max_batch_size"] == 4
     assert asyncio.run(_burst(served["url"], 24)) == [200] * 24
-    sizes = {int(k) for k in client.get("/v2/models/minilm", headers=AUTH).json()["recent_batch_sizes"]}
+    sizes = {int(k) for k in client.metadata("minilm")["recent_batch_sizes"]}
     assert max(sizes) <= 4
 
     run_local(_args(max_batch_size=32, batch_wait_timeout_s=0.1), name=APP)
-    after = client.get("/v2/models/minilm", headers=AUTH).json()
+    after = client.metadata("minilm")
     assert after["batching"] == {**before["batching"], "max_batch_size": 32, "batch_wait_timeout_s": 0.1}
     assert after["replica"] == before["replica"], "reconfigure must not restart the replica"
     seen_before = after["recent_batch_sizes"]
     assert asyncio.run(_burst(served["url"], 24)) == [200] * 24
-    seen = client.get("/v2/models/minilm", headers=AUTH).json()["recent_batch_sizes"]
+    seen = client.metadata("minilm")["recent_batch_sizes"]
     new_sizes = {int(k) for k, v in seen.items() if v > seen_before.get(k, 0)}
     assert max(new_sizes) > 4, f"no batch above the old limit after reconfigure: {seen}"
 
 
 def test_padding_efficiency_is_reported(served: dict[str, Any]) -> None:
-    meta = served["client"].get("/v2/models/minilm", headers=AUTH).json()
+    meta = served["client"].metadata("minilm")
     assert 0 < meta["padding_efficiency"] <= 1
 
 
@@ -234,23 +237,24 @@ def test_second_model_has_its_own_route_and_deployment(served: dict[str, Any]) -
     from serving.engines import load_engine
     from serving.variants import ensure_variant
 
-    client: httpx.Client = served["client"]
-    meta = client.get("/v2/models/digits-cnn", headers=AUTH).json()
-    assert meta["kind"] == "tensor" and meta["replica"] != client.get("/v2/models/minilm", headers=AUTH).json()["replica"]
+    client: InferopsClient = served["client"]
+    meta = client.metadata("digits-cnn")
+    assert meta["kind"] == "tensor" and meta["replica"] != client.metadata("minilm")["replica"]
     engine = load_engine(ensure_variant("digits-cnn", "onnx-fp32").path)
     shape = [2, *[d or 1 for d in meta["input_shape"][1:]]]
     x = np.random.default_rng(0).random(shape, dtype=np.float32)
     body = {"inputs": [{"name": "x", "shape": shape, "datatype": "FP32", "data": x.reshape(-1).tolist()}]}
-    resp = client.post("/v2/models/digits-cnn/infer", json=body, headers=AUTH)
+    resp = client.call(routes.INFER, "digits-cnn", json=body)
     assert resp.status_code == 200, resp.text
     out = resp.json()["outputs"][0]
     np.testing.assert_allclose(np.array(out["data"]).reshape(out["shape"]), engine.infer(x), atol=1e-4)
-    bad = client.post("/v1/embeddings", json={"model": "digits-cnn", "input": "hi"}, headers=AUTH)
+    bad = client.call(routes.EMBEDDINGS, json={"model": "digits-cnn", "input": "hi"})
     assert bad.status_code == 400 and bad.json()["error"]["rule"] == "text_model"
 
 
 def test_gpu_replicas_ask_for_a_gpu_and_use_cuda() -> None:
-    from serving.app import AppArgs, cuda_gpu_count_hint, gpu_providers
+    from serving.app import AppArgs, cuda_gpu_count_hint
+    from serving.engines import gpu_providers
 
     if cuda_gpu_count_hint() == 0:
         pytest.skip("no CUDA GPU with onnxruntime-gpu on this machine: GPU placement cannot be exercised")
@@ -264,9 +268,9 @@ def test_custom_metrics_reach_rays_prometheus_endpoint(served: dict[str, Any]) -
 
     import ray
 
-    client: httpx.Client = served["client"]
+    client: InferopsClient = served["client"]
     for text in TEXTS:
-        assert client.post("/v1/embeddings", json={"model": "minilm", "input": text}, headers=AUTH).status_code == 200
+        assert client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": text}).status_code == 200
     port = ray._private.worker.global_worker.node.metrics_export_port
     wanted = ("ray_inferops_batch_size_bucket", "ray_inferops_model_compute_ms_bucket", "ray_inferops_padding_efficiency")
     deadline = time.monotonic() + 60  # Ray exports custom metrics on a reporting interval of several seconds

@@ -72,5 +72,5 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="call_overhead_tokens"):
         plan_buckets([1], call_overhead_tokens=-1)
     with pytest.raises(ValueError, match="token lengths"):
-        plan_buckets([-3])
-    assert plan_buckets([]).buckets == ()
+        plan_buckets([-3], call_overhead_tokens=64)
+    assert plan_buckets([], call_overhead_tokens=64).buckets == ()

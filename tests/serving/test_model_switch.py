@@ -12,11 +12,13 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.servers import free_port  # tests/servers.py
+from serving import routes
+from serving.client import InferopsClient, auth_headers
+from serving.network import free_port
 
 APP = "inferops-switch-test"
 KEY = "test-key-switch"
-AUTH = {"Authorization": f"Bearer {KEY}"}
+AUTH = auth_headers(KEY)
 NEW_VARIANT = "onnx-int8-dynamic"
 
 
@@ -32,14 +34,14 @@ def served(ray_session: None) -> Iterator[dict[str, Any]]:
     url = run_local(
         {"model": "minilm", "variant": "onnx-fp32", "api_keys": KEY, "batch_wait_timeout_s": 0.002}, name=APP, port=free_port()
     )
-    client = httpx.Client(base_url=url, timeout=60)
+    client = InferopsClient(url, KEY, timeout_s=60)
     yield {"url": url, "client": client, "old": old, "new": new}
     client.close()
     serve.delete(APP)
 
 
-def _serving_sha(client: httpx.Client) -> str:
-    return str(client.get("/v2/models/minilm", headers=AUTH).json()["sha256"])
+def _serving_sha(client: InferopsClient) -> str:
+    return str(client.metadata("minilm")["sha256"])
 
 
 class _Load:
@@ -57,7 +59,7 @@ class _Load:
             n += 1
             body = {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": [f"worker {i} request {n}"]}]}
             try:
-                resp = await client.post("/v2/models/minilm/infer", json=body, headers=AUTH)
+                resp = await client.post(routes.INFER.path("minilm"), json=body, headers=AUTH)
                 sha = resp.json().get("parameters", {}).get("sha256") if resp.status_code == 200 else None
                 self.results.append((resp.status_code, sha))
             except httpx.HTTPError as exc:
@@ -77,13 +79,13 @@ class _Load:
 
 
 def test_switch_under_load_loses_no_request_and_ends_on_the_new_sha(served: dict[str, Any]) -> None:
-    client: httpx.Client = served["client"]
+    client: InferopsClient = served["client"]
     old_sha, new_sha = served["old"].sha256, served["new"].sha256
     assert _serving_sha(client) == old_sha
     with _Load(served["url"]) as load:
         while len(load.results) < 20:  # load is flowing before the switch
             threading.Event().wait(0.05)
-        resp = client.post("/admin/models/minilm/switch", json={"variant": NEW_VARIANT}, headers=AUTH)
+        resp = client.call(routes.SWITCH, "minilm", json={"variant": NEW_VARIANT})
         switched_at = len(load.results)
         while len(load.results) < switched_at + 20:  # and keeps flowing after it
             threading.Event().wait(0.05)
@@ -97,23 +99,21 @@ def test_switch_under_load_loses_no_request_and_ends_on_the_new_sha(served: dict
     first_new = shas.index(new_sha)
     assert set(shas[first_new:]) == {new_sha}
     assert _serving_sha(client) == new_sha
-    health = client.get("/v2/health/ready").json()["models"][0]
+    health = client.call(routes.READY).json()["models"][0]
     assert health["sha256"] == new_sha and health["variant"] == NEW_VARIANT
 
 
 def test_corrupted_artifact_keeps_the_old_model_serving(served: dict[str, Any], tmp_path: Path) -> None:
     from serving.artifacts import sha256_file
 
-    client: httpx.Client = served["client"]
+    client: InferopsClient = served["client"]
     serving = _serving_sha(client)
     corrupted = tmp_path / "corrupted.onnx"
     shutil.copyfile(served["old"].path, corrupted)
     with corrupted.open("r+b") as fh:  # flip bytes in the middle of the weights
         fh.seek(corrupted.stat().st_size // 2)
         fh.write(b"\x00" * 4096)
-    resp = client.post(
-        "/admin/models/minilm/switch", json={"path": str(corrupted), "sha256": served["old"].sha256}, headers=AUTH
-    )
+    resp = client.call(routes.SWITCH, "minilm", json={"path": str(corrupted), "sha256": served["old"].sha256})
     assert resp.status_code == 409
     result = resp.json()
     assert result["verdict"] == "kept" and "sha256 mismatch" in result["reason"]
@@ -123,19 +123,19 @@ def test_corrupted_artifact_keeps_the_old_model_serving(served: dict[str, Any], 
     # a file whose sha256 is right but which is not a model: verified, then fails to load, old model stays
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(b"not an onnx model" * 1000)
-    resp = client.post("/admin/models/minilm/switch", json={"path": str(garbage), "sha256": sha256_file(garbage)}, headers=AUTH)
+    resp = client.call(routes.SWITCH, "minilm", json={"path": str(garbage), "sha256": sha256_file(garbage)})
     assert resp.status_code == 409 and "cannot be loaded" in resp.json()["reason"]
     assert _serving_sha(client) == serving
-    ok = client.post("/v1/embeddings", json={"model": "minilm", "input": "still here"}, headers=AUTH)
+    ok = client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": "still here"})
     assert ok.status_code == 200
 
 
 def test_rollback_and_switch_through_a_python_handle(served: dict[str, Any]) -> None:
     from ray import serve
 
-    client: httpx.Client = served["client"]
+    client: InferopsClient = served["client"]
     before = _serving_sha(client)
-    resp = client.post("/admin/models/minilm/rollback", headers=AUTH)
+    resp = client.call(routes.ROLLBACK, "minilm")
     assert resp.status_code == 200 and resp.json()["verdict"] == "switched"
     assert _serving_sha(client) == resp.json()["serving_sha256"] != before
     handle = serve.get_app_handle(APP)

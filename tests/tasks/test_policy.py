@@ -51,11 +51,12 @@ def test_override_is_deep_merged(tmp_path: Path) -> None:
     assert policy.rollout_gate.items["security"].minimum == 1.0  # untouched keys keep their defaults
 
 
-def test_code_defaults_follow_the_policy_file_at_call_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Defaults are read when used, not at import: INFEROPS_POLICY_FILE set after import still applies."""
+def test_the_edge_loads_the_policy_file_at_call_time(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """INFEROPS_POLICY_FILE set after import still applies: the edge loads the policy when it runs and passes it
+    down, and the serving app gets the policy's serving values as its arguments."""
     import pandas as pd
 
-    from serving.app import AppArgs, ServingConfig
+    from serving.app import AppArgs
     from tasks.capacity import forecasting as fc
     from tasks.policy import default_policy
 
@@ -66,16 +67,17 @@ def test_code_defaults_follow_the_policy_file_at_call_time(tmp_path: Path, monke
         encoding="utf-8",
     )
     series = pd.Series(1.0, index=pd.date_range("2024-01-01", periods=10 * 24, freq="1h"))  # 10 days
-    assert fc.fold_count(series, 4, 2.0) == 1  # 10 - 4*2 < 7 days of training until one fold is left
-    assert AppArgs().max_batch_size == 16
+    assert fc.fold_count(series, 4, 2.0, default_policy().capacity) == 1  # 10 - 4*2 < 7 days of training: one fold
+    assert AppArgs.model_validate(default_policy().app_args()).max_batch_size == 16
     monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
     default_policy.cache_clear()
     try:
-        args = AppArgs()
+        args = AppArgs.model_validate(default_policy().app_args(model="digits-cnn"))
         assert (args.max_batch_size, args.batch_wait_timeout_s, args.max_ongoing_requests) == (3, 0.02, 7)
         assert args.intra_op_threads == 2 and args.bucket_overhead_tokens == 64  # untouched keys keep defaults
-        assert ServingConfig().max_batch_size == 3
-        assert fc.fold_count(series, 4, 2.0) == 4  # 10 - 4*2 >= 1 day of training
+        assert args.batching().max_batch_size == 3 and args.model == "digits-cnn"  # what every replica's user_config gets
+        assert AppArgs.model_validate(default_policy().app_args(max_batch_size=5)).max_batch_size == 5  # explicit wins
+        assert fc.fold_count(series, 4, 2.0, default_policy().capacity) == 4  # 10 - 4*2 >= 1 day of training
         assert default_policy().capacity.backtest_min_train_days == 1.0
     finally:
         monkeypatch.delenv("INFEROPS_POLICY_FILE")

@@ -11,10 +11,11 @@ import pytest
 from tasks.capacity import data_quality as dq
 from tasks.capacity import forecasting as fc
 from tasks.capacity.history import load_file
+from tasks.policy import default_policy
 from tests.shared_data import shared_file
 
 LEVELS = [0.8, 0.9, 0.95]
-
+POLICY = default_policy().capacity
 
 
 def test_metrics_on_known_values() -> None:
@@ -39,13 +40,15 @@ def test_calibration_scales_half_widths() -> None:
     assert wide.upper[0.9][0] == 13.0 and wide.lower[0.9][0] == 7.0 and wide.yhat[0] == 10.0
 
 
-@pytest.mark.parametrize("trace", ["servegen_m-mid_agg_rate_10min.csv", "servegen_m-small_agg_rate_10min.csv"])
+@pytest.mark.parametrize(
+    "trace", ["servegen_m-mid_agg_rate_10min.csv", "servegen_m-small_agg_rate_10min.csv"]
+)
 def test_holdout_coverage_within_10_points_after_calibration(trace: str, tmp_path: Path) -> None:
     raw = load_file(shared_file("traces", trace))
-    series = dq.prepare_series(raw, dq.validate_history(raw, report_dir=tmp_path))
+    series = dq.prepare_series(raw, dq.validate_history(raw, POLICY, report_dir=tmp_path), POLICY)
     hold = 2 * 144
     train, test = series.iloc[:-hold], series.iloc[-hold:]
-    planning = fc.planning_forecast(train, pd.DatetimeIndex(test.index), levels=LEVELS)
+    planning = fc.planning_forecast(train, pd.DatetimeIndex(test.index), POLICY, levels=LEVELS)
     actual = test.to_numpy()
     report = {}
     for level in LEVELS:
@@ -69,10 +72,20 @@ def test_trend_measures_on_constructed_series() -> None:
     assert fc.observed_growth(growing, 90) == pytest.approx(0.9 / 1.195, rel=0.02)
     bursty = flat.copy()
     bursty.iloc[::6] = 300.0  # one window in six at 3x: max/mean = 300 / (800/6)
-    assert fc.burstiness(bursty) == pytest.approx(300 / (800 / 6), rel=1e-6)
+    assert fc.burstiness(bursty, POLICY.burst_quantile) == pytest.approx(300 / (800 / 6), rel=1e-6)
 
 
 def test_backtest_rejects_too_short_history() -> None:
     idx = pd.date_range("2024-01-01", periods=144, freq="600s")
     with pytest.raises(fc.ForecastError, match="collect more history"):
-        fc.backtest(pd.Series(1.0, index=idx), levels=LEVELS)
+        fc.backtest(pd.Series(1.0, index=idx), POLICY, levels=LEVELS)
+
+
+def test_split_holdout_takes_the_tail_in_whole_windows() -> None:
+    idx = pd.date_range("2024-01-01", periods=6 * 24 * 3, freq="600s")
+    series = pd.Series(np.arange(len(idx), dtype=float), index=idx)
+    fit, holdout = fc.split_holdout(series, 1.0)
+    assert (len(fit), len(holdout)) == (6 * 24 * 2, 6 * 24)
+    assert fit.index[-1] + pd.Timedelta(seconds=600) == holdout.index[0] and holdout.index[-1] == idx[-1]
+    fit, holdout = fc.split_holdout(series, 0.0)
+    assert len(fit) == len(series) and holdout.empty

@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
+import mlflow
 import pandas as pd
 import pytest
 
-from tasks.capacity.history import HistoryError, load_file, load_mlflow_metric, load_prometheus
+from tasks.capacity.history import HistoryError, load_file, load_mlflow_metric, load_prometheus, when
+from tasks.records.store import ensure_experiment
 from tests.shared_data import shared_file
 
 
@@ -53,8 +56,16 @@ class _Prometheus(BaseHTTPRequestHandler):
         q = parse_qs(url.query)
         start, step = float(q["start"][0]), int(q["step"][0].rstrip("s"))
         values = [[start + i * step, str(float(i))] for i in range(5)]
-        body = {"status": "success", "data": {"resultType": "matrix", "result": [
-            {"metric": {"instance": "a"}, "values": values}, {"metric": {"instance": "b"}, "values": values}]}}
+        body = {
+            "status": "success",
+            "data": {
+                "resultType": "matrix",
+                "result": [
+                    {"metric": {"instance": "a"}, "values": values},
+                    {"metric": {"instance": "b"}, "values": values},
+                ],
+            },
+        }
         payload = json.dumps(body).encode() if url.path == "/api/v1/query_range" else b"{}"
         self.send_response(200 if url.path == "/api/v1/query_range" else 404)
         self.send_header("Content-Type", "application/json")
@@ -76,20 +87,18 @@ def prometheus() -> Iterator[str]:
 
 
 def test_prometheus_range_query_sums_series(prometheus: str) -> None:
-    raw = load_prometheus(prometheus, "sum(rate(http_requests_total[5m]))", datetime(2024, 1, 1), datetime(2024, 1, 2), 600)
+    raw = load_prometheus(
+        prometheus, "sum(rate(http_requests_total[5m]))", datetime(2024, 1, 1), datetime(2024, 1, 2), 600
+    )
     assert raw.frame["rate_rps"].tolist() == [0.0, 2.0, 4.0, 6.0, 8.0]
     assert (raw.frame["timestamp"].diff().dropna() == pd.Timedelta(seconds=600)).all()
     with pytest.raises(HistoryError, match="cannot be reached"):
-        load_prometheus("http://127.0.0.1:9", "up", datetime(2024, 1, 1), datetime(2024, 1, 2), 600, timeout_s=2)
+        load_prometheus(
+            "http://127.0.0.1:9", "up", datetime(2024, 1, 1), datetime(2024, 1, 2), 600, timeout_s=2
+        )
 
 
 def test_mlflow_metric_history() -> None:
-    import time
-
-    import mlflow
-
-    from tasks.records.store import ensure_experiment
-
     ensure_experiment("inferops-bench")
     now = int(time.time() * 1000)
     with mlflow.start_run():
@@ -103,10 +112,6 @@ def test_mlflow_metric_history() -> None:
 
 
 def test_relative_times_for_scheduled_prometheus_queries() -> None:
-    from datetime import UTC, datetime, timedelta
-
-    from tasks.capacity.history import HistoryError, when
-
     now = datetime(2026, 1, 1, tzinfo=UTC)
     assert when("now", now) == now
     assert when("-90d", now) == now - timedelta(days=90)

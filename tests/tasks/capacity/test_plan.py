@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -12,6 +13,8 @@ import pytest
 from tasks.capacity import plan as cap
 from tasks.capacity.forecasting import Forecast
 from tasks.policy import default_policy
+from tasks.records import names
+from tasks.records.store import ensure_experiment
 
 POLICY = default_policy().capacity
 
@@ -23,7 +26,9 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
     path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
     model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
-    torch.onnx.export(model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    torch.onnx.export(
+        model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False
+    )
     return path
 
 
@@ -50,7 +55,9 @@ def test_gpu_options_are_roofline_estimates(tiny_onnx: Path) -> None:
 def _forecast(yhat: float, half: dict[float, float]) -> Forecast:
     idx = pd.date_range("2024-01-01", periods=10, freq="600s")
     base = np.full(10, yhat)
-    return Forecast(idx, base, {lv: base - h for lv, h in half.items()}, {lv: base + h for lv, h in half.items()}, "t")
+    return Forecast(
+        idx, base, {lv: base - h for lv, h in half.items()}, {lv: base + h for lv, h in half.items()}, "t"
+    )
 
 
 def test_scenarios_follow_forecast_and_burstiness() -> None:
@@ -73,7 +80,13 @@ def test_units_and_costs_use_target_utilisation() -> None:
 
 @pytest.mark.parametrize(
     ("growth", "vol", "strategy"),
-    [(0.8, 0.05, "preventive"), (0.3, 0.25, "hybrid"), (0.05, 0.5, "elastic"), (-0.1, 0.1, "shrink"), (0.8, 0.5, "hybrid")],
+    [
+        (0.8, 0.05, "preventive"),
+        (0.3, 0.25, "hybrid"),
+        (0.05, 0.5, "elastic"),
+        (-0.1, 0.1, "shrink"),
+        (0.8, 0.5, "hybrid"),
+    ],
 )
 def test_strategy_matrix(growth: float, vol: float, strategy: str) -> None:
     decision = cap.choose_strategy(growth, vol, POLICY)
@@ -88,14 +101,24 @@ def test_recommendation_is_cheapest_covering_option_with_strategy_floor() -> Non
     scenarios = [cap.Scenario("peak_load", 0.95, 70.0, "t")]
     plans = cap.expansion_plans(scenarios, [cheap_slow, dear_fast], POLICY)
     strategy = cap.choose_strategy(0.3, 0.25, POLICY)  # hybrid: +50%..+100%
-    rec = cap.recommend(plans, [cheap_slow, dear_fast], strategy, {"cpu": 10, "gpu": 1}, scenario="peak_load", level=0.95)
+    rec = cap.recommend(
+        plans,
+        [cheap_slow, dear_fast],
+        strategy,
+        {"cpu": 10, "gpu": 1},
+        POLICY,
+        scenario="peak_load",
+        level=0.95,
+    )
     # cpu: covering 10, floor ceil(10*1.5)=15 -> 15*0.5; gpu: max(1, ceil(1.5)=2) -> 2*4.0: cpu is cheaper
     assert (rec.option, rec.units, rec.covering_units, rec.verdict) == ("cpu", 15, 10, "strategy_floor")
     auto = cap.autoscaling_config(rec, _forecast(35.0, {0.95: 1.0}), 100.0, POLICY)
-    assert auto.max_replicas == 15 and auto.min_replicas == cap.units_needed(35.0, 10.0, POLICY.target_utilisation)
+    assert auto.max_replicas == 15 and auto.min_replicas == cap.units_needed(
+        35.0, 10.0, POLICY.target_utilisation
+    )
     assert auto.target_ongoing_requests == max(1, round(10.0 * POLICY.target_utilisation * 0.1))
     with pytest.raises(cap.CapacityError, match="no plan for scenario"):
-        cap.recommend(plans, [cheap_slow], strategy, {}, scenario="burst_load", level=0.95)
+        cap.recommend(plans, [cheap_slow], strategy, {}, POLICY, scenario="burst_load", level=0.95)
 
 
 def test_replay_check_counts_exceedances_and_idle_cost() -> None:
@@ -108,15 +131,39 @@ def test_replay_check_counts_exceedances_and_idle_cost() -> None:
 
 
 def test_knee_from_mlflow_and_missing_knee_error() -> None:
-    import mlflow
-
-    from tasks.records.store import ensure_experiment
-
     with pytest.raises(cap.KneeNotFoundError, match="'nosuchmodel'.*inferops bench stress"):
         cap.champion_knee("nosuchmodel")
-    ensure_experiment(cap.BENCH_EXPERIMENT)
+    ensure_experiment(names.BENCH_EXPERIMENT)
     with mlflow.start_run():
-        mlflow.set_tags({"inferops.suite": "stress", "inferops.model": "capmodel", "inferops.variant": "onnx-fp32", "inferops.sha256": "ab" * 32})
+        mlflow.set_tags(
+            {
+                "inferops.suite": "stress",
+                "inferops.model": "capmodel",
+                "inferops.variant": "onnx-fp32",
+                "inferops.sha256": "ab" * 32,
+            }
+        )
         mlflow.log_metric("knee_rps", 42.5)
     knee = cap.champion_knee("capmodel")
     assert knee.knee_rps == 42.5 and knee.variant == "onnx-fp32"
+
+
+def test_capacity_options_from_given_knee_and_onnx_graph(tiny_onnx: Path) -> None:
+    knee, options, note = cap.capacity_options("tiny", 20, str(tiny_onnx), 1.5, POLICY)
+    assert (knee.model, knee.knee_rps, knee.source) == ("tiny", 20.0, "explicit knee_rps parameter")
+    assert [o.name for o in options] == ["current-replica", *POLICY.gpu_catalog]
+    replica = options[0]
+    assert (replica.unit_rps, replica.price_per_hour, replica.label) == (20.0, 1.5, "measured")
+    cost = cap.onnx_cost(tiny_onnx)
+    assert note == (
+        f"GPU rates estimated from tiny.onnx: {cost.flops / 1e9:.3g} GFLOP, {cost.bytes / 1e6:.3g} MB per request"
+    )
+    # No graph given and none buildable: the plan still stands on the measured knee, and the note says why.
+    knee, options, note = cap.capacity_options(
+        "nosuchmodel", 5.0, None, 1.5, POLICY, knee_source="--knee-rps"
+    )
+    assert knee.source == "--knee-rps" and [o.name for o in options] == ["current-replica"]
+    assert (
+        note.startswith("no GPU estimates: ONNX graph for 'nosuchmodel' unavailable")
+        and "pass onnx_path" in note
+    )

@@ -18,10 +18,13 @@ from tasks.measure.suites import (
     run_stability,
     slope_per_hour,
 )
+from tasks.policy import load_policy
 from tests.servers import RunningServer, free_port, serve  # tests/servers.py
 
 BODY = embeddings_body_factory("minilm", ["A short sentence for the test server."])
 SERVICE_MS = 20.0  # capacity 1000 / 20 = 50 req/s, one request at a time
+
+POLICY = load_policy()
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +39,7 @@ def test_stress_search_finds_the_knee_of_a_known_capacity(capacity_server: Runni
         capacity_server.endpoint,
         BODY,
         sla_ms=100.0,
+        policy=POLICY,
         start_rps=10.0,
         step_factor=1.6,
         step_duration_s=2.0,
@@ -49,7 +53,7 @@ def test_stress_search_finds_the_knee_of_a_known_capacity(capacity_server: Runni
     failing = min(s.rate_rps for s in result.steps if not s.ok)
     assert result.knee_rps < failing
     assert all(s.ok for s in result.steps if s.rate_rps <= result.knee_rps)
-    assert result.verdicts[0].name == "knee_rps" and result.verdicts[0].verdict == "pass"
+    assert result.decisions[0].name == "knee_rps" and result.decisions[0].verdict == "pass"
     assert result.metrics()["knee_rps"] == result.knee_rps
     assert result.system is not None and result.system.metrics()["target_cpu_percent_mean"] >= 0
 
@@ -72,24 +76,24 @@ def test_slope_and_leak_verdicts_on_synthetic_series() -> None:
 def test_stability_flags_a_leaking_server_and_passes_a_steady_one(kind: str, expected: str) -> None:
     with serve(kind, leak_kb=256) as server:
         spec = TargetSpec(server.endpoint, BODY, pids=[server.pid], sample_interval_s=0.2)
-        result = run_stability(spec, rate=40.0, duration_s=4.0)
-    leak = next(v for v in result.verdicts if v.name == "rss_leak")
+        result = run_stability(spec, policy=POLICY, rate=40.0, duration_s=4.0)
+    leak = next(v for v in result.decisions if v.name == "rss_leak")
     assert leak.verdict == expected, leak.reason
     assert leak.threshold == 50.0  # policy test_suite.stability.leak_slope_mb_per_h
     assert result.availability == 1.0
-    gpu = next(v for v in result.verdicts if v.name == "gpu_memory_leak")
+    gpu = next(v for v in result.decisions if v.name == "gpu_memory_leak")
     assert gpu.verdict in ("pass", "n/a") and (gpu.verdict != "n/a" or "unavailable" in gpu.reason)
     if kind == "leaking":  # 40 req/s * 256 KiB = 10 MB/s held
         assert (result.rss_slope_mb_per_h or 0) > 10_000
 
 
 def test_benchmark_verdicts_use_the_policy(capacity_server: RunningServer) -> None:
-    result = run_benchmark(TargetSpec(capacity_server.endpoint, BODY), rate=10.0, duration_s=1.5)
-    names = [v.name for v in result.verdicts]
+    result = run_benchmark(TargetSpec(capacity_server.endpoint, BODY), policy=POLICY, rate=10.0, duration_s=1.5)
+    names = [v.name for v in result.decisions]
     assert names == ["p99_ms", "error_rate", "generator_not_bottleneck"]
-    p99 = result.verdicts[0]
+    p99 = result.decisions[0]
     assert p99.threshold == 100.0 and p99.observed == result.load.percentiles["p99"]  # type: ignore[union-attr]
-    assert result.verdicts[1].threshold == 0.01
+    assert result.decisions[1].threshold == 0.01
     assert result.breakdown is not None and result.breakdown.dominant is not None
     compute = next(p for p in result.breakdown.phases if p.name == "compute")
     assert compute.ms >= SERVICE_MS and compute.area == "model computation"

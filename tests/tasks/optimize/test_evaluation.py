@@ -6,6 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from tasks.optimize.evaluation import compare_variants, measure_batches, retention_decision, table_rows
+from tasks.policy import default_policy
 from tests.shared_data import shared_file
 
 
@@ -26,14 +27,13 @@ def test_measure_batches_counts_calls() -> None:
 
 def test_compare_digits_variants_quick() -> None:
     messages: list[str] = []
-    reports = compare_variants(
-        "digits-cnn", ["onnx-int8-dynamic", "trt-fp16"], batch_sizes=(1, 8), quick=True, progress=messages.append
-    )
+    reports = compare_variants("digits-cnn", ["onnx-int8-dynamic", "trt-fp16"], batch_sizes=(1, 8), quick=True,
+                               progress=messages.append, retention_threshold=default_policy().optimization.accuracy_retention_threshold)  # fmt: skip
     by_name = {r.variant: r for r in reports}
     assert list(by_name) == ["torch-fp32", "onnx-int8-dynamic", "trt-fp16"]  # the FP32 reference comes first
     int8 = by_name["onnx-int8-dynamic"]
     assert set(int8.timings) == {1, 8} and int8.decision is not None and int8.retention is not None
-    assert int8.decision.verdict == ("pass" if int8.retention >= int8.decision.threshold else "fail")
+    assert int8.decision.observed == int8.retention and int8.decision.threshold == default_policy().optimization.accuracy_retention_threshold
     assert any("[2/3]" in m for m in messages)
     rows = table_rows(reports, (1, 8))
     assert rows[1]["provider"] == "CPU" and rows[1]["items/s @1/8"].count("/") == 1

@@ -10,6 +10,7 @@ import pytest
 
 from tasks.measure.loadgen import embeddings_body_factory
 from tasks.measure.suites import StressResult, SuiteResult, TargetSpec, find_knee, run_benchmark
+from tasks.policy import load_policy
 from tasks.records.suite_runs import EXPERIMENT, BaselineNotFound, get_baseline, log_suite_run, save_baseline
 from tests.servers import RunningServer, serve  # tests/servers.py
 
@@ -24,12 +25,12 @@ def server() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def benchmark_result(server: RunningServer) -> SuiteResult:
-    return run_benchmark(TargetSpec(server.endpoint, BODY, pids=[server.pid]), rate=20.0, duration_s=1.5)
+    return run_benchmark(TargetSpec(server.endpoint, BODY, pids=[server.pid]), policy=load_policy(), rate=20.0, duration_s=1.5)
 
 
 @pytest.fixture(scope="module")
 def stress_result(server: RunningServer) -> StressResult:
-    return find_knee(server.endpoint, BODY, 100.0, start_rps=40.0, step_factor=2.0, step_duration_s=1.5, bisect_steps=1)
+    return find_knee(server.endpoint, BODY, 100.0, policy=load_policy(), start_rps=40.0, step_factor=2.0, step_duration_s=1.5, bisect_steps=1)
 
 
 def _artifacts(run_id: str) -> set[str]:

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from serving import routes
 from tasks.policy import default_policy
 from tasks.release import hostile_inputs as hi
 
@@ -89,9 +90,9 @@ def test_send_keeps_the_raw_path_and_body(recorder_url: str) -> None:
     """`..` and percent escapes reach the server as written (a normalising client would hide the attack)."""
     probe = hi.HostileRequest("t", "GET", "/../models/m/x.onnx", kind="file_access", headers=())
     assert hi.send(recorder_url, probe, None).status == 404
-    post = hi.HostileRequest("u", "POST", "/v2/models/m/infer", b"\xff\xfe")
+    post = hi.HostileRequest("u", "POST", routes.INFER.path("m"), b"\xff\xfe")
     assert hi.send(recorder_url, post, "k").status == 404
-    assert _Recorder.seen == [("GET", "/../models/m/x.onnx", 0), ("POST", "/v2/models/m/infer", 2)]
+    assert _Recorder.seen == [("GET", "/../models/m/x.onnx", 0), ("POST", routes.INFER.path("m"), 2)]
 
 
 def test_judge_is_strict() -> None:

@@ -1,9 +1,9 @@
-"""What the optimization cycle's tasks do: plan candidates, measure them in process, bottlenecks, monitoring."""
+"""Timing candidates in process: each one built (or reused), loaded, scored by the zoo's evaluator and timed over
+repeated rounds on the workload, as one engine or as replica processes started together."""
 
 from __future__ import annotations
 
 import multiprocessing
-import os
 import queue
 import statistics
 import time
@@ -13,15 +13,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
-from serving.artifacts import write_artifact
 from serving.cache import ResponseCache, cached_batch_infer
-from serving.settings import get_settings
-from serving.variants import VARIANT_RECIPES, ensure_variant, gpu_unavailable_reason, list_variants
+from serving.engines import load_engine
+from serving.variants import ensure_variant
+from tasks.measure.bottlenecks import Breakdown, breakdown
+from tasks.optimize.candidates import Candidate, variant_knobs
 from tasks.optimize.evaluation import BatchTiming, measure_batches
-from tasks.optimize.validation import Trial
-from tasks.policy import Optimization, Policy, default_policy
+from tasks.policy import Optimization
 
 # Calls per repeat and items cycled: enough for a stable median on 2 cores, few enough to keep a cycle short.
 TRIAL_ITEMS = 128
@@ -30,45 +29,35 @@ TRIAL_MIN_CALLS = 30
 TRIAL_MIN_SECONDS = 0.5
 # A replica process that has not reported within this long is stuck (model load + one timed round take seconds).
 REPLICA_TIMEOUT_S = 300.0
-# Variants that are measurement reference points, never candidates to serve.
-NOT_CANDIDATES = frozenset({"torch-fp32", "onnx-fp32-noopt"})
 
 
 @dataclass(frozen=True)
-class Candidate:
-    """One configuration to try: a variant plus the serving knobs it runs with."""
+class Trial:
+    """Repeated measurements of one configuration: throughput (items/s) and P99 latency (ms) per repeat."""
 
-    name: str
-    variant: str
-    optimization_type: str
-    stage: str  # model | parallelization | batching | caching
-    intra_op_threads: int
-    batch: int
-    replicas: int = 1
-    cache_entries: int = 0
+    throughput: tuple[float, ...]
+    p99_ms: tuple[float, ...]
 
-    def params(self) -> dict[str, Any]:
-        return {"variant": self.variant, "intra_op_threads": self.intra_op_threads, "batch": self.batch,
-                "replicas": self.replicas, "cache_entries": self.cache_entries, "stage": self.stage}  # fmt: skip
+    def __post_init__(self) -> None:
+        if not self.throughput or len(self.throughput) != len(self.p99_ms):
+            raise ValueError("a trial needs one or more repeats, each with a throughput and a P99")
 
-    def serving_knobs(self) -> dict[str, int]:
-        return serving_knobs(self.params())
+    @property
+    def median_throughput(self) -> float:
+        return statistics.median(self.throughput)
 
+    @property
+    def median_p99(self) -> float:
+        return statistics.median(self.p99_ms)
 
-def serving_knobs(params: dict[str, Any]) -> dict[str, int]:
-    """What the live deployment needs to serve as a candidate was measured (PUT .../serving field names)."""
-    from tasks.records.registry import SERVE_KNOBS
+    @property
+    def spread(self) -> float:
+        """Relative run-to-run spread of throughput: (max - min) / median."""
+        return (max(self.throughput) - min(self.throughput)) / self.median_throughput
 
-    return {knob: int(params[key]) for key, knob in SERVE_KNOBS.items()}
-
-
-def candidate_name(variant: str, threads: int, batch: int, replicas: int = 1, cache_entries: int = 0) -> str:
-    name = f"{variant}+threads={threads}+batch={batch}"
-    if replicas > 1:
-        name += f"+replicas={replicas}"
-    if cache_entries:
-        name += f"+cache={cache_entries}"
-    return name
+    @property
+    def p99_spread(self) -> float:
+        return (max(self.p99_ms) - min(self.p99_ms)) / self.median_p99 if self.median_p99 > 0 else 0.0
 
 
 @dataclass
@@ -87,67 +76,13 @@ class Measured:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-def model_stage(model: str, baseline: Candidate) -> list[Candidate]:
-    """Model-level candidates in the order the seed's fallbacks go: graph optimization, then INT8 plain before
-    the per-channel, reduce-range and op-exclusion fallbacks, static INT8, and GPU precisions where a GPU
-    exists; each served with the baseline's knobs, so only the model changes."""
-    candidates = []
-    for name in list_variants(model):
-        recipe = VARIANT_RECIPES[name]
-        if name in NOT_CANDIDATES or name == baseline.variant or gpu_unavailable_reason(recipe):
-            continue
-        candidates.append(Candidate(name, name, recipe.opt_type, "model", baseline.intra_op_threads, baseline.batch,
-                                    baseline.replicas, baseline.cache_entries))  # fmt: skip
-    return candidates
-
-
-STAGE_TYPES = {"parallelization": "parallelization", "batching": "batching", "caching": "caching"}
-
-
-def knob_stage(best: Candidate, stage: str, values: list[dict[str, int]]) -> list[Candidate]:
-    """Candidates that change one stage's knobs on top of the best configuration so far (combinations measured)."""
-    if stage not in STAGE_TYPES:
-        raise ValueError(f"unknown knob stage {stage!r}: one of {sorted(STAGE_TYPES)}")
-    out = []
-    for change in values:
-        knobs = {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
-                 "cache_entries": best.cache_entries, **change}  # fmt: skip
-        if knobs == {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
-                     "cache_entries": best.cache_entries}:  # fmt: skip
-            continue
-        name = candidate_name(best.variant, knobs["intra_op_threads"], knobs["batch"], knobs["replicas"], knobs["cache_entries"])
-        out.append(Candidate(name, best.variant, STAGE_TYPES[stage], stage, **knobs))
-    return out
-
-
-def knob_values(stage: str, given: list[int] | None, policy: Optimization) -> list[dict[str, int]]:
-    """What a knob stage tries. Parallelization: threads (the caller's, else 1, 2 and all cores) and replica
-    counts from the policy, every pair that fits the cores; batching and caching: the policy's sizes."""
-    cores = os.cpu_count() or 1
-    if stage == "parallelization":
-        threads = list(given) if given else sorted({1, min(2, cores), cores})
-        pairs = [{"intra_op_threads": t, "replicas": 1} for t in threads]
-        pairs += [{"intra_op_threads": t, "replicas": r} for r in policy.replica_options if r > 1 for t in threads if r * t <= cores]
-        return pairs
-    if stage == "batching":
-        return [{"batch": b} for b in (given or policy.batch_options)]
-    if stage == "caching":
-        return [{"cache_entries": c} for c in (given or policy.cache_options)]
-    raise ValueError(f"unknown knob stage {stage!r}: one of {sorted(STAGE_TYPES)}")
-
-
-def summarize_baseline(candidate: Candidate, measured: Measured) -> dict[str, Any]:
-    """The baseline as the report shows it: what served, how fast, how noisy, how accurate."""
-    return {
-        "variant": candidate.variant,
-        f"throughput (items/s, batch {candidate.batch})": round(measured.trial.median_throughput, 1),
-        "p99 ms per batch": round(measured.trial.median_p99, 2),
-        "spread": f"{measured.trial.spread:.1%}",
-        measured.metric: round(measured.value, 4),
-    }
-
-
-def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[Any] | np.ndarray | None = None) -> Measured:
+def measure(
+    model: str,
+    candidate: Candidate,
+    repeats: int,
+    policy: Optimization,
+    workload: Sequence[Any] | np.ndarray | None = None,
+) -> Measured:
     """Build (or reuse) the variant, load it, score it with the zoo's evaluator, and time `repeats` runs on the
     workload (the model's example inputs when none is given).
 
@@ -155,9 +90,7 @@ def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[A
     so its hit rate is the workload's (cold start, the conservative figure); replicas run as separate processes
     started together, each with its own engine, as Serve replicas do.
     """
-    from serving.engines import load_engine
-
-    artifact = ensure_variant(model, candidate.variant)
+    artifact = ensure_variant(model, candidate.variant, **variant_knobs(candidate.variant, policy))
     t0 = time.perf_counter()
     engine = load_engine(
         artifact.path, expected_sha256=artifact.sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False
@@ -166,7 +99,7 @@ def measure(model: str, candidate: Candidate, repeats: int, workload: Sequence[A
     spec = engine.spec
     inputs = workload if workload is not None else spec.example_inputs(TRIAL_ITEMS)
     cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
-    cap = default_policy().optimization.cache_pass_max_requests
+    cap = policy.cache_pass_max_requests
     if cache is not None and len(inputs) > cap:
         inputs = inputs[:cap]  # the first requests of the log, in order: a bounded cold pass
     infer = cached_batch_infer(engine.infer, cache, artifact.sha256) if cache is not None else engine.infer
@@ -287,8 +220,6 @@ def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, c
                     barrier: Any, results: Any) -> None:  # fmt: skip
     """One replica process: load, warm up, then `repeats` timed rounds started together with the others."""
     try:
-        from serving.engines import load_engine
-
         engine = load_engine(path, expected_sha256=sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False)
         cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
         infer = cached_batch_infer(engine.infer, cache, sha256) if cache is not None else engine.infer
@@ -304,8 +235,6 @@ def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, c
 
 def inprocess_timing(model: str, variant: str, threads: int) -> dict[str, float]:
     """Per-request time split (tokenize / compute) at batch 1 and the model's load time, for the bottleneck step."""
-    from serving.engines import load_engine
-
     artifact = ensure_variant(model, variant)
     t0 = time.perf_counter()
     engine = load_engine(artifact.path, expected_sha256=artifact.sha256, intra_op_threads=threads, allow_spinning=False)
@@ -327,36 +256,8 @@ def inprocess_timing(model: str, variant: str, threads: int) -> dict[str, float]
     }
 
 
-def monitoring_rules(model: str, champion_sha256: str, baseline_p99_ms: float, policy: Policy) -> dict[str, Any]:
-    """Prometheus rules that watch the new champion: latency vs SLA and baseline, GPU temperature, accuracy."""
-    risk = policy.rollout_risk
-    sla = policy.rollout_gate.sla_p99_ms
-    latency = f'histogram_quantile(0.99, sum by (le) (rate(ray_serve_http_request_latency_ms_bucket{{application="{model}"}}[5m])))'
-    return {
-        "groups": [
-            {
-                "name": f"inferops-{model}",
-                "rules": [
-                    {"alert": "InferenceP99OverSLA", "expr": f"{latency} > {sla}", "for": "5m",
-                     "labels": {"severity": "warning", "type": "threshold", "model": model}},
-                    {"alert": "InferenceP99OffBaseline",
-                     "expr": f"{latency} > {baseline_p99_ms * (1 + risk.perf_deviation_rollback):.3f}", "for": "5m",
-                     "labels": {"severity": "critical", "type": "threshold", "model": model, "action": "rollback"}},
-                    {"alert": "GpuTemperatureHigh",
-                     "expr": f"DCGM_FI_DEV_GPU_TEMP > {policy.monitoring.gpu_temperature_critical_c}", "for": "2m",
-                     "labels": {"severity": "critical", "type": "threshold"}},
-                    {"alert": "ModelAccuracyRetentionLow",
-                     "expr": f'inferops_accuracy_retention{{model="{model}"}} < {policy.optimization.accuracy_retention_threshold}',
-                     "labels": {"severity": "critical", "type": "anomaly", "model": model,
-                                "champion_sha256": champion_sha256}},
-                ],
-            }
-        ]
-    }  # fmt: skip
-
-
-def write_monitoring(model: str, rules: dict[str, Any]) -> Path:
-    """Write the rules beside the data (atomically) for Prometheus to load; returns the file."""
-    path = get_settings().data_dir / "monitoring" / f"{model}.rules.yml"
-    write_artifact(path, lambda p: p.write_text(yaml.safe_dump(rules, sort_keys=False)), {"model": model})
-    return path
+def bottlenecks_in_process(model: str, variant: str, threads: int) -> Breakdown:
+    """Where a request's time goes for the served configuration (tokenize / compute / load), in process."""
+    timing = inprocess_timing(model, variant, threads)
+    server = {"tokenize": timing["tokenize_ms"], "compute": timing["compute_ms"]}
+    return breakdown(timing["client_ms"], server, model_load_s=timing["model_load_s"])

@@ -1,0 +1,92 @@
+"""What a capacity plan records in MLflow: one run with the plan's tags, inputs, metrics, tables, report and plots,
+built as a plain record (written by `tasks.records.runs.log_run`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from tasks.capacity.data_quality import ValidationReport
+from tasks.capacity.forecasting import BacktestResult, TrendAnalysis
+from tasks.capacity.plan import KneeReading, PlanDecision, plot_capacity_vs_demand, plot_forecast
+from tasks.policy import Capacity
+from tasks.records import names
+from tasks.records.runs import RunRecord
+
+RUN_NAME = "capacity-plan"
+
+
+def backtest_metrics(backtest: BacktestResult) -> dict[str, float]:
+    """Per candidate forecaster: sMAPE, MASE, and raw and calibrated coverage per level (in percent in the name)."""
+    metrics = {}
+    for c in backtest.candidates.values():
+        prefix = c.name.replace("-", "_")
+        metrics[f"{prefix}_smape"] = c.smape
+        metrics[f"{prefix}_mase"] = c.mase
+        for level in c.coverage:
+            metrics[f"{prefix}_coverage_{int(level * 100)}"] = c.coverage[level]
+            metrics[f"{prefix}_calibrated_coverage_{int(level * 100)}"] = c.calibrated_coverage[level]
+    return metrics
+
+
+def plan_record(
+    report: ValidationReport,
+    analysis: TrendAnalysis,
+    knee: KneeReading,
+    decision: PlanDecision,
+    markdown: str,
+    table: list[dict[str, Any]],
+    policy: Capacity,
+) -> RunRecord:
+    """The plan's MLflow run: what it was planned on and decided, the backtest, the report and two plots."""
+    planning, trends, rec = analysis.planning, analysis.trends, decision.recommendation
+    metrics: dict[str, float | None] = {
+        "recommended_units": rec.units,
+        "monthly_cost": rec.monthly_cost,
+        "growth_observed": trends.observed_growth,
+        "growth_forecast": trends.forecast_growth,
+        "volatility": trends.volatility,
+        "burstiness": trends.burstiness,
+        "backtest_margin": planning.backtest.margin,
+        "zero_windows": report.zero_windows,
+        "missing_windows": report.missing_windows,
+        **backtest_metrics(planning.backtest),
+    }
+    if decision.replay is not None:
+        metrics["replay_exceed_share"] = decision.replay.exceed_share
+        metrics["replay_idle_cost"] = decision.replay.idle_cost
+    return RunRecord(
+        RUN_NAME,
+        names.CAPACITY_EXPERIMENT,
+        tags={
+            names.TAG_MODEL: knee.model,
+            names.TAG_FORECASTER: planning.forecaster,
+            names.TAG_STRATEGY: decision.strategy.strategy,
+            names.TAG_RECOMMENDATION: f"{rec.units}x{rec.option}",
+            names.TAG_VALIDATION: report.verdict,
+            names.TAG_HISTORY: report.source,
+        },
+        params={
+            "knee_rps": knee.knee_rps,
+            "scenario": rec.scenario,
+            "confidence": rec.level,
+            "target_utilisation": policy.target_utilisation,
+        },
+        metrics=metrics,
+        texts={"capacity_plan.md": markdown},
+        dicts={
+            "validation_report.json": report.to_dict(),
+            "ray_serve_autoscaling.json": decision.autoscaling.ray_config(),
+        },
+        tables={
+            "plan_table.json": pd.DataFrame(table),
+            "backtest.json": pd.DataFrame(planning.backtest.table()),
+        },
+        figures={
+            "forecast.png": plot_forecast(analysis.fit, planning.forecast, analysis.holdout),
+            "capacity_vs_demand.png": plot_capacity_vs_demand(
+                analysis.fit, planning.forecast, rec, policy.target_utilisation
+            ),
+        },
+    )

@@ -1,0 +1,48 @@
+"""The cycle's baseline: what serves now (the registry's champion with the knobs a previous cycle applied; the
+FP32 model on a first cycle), timed like every candidate, and the FP32 reference that retention divides by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from serving.variants import list_variants
+from tasks.measure.workload import Workload
+from tasks.optimize.candidates import Candidate
+from tasks.optimize.trials import Measured, measure
+from tasks.policy import Optimization
+from tasks.records import registry
+
+
+@dataclass(frozen=True)
+class CycleBaseline:
+    model: str
+    candidate: Candidate
+    measured: Measured
+    reference_value: float  # the FP32 reference's metric: retention = candidate metric / this
+    version: str  # the champion's registry version (the rollback target)
+
+    def retention(self, value: float) -> float:
+        return value / self.reference_value
+
+
+def reference_variant(model: str) -> str:
+    """The FP32 model retention is measured against: PyTorch where the zoo has it, else the ONNX export."""
+    return "torch-fp32" if "torch-fp32" in list_variants(model) else "onnx-fp32"
+
+
+def establish(model: str, threads: int, batch: int, repeats: int, policy: Optimization, workload: Workload | None) -> CycleBaseline:
+    """Measure the FP32 reference and what serves now; on a first cycle the FP32 model becomes the recorded
+    champion, so there is always something to roll back to."""
+    variants = list_variants(model)
+    reference = reference_variant(model)
+    champion = registry.alias_version(model, registry.CHAMPION)
+    served = champion.variant if champion and champion.variant in variants else reference
+    requests = workload.requests if workload else None
+    ref = measure(model, Candidate(reference, reference, "baseline", "baseline", threads, batch), 1, policy, requests)
+    defaults = {"intra_op_threads": threads, "max_batch_size": batch, "num_replicas": 1, "cache_entries": 0}
+    knobs = registry.version_knobs(model, champion.version if champion and served == champion.variant else None, defaults)
+    current = Candidate(served, served, "baseline", "baseline", knobs["intra_op_threads"], knobs["max_batch_size"],
+                        knobs["num_replicas"], knobs["cache_entries"])  # fmt: skip
+    measured = measure(model, current, repeats, policy, requests)
+    recorded = registry.ensure_champion(model, measured.path, {**measured.manifest, "variant": served})
+    return CycleBaseline(model, current, measured, ref.value, recorded.version)

@@ -1,0 +1,200 @@
+"""The optimization cycle's report and records: the baseline as people read it, the markdown report, and the MLflow
+runs of the cycle and of each candidate (built here as plain records, written by tasks/records/runs.py)."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from tasks.decision import Decision, decisions_markdown
+from tasks.measure.workload import Workload
+from tasks.optimize.baseline import CycleBaseline
+from tasks.optimize.candidates import Candidate
+from tasks.optimize.search import CycleSettings, SearchOutcome
+from tasks.optimize.trials import Measured
+from tasks.optimize.validation import CandidateResult
+from tasks.records import names
+from tasks.records.runs import RunRecord
+
+
+def summarize_baseline(baseline: CycleBaseline) -> dict[str, Any]:
+    """The baseline as the report shows it: what served, how fast, how noisy, how accurate."""
+    candidate, measured = baseline.candidate, baseline.measured
+    return {
+        "variant": candidate.variant,
+        f"throughput (items/s, batch {candidate.batch})": round(measured.trial.median_throughput, 1),
+        "p99 ms per batch": round(measured.trial.median_p99, 2),
+        "spread": f"{measured.trial.spread:.1%}",
+        measured.metric: round(measured.value, 4),
+    }
+
+
+def cycle_record(model: str, workload: Workload | None) -> RunRecord:
+    """The cycle's parent run as it opens (one parent run per cycle, a nested run per candidate)."""
+    record = RunRecord(f"cycle-{model}", names.OPTIMIZATION_EXPERIMENT,
+                       tags={names.TAG_MODEL: model, names.TAG_RETENTION_CLASS: names.OPTIMIZATION_PLANS})  # fmt: skip
+    if workload is not None:
+        record.params = {"request_log": workload.source, "workload_requests": len(workload.requests)}
+        record.metrics = {"workload_repeat_share": workload.repeat_share}
+    return record
+
+
+def baseline_record(model: str, baseline: CycleBaseline, settings: CycleSettings, plan: list[Candidate]) -> RunRecord:
+    """What the cycle measured before changing anything, and the plan it will try."""
+    trial = baseline.measured.trial
+    return RunRecord(
+        f"cycle-{model}",
+        names.OPTIMIZATION_EXPERIMENT,
+        params={"baseline_variant": baseline.candidate.variant, "baseline_sha256": baseline.measured.sha256,
+                "repeats": settings.repeats, "max_trials": settings.max_trials, "batch": settings.batch,
+                "threads": settings.threads},
+        metrics={"baseline_throughput": trial.median_throughput, "baseline_p99_ms": trial.median_p99,
+                 "baseline_spread": trial.spread},
+        dicts={"plan.json": {"plan": [c.params() | {"name": c.name} for c in plan]}},
+    )  # fmt: skip
+
+
+def candidate_record(result: CandidateResult, measured: Measured | None, baseline: CycleBaseline) -> RunRecord:
+    """One candidate's nested run: its measurements, every check, and the rollback record when it was rejected."""
+    trial = result.trial
+    record = RunRecord(
+        result.name,
+        names.OPTIMIZATION_EXPERIMENT,
+        tags={names.TAG_MODEL: baseline.model, names.TAG_VERDICT: "accepted" if result.accepted else "rejected",
+              names.TAG_REASON: result.reason, names.TAG_RETENTION_CLASS: names.PERFORMANCE_DATA},
+        params=dict(result.params),
+        metrics={
+            "throughput_median": trial.median_throughput if trial else None,
+            "p99_ms_median": trial.median_p99 if trial else None,
+            "throughput_spread": trial.spread if trial else None,
+            "gain": result.gain,
+            "retention": result.retention,
+            "worst_case_retention": result.worst_case_retention,
+            "matrix_weighted_score": result.matrix.weighted_score if result.matrix else None,
+            "cache_hit_rate": result.hit_rate,
+            **({f"matrix_{f.factor}": f.score for f in result.matrix.factors} if result.matrix else {}),
+        },
+        dicts={"validation.json": {"checks": [c.as_dict() for c in result.checks], "row": result.row()}},
+        failed=trial is None,
+    )  # fmt: skip
+    if measured is not None:
+        record.tags |= {names.TAG_SHA256: measured.sha256, names.TAG_PROVIDER: measured.provider}
+    if not result.accepted:
+        # Candidates are measured beside the served model, so rolling back means the served model and config stay
+        # the baseline's; the record says so (rollback records are kept 1 year).
+        record.dicts["rollback_record.json"] = {
+            "candidate": result.name,
+            "reason": result.reason,
+            "restored_variant": baseline.candidate.variant,
+            "restored_sha256": baseline.measured.sha256,
+            "restored_version": baseline.version,
+            "at": time.time(),
+        }
+        record.tags[names.TAG_ROLLBACK] = "recorded"
+    return record
+
+def render_report(
+    model: str,
+    baseline: dict[str, Any],
+    bottleneck: str,
+    results: list[CandidateResult],
+    champion: CandidateResult | None,
+    final: dict[str, Any],
+    roi: dict[str, float],
+    checklist: list[Decision],
+) -> str:
+    """The cycle's report as markdown: baseline, bottlenecks, each candidate's result and reason, outcome."""
+    lines = [f"# Optimization cycle: {model}", ""]
+    lines += ["## Baseline", ""] + [f"- {k}: {v}" for k, v in baseline.items()] + [""]
+    lines += ["## Bottleneck analysis", "", bottleneck, ""]
+    lines += ["## Pre-implementation checklist", "", decisions_markdown(checklist)]
+    lines += [
+        "## Candidates",
+        "",
+        "| candidate | type | throughput | P99 ms | gain | spread | retention | matrix | verdict | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in results:
+        row = r.row()
+        lines.append(
+            "| " + " | ".join("" if row[k] is None else str(row[k]) for k in row) + " |"
+        )
+    lines += ["", "## Outcome", ""]
+    if champion is None:
+        lines.append("No candidate passed: the previous champion keeps serving.")
+    else:
+        lines.append(f"Champion: **{champion.name}** ({champion.reason}).")
+    lines += [""] + [f"- {k}: {v}" for k, v in final.items()]
+    lines += ["", "## Improvement and ROI", ""] + [f"- {k}: {v}" for k, v in roi.items()]
+    return "\n".join(lines) + "\n"
+
+
+def final_state(
+    outcome: SearchOutcome,
+    baseline: CycleBaseline,
+    promotion: dict[str, Any] | None,
+    gate: dict[str, Any] | None,
+    served: dict[str, Any] | None,
+    monitoring_rules: str | None,
+) -> dict[str, Any]:
+    """What the cycle ended with: how the search stopped, the gate's verdict, the champion and where it serves."""
+    final: dict[str, Any] = {"search": outcome.stop_reason, "candidates_measured": outcome.candidates_measured}
+    if gate is not None:
+        final["gate"] = {k: gate[k] for k in ("passed", "weighted_score", "reason", "rows")}
+    champion = outcome.champion
+    if promotion and champion is not None and champion.trial is not None:
+        final["champion"] = champion.name
+        final["champion_throughput"] = round(champion.trial.median_throughput, 1)
+        final["champion_p99_ms"] = round(champion.trial.median_p99, 2)
+        final.update(served or {})
+        if monitoring_rules:
+            final["monitoring_rules"] = monitoring_rules
+    else:
+        final["champion"] = f"unchanged ({baseline.candidate.variant})"
+    return final
+
+
+def final_throughput(outcome: SearchOutcome, baseline: CycleBaseline, promoted: bool) -> float:
+    """Throughput after the cycle: the promoted champion's, else the baseline's (nothing changed)."""
+    champion = outcome.champion
+    if promoted and champion is not None and champion.trial is not None:
+        return champion.trial.median_throughput
+    return baseline.measured.trial.median_throughput
+
+
+def summary_record(model: str, outcome: SearchOutcome, roi: dict[str, float], report: str, wall_s: float) -> RunRecord:
+    """What the parent run gets at the end: ROI, the report, every candidate's row."""
+    return RunRecord(
+        f"cycle-{model}",
+        names.OPTIMIZATION_EXPERIMENT,
+        metrics={**roi, "candidates_measured": outcome.candidates_measured, "wall_s": wall_s},
+        texts={"report.md": report},
+        dicts={"candidates.json": {"candidates": [r.row() for r in outcome.results]}},
+    )
+
+
+def cycle_output(
+    model: str,
+    baseline: CycleBaseline,
+    bottleneck_focus: str,
+    outcome: SearchOutcome,
+    final: dict[str, Any],
+    promotion: dict[str, Any] | None,
+    roi: dict[str, float],
+    run_id: str,
+    wall_s: float,
+) -> dict[str, Any]:
+    """The flow's return value (what the CLI prints and scripts read)."""
+    champion = outcome.champion
+    return {
+        "model": model,
+        "baseline": summarize_baseline(baseline),
+        "results": [r.row() for r in outcome.results],
+        "champion": champion.name if promotion and champion else None,
+        "promotion": promotion,
+        "final": final,
+        "roi": roi,
+        "bottleneck": bottleneck_focus,
+        "mlflow_run_id": run_id,
+        "wall_s": round(wall_s, 1),
+    }

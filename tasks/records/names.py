@@ -1,0 +1,60 @@
+"""Every name inferops writes into MLflow and Prefect, defined once: experiments, run and version tags, retention
+classes, and the keys of Prefect artifacts (stable, so the UI shows the latest of each key)."""
+
+from __future__ import annotations
+
+from serving.artifacts import slug
+
+# ---- MLflow experiments --------------------------------------------------------------------------------------
+BENCH_EXPERIMENT = "inferops-bench"
+OPTIMIZATION_EXPERIMENT = "inferops-optimization"
+GATE_EXPERIMENT = "inferops-gate"
+CAPACITY_EXPERIMENT = "inferops-capacity"
+REGISTRY_EXPERIMENT = "inferops-registry"
+
+# ---- run tags ------------------------------------------------------------------------------------------------
+TAG_KIND = "inferops.kind"
+TAG_MODEL = "inferops.model"
+TAG_VARIANT = "inferops.variant"
+TAG_SHA256 = "inferops.sha256"
+TAG_SUITE = "inferops.suite"
+TAG_BASELINE = "inferops.baseline"
+TAG_PROVIDER = "inferops.provider"
+TAG_VERDICT = "inferops.verdict"
+TAG_REASON = "inferops.reason"
+TAG_ROLLBACK = "inferops.rollback"
+TAG_RETENTION_CLASS = "inferops.retention_class"  # seed 7.3.7: how long a record is kept (policy history_retention_days)
+TAG_GATE_VERDICT = "inferops.gate.verdict"
+TAG_GATE_REASON = "inferops.gate.reason"
+TAG_GATE_PROMOTED = "inferops.gate.promoted"
+TAG_RISK_ACTIONS = "inferops.risk.actions"
+TAG_APPROVAL_PREFIX = "inferops.approval."
+TAG_FORECASTER = "inferops.forecaster"
+TAG_STRATEGY = "inferops.strategy"
+TAG_RECOMMENDATION = "inferops.recommendation"
+TAG_VALIDATION = "inferops.validation"
+TAG_HISTORY = "inferops.history"
+
+
+def gate_item_reason_tag(item: str) -> str:
+    return f"inferops.gate.{item}.reason"
+
+
+# ---- model-version and registered-model tags -----------------------------------------------------------------
+VERSION_TAG_GATE = "inferops.gate"  # why a gated candidate was not promoted
+VERSION_TAG_ROLLED_BACK = "inferops.rolled_back"
+VERSION_TAG_SERVE_PREFIX = "inferops.serve."  # + knob: the serving knobs a version was measured with
+VERSION_TAG_CACHE_HIT_RATE = "inferops.serve.cache_hit_rate"
+MODEL_TAG_FROZEN = "inferops.frozen"
+
+# ---- retention classes (keys of policy history_retention_days) --------------------------------------------------
+OPTIMIZATION_PLANS = "optimization_plans"
+PERFORMANCE_DATA = "performance_data"
+IMPLEMENTATION_LOGS = "implementation_logs"
+ROLLBACK_RECORDS = "rollback_records"
+
+
+# ---- Prefect artifact keys -------------------------------------------------------------------------------------
+def artifact_key(kind: str, model: str | None = None, part: str | None = None) -> str:
+    """A stable Prefect artifact key (lowercase letters, digits and dashes): `kind-model-part`."""
+    return slug("-".join(x for x in (kind, model, part) if x))

@@ -1,0 +1,112 @@
+"""MLflow runs written from a plain record: what a run holds is built by the stage that measured it (a pure
+function, testable without MLflow), and written here, through MLflow's client API with explicit parent runs, so
+no task depends on a global "active run" (Prefect may run tasks in other threads).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mlflow import MlflowClient
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
+
+from tasks.records.store import configure, ensure_experiment
+
+# MLflow refuses a tag value over MAX_TAG_VAL_LENGTH characters (a param over MAX_PARAM_VAL_LENGTH): longer reasons
+# are cut, and the whole text goes into an artifact of the same run.
+PARENT_TAG = "mlflow.parentRunId"
+
+
+def clip_tag(value: object) -> str:
+    return str(value)[:MAX_TAG_VAL_LENGTH]
+
+
+def clip_param(value: object) -> str:
+    return str(value)[:MAX_PARAM_VAL_LENGTH]
+
+
+@dataclass
+class RunRecord:
+    """One MLflow run: tags, params, metrics and artifacts (text, JSON, tables, figures, local files)."""
+
+    name: str
+    experiment: str
+    tags: dict[str, Any] = field(default_factory=dict)
+    params: dict[str, Any] = field(default_factory=dict)
+    metrics: dict[str, float | None] = field(default_factory=dict)
+    texts: dict[str, str] = field(default_factory=dict)
+    dicts: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, Any] = field(default_factory=dict)  # file -> {column: values} or a DataFrame
+    figures: dict[str, Any] = field(default_factory=dict)  # file -> matplotlib figure (closed once logged)
+    files: dict[str, Path] = field(default_factory=dict)  # artifact folder -> local file
+    failed: bool = False
+
+
+def _client() -> MlflowClient:
+    return MlflowClient(configure())
+
+
+def finite_metrics(metrics: Mapping[str, float | None]) -> dict[str, float]:
+    """The metrics MLflow can store: those that are set and finite."""
+    out = {}
+    for key, value in metrics.items():
+        if value is None:
+            continue
+        number = float(value)
+        if math.isfinite(number):
+            out[key] = number
+    return out
+
+
+def write(run_id: str, record: RunRecord) -> None:
+    """Add everything in `record` except its name and experiment to an existing run."""
+    client = _client()
+    now = int(time.time() * 1000)
+    client.log_batch(
+        run_id,
+        metrics=[Metric(k, v, now, 0) for k, v in finite_metrics(record.metrics).items()],
+        params=[Param(k, clip_param(v)) for k, v in record.params.items() if v is not None],
+        tags=[RunTag(k, clip_tag(v)) for k, v in record.tags.items() if v is not None],
+    )
+    for file, text in record.texts.items():
+        client.log_text(run_id, text, file)
+    for file, payload in record.dicts.items():
+        client.log_dict(run_id, payload, file)
+    for file, table in record.tables.items():
+        client.log_table(run_id, table, file)
+    if record.figures:
+        import matplotlib.pyplot as plt
+
+        for file, figure in record.figures.items():
+            client.log_figure(run_id, figure, file)
+            plt.close(figure)
+    for folder, path in record.files.items():
+        client.log_artifact(run_id, str(path), artifact_path=folder or None)
+
+
+def log_run(record: RunRecord, *, parent_run_id: str | None = None, finish: bool = True) -> str:
+    """Create the run (nested under `parent_run_id` when given), write the record, and end it; returns its id."""
+    client = _client()
+    experiment_id = ensure_experiment(record.experiment)
+    tags = {PARENT_TAG: parent_run_id} if parent_run_id else {}
+    run = client.create_run(experiment_id, run_name=record.name, tags=tags)
+    run_id = str(run.info.run_id)
+    try:
+        write(run_id, record)
+    except Exception:
+        client.set_terminated(run_id, "FAILED")
+        raise
+    if finish:
+        client.set_terminated(run_id, "FAILED" if record.failed else "FINISHED")
+    return run_id
+
+
+def finish_run(run_id: str, failed: bool = False) -> None:
+    _client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+

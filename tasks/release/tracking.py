@@ -1,0 +1,115 @@
+"""What the gate records, as plain records and markdown: the gate run (items, every check, the report), the
+release decision, the promotion, and the rollout risk window that follows it."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from tasks.decision import markdown_table
+from tasks.records import names
+from tasks.records.registry import VersionRef
+from tasks.records.runs import RunRecord
+from tasks.release.approval import ApprovalDecision
+from tasks.release.gate import GateVerdict, ItemResult
+from tasks.release.rollout_risk import Observation
+
+
+def gate_title(model: str, candidate: VersionRef | None) -> str:
+    return f"Phase gate {model}" + (f" v{candidate.version}" if candidate else "")
+
+
+def gate_record(
+    model: str, verdict: GateVerdict, results: list[ItemResult], candidate: VersionRef | None, params: dict[str, Any],
+    report: str,
+) -> RunRecord:  # fmt: skip
+    """The gate's MLflow run: the verdict as tags, each item's observed share and minimum, every check."""
+    record = RunRecord(
+        f"gate-{model}" + (f"-v{candidate.version}" if candidate else ""),
+        names.GATE_EXPERIMENT,
+        tags={
+            names.TAG_KIND: "gate",
+            names.TAG_MODEL: model,
+            names.TAG_GATE_VERDICT: "pass" if verdict.passed else "fail",
+            names.TAG_GATE_REASON: verdict.reason,
+            names.TAG_SHA256: candidate.sha256 if candidate else "",
+            names.TAG_RETENTION_CLASS: names.IMPLEMENTATION_LOGS,
+        },
+        params={k: v for k, v in params.items() if v is not None},
+        metrics={"weighted_score": verdict.weighted_score, "passed": float(verdict.passed)},
+        tables={"gate_items.json": {k: [str(r[k]) for r in verdict.rows] for k in verdict.rows[0]}},
+        dicts={"gate_checks.json": {r.item: {"observed": r.observed, "checks": [c.as_dict() for c in r.checks]} for r in results}},
+        texts={"gate_report.md": report},
+    )
+    for item in verdict.items:
+        record.metrics[f"{item.name}.observed"] = float(item.observed)
+        record.metrics[f"{item.name}.minimum"] = float(item.threshold)
+        record.tags[names.gate_item_reason_tag(item.name)] = item.reason
+    return record
+
+
+def decision_record(decision: ApprovalDecision) -> RunRecord:
+    """Who decided whether the candidate may be promoted, as tags to filter by and a JSON artifact."""
+    tags = {
+        f"{names.TAG_APPROVAL_PREFIX}approved": str(decision.approved).lower(),
+        f"{names.TAG_APPROVAL_PREFIX}decided_by": decision.decided_by,
+        f"{names.TAG_APPROVAL_PREFIX}promote": str(decision.promote).lower(),
+        f"{names.TAG_APPROVAL_PREFIX}comment": decision.comment,
+    }
+    return RunRecord("decision", names.GATE_EXPERIMENT, tags=tags, dicts={"approval_decision.json": decision.as_dict()})
+
+
+def decision_markdown(model: str, decision: ApprovalDecision) -> str:
+    return f"# Release decision: {model}\n\n```json\n{json.dumps(decision.as_dict(), indent=2)}\n```\n"
+
+
+def promotion_record(promotion: dict[str, Any]) -> RunRecord:
+    return RunRecord("promotion", names.GATE_EXPERIMENT, tags={names.TAG_GATE_PROMOTED: str(promotion["promoted"]).lower()},
+                     dicts={"promotion.json": promotion})  # fmt: skip
+
+
+def risk_record(baseline: Observation, current: Observation, actions: list[dict[str, Any]]) -> RunRecord:
+    """The live window after promotion beside the gate's baseline, and every action the risk policy demanded."""
+    return RunRecord(
+        "risk-window",
+        names.GATE_EXPERIMENT,
+        tags={names.TAG_RISK_ACTIONS: ",".join(a["action"] for a in actions) or "none"},
+        metrics={f"risk.current.{k}": v for k, v in asdict(current).items()},
+        dicts={"risk_actions.json": {"baseline": asdict(baseline), "current": asdict(current), "actions": actions}},
+    )
+
+
+def risk_markdown(model: str, baseline: Observation, current: Observation, actions: list[dict[str, Any]]) -> str:
+    head = (
+        f"# Rollout risk control: {model}\n\n"
+        f"Baseline (gate): P99 {baseline.p99_ms:.1f} ms, {baseline.throughput_rps:.1f} req/s; "
+        f"live window: P99 {current.p99_ms:.1f} ms, {current.throughput_rps:.1f} req/s, "
+        f"errors {current.error_rate:.2%}, utilisation {current.utilisation:.0%}\n\n"
+    )
+    columns = ("level", "action", "threshold", "observed", "done", "reason")
+    rows = [{c: r.get(c) for c in columns} for r in actions] or [
+        {"level": "-", "action": "none", "threshold": "-", "observed": "-", "done": "-",
+         "reason": "every figure within the risk policy"}
+    ]  # fmt: skip
+    return head + markdown_table(rows)
+
+
+def gate_outcome(
+    model: str, url: str, verdict: GateVerdict, decision: ApprovalDecision, run_id: str,
+    promotion: dict[str, Any] | None, risk_actions: list[dict[str, Any]], wall_s: float,
+) -> dict[str, Any]:  # fmt: skip
+    """The gate flow's return value."""
+    return {
+        "model": model,
+        "url": url,
+        "passed": verdict.passed,
+        "weighted_score": verdict.weighted_score,
+        "rows": verdict.rows,
+        "reason": verdict.reason,
+        "decision": decision.as_dict(),
+        "mlflow_run_id": run_id,
+        "promotion": promotion,
+        "risk_actions": risk_actions,
+        "wall_s": round(wall_s, 1),
+    }

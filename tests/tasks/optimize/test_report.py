@@ -1,0 +1,27 @@
+"""The cycle's markdown report."""
+
+from __future__ import annotations
+
+from tasks.optimize.checklist import CHECKLIST_ITEMS, check_checklist
+from tasks.optimize.report import render_report
+from tasks.optimize.trials import Trial
+from tasks.optimize.validation import (
+    CandidateResult,
+    validate,
+)
+from tasks.policy import load_policy
+
+OPT = load_policy().optimization
+BASE = Trial((100.0, 102.0, 98.0), (20.0, 21.0, 19.0))
+
+
+def _cand(name: str, thr: tuple[float, ...], p99: tuple[float, ...], retention: float) -> CandidateResult:
+    return CandidateResult(name, "quantization", {}, Trial(thr, p99), retention, retention, "cosine")
+
+
+def test_report_lists_every_candidate() -> None:
+    a = validate(_cand("a", (230, 231, 229), (12, 12, 12), 0.995), BASE, OPT, 100)
+    b = validate(_cand("b", (300, 301, 299), (10, 10, 10), 0.9), BASE, OPT, 100)
+    checklist = check_checklist({name: (True, "ok") for name in CHECKLIST_ITEMS})
+    text = render_report("m", {"throughput": 100}, "model computation", [a, b], a, {"rps": 230}, {"roi": 1.0}, checklist)
+    assert "| a | quantization |" in text and "| b | quantization |" in text and "Champion: **a**" in text
