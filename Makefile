@@ -25,6 +25,7 @@ run: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check flows serving tasks cli tests benchmarks
+	$(BIN)/ruff format --check flows serving tasks cli tests benchmarks
 	$(BIN)/mypy flows serving tasks cli
 
 test: $(STAMP) lint

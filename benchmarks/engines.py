@@ -49,20 +49,38 @@ def main() -> None:
     texts = english_sentences()[: QUICK_ITEMS if args.quick else BENCH_ITEMS]
 
     console.print("naive baseline: sentence-transformers encode, batch 1, FP32 ...", highlight=False)
-    naive = measure_sentence_transformers(texts, batch=1, min_calls=QUICK_MIN_CALLS if args.quick else BENCH_MIN_CALLS)
-    naive_row = VariantReport(MODEL, "naive: SentenceTransformer.encode", provider="torch-cpu", timings={1: naive})
-    console.print(f"    {naive.items_per_s:.1f} items/s, p50 {naive.p50_ms:.1f} ms, p99 {naive.p99_ms:.1f} ms", highlight=False)
+    naive = measure_sentence_transformers(
+        texts, batch=1, min_calls=QUICK_MIN_CALLS if args.quick else BENCH_MIN_CALLS
+    )
+    naive_row = VariantReport(
+        MODEL, "naive: SentenceTransformer.encode", provider="torch-cpu", timings={1: naive}
+    )
+    console.print(
+        f"    {naive.items_per_s:.1f} items/s, p50 {naive.p50_ms:.1f} ms, p99 {naive.p99_ms:.1f} ms",
+        highlight=False,
+    )
 
-    reports = compare_variants(MODEL, args.variant, retention_threshold=threshold, quick=args.quick, stsb_path=args.stsb,
-                               progress=lambda m: console.print(m, highlight=False))  # fmt: skip
+    reports = compare_variants(
+        MODEL,
+        args.variant,
+        retention_threshold=threshold,
+        quick=args.quick,
+        stsb_path=args.stsb,
+        progress=lambda m: console.print(m, highlight=False),
+    )
     best = best_faithful(reports, threshold)
     extra: list[VariantReport] = []
     if best is not None:
         # threads 1 vs 2: on a 2-core box one thread can win when the tokenizer and Python share the cores
         console.print(f"re-measuring {best.variant} with 1 intra-op thread ...", highlight=False)
         one = measure_variant(MODEL, best.variant, quick=args.quick, intra_op_threads=1)
-        one = replace(one, variant=f"{best.variant} (1 thread)", retention=best.retention,
-                      stsb_retention=best.stsb_retention, decision=best.decision)  # fmt: skip
+        one = replace(
+            one,
+            variant=f"{best.variant} (1 thread)",
+            retention=best.retention,
+            stsb_retention=best.stsb_retention,
+            decision=best.decision,
+        )
         extra.append(one)
     rows = table_rows([naive_row, *reports, *extra], DEFAULT_BATCH_SIZES)
     console.print(render_table(f"{MODEL}: naive baseline vs variants (in-process, this machine)", rows))

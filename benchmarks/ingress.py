@@ -36,7 +36,9 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def probe(url: str, path: str, body: dict[str, Any] | None, rate: float, duration_s: float) -> dict[str, Any]:
+async def probe(
+    url: str, path: str, body: dict[str, Any] | None, rate: float, duration_s: float
+) -> dict[str, Any]:
     """Open-loop probe at `rate` req/s for `duration_s`: achieved rate, p50/p99 ms, error rate."""
     import httpx
 
@@ -77,7 +79,9 @@ async def probe(url: str, path: str, body: dict[str, Any] | None, rate: float, d
     }
 
 
-def child(mode: str, app: str, rates: list[float], step_s: float, variant: str, threads: int) -> list[dict[str, Any]]:
+def child(
+    mode: str, app: str, rates: list[float], step_s: float, variant: str, threads: int
+) -> list[dict[str, Any]]:
     """Runs inside the subprocess: start Ray in `mode`, deploy `app`, probe each rate."""
     from serving.app import ingress_env
 
@@ -105,8 +109,15 @@ def child(mode: str, app: str, rates: list[float], step_s: float, variant: str, 
     else:
         from serving.app import run_local
 
-        run_local(default_policy().app_args(model="minilm", variant=variant, intra_op_threads=threads), name="bench-minilm", port=port)
-        path, body = routes.EMBEDDINGS.path(), {"model": "minilm", "input": "The quick brown fox jumps over the lazy dog."}
+        run_local(
+            default_policy().app_args(model="minilm", variant=variant, intra_op_threads=threads),
+            name="bench-minilm",
+            port=port,
+        )
+        path, body = (
+            routes.EMBEDDINGS.path(),
+            {"model": "minilm", "input": "The quick brown fox jumps over the lazy dog."},
+        )
     from ray.serve.context import _get_global_client
 
     client = _get_global_client()
@@ -127,7 +138,9 @@ def in_process(variant: str, threads: int, duration_s: float) -> list[dict[str, 
     from serving.engines import load_engine
     from serving.variants import ensure_variant
 
-    engine = load_engine(ensure_variant("minilm", variant).path, intra_op_threads=threads, allow_spinning=False)
+    engine = load_engine(
+        ensure_variant("minilm", variant).path, intra_op_threads=threads, allow_spinning=False
+    )
     text = "The quick brown fox jumps over the lazy dog."
     rows = []
     for batch in (1, 16):
@@ -168,7 +181,16 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for mode in ns.modes.split(","):
         for app in ns.apps.split(","):
-            cmd = [sys.executable, __file__, "--child", f"{mode}:{app}", "--rates", ns.rates, "--step-s", str(ns.step_s)]
+            cmd = [
+                sys.executable,
+                __file__,
+                "--child",
+                f"{mode}:{app}",
+                "--rates",
+                ns.rates,
+                "--step-s",
+                str(ns.step_s),
+            ]
             cmd += ["--variant", ns.variant, "--threads", str(ns.threads)]
             proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT, timeout=900)
             line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("ROWS ")), None)
@@ -190,7 +212,9 @@ def main() -> None:
                 print(f"knee {mode}/{app}: {knee(sub, sla, max_err)} req/s")
     if "minilm" in ns.apps:
         for r in in_process(ns.variant, ns.threads, duration_s=ns.step_s):
-            print(f"in-process minilm {ns.variant} ({ns.threads} thread): batch {r['batch']:2d} -> {r['items_per_s']:.1f} texts/s")
+            print(
+                f"in-process minilm {ns.variant} ({ns.threads} thread): batch {r['batch']:2d} -> {r['items_per_s']:.1f} texts/s"
+            )
     if ns.json:
         Path(ns.json).write_text(json.dumps(rows, indent=2))
 

@@ -34,13 +34,21 @@ def build_app(model_name: str = MODEL_NAME) -> Any:
     def embeddings(body: dict[str, Any]) -> JSONResponse:
         if body.get("model") != model_name:
             return JSONResponse(
-                {"error": {"field": "model", "rule": f"unknown model {body.get('model')!r}", "known": [model_name]}},
+                {
+                    "error": {
+                        "field": "model",
+                        "rule": f"unknown model {body.get('model')!r}",
+                        "known": [model_name],
+                    }
+                },
                 status_code=404,
             )
         raw = body.get("input")
         texts = [raw] if isinstance(raw, str) else raw
         if not texts or not all(isinstance(t, str) and t for t in texts):
-            return JSONResponse({"error": {"field": "input", "rule": "a non-empty string or list of strings"}}, 400)
+            return JSONResponse(
+                {"error": {"field": "input", "rule": "a non-empty string or list of strings"}}, 400
+            )
         t0 = time.perf_counter()
         vectors = model.encode(texts, batch_size=1, convert_to_numpy=True, normalize_embeddings=True)
         compute_ms = (time.perf_counter() - t0) * 1000.0

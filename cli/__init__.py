@@ -6,7 +6,11 @@ import typer
 
 from cli import bench, capacity, demo, pipelines, serve, variants
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="inferops: measure, optimize, gate and plan inference services.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="inferops: measure, optimize, gate and plan inference services.",
+)
 app.add_typer(bench.app, name="bench")
 app.add_typer(capacity.app, name="capacity")
 app.command("variants")(variants.variants)

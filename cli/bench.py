@@ -11,23 +11,36 @@ import typer
 from tasks.measure.loadgen import DEFAULT_ENDPOINT_PATH
 from tasks.policy import default_policy
 
-app = typer.Typer(no_args_is_help=True, help="Measure a serving endpoint: benchmark, load, stress (knee), stability.")
+app = typer.Typer(
+    no_args_is_help=True, help="Measure a serving endpoint: benchmark, load, stress (knee), stability."
+)
 
 URL = typer.Option(..., "--url", help="Base URL (e.g. http://127.0.0.1:8000) or full endpoint URL.")
 MODEL = typer.Option("minilm", "--model", help="Model name sent in each request body.")
-API_KEY = typer.Option(None, "--api-key", envvar="INFEROPS_API_KEY", help="Sent as 'Authorization: Bearer KEY'.")
+API_KEY = typer.Option(
+    None, "--api-key", envvar="INFEROPS_API_KEY", help="Sent as 'Authorization: Bearer KEY'."
+)
 PATH = typer.Option(DEFAULT_ENDPOINT_PATH, "--path", help="Endpoint path appended to a bare base URL.")
 VARIANT = typer.Option("unknown", "--variant", help="Variant served (recorded in MLflow).")
 SHA = typer.Option("unknown", "--sha256", help="sha256 of the served artifact (recorded in MLflow).")
-RECORD = typer.Option(True, "--record/--no-record", help="Record the run in MLflow experiment inferops-bench.")
+RECORD = typer.Option(
+    True, "--record/--no-record", help="Record the run in MLflow experiment inferops-bench."
+)
 BASELINE = typer.Option(None, "--baseline", help="Also tag the run as this named baseline.")
 PIDS = typer.Option([], "--pid", help="Server process id(s) to sample (repeatable).")
-RAY_REPLICAS = typer.Option(False, "--ray-replicas", help="Sample every Ray Serve replica process on this host.")
+RAY_REPLICAS = typer.Option(
+    False, "--ray-replicas", help="Sample every Ray Serve replica process on this host."
+)
 PROM = typer.Option(None, "--prometheus-url", help="Prometheus endpoint to scrape (e.g. Ray's metrics port).")
-TIMEOUT = typer.Option(10.0, "--timeout", help="Per-request timeout in seconds (a timeout counts as an error).")
-CACHE = typer.Option(False, "--use-cache/--no-cache",
-                     help="Let the response cache answer (default: every request sends Cache-Control: no-cache, so the "
-                     "figures are the model's, as in the measurement flow).")  # fmt: skip
+TIMEOUT = typer.Option(
+    10.0, "--timeout", help="Per-request timeout in seconds (a timeout counts as an error)."
+)
+CACHE = typer.Option(
+    False,
+    "--use-cache/--no-cache",
+    help="Let the response cache answer (default: every request sends Cache-Control: no-cache, so the "
+    "figures are the model's, as in the measurement flow).",
+)
 
 
 @dataclass
@@ -63,21 +76,31 @@ def _prepare(
     console = Console()
     watched = list(pids) + (replica_pids() if ray_replicas else [])
     try:
-        spec = embeddings_target(url, model, api_key, use_cache=use_cache, path=path, timeout_s=timeout, pids=watched)
+        spec = embeddings_target(
+            url, model, api_key, use_cache=use_cache, path=path, timeout_s=timeout, pids=watched
+        )
         check = preflight(spec.url, spec.body_factory(0), headers=spec.headers, timeout_s=timeout)
     except (LoadInputError, EndpointError) as exc:
         raise _fail(console, str(exc)) from None
     spec.prometheus_url = prometheus_url
     timing = ", ".join(f"{k} {v:.1f} ms" for k, v in check.server_timing.items()) or "no Server-Timing header"
     cache = "response cache allowed" if use_cache else "Cache-Control: no-cache"
-    console.print(f"preflight: {spec.url} answered {check.status} in {check.latency_ms:.1f} ms ({timing}); {cache}")
+    console.print(
+        f"preflight: {spec.url} answered {check.status} in {check.latency_ms:.1f} ms ({timing}); {cache}"
+    )
     return _Ctx(spec, console, model)
 
 
 def _progress(console: Any, label: str) -> Any:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-    return Progress(TextColumn(label), BarColumn(), TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(), console=console)
+    return Progress(
+        TextColumn(label),
+        BarColumn(),
+        TextColumn("{task.percentage:>3.0f}%"),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def _print_result(ctx: _Ctx, result: Any) -> None:
@@ -90,7 +113,16 @@ def _print_result(ctx: _Ctx, result: Any) -> None:
     if result.load is not None:
         s = result.load.summary()
         table = Table(title=f"{result.suite}: {result.url}")
-        for col in ("offered req/s", "throughput", "p50 ms", "p90 ms", "p99 ms", "p99.9 ms", "errors", "error rate"):
+        for col in (
+            "offered req/s",
+            "throughput",
+            "p50 ms",
+            "p90 ms",
+            "p99 ms",
+            "p99.9 ms",
+            "errors",
+            "error rate",
+        ):
             table.add_column(col, justify="right")
         table.add_row(
             f"{s['offered_rps'] or 0:.1f}",
@@ -110,15 +142,27 @@ def _print_result(ctx: _Ctx, result: Any) -> None:
         for col in ("phase", "rate req/s", "p99 ms", "error rate", "throughput", "meets SLA"):
             st.add_column(col, justify="right")
         for step in steps:
-            st.add_row(step.phase, f"{step.rate_rps:.3g}", f"{step.p99_ms:.1f}", f"{step.error_rate:.2%}",
-                       f"{step.throughput_rps:.1f}", "yes" if step.ok else "no")  # fmt: skip
+            st.add_row(
+                step.phase,
+                f"{step.rate_rps:.3g}",
+                f"{step.p99_ms:.1f}",
+                f"{step.error_rate:.2%}",
+                f"{step.throughput_rps:.1f}",
+                "yes" if step.ok else "no",
+            )
         console.print(st)
     vt = Table(title="verdicts")
     for col in ("check", "threshold", "observed", "verdict", "reason"):
         vt.add_column(col)
     for row in decision_rows(result.decisions):
         colour = {"pass": "green", "fail": "red"}.get(row["verdict"], "yellow")
-        vt.add_row(row["check"], row["threshold"], row["observed"], f"[{colour}]{row['verdict']}[/{colour}]", row["reason"])
+        vt.add_row(
+            row["check"],
+            row["threshold"],
+            row["observed"],
+            f"[{colour}]{row['verdict']}[/{colour}]",
+            row["reason"],
+        )
     console.print(vt)
     if result.breakdown is not None:
         console.print(breakdown_md(result.breakdown))
@@ -158,8 +202,12 @@ def _check_rate(rate: float | None, duration: float | None) -> None:
 def benchmark(
     url: str = URL,
     model: str = MODEL,
-    rate: float | None = typer.Option(None, "--rate", help="Requests/s (default: policy rollout_gate.target_qps)."),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds (default: policy test_suite.benchmark)."),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Requests/s (default: policy rollout_gate.target_qps)."
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Seconds (default: policy test_suite.benchmark)."
+    ),
     api_key: str | None = API_KEY,
     path: str = PATH,
     pid: list[int] = PIDS,
@@ -179,7 +227,13 @@ def benchmark(
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
     with _progress(ctx.console, "benchmark") as bar:
         task = bar.add_task("benchmark", total=1.0)
-        result = run_benchmark(ctx.spec, policy=default_policy(), rate=rate, duration_s=duration, progress=lambda f: bar.update(task, completed=f))
+        result = run_benchmark(
+            ctx.spec,
+            policy=default_policy(),
+            rate=rate,
+            duration_s=duration,
+            progress=lambda f: bar.update(task, completed=f),
+        )
     _finish(ctx, result, record, variant, sha256, baseline)
 
 
@@ -187,11 +241,19 @@ def benchmark(
 def load(
     url: str = URL,
     model: str = MODEL,
-    rate: float | None = typer.Option(None, "--rate", help="Mean requests/s (default: policy target_qps); with --trace, rescales it."),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds (default: policy test_suite.load); truncates a trace."),
-    trace: Path | None = typer.Option(None, "--trace", help="CSV of request timestamps to replay (e.g. the Azure LLM trace)."),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Mean requests/s (default: policy target_qps); with --trace, rescales it."
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Seconds (default: policy test_suite.load); truncates a trace."
+    ),
+    trace: Path | None = typer.Option(
+        None, "--trace", help="CSV of request timestamps to replay (e.g. the Azure LLM trace)."
+    ),
     trace_column: str = typer.Option("TIMESTAMP", "--trace-column", help="Timestamp column of the trace."),
-    speedup: float = typer.Option(1.0, "--speedup", help="Replay the trace this many times faster (ignored with --rate)."),
+    speedup: float = typer.Option(
+        1.0, "--speedup", help="Replay the trace this many times faster (ignored with --rate)."
+    ),
     api_key: str | None = API_KEY,
     path: str = PATH,
     pid: list[int] = PIDS,
@@ -215,16 +277,26 @@ def load(
     if trace is not None:
         window = duration if duration is not None else default_policy().test_suite.load.duration_s
         try:
-            offsets = load_trace(trace, column=trace_column, speedup=speedup, target_rps=rate, max_duration_s=window)
+            offsets = load_trace(
+                trace, column=trace_column, speedup=speedup, target_rps=rate, max_duration_s=window
+            )
         except LoadInputError as exc:
             raise _fail(Console(), str(exc)) from None
         if not offsets:
-            raise _fail(Console(), f"trace {trace} has no arrivals in the first {window} s; raise --speedup or --duration")
+            raise _fail(
+                Console(),
+                f"trace {trace} has no arrivals in the first {window} s; raise --speedup or --duration",
+            )
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
     with _progress(ctx.console, "load") as bar:
         task = bar.add_task("load", total=1.0)
         result = run_load(
-            ctx.spec, policy=default_policy(), rate=rate, duration_s=duration, trace_offsets=offsets, progress=lambda f: bar.update(task, completed=f)
+            ctx.spec,
+            policy=default_policy(),
+            rate=rate,
+            duration_s=duration,
+            trace_offsets=offsets,
+            progress=lambda f: bar.update(task, completed=f),
         )
     _finish(ctx, result, record, variant, sha256, baseline)
 
@@ -233,10 +305,18 @@ def load(
 def stress(
     url: str = URL,
     model: str = MODEL,
-    rate: float | None = typer.Option(None, "--rate", help="Start rate of the ramp (default: policy test_suite.stress.start_rps)."),
-    max_rate: float | None = typer.Option(None, "--max-rate", help="Highest rate tried (default: policy max_rps)."),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds per step (default: policy step_duration_s)."),
-    sla_ms: float | None = typer.Option(None, "--sla-ms", help="P99 SLA (default: policy rollout_gate.sla_p99_ms)."),
+    rate: float | None = typer.Option(
+        None, "--rate", help="Start rate of the ramp (default: policy test_suite.stress.start_rps)."
+    ),
+    max_rate: float | None = typer.Option(
+        None, "--max-rate", help="Highest rate tried (default: policy max_rps)."
+    ),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Seconds per step (default: policy step_duration_s)."
+    ),
+    sla_ms: float | None = typer.Option(
+        None, "--sla-ms", help="P99 SLA (default: policy rollout_gate.sla_p99_ms)."
+    ),
     api_key: str | None = API_KEY,
     path: str = PATH,
     pid: list[int] = PIDS,
@@ -261,7 +341,13 @@ def stress(
 
     with ctx.console.status("stress search (ramp, then bisection)..."):
         result = run_stress(
-            ctx.spec, policy=default_policy(), start_rps=rate, max_rps=max_rate, step_duration_s=duration, sla_ms=sla_ms, on_step=show
+            ctx.spec,
+            policy=default_policy(),
+            start_rps=rate,
+            max_rps=max_rate,
+            step_duration_s=duration,
+            sla_ms=sla_ms,
+            on_step=show,
         )
     ctx.console.print(f"[bold]knee: {result.knee_rps:.3g} req/s[/bold] ({result.stopped_reason})")
     _finish(ctx, result, record, variant, sha256, baseline)
@@ -272,8 +358,12 @@ def stability(
     url: str = URL,
     model: str = MODEL,
     rate: float | None = typer.Option(None, "--rate", help="Requests/s (default: policy target_qps)."),
-    duration: float | None = typer.Option(None, "--duration", help="Seconds (default: policy test_suite.stability, 72 h)."),
-    leak_mb_per_h: float | None = typer.Option(None, "--leak-mb-per-h", help="Leak threshold (default: policy)."),
+    duration: float | None = typer.Option(
+        None, "--duration", help="Seconds (default: policy test_suite.stability, 72 h)."
+    ),
+    leak_mb_per_h: float | None = typer.Option(
+        None, "--leak-mb-per-h", help="Leak threshold (default: policy)."
+    ),
     api_key: str | None = API_KEY,
     path: str = PATH,
     pid: list[int] = PIDS,
@@ -293,10 +383,14 @@ def stability(
     if not pid and not ray_replicas:
         from rich.console import Console
 
-        raise _fail(Console(), "stability watches the server's memory: pass --pid PID (repeatable) or --ray-replicas")
+        raise _fail(
+            Console(), "stability watches the server's memory: pass --pid PID (repeatable) or --ray-replicas"
+        )
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
     if not ctx.spec.pids:
-        raise _fail(ctx.console, "no server process found to watch (--ray-replicas found none); pass --pid PID")
+        raise _fail(
+            ctx.console, "no server process found to watch (--ray-replicas found none); pass --pid PID"
+        )
     with _progress(ctx.console, "stability") as bar:
         task = bar.add_task("stability", total=1.0)
         result = run_stability(

@@ -38,16 +38,23 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
 
     settings = get_settings()
     policy = default_policy()
-    console.print(f"data dir: {settings.data_dir}   MLflow: {settings.resolved_tracking_uri()}", highlight=False)
+    console.print(
+        f"data dir: {settings.data_dir}   MLflow: {settings.resolved_tracking_uri()}", highlight=False
+    )
 
     step(f"variants of {model}: build, time in process, score accuracy")
     from cli.render import render_table
     from tasks.optimize.evaluation import compare_variants, table_rows
 
     sizes = [1, 8, 32]
-    reports = compare_variants(model, DEMO_VARIANTS, retention_threshold=policy.optimization.accuracy_retention_threshold,
-                               batch_sizes=sizes, quick=True,
-                               progress=lambda msg: console.print(msg, highlight=False))  # fmt: skip
+    reports = compare_variants(
+        model,
+        DEMO_VARIANTS,
+        retention_threshold=policy.optimization.accuracy_retention_threshold,
+        batch_sizes=sizes,
+        quick=True,
+        progress=lambda msg: console.print(msg, highlight=False),
+    )
     console.print(render_table(f"{model}: variants (in-process, quick)", table_rows(reports, sizes)))
 
     step("serve the champion with Ray Serve")
@@ -64,14 +71,23 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
 
     api_key = os.environ.get("INFEROPS_API_KEY") or secrets.token_urlsafe(24)
     os.environ["INFEROPS_API_KEY"] = api_key
-    ray.init(address=settings.ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False)
+    ray.init(
+        address=settings.ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False
+    )
     summary: dict[str, Any] = {}
     try:
         reference = ensure_variant(model, "torch-fp32")
-        champion = registry.ensure_champion(model, reference.path, {**reference.manifest, "variant": "torch-fp32"})
-        url = run_local(policy.app_args(model=f"models:/{model}@champion", api_keys=[api_key]), name="inferops", port=port)
-        console.print(f"serving models:/{model}@champion (v{champion.version}, {champion.variant}) at {url} "
-                      f"[ingress: {ingress}]", highlight=False)  # fmt: skip
+        champion = registry.ensure_champion(
+            model, reference.path, {**reference.manifest, "variant": "torch-fp32"}
+        )
+        url = run_local(
+            policy.app_args(model=f"models:/{model}@champion", api_keys=[api_key]), name="inferops", port=port
+        )
+        console.print(
+            f"serving models:/{model}@champion (v{champion.version}, {champion.variant}) at {url} "
+            f"[ingress: {ingress}]",
+            highlight=False,
+        )
 
         step("optimization cycle (with the phase gate on the challenger)")
         from cli.render import print_cycle, print_gate
@@ -80,29 +96,61 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         from tasks.measure.workload import demo_request_log, load_request_log, repeat_share
 
         kind = get_model(model).kind
-        log = demo_request_log(model, settings.data_dir / "workloads" / f"{model}-requests{'.jsonl' if kind == 'text' else '.npy'}")
+        log = demo_request_log(
+            model,
+            settings.data_dir / "workloads" / f"{model}-requests{'.jsonl' if kind == 'text' else '.npy'}",
+        )
         requests = load_request_log(log, kind)
-        console.print(f"workload: {len(requests)} requests with Zipf popularity, {repeat_share(requests):.0%} repeat an "
-                      f"earlier one ({log})", highlight=False)  # fmt: skip
-        cycle = optimization_cycle(model=model, url=url, api_key=api_key, request_log=str(log), gate=True,
-                                   gate_stability_s=DEMO_STABILITY_S,
-                                   gate_performance_s=DEMO_PERFORMANCE_S, gate_risk_window_s=DEMO_RISK_WINDOW_S,
-                                   require_approval=False)  # fmt: skip
+        console.print(
+            f"workload: {len(requests)} requests with Zipf popularity, {repeat_share(requests):.0%} repeat an "
+            f"earlier one ({log})",
+            highlight=False,
+        )
+        cycle = optimization_cycle(
+            model=model,
+            url=url,
+            api_key=api_key,
+            request_log=str(log),
+            gate=True,
+            gate_stability_s=DEMO_STABILITY_S,
+            gate_performance_s=DEMO_PERFORMANCE_S,
+            gate_risk_window_s=DEMO_RISK_WINDOW_S,
+            require_approval=False,
+        )
         print_cycle(cycle)
         if "gate" in cycle["final"]:
             gate = cycle["final"]["gate"]
-            print_gate({"model": model, "passed": gate["passed"], "weighted_score": gate["weighted_score"],
-                        "rows": gate["rows"], "decision": "-", "promotion": cycle["promotion"], "risk_actions": "-"})  # fmt: skip
+            print_gate(
+                {
+                    "model": model,
+                    "passed": gate["passed"],
+                    "weighted_score": gate["weighted_score"],
+                    "rows": gate["rows"],
+                    "decision": "-",
+                    "promotion": cycle["promotion"],
+                    "risk_actions": "-",
+                }
+            )
         summary["cycle"] = {"champion": cycle["champion"], "wall_s": cycle["wall_s"]}
 
         step("stress test: the champion's knee (highest rate with P99 under the SLA)")
         from flows.measurement import measurement_suite
 
         now = registry.alias_version(model, registry.CHAMPION)
-        stress = measurement_suite(suite="stress", model=model, url=url, api_key=api_key, stress_budget_s=DEMO_STRESS_BUDGET_S,
-                                   variant=now.variant if now else "unknown", sha256=now.sha256 if now else "unknown")  # fmt: skip
-        console.print(f"knee: {stress.get('knee_rps', 0):.1f} req/s (P99 <= SLA, Cache-Control: no-cache, so the model "
-                      f"answers every request), recorded in MLflow run {stress['mlflow_run_id']}", highlight=False)  # fmt: skip
+        stress = measurement_suite(
+            suite="stress",
+            model=model,
+            url=url,
+            api_key=api_key,
+            stress_budget_s=DEMO_STRESS_BUDGET_S,
+            variant=now.variant if now else "unknown",
+            sha256=now.sha256 if now else "unknown",
+        )
+        console.print(
+            f"knee: {stress.get('knee_rps', 0):.1f} req/s (P99 <= SLA, Cache-Control: no-cache, so the model "
+            f"answers every request), recorded in MLflow run {stress['mlflow_run_id']}",
+            highlight=False,
+        )
         summary["knee_rps"] = stress.get("knee_rps")
     finally:
         serve.shutdown()

@@ -6,7 +6,9 @@ import os
 
 import typer
 
-API_KEY = typer.Option(None, "--api-key", envvar="INFEROPS_API_KEY", help="endpoint API key (admin routes need it)")
+API_KEY = typer.Option(
+    None, "--api-key", envvar="INFEROPS_API_KEY", help="endpoint API key (admin routes need it)"
+)
 
 
 def quiet_env() -> None:
@@ -20,7 +22,8 @@ def optimize(
     model: str = typer.Option("minilm", help="model zoo name"),
     url: str | None = typer.Option(None, help="live endpoint to switch to the new champion"),
     request_log: str | None = typer.Option(
-        None, help="requests to time candidates on (JSON Lines of {'text': ...}, or .npy); judges the response cache"
+        None,
+        help="requests to time candidates on (JSON Lines of {'text': ...}, or .npy); judges the response cache",
     ),
     candidate: list[str] = typer.Option(None, "--candidate", "-c", help="only these variants (repeatable)"),
     repeats: int | None = typer.Option(None, help="measurements per candidate (policy default)"),
@@ -31,8 +34,15 @@ def optimize(
     quiet_env()
     from flows.optimization_cycle import optimization_cycle
 
-    out = optimization_cycle(model=model, url=url, candidates=candidate or None, repeats=repeats, gate=gate, api_key=api_key,
-                             request_log=request_log)
+    out = optimization_cycle(
+        model=model,
+        url=url,
+        candidates=candidate or None,
+        repeats=repeats,
+        gate=gate,
+        api_key=api_key,
+        request_log=request_log,
+    )
     from cli.render import print_cycle
 
     print_cycle(out)
@@ -50,8 +60,14 @@ def gate(
     quiet_env()
     from flows.phase_gate import phase_gate
 
-    out = phase_gate(model=model, url=url, candidate_alias=alias, stability_duration_s=stability_s,
-                     require_approval=approval, api_key=api_key)  # fmt: skip
+    out = phase_gate(
+        model=model,
+        url=url,
+        candidate_alias=alias,
+        stability_duration_s=stability_s,
+        require_approval=approval,
+        api_key=api_key,
+    )
     from cli.render import print_gate
 
     print_gate(out)
@@ -79,7 +95,9 @@ def rollback(
     except registry.RegistryError as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None
-    console.print(f"{model}: champion v{record.from_version} -> v{record.to_version} ({reason})", highlight=False)
+    console.print(
+        f"{model}: champion v{record.from_version} -> v{record.to_version} ({reason})", highlight=False
+    )
     if url:
         restored = registry.alias_version(model, registry.CHAMPION)
         assert restored is not None  # the rollback above just set it
@@ -91,7 +109,9 @@ def rollback(
         except RolloutRefused as exc:
             console.print(f"[red]endpoint did not switch:[/red] {exc}", highlight=False)
             raise typer.Exit(1) from None
-        console.print(f"endpoint {url}: serving {model} v{done.version} ({done.sha256[:12]}…)", highlight=False)
+        console.print(
+            f"endpoint {url}: serving {model} v{done.version} ({done.sha256[:12]}…)", highlight=False
+        )
         if done.knobs_error:
             console.print(f"[red]serving knobs not restored:[/red] {done.knobs_error}", highlight=False)
             raise typer.Exit(1)

@@ -12,23 +12,36 @@ import typer
 def _example_curl(url: str, model: str, kind: str, keyed: bool) -> str:
     auth = ' -H "Authorization: Bearer $INFEROPS_KEY"' if keyed else ""
     if kind == "text":
-        return f"curl -s {url}/v1/embeddings -H 'Content-Type: application/json'{auth} -d '{{\"model\": \"{model}\", \"input\": [\"hello world\"]}}'"
+        return f'curl -s {url}/v1/embeddings -H \'Content-Type: application/json\'{auth} -d \'{{"model": "{model}", "input": ["hello world"]}}\''
     return f"curl -s {url}/v2/models/{model}{auth}"
 
 
 def serve(
     model: str = typer.Option("minilm", help="zoo name, onnx:/abs/path.onnx, or models:/NAME@alias"),
     variant: str | None = typer.Option(None, help="variant to serve (default onnx-fp32)"),
-    extra_model: list[str] = typer.Option([], help="more models to serve, 'name' or 'name:variant' (repeatable)"),
+    extra_model: list[str] = typer.Option(
+        [], help="more models to serve, 'name' or 'name:variant' (repeatable)"
+    ),
     host: str = typer.Option("127.0.0.1", help="bind address"),
     port: int = typer.Option(8000, help="HTTP port"),
-    ingress: str | None = typer.Option(None, help="auto | proxy | haproxy (default: INFEROPS_INGRESS or auto)"),
-    max_batch_size: int | None = typer.Option(None, help="dynamic batching: most requests per batch (default: policy serving.max_batch_size)"),
-    batch_wait_timeout_s: float | None = typer.Option(None, help="dynamic batching: longest wait to fill a batch (default: policy serving.batch_wait_timeout_s)"),
-    intra_op_threads: int | None = typer.Option(None, help="ONNX Runtime intra-op threads per replica (default: policy serving.intra_op_threads)"),
+    ingress: str | None = typer.Option(
+        None, help="auto | proxy | haproxy (default: INFEROPS_INGRESS or auto)"
+    ),
+    max_batch_size: int | None = typer.Option(
+        None, help="dynamic batching: most requests per batch (default: policy serving.max_batch_size)"
+    ),
+    batch_wait_timeout_s: float | None = typer.Option(
+        None,
+        help="dynamic batching: longest wait to fill a batch (default: policy serving.batch_wait_timeout_s)",
+    ),
+    intra_op_threads: int | None = typer.Option(
+        None, help="ONNX Runtime intra-op threads per replica (default: policy serving.intra_op_threads)"
+    ),
     num_cpus: int | None = typer.Option(None, help="CPUs for the local Ray (default: all)"),
     replicas: int | None = typer.Option(None, help="replicas of the model's deployment (default 1)"),
-    cache_entries: int | None = typer.Option(None, help="response-cache entries per replica, 0 = off (default: policy serving.cache_entries)"),
+    cache_entries: int | None = typer.Option(
+        None, help="response-cache entries per replica, 0 = off (default: policy serving.cache_entries)"
+    ),
 ) -> None:
     """Serve a model over HTTP (Open Inference Protocol v2 + OpenAI embeddings) until Ctrl-C."""
     from serving.settings import get_settings
@@ -59,22 +72,35 @@ def serve(
         name, _, alias = model.removeprefix("models:/").partition("@")
         ref = registry.alias_version(name, alias) if alias else None
         knobs = registry.version_knobs(name, ref.version if ref else None, knobs)
-    ray.init(address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False)
+    ray.init(
+        address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False
+    )
     # The policy's serving defaults, the registry version's measured knobs over them, the command line over both.
-    given = {"max_batch_size": max_batch_size, "batch_wait_timeout_s": batch_wait_timeout_s,
-             "intra_op_threads": intra_op_threads, "num_replicas": replicas, "cache_entries": cache_entries}  # fmt: skip
+    given = {
+        "max_batch_size": max_batch_size,
+        "batch_wait_timeout_s": batch_wait_timeout_s,
+        "intra_op_threads": intra_op_threads,
+        "num_replicas": replicas,
+        "cache_entries": cache_entries,
+    }
     served: dict[str, Any] = {**knobs, **{k: v for k, v in given.items() if v is not None}}
     args = policy.app_args(**served, model=model, variant=variant, extra_models=extra_model)
     try:
         url = run_local(args, name="inferops", host=host, port=port)
         keyed = keyring_from_settings().enabled
         typer.echo(f"inferops serving {model} ({variant or 'onnx-fp32'}) at {url}  [ingress: {chosen}]")
-        typer.echo(f"  knobs:   {args['num_replicas']} replica(s) x {args['intra_op_threads']} thread(s), batch <= "
-                   f"{args['max_batch_size']}, cache {args['cache_entries']} entries")  # fmt: skip
+        typer.echo(
+            f"  knobs:   {args['num_replicas']} replica(s) x {args['intra_op_threads']} thread(s), batch <= "
+            f"{args['max_batch_size']}, cache {args['cache_entries']} entries"
+        )
         typer.echo(f"  OpenAPI: {url}/docs    health: {url}/v2/health/ready")
-        typer.echo(f"  try:     {_example_curl(url, model, 'text' if model == 'minilm' else 'tensor', keyed)}")
+        typer.echo(
+            f"  try:     {_example_curl(url, model, 'text' if model == 'minilm' else 'tensor', keyed)}"
+        )
         if not keyed:
-            typer.echo("  note:    no API keys configured (INFEROPS_API_KEYS / INFEROPS_API_KEYS_FILE): access is open")
+            typer.echo(
+                "  note:    no API keys configured (INFEROPS_API_KEYS / INFEROPS_API_KEYS_FILE): access is open"
+            )
         typer.echo("Ctrl-C to stop.")
         while True:
             time.sleep(3600)

@@ -10,7 +10,9 @@ import typer
 def variants(
     model: str = typer.Option("minilm", help="model zoo name or onnx:PATH[::module:function]"),
     variant: list[str] = typer.Option(None, "--variant", "-v", help="only these variants (repeatable)"),
-    quick: bool = typer.Option(False, "--quick", help="fewer timed calls per batch size (a rough table fast)"),
+    quick: bool = typer.Option(
+        False, "--quick", help="fewer timed calls per batch size (a rough table fast)"
+    ),
     batch_sizes: str = typer.Option("1,8,32", help="comma-separated batch sizes to time"),
     stsb: Path | None = typer.Option(None, help="STS-B file (sts-dev.csv) to report Spearman retention"),
     threads: int | None = typer.Option(None, help="intra-op threads (default: all cores)"),
@@ -42,7 +44,11 @@ def variants(
     except (UnknownModelError, ArtifactError, EvaluatorError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
-    console.print(render_table(f"{model}: variants (in-process, {'quick' if quick else 'full'})", table_rows(reports, sizes)))
+    console.print(
+        render_table(
+            f"{model}: variants (in-process, {'quick' if quick else 'full'})", table_rows(reports, sizes)
+        )
+    )
     failed = [r.variant for r in reports if r.decision and r.decision.passed is False]
     if failed:
         console.print(f"below the retention threshold: {', '.join(failed)}", highlight=False)

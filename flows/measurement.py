@@ -32,15 +32,23 @@ def check_endpoint(url: str, model: str, api_key: str | None, use_cache: bool = 
 
 
 @task(name="run-suite")
-def run(spec: TargetSpec, suite: SuiteName, policy: Policy, rate: float | None, duration_s: float | None,
-        stress_budget_s: float | None) -> SuiteResult:  # fmt: skip
+def run(
+    spec: TargetSpec,
+    suite: SuiteName,
+    policy: Policy,
+    rate: float | None,
+    duration_s: float | None,
+    stress_budget_s: float | None,
+) -> SuiteResult:
     return run_suite(spec, suite, policy, rate=rate, duration_s=duration_s, stress_budget_s=stress_budget_s)
 
 
 @task(name="record-suite")
 def record(result: SuiteResult, model: str, variant: str, sha256: str, baseline: str | None) -> str:
     """The run in MLflow (and as a named baseline when `baseline` is given), its verdicts as a Prefect artifact."""
-    create_markdown_artifact(render_markdown(result), key=artifact_key(result.suite, model), description=f"{result.suite} suite")
+    create_markdown_artifact(
+        render_markdown(result), key=artifact_key(result.suite, model), description=f"{result.suite} suite"
+    )
     return log_suite_run(result, model=model, variant=variant, sha256=sha256, baseline=baseline)
 
 

@@ -48,23 +48,30 @@ def open_cycle_run(model: str, workload: Workload | None) -> str:
 
 
 @task(name="establish-baseline")
-def establish_baseline(model: str, settings: CycleSettings, url: str | None, api_key: str | None,
-                       workload: Workload | None) -> CycleBaseline:  # fmt: skip
+def establish_baseline(
+    model: str, settings: CycleSettings, url: str | None, api_key: str | None, workload: Workload | None
+) -> CycleBaseline:
     """Measure what serves now (the registry's champion; the FP32 model on a first cycle) and the FP32 reference."""
     if url:
         with InferopsClient(url, api_key) as client:
             client.check_serves(model)  # an unreachable endpoint stops the cycle before anything is measured
-    return cycle_baseline.establish(model, settings.threads, settings.batch, settings.repeats, settings.optimization, workload)
+    return cycle_baseline.establish(
+        model, settings.threads, settings.batch, settings.repeats, settings.optimization, workload
+    )
 
 
 @task(name="identify-bottlenecks")
 def identify_bottlenecks(baseline: CycleBaseline) -> Breakdown:
     """Where a request's time goes for the served configuration (tokenize / compute / load)."""
-    return bottlenecks_in_process(baseline.model, baseline.candidate.variant, baseline.candidate.intra_op_threads)
+    return bottlenecks_in_process(
+        baseline.model, baseline.candidate.variant, baseline.candidate.intra_op_threads
+    )
 
 
 @task(name="generate-plan")
-def generate_plan(baseline: CycleBaseline, include: list[str] | None, settings: CycleSettings, run_id: str) -> list[Candidate]:
+def generate_plan(
+    baseline: CycleBaseline, include: list[str] | None, settings: CycleSettings, run_id: str
+) -> list[Candidate]:
     """Model-level candidates; knob stages (threads, batch) are planned on the best model once it is known."""
     plan = plan_candidates(baseline.model, baseline.candidate, include)
     runs.write(run_id, report.baseline_record(baseline.model, baseline, settings, plan))
@@ -72,17 +79,26 @@ def generate_plan(baseline: CycleBaseline, include: list[str] | None, settings: 
 
 
 @task(name="pre-implementation-checklist")
-def pre_checklist(baseline: CycleBaseline, bottleneck: Breakdown, plan: list[Candidate], policy: Policy,
-                  url: str | None) -> list[Decision]:  # fmt: skip
+def pre_checklist(
+    baseline: CycleBaseline, bottleneck: Breakdown, plan: list[Candidate], policy: Policy, url: str | None
+) -> list[Decision]:
     """Seed 7.3.9: every item backed by something this cycle measured or recorded; a failed item stops the flow."""
     champion = registry.alias_version(baseline.model, registry.CHAMPION)
-    facts = cycle_facts(baseline, bottleneck, plan, policy, assess(policy.risk), frozen_reason(baseline.model), champion, url)
+    facts = cycle_facts(
+        baseline, bottleneck, plan, policy, assess(policy.risk), frozen_reason(baseline.model), champion, url
+    )
     return check_checklist(facts)
 
 
 @task(name="apply-and-validate", task_run_name="{candidate.name}")
-def apply_and_validate(candidate: Candidate, baseline: CycleBaseline, repeats: int, policy: Policy, run_id: str,
-                       workload: Workload | None) -> tuple[CandidateResult, Measured | None]:  # fmt: skip
+def apply_and_validate(
+    candidate: Candidate,
+    baseline: CycleBaseline,
+    repeats: int,
+    policy: Policy,
+    run_id: str,
+    workload: Workload | None,
+) -> tuple[CandidateResult, Measured | None]:
     """Build and measure one candidate, validate it against the baseline, record it; a rejected one is rolled back."""
     result, measured = evaluate_candidate(candidate, baseline, repeats, policy, workload)
     runs.log_run(report.candidate_record(result, measured, baseline), parent_run_id=run_id)
@@ -92,8 +108,13 @@ def apply_and_validate(candidate: Candidate, baseline: CycleBaseline, repeats: i
 @task(name="register-challenger")
 def register_challenger(model: str, winner: CandidateResult, measured: Measured) -> registry.VersionRef:
     """Register the winner with its sha256 and serving knobs, aliased `challenger`."""
-    return registry.register_candidate(model, measured.path, {**measured.manifest, "variant": winner.params["variant"]},
-                                       winner.params, winner.hit_rate)  # fmt: skip
+    return registry.register_candidate(
+        model,
+        measured.path,
+        {**measured.manifest, "variant": winner.params["variant"]},
+        winner.params,
+        winner.hit_rate,
+    )
 
 
 @task(name="promote-champion")
@@ -114,7 +135,9 @@ def switch_endpoint(url: str, model: str, api_key: str | None, knobs: dict[str, 
         raise
     if rolled.knobs_error:  # the champion serves; only its knobs are the old ones
         get_run_logger().warning("serving knobs not applied: %s", rolled.knobs_error)
-    knobs_state = {"knobs": knobs, "error": rolled.knobs_error} if rolled.knobs_error else rolled.knobs_applied
+    knobs_state = (
+        {"knobs": knobs, "error": rolled.knobs_error} if rolled.knobs_error else rolled.knobs_applied
+    )
     return {"endpoint": rolled.detail, "serving_knobs": knobs_state}
 
 
@@ -122,26 +145,53 @@ def switch_endpoint(url: str, model: str, api_key: str | None, knobs: dict[str, 
 def set_up_monitoring(model: str, sha256: str, p99_ms: float, policy: Policy, run_id: str) -> str:
     """Alert rules for latency, GPU temperature and accuracy of the new champion, written for Prometheus."""
     path = write_monitoring(model, monitoring_rules(model, sha256, p99_ms, policy))
-    runs.write(run_id, runs.RunRecord("monitoring", names.OPTIMIZATION_EXPERIMENT, files={"monitoring": path}))
+    runs.write(
+        run_id, runs.RunRecord("monitoring", names.OPTIMIZATION_EXPERIMENT, files={"monitoring": path})
+    )
     return str(path)
 
 
 @task(name="publish-report")
-def publish_report(model: str, base: CycleBaseline, bottleneck: Breakdown, checklist: list[Decision], outcome: SearchOutcome,
-                   promotion: dict[str, Any] | None, final: dict[str, Any], policy: Policy, run_id: str,
-                   started: float) -> dict[str, Any]:  # fmt: skip
+def publish_report(
+    model: str,
+    base: CycleBaseline,
+    bottleneck: Breakdown,
+    checklist: list[Decision],
+    outcome: SearchOutcome,
+    promotion: dict[str, Any] | None,
+    final: dict[str, Any],
+    policy: Policy,
+    run_id: str,
+    started: float,
+) -> dict[str, Any]:
     """ROI, the markdown report and every candidate's row: on the parent run and as Prefect artifacts."""
     final_rps = report.final_throughput(outcome, base, promotion is not None)
-    roi = roi_figures(base.measured.trial.median_throughput, final_rps, policy.optimization, policy.rollout_gate.target_qps)
-    text = report.render_report(model, report.summarize_baseline(base), render_breakdown(bottleneck), outcome.results,
-                                outcome.champion, final, roi, checklist)  # fmt: skip
+    roi = roi_figures(
+        base.measured.trial.median_throughput, final_rps, policy.optimization, policy.rollout_gate.target_qps
+    )
+    text = report.render_report(
+        model,
+        report.summarize_baseline(base),
+        render_breakdown(bottleneck),
+        outcome.results,
+        outcome.champion,
+        final,
+        roi,
+        checklist,
+    )
     wall_s = time.monotonic() - started
     runs.write(run_id, report.summary_record(model, outcome, roi, text, wall_s))
     runs.finish_run(run_id)
-    create_markdown_artifact(text, key=names.artifact_key("optimization-report", model), description="optimization cycle report")
+    create_markdown_artifact(
+        text, key=names.artifact_key("optimization-report", model), description="optimization cycle report"
+    )
     if outcome.results:
-        create_table_artifact([r.row() for r in outcome.results], key=names.artifact_key("optimization-candidates", model))
-    return report.cycle_output(model, base, bottleneck.focus_area, outcome, final, promotion, roi, run_id, wall_s)
+        create_table_artifact(
+            [r.row() for r in outcome.results], key=names.artifact_key("optimization-candidates", model)
+        )
+    return report.cycle_output(
+        model, base, bottleneck.focus_area, outcome, final, promotion, roi, run_id, wall_s
+    )
 
 
 @flow(name="optimization-cycle", log_prints=True)
@@ -169,11 +219,21 @@ def optimization_cycle(
     """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it."""
     started = time.monotonic()
     policy = default_policy()
-    settings = CycleSettings.resolve(policy.optimization, threads=threads, batch=batch, repeats=repeats, max_trials=max_trials,
-                                     max_minutes=max_minutes, thread_options=thread_options, batch_options=batch_options,
-                                     replica_options=replica_options, cache_options=cache_options)  # fmt: skip
+    settings = CycleSettings.resolve(
+        policy.optimization,
+        threads=threads,
+        batch=batch,
+        repeats=repeats,
+        max_trials=max_trials,
+        max_minutes=max_minutes,
+        thread_options=thread_options,
+        batch_options=batch_options,
+        replica_options=replica_options,
+        cache_options=cache_options,
+    )
     api_key = api_key or os.environ.get("INFEROPS_API_KEY")
-    workload = load_workload(model, request_log)  # a bad request log stops the cycle before anything is recorded
+    # a bad request log stops the cycle before anything is recorded
+    workload = load_workload(model, request_log)
     run_id = open_cycle_run(model, workload)
     base = establish_baseline(model, settings, url, api_key, workload)
     bottleneck = identify_bottlenecks(base)
@@ -183,25 +243,36 @@ def optimization_cycle(
     def trial(candidate: Candidate) -> tuple[CandidateResult, Measured | None]:
         return apply_and_validate(candidate, base, settings.repeats, policy, run_id, workload)
 
-    outcome = run_search(plan, base, settings, workload, trial, Budget.start(settings.max_trials, settings.max_minutes),
-                         get_run_logger().info)  # fmt: skip
+    budget = Budget.start(settings.max_trials, settings.max_minutes)
+    outcome = run_search(plan, base, settings, workload, trial, budget, get_run_logger().info)
     champion, promotion, gated, served, rules = outcome.champion, None, None, None, None
     if champion is not None:
         register_challenger(model, champion, outcome.measured[champion.name])
-        if gate:  # served on its own app beside production, gated, approved if the policy says so, then promoted
-            gated = phase_gate(model=model, candidate_alias=registry.CHALLENGER, stability_duration_s=gate_stability_s,
-                               performance_duration_s=gate_performance_s, risk_window_s=gate_risk_window_s,
-                               require_approval=require_approval, api_key=api_key, parent_run_id=run_id)  # fmt: skip
+        # gated: served on its own app beside production, approved if the policy says so, then promoted
+        if gate:
+            gated = phase_gate(
+                model=model,
+                candidate_alias=registry.CHALLENGER,
+                stability_duration_s=gate_stability_s,
+                performance_duration_s=gate_performance_s,
+                risk_window_s=gate_risk_window_s,
+                require_approval=require_approval,
+                api_key=api_key,
+                parent_run_id=run_id,
+            )
             promotion = gated["promotion"]
         else:
             promotion = promote_champion(model)
     if promotion and champion is not None:
         served = switch_endpoint(url, model, api_key, champion.serving_knobs()) if url else None
-        rules = set_up_monitoring(model, outcome.measured[champion.name].sha256, champion.median_p99_ms, policy, run_id)
+        sha256 = outcome.measured[champion.name].sha256
+        rules = set_up_monitoring(model, sha256, champion.median_p99_ms, policy, run_id)
     else:
         registry.discard_challenger(model)
     final = report.final_state(outcome, base, promotion, gated, served, rules)
-    return publish_report(model, base, bottleneck, checklist, outcome, promotion, final, policy, run_id, started)
+    return publish_report(
+        model, base, bottleneck, checklist, outcome, promotion, final, policy, run_id, started
+    )
 
 
 if __name__ == "__main__":

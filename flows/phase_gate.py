@@ -32,62 +32,107 @@ APPROVAL_POLL_S = 2
 def functional_gate(url: str, api_key: str | None, model: str, policy: Policy) -> ItemResult:
     """Every served model, batch sizes 1/8/32, multi-model concurrency, model load rate."""
     with InferopsClient(url, api_key) as client:
-        return gate_checks.functional_item(client, [model], model_load_rate_min=policy.rollout_gate.completion.model_load_rate_min)
+        return gate_checks.functional_item(
+            client, [model], model_load_rate_min=policy.rollout_gate.completion.model_load_rate_min
+        )
 
 
 @task(name="gate-performance")
-def performance_gate(url: str, api_key: str | None, model: str, duration_s: float, policy: Policy) -> tuple[ItemResult, Observation]:
+def performance_gate(
+    url: str, api_key: str | None, model: str, duration_s: float, policy: Policy
+) -> tuple[ItemResult, Observation]:
     """P99 < SLA at the target rate (open loop), throughput, GPU utilisation where a GPU exists."""
     with InferopsClient(url, api_key) as client:
         return gate_checks.performance_item(
-            client, model, sla_p99_ms=policy.rollout_gate.sla_p99_ms, target_qps=policy.rollout_gate.target_qps,
-            duration_s=duration_s, max_error_rate=policy.test_suite.max_error_rate,
-            utilisation_ceiling=policy.rollout_risk.utilisation_scale_out, warmup_s=policy.rollout_gate.performance_warmup_s,
-        )  # fmt: skip
+            client,
+            model,
+            sla_p99_ms=policy.rollout_gate.sla_p99_ms,
+            target_qps=policy.rollout_gate.target_qps,
+            duration_s=duration_s,
+            max_error_rate=policy.test_suite.max_error_rate,
+            utilisation_ceiling=policy.rollout_risk.utilisation_scale_out,
+            warmup_s=policy.rollout_gate.performance_warmup_s,
+        )
 
 
 @task(name="gate-stability")
-def stability_gate(url: str, api_key: str | None, model: str, duration_s: float, policy: Policy) -> ItemResult:
+def stability_gate(
+    url: str, api_key: str | None, model: str, duration_s: float, policy: Policy
+) -> ItemResult:
     """Availability over a continuous run and memory-leak verdicts."""
     stability = policy.test_suite.stability
     with InferopsClient(url, api_key) as client:
         return gate_checks.stability_item(
-            client, model, duration_s=duration_s, rate_rps=policy.rollout_gate.target_qps,
-            availability_min=policy.rollout_gate.items["stability"].minimum, leak_slope_mb_per_h=stability.leak_slope_mb_per_h,
-            leak_min_growth_mb=stability.leak_min_growth_mb, sla_p99_ms=policy.rollout_gate.sla_p99_ms,
-        )  # fmt: skip
+            client,
+            model,
+            duration_s=duration_s,
+            rate_rps=policy.rollout_gate.target_qps,
+            availability_min=policy.rollout_gate.items["stability"].minimum,
+            leak_slope_mb_per_h=stability.leak_slope_mb_per_h,
+            leak_min_growth_mb=stability.leak_min_growth_mb,
+            sla_p99_ms=policy.rollout_gate.sla_p99_ms,
+        )
 
 
 @task(name="gate-security")
-def security_gate(url: str, api_key: str | None, model: str, candidate: registry.VersionRef | None, alias: str,
-                  policy: Policy) -> ItemResult:  # fmt: skip
+def security_gate(
+    url: str,
+    api_key: str | None,
+    model: str,
+    candidate: registry.VersionRef | None,
+    alias: str,
+    policy: Policy,
+) -> ItemResult:
     """Served sha256 vs the registry, 401 without a key, hostile inputs, no model files over HTTP."""
     files, head = gate_checks.artifact_facts(model, candidate)
     source = f"registry {model}@{alias}" + (f" (version {candidate.version})" if candidate else "")
     with InferopsClient(url, api_key) as client:
-        return gate_checks.security_item(client, [model], {model: (candidate.sha256 if candidate else None, source)},
-                                         policy.endpoint, files=files, artifact_head=head)  # fmt: skip
+        return gate_checks.security_item(
+            client,
+            [model],
+            {model: (candidate.sha256 if candidate else None, source)},
+            policy.endpoint,
+            files=files,
+            artifact_head=head,
+        )
 
 
 @task(name="gate-verdict")
-def publish_verdict(model: str, results: list[ItemResult], candidate: registry.VersionRef | None, params: dict[str, Any],
-                    policy: Policy, parent_run_id: str | None) -> tuple[GateVerdict, str, str]:  # fmt: skip
+def publish_verdict(
+    model: str,
+    results: list[ItemResult],
+    candidate: registry.VersionRef | None,
+    params: dict[str, Any],
+    policy: Policy,
+    parent_run_id: str | None,
+) -> tuple[GateVerdict, str, str]:
     """Decide, then publish the Prefect table + markdown artifacts and an MLflow run; returns (verdict, report, run id)."""
     verdict = decide(results, policy.rollout_gate)
     title = tracking.gate_title(model, candidate)
     report = render_markdown(verdict, title=title) + "\n" + gate_checks.render_checks_markdown(results)
-    create_table_artifact(key=names.artifact_key("phase-gate", model), table=verdict.rows,
-                          description=f"{title}: {'PASS' if verdict.passed else 'FAIL'} ({verdict.reason})")  # fmt: skip
-    create_markdown_artifact(key=names.artifact_key("phase-gate", model, "report"), markdown=report, description=title)
-    run_id = runs.log_run(tracking.gate_record(model, verdict, results, candidate, params, report), parent_run_id=parent_run_id,
-                          finish=False)  # fmt: skip
+    create_table_artifact(
+        key=names.artifact_key("phase-gate", model),
+        table=verdict.rows,
+        description=f"{title}: {'PASS' if verdict.passed else 'FAIL'} ({verdict.reason})",
+    )
+    create_markdown_artifact(
+        key=names.artifact_key("phase-gate", model, "report"), markdown=report, description=title
+    )
+    run_id = runs.log_run(
+        tracking.gate_record(model, verdict, results, candidate, params, report),
+        parent_run_id=parent_run_id,
+        finish=False,
+    )
     return verdict, report, run_id
 
 
-def ask_reviewer(model: str, version: str | None, verdict: GateVerdict, report: str, timeout_s: int) -> ApprovalDecision:
+def ask_reviewer(
+    model: str, version: str | None, verdict: GateVerdict, report: str, timeout_s: int
+) -> ApprovalDecision:
     """Pause the flow run for a person's answer in the Prefect UI; silence until the timeout is a refusal."""
-    form = approval.ApprovalInput.with_initial_data(description=approval.request_text(model, version, verdict, report),
-                                                    approve=False, comment="")  # fmt: skip
+    form = approval.ApprovalInput.with_initial_data(
+        description=approval.request_text(model, version, verdict, report), approve=False, comment=""
+    )
     try:
         given = pause_flow_run(wait_for_input=form, timeout=timeout_s, poll_interval=APPROVAL_POLL_S)
     except FlowPauseTimeout:
@@ -99,15 +144,22 @@ def ask_reviewer(model: str, version: str | None, verdict: GateVerdict, report: 
 def record_decision(decision: ApprovalDecision, run_id: str, model: str) -> None:
     """Approval decision on the gate's MLflow run (tags + JSON) and as a Prefect artifact."""
     runs.write(run_id, tracking.decision_record(decision))
-    create_markdown_artifact(key=names.artifact_key("phase-gate", model, "decision"), markdown=tracking.decision_markdown(model, decision),
-                             description=f"promote={decision.promote} ({decision.decided_by})")  # fmt: skip
+    create_markdown_artifact(
+        key=names.artifact_key("phase-gate", model, "decision"),
+        markdown=tracking.decision_markdown(model, decision),
+        description=f"promote={decision.promote} ({decision.decided_by})",
+    )
 
 
 @task(name="promote")
 def promote_candidate(model: str, candidate_alias: str, run_id: str) -> dict[str, Any]:
     """challenger -> champion (the old champion becomes previous-champion); recorded on the gate run."""
     if candidate_alias == registry.CHAMPION:
-        promotion: dict[str, Any] = {"model": model, "promoted": False, "reason": "candidate is already champion"}
+        promotion: dict[str, Any] = {
+            "model": model,
+            "promoted": False,
+            "reason": "candidate is already champion",
+        }
     else:
         promotion = {**registry.promote(model), "promoted": True}
     runs.write(run_id, tracking.promotion_record(promotion))
@@ -126,19 +178,39 @@ def risk_window(url: str, api_key: str | None, model: str, duration_s: float, po
     """Watch the new champion under the target load for a window; the live figures to compare with the gate's."""
     gate = policy.rollout_gate
     with InferopsClient(url, api_key) as client:
-        return gate_checks.observe(client, model, rate_rps=gate.target_qps, duration_s=duration_s, sla_p99_ms=gate.sla_p99_ms)[0]
+        return gate_checks.observe(
+            client, model, rate_rps=gate.target_qps, duration_s=duration_s, sla_p99_ms=gate.sla_p99_ms
+        )[0]
 
 
 @task(name="risk-actions")
-def risk_actions(model: str, url: str, api_key: str | None, baseline: Observation, current: Observation, run_id: str,
-                 policy: Policy) -> list[dict[str, Any]]:  # fmt: skip
+def risk_actions(
+    model: str,
+    url: str,
+    api_key: str | None,
+    baseline: Observation,
+    current: Observation,
+    run_id: str,
+    policy: Policy,
+) -> list[dict[str, Any]]:
     """Evaluate the risk policy and carry out every action it demands; each action is recorded."""
     with InferopsClient(url, api_key) as client:
-        done = [apply_risk_action(a, model=model, client=client, run_id=run_id, target_utilisation=policy.capacity.target_utilisation)
-                for a in evaluate(baseline, current, policy.rollout_risk)]  # fmt: skip
+        done = [
+            apply_risk_action(
+                a,
+                model=model,
+                client=client,
+                run_id=run_id,
+                target_utilisation=policy.capacity.target_utilisation,
+            )
+            for a in evaluate(baseline, current, policy.rollout_risk)
+        ]
     runs.write(run_id, tracking.risk_record(baseline, current, done))
-    create_markdown_artifact(key=names.artifact_key("phase-gate", model, "risk"), markdown=tracking.risk_markdown(model, baseline, current, done),
-                             description="rollout risk control")  # fmt: skip
+    create_markdown_artifact(
+        key=names.artifact_key("phase-gate", model, "risk"),
+        markdown=tracking.risk_markdown(model, baseline, current, done),
+        description="rollout risk control",
+    )
     return done
 
 
@@ -159,9 +231,14 @@ def phase_gate(
     watch it, or keep the champion. `parent_run_id`: nest the gate's MLflow run under it (the optimization cycle)."""
     started = time.monotonic()
     policy = default_policy()
-    settings = GateSettings.resolve(policy, stability_s=stability_duration_s, performance_s=performance_duration_s,
-                                    risk_window_s=risk_window_s, approval_timeout_s=approval_timeout_s,
-                                    require_approval=require_approval)  # fmt: skip
+    settings = GateSettings.resolve(
+        policy,
+        stability_s=stability_duration_s,
+        performance_s=performance_duration_s,
+        risk_window_s=risk_window_s,
+        approval_timeout_s=approval_timeout_s,
+        require_approval=require_approval,
+    )
     frozen = frozen_reason(model)
     candidate = registry.alias_version(model, candidate_alias)
     version = candidate.version if candidate else None
@@ -170,10 +247,20 @@ def phase_gate(
         performance, baseline = performance_gate(url, key, model, settings.performance_s, policy)
         stability = stability_gate(url, key, model, settings.stability_s, policy)
         security = security_gate(url, key, model, candidate, candidate_alias, policy)
-        verdict, report, run_id = publish_verdict(model, [functional, performance, stability, security], candidate,
-                                                  settings.params(model, url, candidate_alias, version, policy), policy,
-                                                  parent_run_id)  # fmt: skip
-        get_run_logger().info("gate %s: %s (weighted %.2f%%)", model, "PASS" if verdict.passed else "FAIL", verdict.weighted_score * 100)
+        verdict, report, run_id = publish_verdict(
+            model,
+            [functional, performance, stability, security],
+            candidate,
+            settings.params(model, url, candidate_alias, version, policy),
+            policy,
+            parent_run_id,
+        )
+        get_run_logger().info(
+            "gate %s: %s (weighted %.2f%%)",
+            model,
+            "PASS" if verdict.passed else "FAIL",
+            verdict.weighted_score * 100,
+        )
         decision = approval.preset_decision(model, version, verdict, frozen, settings.require_approval)
         if decision is None:
             decision = ask_reviewer(model, version, verdict, report, settings.approval_timeout_s)
@@ -185,8 +272,12 @@ def phase_gate(
             promotion = promote_candidate(model, candidate_alias, run_id)
             current = risk_window(url, key, model, settings.risk_window_s, policy)
             done = risk_actions(model, url, key, baseline, current, run_id, policy)
-        outcome = tracking.gate_outcome(model, url, verdict, decision, run_id, promotion, done, time.monotonic() - started)
-        runs.write(run_id, runs.RunRecord("gate", names.GATE_EXPERIMENT, metrics={"wall_s": outcome["wall_s"]}))
+        outcome = tracking.gate_outcome(
+            model, url, verdict, decision, run_id, promotion, done, time.monotonic() - started
+        )
+        runs.write(
+            run_id, runs.RunRecord("gate", names.GATE_EXPERIMENT, metrics={"wall_s": outcome["wall_s"]})
+        )
         runs.finish_run(run_id)
         return outcome
 
@@ -196,6 +287,10 @@ if __name__ == "__main__":
 
     # python -m flows.phase_gate [MODEL] [URL]: a quick gate run from a shell (stability 30 s, risk window 20 s)
     args = sys.argv[1:]
-    result = phase_gate(model=args[0] if args else "minilm", url=args[1] if len(args) > 1 else None,
-                        stability_duration_s=30.0, risk_window_s=20.0)  # fmt: skip
+    result = phase_gate(
+        model=args[0] if args else "minilm",
+        url=args[1] if len(args) > 1 else None,
+        stability_duration_s=30.0,
+        risk_window_s=20.0,
+    )
     print(json.dumps(result, indent=2, default=str))

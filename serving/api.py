@@ -61,7 +61,9 @@ class RequestRejected(Exception):
         self.headers: dict[str, str] = {}
 
     def body(self) -> dict[str, Any]:
-        return {"error": {"field": self.field, "rule": self.rule, "limit": self.limit, "message": self.message}}
+        return {
+            "error": {"field": self.field, "rule": self.rule, "limit": self.limit, "message": self.message}
+        }
 
     def as_tuple(self) -> tuple[int, str, str, Any, str]:
         """Picklable form, so a rejection crosses a deployment handle unchanged."""
@@ -174,11 +176,15 @@ class InferenceService(Protocol):
 
     async def metadata(self, model: str) -> dict[str, Any]: ...
 
-    async def embed(self, model: str, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]: ...
+    async def embed(
+        self, model: str, texts: list[str], truncate: bool, use_cache: bool = True
+    ) -> dict[str, Any]: ...
 
     async def infer_tensor(self, model: str, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]: ...
 
-    async def configure_model(self, model: str, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]: ...
+    async def configure_model(
+        self, model: str, patch: dict[str, Any], num_replicas: int | None
+    ) -> dict[str, Any]: ...
 
     async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -193,7 +199,9 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.strip().isdigit():
-            raise RequestRejected(400, "Content-Length", "integer", None, "Content-Length must be a non-negative integer")
+            raise RequestRejected(
+                400, "Content-Length", "integer", None, "Content-Length must be a non-negative integer"
+            )
         if int(declared) > max_bytes:
             raise body_too_large(int(declared), max_bytes)
     buf = bytearray()
@@ -205,7 +213,9 @@ async def read_json_body(request: Request, max_bytes: int) -> Any:
 
 
 def body_too_large(size: int, limit: int) -> RequestRejected:
-    return RequestRejected(413, "body", "max_body_bytes", limit, f"request body of {size} bytes exceeds {limit} bytes")
+    return RequestRejected(
+        413, "body", "max_body_bytes", limit, f"request body of {size} bytes exceeds {limit} bytes"
+    )
 
 
 def parse_json_bytes(raw: bytes) -> Any:
@@ -215,20 +225,28 @@ def parse_json_bytes(raw: bytes) -> Any:
     try:
         raw.decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise RequestRejected(400, "body", "utf8", None, f"body is not valid UTF-8 at byte {exc.start}") from None
+        raise RequestRejected(
+            400, "body", "utf8", None, f"body is not valid UTF-8 at byte {exc.start}"
+        ) from None
     try:
         payload = _loads(raw)
     except (_DecodeError, ValueError) as exc:
         if "recursion" in str(exc).lower():  # orjson's own nesting cap
-            raise RequestRejected(400, "body", "max_depth", MAX_JSON_DEPTH, "JSON nesting is too deep") from None
+            raise RequestRejected(
+                400, "body", "max_depth", MAX_JSON_DEPTH, "JSON nesting is too deep"
+            ) from None
         raise RequestRejected(400, "body", "json", None, f"body is not valid JSON: {exc}") from None
     except RecursionError:
         raise RequestRejected(400, "body", "max_depth", MAX_JSON_DEPTH, "JSON nesting is too deep") from None
     depth = json_depth(payload, MAX_JSON_DEPTH)
     if depth > MAX_JSON_DEPTH:
-        raise RequestRejected(400, "body", "max_depth", MAX_JSON_DEPTH, f"JSON nesting deeper than {MAX_JSON_DEPTH}")
+        raise RequestRejected(
+            400, "body", "max_depth", MAX_JSON_DEPTH, f"JSON nesting deeper than {MAX_JSON_DEPTH}"
+        )
     if not isinstance(payload, dict):
-        raise RequestRejected(400, "body", "type", "object", f"body must be a JSON object, got {type(payload).__name__}")
+        raise RequestRejected(
+            400, "body", "type", "object", f"body must be a JSON object, got {type(payload).__name__}"
+        )
     return payload
 
 
@@ -262,10 +280,19 @@ def rejection_from_pydantic(errors: Any) -> RequestRejected:
     for part in loc:
         field += f"[{part}]" if part.isdigit() else (f".{part}" if field else part)
     ctx = err.get("ctx") or {}
-    limit = next((ctx[k] for k in ("max_length", "min_length", "ge", "le", "gt", "lt", "pattern", "expected") if k in ctx), None)
+    limit = next(
+        (
+            ctx[k]
+            for k in ("max_length", "min_length", "ge", "le", "gt", "lt", "pattern", "expected")
+            if k in ctx
+        ),
+        None,
+    )
     if limit is not None and not isinstance(limit, int | float | str):
         limit = str(limit)
-    return RequestRejected(400, field or "body", str(err.get("type", "invalid")), limit, str(err.get("msg", "invalid")))
+    return RequestRejected(
+        400, field or "body", str(err.get("type", "invalid")), limit, str(err.get("msg", "invalid"))
+    )
 
 
 def check_texts(texts: list[str], limits: EndpointLimits, field: str = "input") -> None:
@@ -274,7 +301,11 @@ def check_texts(texts: list[str], limits: EndpointLimits, field: str = "input") 
         raise RequestRejected(400, field, "min_items", 1, f"{field} is an empty list; send at least one text")
     if len(texts) > limits.max_items:
         raise RequestRejected(
-            400, field, "max_items", limits.max_items, f"{len(texts)} items exceed {limits.max_items}; split the request"
+            400,
+            field,
+            "max_items",
+            limits.max_items,
+            f"{len(texts)} items exceed {limits.max_items}; split the request",
         )
     for i, text in enumerate(texts):
         if not text.strip():
@@ -289,35 +320,59 @@ def check_texts(texts: list[str], limits: EndpointLimits, field: str = "input") 
             )
 
 
-def tensor_from_input(tensor: InferTensor, limits: EndpointLimits, expected_shape: list[int | None] | None) -> np.ndarray:
+def tensor_from_input(
+    tensor: InferTensor, limits: EndpointLimits, expected_shape: list[int | None] | None
+) -> np.ndarray:
     """A numeric OIP input -> ndarray, checking dtype, shape, element count, finiteness and the model's shape."""
     field = f"inputs[0]({tensor.name})"
     if tensor.datatype == "BYTES":
-        raise RequestRejected(400, f"{field}.datatype", "datatype", "FP32", "this model takes a numeric tensor, not BYTES")
+        raise RequestRejected(
+            400, f"{field}.datatype", "datatype", "FP32", "this model takes a numeric tensor, not BYTES"
+        )
     if any(d < 0 for d in tensor.shape):
-        raise RequestRejected(400, f"{field}.shape", "non_negative", 0, f"shape {tensor.shape} has a negative dimension")
+        raise RequestRejected(
+            400, f"{field}.shape", "non_negative", 0, f"shape {tensor.shape} has a negative dimension"
+        )
     count = math.prod(tensor.shape)
     if count == 0:
-        raise RequestRejected(400, f"{field}.shape", "min_items", 1, f"shape {tensor.shape} holds no elements")
+        raise RequestRejected(
+            400, f"{field}.shape", "min_items", 1, f"shape {tensor.shape} holds no elements"
+        )
     if tensor.shape[0] > limits.max_items:
         raise RequestRejected(
-            400, f"{field}.shape[0]", "max_items", limits.max_items, f"batch of {tensor.shape[0]} exceeds {limits.max_items}"
+            400,
+            f"{field}.shape[0]",
+            "max_items",
+            limits.max_items,
+            f"batch of {tensor.shape[0]} exceeds {limits.max_items}",
         )
     if len(tensor.data) != count:
         raise RequestRejected(
-            400, f"{field}.data", "shape_match", count, f"data has {len(tensor.data)} values, shape {tensor.shape} needs {count}"
+            400,
+            f"{field}.data",
+            "shape_match",
+            count,
+            f"data has {len(tensor.data)} values, shape {tensor.shape} needs {count}",
         )
     if any(isinstance(v, str) for v in tensor.data):
-        raise RequestRejected(400, f"{field}.data", "numeric", tensor.datatype, "data holds strings for a numeric datatype")
+        raise RequestRejected(
+            400, f"{field}.data", "numeric", tensor.datatype, "data holds strings for a numeric datatype"
+        )
     array = np.asarray(tensor.data, dtype=DATATYPES[tensor.datatype]).reshape(tensor.shape)
     if not np.all(np.isfinite(array)):
         raise RequestRejected(400, f"{field}.data", "finite", None, "data holds NaN or infinite values")
     if expected_shape is not None:
         want = list(expected_shape)
         got = list(tensor.shape)
-        if len(want) != len(got) or any(w is not None and w > 0 and w != g for w, g in zip(want[1:], got[1:], strict=False)):
+        if len(want) != len(got) or any(
+            w is not None and w > 0 and w != g for w, g in zip(want[1:], got[1:], strict=False)
+        ):
             raise RequestRejected(
-                400, f"{field}.shape", "model_shape", [w if w and w > 0 else -1 for w in want], f"shape {got} does not fit the model"
+                400,
+                f"{field}.shape",
+                "model_shape",
+                [w if w and w > 0 else -1 for w in want],
+                f"shape {got} does not fit the model",
             )
     return array.astype(np.float32, copy=False)
 
@@ -356,7 +411,10 @@ def cache_status(hits: int | None, items: int) -> str:
 def _json_response(payload: Any, reply: dict[str, Any], started: float, items: int) -> Response:
     body = _dumps(payload)
     timings = {**reply["timings"], "serialize": time.perf_counter() - started}
-    headers = {"Server-Timing": server_timing(timings), "X-Inferops-Cache": cache_status(reply.get("cache_hits"), items)}
+    headers = {
+        "Server-Timing": server_timing(timings),
+        "X-Inferops-Cache": cache_status(reply.get("cache_hits"), items),
+    }
     return Response(body, media_type="application/json", headers=headers)
 
 
@@ -383,20 +441,35 @@ def create_api(service: InferenceService) -> FastAPI:
     def authorize(request: Request) -> None:
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
         if not service.keyring.check(key):
-            exc = RequestRejected(401, "Authorization", "api_key", None, "missing or invalid API key: send 'Authorization: Bearer <key>'")
+            exc = RequestRejected(
+                401,
+                "Authorization",
+                "api_key",
+                None,
+                "missing or invalid API key: send 'Authorization: Bearer <key>'",
+            )
             exc.headers = {"WWW-Authenticate": "Bearer"}
             raise exc
         if service.limiter is not None:
             allowed, retry = service.limiter.allow(KeyRing.fingerprint(key) if key else "anonymous")
             if not allowed:
                 exc = RequestRejected(
-                    429, "Authorization", "rate_limit_per_key_per_s", service.limiter.rate, "rate limit exceeded for this key"
+                    429,
+                    "Authorization",
+                    "rate_limit_per_key_per_s",
+                    service.limiter.rate,
+                    "rate limit exceeded for this key",
                 )
                 exc.headers = {"Retry-After": retry_after_header(retry)}
                 raise exc
 
     def body_schema(model: type[BaseModel]) -> dict[str, Any]:
-        return {"requestBody": {"required": True, "content": {"application/json": {"schema": model.model_json_schema()}}}}
+        return {
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": model.model_json_schema()}},
+            }
+        }
 
     @app.get(routes.LIVE.template, tags=["health"])
     async def live() -> dict[str, bool]:
@@ -409,7 +482,12 @@ def create_api(service: InferenceService) -> FastAPI:
 
     @app.get(routes.SERVER.template, tags=["health"])
     async def server_metadata() -> dict[str, Any]:
-        return {"name": "inferops", "version": "1", "extensions": ["openai-embeddings"], "models": service.model_names()}
+        return {
+            "name": "inferops",
+            "version": "1",
+            "extensions": ["openai-embeddings"],
+            "models": service.model_names(),
+        }
 
     @app.get(routes.MODEL_READY.template, tags=["health"])
     async def model_ready(name: str) -> JSONResponse:
@@ -421,15 +499,24 @@ def create_api(service: InferenceService) -> FastAPI:
         authorize(request)
         return await service.metadata(name)
 
-    @app.post(routes.INFER.template, tags=["inference"], response_model=InferResponse, openapi_extra=body_schema(InferRequest))
+    @app.post(
+        routes.INFER.template,
+        tags=["inference"],
+        response_model=InferResponse,
+        openapi_extra=body_schema(InferRequest),
+    )
     async def infer(name: str, request: Request) -> Response:
         authorize(request)
         meta = await service.metadata(name)  # 404 for an unknown model before reading the body
-        req: InferRequest = validate_model(InferRequest, await read_json_body(request, service.limits.max_body_bytes))
+        req: InferRequest = validate_model(
+            InferRequest, await read_json_body(request, service.limits.max_body_bytes)
+        )
         tensor = req.inputs[0]
         if meta["kind"] == "text":
             if tensor.datatype != "BYTES" or any(not isinstance(v, str) for v in tensor.data):
-                raise RequestRejected(400, "inputs[0].datatype", "datatype", "BYTES", "a text model takes BYTES (strings)")
+                raise RequestRejected(
+                    400, "inputs[0].datatype", "datatype", "BYTES", "a text model takes BYTES (strings)"
+                )
             texts = [str(v) for v in tensor.data]
             check_texts(texts, service.limits, field="inputs[0].data")
             truncate = bool((req.parameters or {}).get("truncate", False))
@@ -446,23 +533,34 @@ def create_api(service: InferenceService) -> FastAPI:
             "model_version": reply["sha256"][:12],
             "id": req.id,
             "parameters": {"sha256": reply["sha256"], "variant": reply["variant"]},
-            "outputs": [{"name": "output-0", "shape": list(out.shape), "datatype": "FP32", "data": out.reshape(-1)}],
+            "outputs": [
+                {"name": "output-0", "shape": list(out.shape), "datatype": "FP32", "data": out.reshape(-1)}
+            ],
         }
         return _json_response(payload, reply, started, items)
 
     @app.post(
-        routes.EMBEDDINGS.template, tags=["inference"], response_model=EmbeddingsResponse, openapi_extra=body_schema(EmbeddingsRequest)
+        routes.EMBEDDINGS.template,
+        tags=["inference"],
+        response_model=EmbeddingsResponse,
+        openapi_extra=body_schema(EmbeddingsRequest),
     )
     async def embeddings(request: Request) -> Response:
         authorize(request)
-        req: EmbeddingsRequest = validate_model(EmbeddingsRequest, await read_json_body(request, service.limits.max_body_bytes))
+        req: EmbeddingsRequest = validate_model(
+            EmbeddingsRequest, await read_json_body(request, service.limits.max_body_bytes)
+        )
         meta = await service.metadata(req.model)
         if meta["kind"] != "text":
-            raise RequestRejected(400, "model", "text_model", None, f"model {req.model!r} is not an embedding model")
+            raise RequestRejected(
+                400, "model", "text_model", None, f"model {req.model!r} is not an embedding model"
+            )
         texts = [req.input] if isinstance(req.input, str) else list(req.input)
         check_texts(texts, service.limits)
         if req.dimensions is not None and req.dimensions != meta.get("dim"):
-            raise RequestRejected(400, "dimensions", "equals_model_dim", meta.get("dim"), "this model has a fixed dimension")
+            raise RequestRejected(
+                400, "dimensions", "equals_model_dim", meta.get("dim"), "this model has a fixed dimension"
+            )
         reply = await service.embed(req.model, texts, req.truncate, cache_allowed(request))
         started = time.perf_counter()
         out = np.asarray(reply["outputs"], dtype=np.float32)
@@ -480,7 +578,9 @@ def create_api(service: InferenceService) -> FastAPI:
     @app.post(routes.SWITCH.template, tags=["admin"], openapi_extra=body_schema(SwitchRequest))
     async def switch(name: str, request: Request) -> JSONResponse:
         authorize(request)
-        req: SwitchRequest = validate_model(SwitchRequest, await read_json_body(request, service.limits.max_body_bytes))
+        req: SwitchRequest = validate_model(
+            SwitchRequest, await read_json_body(request, service.limits.max_body_bytes)
+        )
         result = await service.switch_model(name, req.model_dump(exclude_none=True))
         return JSONResponse(result, status_code=200 if result["verdict"] == "switched" else 409)
 
@@ -489,7 +589,9 @@ def create_api(service: InferenceService) -> FastAPI:
         """Batching, cache, threads and replica count for every replica of `name`; 202: Serve applies it."""
         authorize(request)
         await service.metadata(name)  # 404 for an unknown model before reading the body
-        req: ServingUpdate = validate_model(ServingUpdate, await read_json_body(request, service.limits.max_body_bytes))
+        req: ServingUpdate = validate_model(
+            ServingUpdate, await read_json_body(request, service.limits.max_body_bytes)
+        )
         patch = req.model_dump(exclude_none=True)
         replicas = patch.pop("num_replicas", None)
         if not patch and replicas is None:

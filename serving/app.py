@@ -42,6 +42,7 @@ from serving.resolver import is_registry_uri
 DEFAULT_VARIANT = "onnx-fp32"
 HEALTH_CHECK_PERIOD_S = 5.0
 RECENT_BATCHES = 512
+HAPROXY_CHECK_TIMEOUT_S = 10  # `haproxy -v` answers in milliseconds; a binary that hangs is unusable
 # Live-tunable fields travel in user_config only: keeping them out of the init args lets Serve apply a change
 # with reconfigure() on running replicas instead of replacing them.
 BATCHING_FIELDS = {"max_batch_size", "batch_wait_timeout_s", "bucket_overhead_tokens", "cache_entries"}
@@ -64,19 +65,29 @@ class ServingConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_batch_size: BatchSize = Field(default_factory=lambda: floor_defaults().serving.max_batch_size)
-    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: floor_defaults().serving.batch_wait_timeout_s)
-    bucket_overhead_tokens: int = Field(default_factory=lambda: floor_defaults().serving.call_overhead_tokens, ge=0)
+    batch_wait_timeout_s: BatchWaitS = Field(
+        default_factory=lambda: floor_defaults().serving.batch_wait_timeout_s
+    )
+    bucket_overhead_tokens: int = Field(
+        default_factory=lambda: floor_defaults().serving.call_overhead_tokens, ge=0
+    )
     cache_entries: CacheEntries = Field(default_factory=lambda: floor_defaults().serving.cache_entries)
     intra_op_threads: Threads | None = Field(default=None, description="None: leave the thread count as is")
-    source: dict[str, Any] | None = Field(default=None, description="the model every replica must serve (ModelSource)")
-    previous_source: dict[str, Any] | None = Field(default=None, description="what a rollback returns to, on any replica")
+    source: dict[str, Any] | None = Field(
+        default=None, description="the model every replica must serve (ModelSource)"
+    )
+    previous_source: dict[str, Any] | None = Field(
+        default=None, description="what a rollback returns to, on any replica"
+    )
 
 
 class EngineOptions(BaseModel):
     """ONNX Runtime knobs: one intra-op thread without spinning leaves the other core to the HTTP ingress."""
 
     model_config = ConfigDict(extra="forbid")
-    intra_op_threads: int | None = Field(default_factory=lambda: floor_defaults().serving.intra_op_threads, ge=1)
+    intra_op_threads: int | None = Field(
+        default_factory=lambda: floor_defaults().serving.intra_op_threads, ge=1
+    )
     allow_spinning: bool = False
     graph_level: str | None = None
     use_gpu: bool = False
@@ -86,21 +97,37 @@ class AppArgs(BaseModel):
     """Arguments of `build_app` (flat, so `serve run serving.app:build_app key=value` can set each one)."""
 
     model_config = ConfigDict(extra="forbid")
-    model: str = Field(default="minilm", description="zoo name, onnx:/path.onnx, or MLflow URI models:/NAME@alias")
+    model: str = Field(
+        default="minilm", description="zoo name, onnx:/path.onnx, or MLflow URI models:/NAME@alias"
+    )
     variant: str | None = None
-    path: str | None = Field(default=None, description="serve this artifact file (sha256 from arg or manifest)")
+    path: str | None = Field(
+        default=None, description="serve this artifact file (sha256 from arg or manifest)"
+    )
     sha256: str | None = None
-    extra_models: list[str] = Field(default_factory=list, description="more models, each 'name' or 'name:variant'")
-    intra_op_threads: int | None = Field(default_factory=lambda: floor_defaults().serving.intra_op_threads, ge=1)
+    extra_models: list[str] = Field(
+        default_factory=list, description="more models, each 'name' or 'name:variant'"
+    )
+    intra_op_threads: int | None = Field(
+        default_factory=lambda: floor_defaults().serving.intra_op_threads, ge=1
+    )
     allow_spinning: bool = False
     max_batch_size: BatchSize = Field(default_factory=lambda: floor_defaults().serving.max_batch_size)
-    batch_wait_timeout_s: BatchWaitS = Field(default_factory=lambda: floor_defaults().serving.batch_wait_timeout_s)
-    bucket_overhead_tokens: int = Field(default_factory=lambda: floor_defaults().serving.call_overhead_tokens, ge=0)
+    batch_wait_timeout_s: BatchWaitS = Field(
+        default_factory=lambda: floor_defaults().serving.batch_wait_timeout_s
+    )
+    bucket_overhead_tokens: int = Field(
+        default_factory=lambda: floor_defaults().serving.call_overhead_tokens, ge=0
+    )
     cache_entries: CacheEntries = Field(default_factory=lambda: floor_defaults().serving.cache_entries)
-    max_ongoing_requests: int = Field(default_factory=lambda: floor_defaults().serving.max_ongoing_requests, ge=1)
+    max_ongoing_requests: int = Field(
+        default_factory=lambda: floor_defaults().serving.max_ongoing_requests, ge=1
+    )
     num_replicas: int = Field(default=1, ge=1)
     num_cpus: float = Field(default=1.0, ge=0)
-    num_gpus: float | None = Field(default=None, ge=0, description="None: 1 when a CUDA GPU is visible, else 0")
+    num_gpus: float | None = Field(
+        default=None, ge=0, description="None: 1 when a CUDA GPU is visible, else 0"
+    )
     api_keys: list[str] = Field(default_factory=list, repr=False)
     api_keys_file: str | None = None
     max_body_bytes: int | None = Field(default=None, gt=0)
@@ -237,8 +264,9 @@ class ModelRuntime:
         source = await asyncio.to_thread(local_copy, source)
         options = self.options.model_copy(update={"intra_op_threads": threads})
         before = self.slot.source.sha256
-        result = await self.slot.switch(source, action="reconfigure", loader=partial(load_for_serving, options=options),
-                                        meta=options)  # fmt: skip
+        result = await self.slot.switch(
+            source, action="reconfigure", loader=partial(load_for_serving, options=options), meta=options
+        )
         self.metrics.observe_switch(f"reconfigure-{result.verdict}")
         if result.verdict == "switched":
             if before != source.sha256:
@@ -278,7 +306,9 @@ class ModelRuntime:
         else:
             shape = _tensor_input_shape(engine)
             meta["input_shape"] = shape
-            meta["inputs"] = [{"name": "input-0", "datatype": "FP32", "shape": [s if s else -1 for s in shape or [-1]]}]
+            meta["inputs"] = [
+                {"name": "input-0", "datatype": "FP32", "shape": [s if s else -1 for s in shape or [-1]]}
+            ]
             meta["outputs"] = [{"name": "output-0", "datatype": "FP32", "shape": [-1, -1]}]
         return meta
 
@@ -295,9 +325,12 @@ class ModelRuntime:
     @serve.batch  # size and wait: apply_batching() sets them from ServingConfig in __init__ and reconfigure()
     async def _text_batch(self, items: list[_Item]) -> list[_ItemResult]:
         start = time.perf_counter()
-        engine, source = self.slot.engine, self.slot.source  # held for the whole batch: a swap cannot split it
+        # held for the whole batch: a swap cannot split it
+        engine, source = self.slot.engine, self.slot.source
         waits = self._timings(items, start)
-        plan = plan_buckets([it.length for it in items], call_overhead_tokens=self.config.bucket_overhead_tokens)
+        plan = plan_buckets(
+            [it.length for it in items], call_overhead_tokens=self.config.bucket_overhead_tokens
+        )
 
         def run() -> list[tuple[np.ndarray, dict[str, float]]]:
             outputs: list[tuple[np.ndarray, dict[str, float]]] = [None] * len(items)  # type: ignore[list-item]
@@ -336,14 +369,20 @@ class ModelRuntime:
         results, offset = [], 0
         for it, wait in zip(items, waits, strict=True):
             self.metrics.observe_wait(wait["queue"], wait["batch_wait"])
-            results.append(_ItemResult(out[offset : offset + it.length], {**wait, **phases}, source.sha256, source.variant))
+            results.append(
+                _ItemResult(
+                    out[offset : offset + it.length], {**wait, **phases}, source.sha256, source.variant
+                )
+            )
             offset += it.length
         return results
 
     async def embed(self, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]:
         engine, source = self.slot.engine, self.slot.source
         if engine.kind != "text":
-            raise RequestRejected(400, "model", "text_model", None, f"model {self.name!r} takes tensors, not text")
+            raise RequestRejected(
+                400, "model", "text_model", None, f"model {self.name!r} takes tensors, not text"
+            )
         t0 = time.perf_counter()
         lengths = engine.token_lengths(texts)
         length_s = time.perf_counter() - t0
@@ -389,19 +428,32 @@ class ModelRuntime:
     async def infer_tensor(self, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]:
         source = self.slot.source
         if self.slot.engine.kind != "tensor":
-            raise RequestRejected(400, "model", "tensor_model", None, f"model {self.name!r} takes text, not tensors")
+            raise RequestRejected(
+                400, "model", "tensor_model", None, f"model {self.name!r} takes text, not tensors"
+            )
         use_cache = use_cache and self.cache.enabled
         key = input_key(source.sha256, array) if use_cache else b""
         if use_cache:
             row = self.cache.get(key)
             self.metrics.observe_cache(int(row is not None), int(row is None))
             if row is not None:
-                return {"outputs": row, "timings": {}, "sha256": source.sha256, "variant": source.variant, "cache_hits": 1}
+                return {
+                    "outputs": row,
+                    "timings": {},
+                    "sha256": source.sha256,
+                    "variant": source.variant,
+                    "cache_hits": 1,
+                }
         result = await self._tensor_batch(_Item(array, int(array.shape[0]), time.perf_counter()))
         if use_cache and result.sha256 == source.sha256:
             self.cache.put(key, result.output)
-        return {"outputs": result.output, "timings": result.timings, "sha256": result.sha256, "variant": result.variant,
-                "cache_hits": 0 if use_cache else None}  # fmt: skip
+        return {
+            "outputs": result.output,
+            "timings": result.timings,
+            "sha256": result.sha256,
+            "variant": result.variant,
+            "cache_hits": 0 if use_cache else None,
+        }
 
     async def switch(self, request: dict[str, Any]) -> dict[str, Any]:
         src = self.slot.source
@@ -432,10 +484,17 @@ class ModelRuntime:
             # Already serving it, and no other model is pinned for the other replicas: nothing to load or
             # write (a redeploy would only rebuild the app and cost every replica CPU for nothing).
             self.metrics.observe_switch("unchanged")
-            return {"action": "switch", "verdict": "switched", "reason": f"already serving {source.sha256[:12]}…",
-                    "expected_sha256": source.sha256, "observed_sha256": before.sha256, "serving_sha256": before.sha256,
-                    "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None, "load_s": 0.0,
-                    "propagation": {"persisted": False, "reason": "nothing to change"}}  # fmt: skip
+            return {
+                "action": "switch",
+                "verdict": "switched",
+                "reason": f"already serving {source.sha256[:12]}…",
+                "expected_sha256": source.sha256,
+                "observed_sha256": before.sha256,
+                "serving_sha256": before.sha256,
+                "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None,
+                "load_s": 0.0,
+                "propagation": {"persisted": False, "reason": "nothing to change"},
+            }
         result = await self.slot.switch(source)
         self.metrics.observe_switch(result.verdict)
         self.metrics.observe_engine(self.slot.engine.info)
@@ -470,10 +529,14 @@ class ModelRuntime:
 
     async def configure(self, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
         """Change serving knobs on every replica of this deployment: validated here, applied by Serve."""
-        merged = ServingConfig.model_validate({**self.config.model_dump(), **patch})  # raises naming the bad field
+        # raises naming the bad field
+        merged = ServingConfig.model_validate({**self.config.model_dump(), **patch})
         persisted = await asyncio.to_thread(persist_replica_config, patch, num_replicas)
-        return {"requested": {**patch, **({"num_replicas": num_replicas} if num_replicas else {})},
-                "config": merged.model_dump(exclude={"source"}), **persisted}  # fmt: skip
+        return {
+            "requested": {**patch, **({"num_replicas": num_replicas} if num_replicas else {})},
+            "config": merged.model_dump(exclude={"source"}),
+            **persisted,
+        }
 
     async def check_health(self) -> None:
         """Raise when the batch loop died, so Serve replaces the replica after repeated failures."""
@@ -566,7 +629,9 @@ class ModelServer:
 class InferenceIngress:
     """HTTP ingress (FastAPI) hosting the primary model in-process; extra models are reached by handle."""
 
-    def __init__(self, args: dict[str, Any], primary: ModelSource, extra: dict[str, DeploymentHandle]) -> None:
+    def __init__(
+        self, args: dict[str, Any], primary: ModelSource, extra: dict[str, DeploymentHandle]
+    ) -> None:
         self.args = AppArgs.model_validate(args)
         self.limits = self.args.limits()
         self.keyring = keyring_from_settings(self.args.api_keys, self.args.api_keys_file)
@@ -604,7 +669,12 @@ class InferenceIngress:
         for name in self.model_names():
             try:
                 meta = await self.metadata(name)
-                models.append({k: meta.get(k) for k in ("name", "variant", "sha256", "provider", "fallback_reason", "origin")})
+                models.append(
+                    {
+                        k: meta.get(k)
+                        for k in ("name", "variant", "sha256", "provider", "fallback_reason", "origin")
+                    }
+                )
             except Exception as exc:  # a dead extra model makes the server not ready, and says which
                 models.append({"name": name, "error": f"{type(exc).__name__}: {exc}"})
         ready = all("error" not in m for m in models)
@@ -617,7 +687,9 @@ class InferenceIngress:
             return await self.extra[model].metadata.remote()  # type: ignore[no-any-return]
         raise self._unknown(model)
 
-    async def embed(self, model: str, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]:
+    async def embed(
+        self, model: str, texts: list[str], truncate: bool, use_cache: bool = True
+    ) -> dict[str, Any]:
         if model == self.runtime.name:
             return await self.runtime.embed(texts, truncate, use_cache)
         if model in self.extra:
@@ -631,7 +703,9 @@ class InferenceIngress:
             return _packed(await self.extra[model].infer_tensor.remote(array, use_cache))  # type: ignore[no-any-return]
         raise self._unknown(model)
 
-    async def configure_model(self, model: str, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
+    async def configure_model(
+        self, model: str, patch: dict[str, Any], num_replicas: int | None
+    ) -> dict[str, Any]:
         """Serving knobs for every replica of `model`'s deployment (batching, cache, threads, replicas)."""
         if model == self.runtime.name:
             return await self.runtime.configure(patch, num_replicas)
@@ -668,7 +742,9 @@ def update_deployment(
     """
     apps = live_app_configs()
     if app_name not in apps:
-        raise RuntimeError(f"application {app_name!r} was not deployed from a config (serve deploy / inferops serve)")
+        raise RuntimeError(
+            f"application {app_name!r} was not deployed from a config (serve deploy / inferops serve)"
+        )
     deployments = apps[app_name].setdefault("deployments", [])
     target = next((d for d in deployments if d.get("name") == deployment), None)
     if target is None:
@@ -721,10 +797,17 @@ def _parse_model_ref(ref: str) -> tuple[str, str | None]:
 def build_app(args: dict[str, Any]) -> Application:
     """Typed builder for `serve run serving.app:build_app model=minilm` and `serve build` configs."""
     parsed = AppArgs.model_validate(args)
-    primary = resolve_source(parsed.model, variant=parsed.variant or _default_variant(parsed.model), path=parsed.path, sha256=parsed.sha256)
+    primary = resolve_source(
+        parsed.model,
+        variant=parsed.variant or _default_variant(parsed.model),
+        path=parsed.path,
+        sha256=parsed.sha256,
+    )
     gpus = parsed.gpus()
     actor_options: dict[str, Any] = {"num_cpus": parsed.num_cpus, "num_gpus": gpus}
-    options = EngineOptions(intra_op_threads=parsed.intra_op_threads, allow_spinning=parsed.allow_spinning, use_gpu=gpus > 0)
+    options = EngineOptions(
+        intra_op_threads=parsed.intra_op_threads, allow_spinning=parsed.allow_spinning, use_gpu=gpus > 0
+    )
     extra: dict[str, Application] = {}
     for ref in parsed.extra_models:
         name, variant = _parse_model_ref(ref)
@@ -759,7 +842,7 @@ def haproxy_available() -> tuple[bool, str]:
         from ray.serve._private.haproxy import get_haproxy_binary
 
         binary = get_haproxy_binary()
-        subprocess.run([binary, "-v"], check=True, capture_output=True, timeout=10)
+        subprocess.run([binary, "-v"], check=True, capture_output=True, timeout=HAPROXY_CHECK_TIMEOUT_S)
         return True, binary
     except Exception as exc:
         return False, f"{type(exc).__name__}: {exc}"
@@ -813,11 +896,16 @@ def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: st
     }
 
 
-def deploy(args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 300.0, route_prefix: str = "/") -> None:
+def deploy(
+    args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 300.0, route_prefix: str = "/"
+) -> None:
     """Deploy or update one app declaratively, keeping the other declaratively deployed apps as they are."""
     mine = app_config(args, name=name, route_prefix=route_prefix)
-    apps = [cfg for app_name, cfg in live_app_configs().items()
-            if app_name != name and cfg.get("route_prefix", "/") != mine["route_prefix"]]  # fmt: skip
+    apps = [
+        cfg
+        for app_name, cfg in live_app_configs().items()
+        if app_name != name and cfg.get("route_prefix", "/") != mine["route_prefix"]
+    ]
     apps.append(mine)
     submit_app_configs(apps)._wait_for_application_running(name, timeout_s=int(timeout_s))
 
@@ -849,7 +937,12 @@ def submit_app_configs(apps: list[dict[str, Any]]) -> Any:
 
 
 def run_local(
-    args: dict[str, Any], *, name: str = "inferops", host: str = "127.0.0.1", port: int = 8000, route_prefix: str = "/"
+    args: dict[str, Any],
+    *,
+    name: str = "inferops",
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    route_prefix: str = "/",
 ) -> str:
     """Start Serve on loopback (if not yet up), deploy the app and return the base URL actually serving.
 
@@ -865,7 +958,9 @@ def run_local(
     if client is None:
         raise RuntimeError("Serve did not start: no controller client after deploy")
     config = client.http_config
-    return http_url(config.host or host, int(config.port)) + (route_prefix.rstrip("/") if route_prefix != "/" else "")
+    return http_url(config.host or host, int(config.port)) + (
+        route_prefix.rstrip("/") if route_prefix != "/" else ""
+    )
 
 
 def __getattr__(name: str) -> Any:

@@ -57,7 +57,9 @@ def write_json_atomic(path: str | Path, payload: Any) -> None:
         tmp.write_text(json.dumps(payload, indent=2, sort_keys=True, default=str), encoding="utf-8")
 
 
-def write_artifact(final: str | Path, writer: Callable[[Path], object], manifest: dict[str, Any]) -> dict[str, Any]:
+def write_artifact(
+    final: str | Path, writer: Callable[[Path], object], manifest: dict[str, Any]
+) -> dict[str, Any]:
     """Run `writer(tmp_path)`, then publish the file and `<file>.manifest.json` with its sha256."""
     final = Path(final)
     with atomic_path(final) as tmp:
@@ -80,7 +82,9 @@ def read_manifest(artifact: str | Path) -> dict[str, Any]:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise ArtifactError(f"manifest {path} is missing: was {Path(artifact).name} built by inferops?") from None
+        raise ArtifactError(
+            f"manifest {path} is missing: was {Path(artifact).name} built by inferops?"
+        ) from None
     except json.JSONDecodeError as exc:
         raise ArtifactError(f"manifest {path} is not valid JSON: {exc}") from None
 

@@ -59,9 +59,13 @@ def read_key_file(path: str | Path) -> list[str]:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise KeyFileError(f"API key file {p} does not exist: create it (one key per line) or unset it") from None
+        raise KeyFileError(
+            f"API key file {p} does not exist: create it (one key per line) or unset it"
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise KeyFileError(f"API key file {p} cannot be read ({exc.__class__.__name__}); fix its permissions") from None
+        raise KeyFileError(
+            f"API key file {p} cannot be read ({exc.__class__.__name__}); fix its permissions"
+        ) from None
     return [line.strip() for line in text.splitlines() if line.strip() and not line.strip().startswith("#")]
 
 

@@ -94,7 +94,9 @@ def plan_buckets(
     while j > 0:
         i = cut[j]
         idx = tuple(order[i:j])
-        groups.append(Bucket(indices=idx, max_len=sorted_lengths[j - 1], real_tokens=sum(lengths[k] for k in idx)))
+        groups.append(
+            Bucket(indices=idx, max_len=sorted_lengths[j - 1], real_tokens=sum(lengths[k] for k in idx))
+        )
         j = i
     groups.reverse()
     real = sum(lengths)

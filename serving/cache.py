@@ -33,8 +33,13 @@ class CacheStats:
         return self.hits / total if total else None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"capacity": self.capacity, "entries": self.entries, "hits": self.hits, "misses": self.misses,
-                "hit_rate": None if self.hit_rate is None else round(self.hit_rate, 4)}  # fmt: skip
+        return {
+            "capacity": self.capacity,
+            "entries": self.entries,
+            "hits": self.hits,
+            "misses": self.misses,
+            "hit_rate": None if self.hit_rate is None else round(self.hit_rate, 4),
+        }
 
 
 def input_key(sha256: str, item: Any, variant_flag: str = "") -> bytes:
@@ -118,7 +123,11 @@ def cached_batch_infer(
     """
 
     def run(batch: Sequence[Any] | np.ndarray) -> np.ndarray:
-        items = list(batch) if not isinstance(batch, np.ndarray) else [batch[i : i + 1] for i in range(len(batch))]
+        items = (
+            list(batch)
+            if not isinstance(batch, np.ndarray)
+            else [batch[i : i + 1] for i in range(len(batch))]
+        )
         keys = [input_key(sha256, it) for it in items]
         rows: list[np.ndarray | None] = [cache.get(k) for k in keys]
         missing = [i for i, r in enumerate(rows) if r is None]

@@ -31,6 +31,13 @@ POLL_INTERVAL_S = 0.5
 # Reads that snapshot the knobs before a change (enough to see each of a handful of replicas).
 SNAPSHOT_READS = 24
 DEFAULT_CONVERGE_TIMEOUT_S = 180.0
+# How much of a server's answer an error message quotes (enough for the JSON error body's field, rule and limit).
+EXCERPT_CHARS = 300
+
+
+def excerpt(text: str) -> str:
+    """The start of a server's answer, for an error message."""
+    return text[:EXCERPT_CHARS]
 
 
 class EndpointError(RuntimeError):
@@ -46,7 +53,12 @@ def infer_payload(inputs: Sequence[str] | np.ndarray) -> dict[str, Any]:
     """An Open Inference Protocol request for a text list or a numeric array."""
     if isinstance(inputs, np.ndarray):
         arr = np.asarray(inputs, dtype=np.float32)
-        tensor = {"name": "input", "shape": list(arr.shape), "datatype": "FP32", "data": arr.reshape(-1).tolist()}
+        tensor = {
+            "name": "input",
+            "shape": list(arr.shape),
+            "datatype": "FP32",
+            "data": arr.reshape(-1).tolist(),
+        }
     else:
         tensor = {"name": "text", "shape": [len(inputs)], "datatype": "BYTES", "data": list(inputs)}
     return {"inputs": [tensor]}
@@ -100,7 +112,12 @@ class InferopsClient:
     """A keyed HTTP client for one inferops endpoint (Open Inference Protocol v2, /v1/embeddings, admin)."""
 
     def __init__(
-        self, url: str, api_key: str | None = None, *, timeout_s: float = DEFAULT_TIMEOUT_S, connections: int = CONNECTIONS
+        self,
+        url: str,
+        api_key: str | None = None,
+        *,
+        timeout_s: float = DEFAULT_TIMEOUT_S,
+        connections: int = CONNECTIONS,
     ) -> None:
         self.url = url.rstrip("/")
         self.api_key = api_key
@@ -181,9 +198,13 @@ class InferopsClient:
         try:
             response = self.call(routes.MODEL, model, timeout=HEALTH_TIMEOUT_S * 2)
         except httpx.HTTPError as exc:
-            raise EndpointError(f"endpoint {self.url} is unreachable ({exc}); start it with `inferops serve`") from None
+            raise EndpointError(
+                f"endpoint {self.url} is unreachable ({exc}); start it with `inferops serve`"
+            ) from None
         if response.status_code != 200:
-            raise EndpointError(f"endpoint {self.url} does not serve model {model!r} (HTTP {response.status_code})")
+            raise EndpointError(
+                f"endpoint {self.url} does not serve model {model!r} (HTTP {response.status_code})"
+            )
         return dict(response.json())
 
     # ---- inference ---------------------------------------------------------------------------------------------
@@ -206,20 +227,30 @@ class InferopsClient:
         try:
             response = self.call(route, model, json=body, timeout=SWITCH_TIMEOUT_S)
         except httpx.HTTPError as exc:
-            raise EndpointError(f"endpoint {self.url}: {route.method} {route.path(model)} failed: "
-                                f"{type(exc).__name__}: {exc}") from None  # fmt: skip
+            raise EndpointError(
+                f"endpoint {self.url}: {route.method} {route.path(model)} failed: {type(exc).__name__}: {exc}"
+            ) from None
         try:
             decoded = response.json()
         except ValueError:
             decoded = {}
-        return AdminReply(response.status_code, decoded if isinstance(decoded, dict) else {}, response.text[:500])
+        return AdminReply(
+            response.status_code, decoded if isinstance(decoded, dict) else {}, excerpt(response.text)
+        )
 
     def switch(
-        self, model: str, *, uri: str | None = None, variant: str | None = None, path: str | None = None,
+        self,
+        model: str,
+        *,
+        uri: str | None = None,
+        variant: str | None = None,
+        path: str | None = None,
         sha256: str | None = None,
-    ) -> AdminReply:  # fmt: skip
+    ) -> AdminReply:
         """Hot-switch `model` to a registry URI, a variant or a file with its sha256 (200 switched, 409 kept)."""
-        body = {k: v for k, v in {"uri": uri, "variant": variant, "path": path, "sha256": sha256}.items() if v}
+        body = {
+            k: v for k, v in {"uri": uri, "variant": variant, "path": path, "sha256": sha256}.items() if v
+        }
         return self._admin(routes.SWITCH, model, body)
 
     def rollback(self, model: str) -> AdminReply:
@@ -230,8 +261,10 @@ class InferopsClient:
         """Ask for serving knobs on every replica of `model`; 202 means Serve will apply them (see `apply_knobs`)."""
         reply = self._admin(routes.SERVING, model, knobs)
         if reply.status != 202:
-            raise EndpointError(f"endpoint {self.url} refused serving knobs {knobs} for {model}: HTTP "
-                                f"{reply.status} {reply.text[:300]}")  # fmt: skip
+            raise EndpointError(
+                f"endpoint {self.url} refused serving knobs {knobs} for {model}: HTTP "
+                f"{reply.status} {excerpt(reply.text)}"
+            )
         return reply
 
     # ---- convergence -------------------------------------------------------------------------------------------
@@ -239,11 +272,16 @@ class InferopsClient:
     def _replica_meta(self, model: str) -> dict[str, Any]:
         response = self.call(routes.MODEL, model)
         if response.status_code in (401, 403, 404):  # waiting cannot fix these
-            raise EndpointError(f"endpoint {self.url}: reading {model}'s metadata gave HTTP "
-                                f"{response.status_code} {response.text[:200]}")  # fmt: skip
+            raise EndpointError(
+                f"endpoint {self.url}: reading {model}'s metadata gave HTTP "
+                f"{response.status_code} {excerpt(response.text)}"
+            )
         if response.status_code != 200:
-            raise httpx.HTTPStatusError(f"HTTP {response.status_code} {response.text[:200]}", request=response.request,
-                                        response=response)  # fmt: skip
+            raise httpx.HTTPStatusError(
+                f"HTTP {response.status_code} {excerpt(response.text)}",
+                request=response.request,
+                response=response,
+            )
         return dict(response.json())
 
     def wait_until(
@@ -272,8 +310,10 @@ class InferopsClient:
                 return Convergence(True, time.monotonic() - start, seen)
             if time.monotonic() - start > timeout_s:
                 bad = {r: v for r, v in seen.items() if not matches(v)}
-                reason = (f"{len(good)} of {replicas} replicas match after {timeout_s:.0f} s; not matching: "
-                          f"{bad or 'none seen'}" + (f"; last error: {last_error}" if last_error else ""))  # fmt: skip
+                reason = (
+                    f"{len(good)} of {replicas} replicas match after {timeout_s:.0f} s; not matching: "
+                    f"{bad or 'none seen'}" + (f"; last error: {last_error}" if last_error else "")
+                )
                 return Convergence(False, time.monotonic() - start, seen, reason)
             # a replica being replaced or scaled away may still answer for a moment: forget what we saw
             seen = {}
@@ -294,9 +334,12 @@ class InferopsClient:
         }
 
     def apply_knobs(
-        self, model: str, knobs: dict[str, Any], expect_sha256: str | None = None,
+        self,
+        model: str,
+        knobs: dict[str, Any],
+        expect_sha256: str | None = None,
         timeout_s: float = DEFAULT_CONVERGE_TIMEOUT_S,
-    ) -> dict[str, Any]:  # fmt: skip
+    ) -> dict[str, Any]:
         """PUT the knobs, then wait until every replica (the requested count) serves with them (and serves
         `expect_sha256` when given). If they do not converge, the knobs that served before are put back."""
         replicas = int(knobs.get("num_replicas") or 1)

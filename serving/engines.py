@@ -115,7 +115,11 @@ class Engine:
     def infer_timed(self, inputs: Any) -> tuple[np.ndarray, dict[str, float]]:
         """`infer`, plus seconds spent in `tokenize` and `compute`."""
         t0 = time.perf_counter()
-        feeds = self._encode(inputs) if self.kind == "text" else {"x": np.ascontiguousarray(inputs, dtype=np.float32)}
+        feeds = (
+            self._encode(inputs)
+            if self.kind == "text"
+            else {"x": np.ascontiguousarray(inputs, dtype=np.float32)}
+        )
         t1 = time.perf_counter()
         out = self._run(feeds)
         t2 = time.perf_counter()
@@ -126,7 +130,13 @@ class Engine:
         return self.infer_timed(inputs)[0]
 
     def describe(self) -> dict[str, Any]:
-        return {"model": self.model, "variant": self.variant, "sha256": self.sha256, "provider": self.provider, **self.info}
+        return {
+            "model": self.model,
+            "variant": self.variant,
+            "sha256": self.sha256,
+            "provider": self.provider,
+            **self.info,
+        }
 
 
 class OrtEngine(Engine):
@@ -162,7 +172,9 @@ class OrtEngine(Engine):
             raise ArtifactError(f"{path}: {exc}") from None
         provider_options = [dict(manifest.get("provider_options", {}).get(p, {})) for p in chosen]
         try:
-            self.session = ort.InferenceSession(str(path), so, providers=chosen, provider_options=provider_options)
+            self.session = ort.InferenceSession(
+                str(path), so, providers=chosen, provider_options=provider_options
+            )
         except Exception as exc:  # ORT raises its own Fail/InvalidGraph types
             raise ArtifactError(
                 f"ONNX model {path} cannot be loaded by onnxruntime: {str(exc).strip()[:300]} "
@@ -198,7 +210,13 @@ class TorchEngine(Engine):
     """PyTorch eager FP32 over a saved state dict, rebuilt with the zoo's architecture."""
 
     def __init__(
-        self, path: Path, sha256: str, manifest: dict[str, Any], spec: ModelSpec, *, intra_op_threads: int | None = None
+        self,
+        path: Path,
+        sha256: str,
+        manifest: dict[str, Any],
+        spec: ModelSpec,
+        *,
+        intra_op_threads: int | None = None,
     ) -> None:
         import torch
 
@@ -214,7 +232,12 @@ class TorchEngine(Engine):
             raise ArtifactError(f"PyTorch weights {path} cannot be loaded: {exc}"[:400]) from exc
         self.module = module.eval()
         self.provider = "torch-cpu"
-        self.info = {"engine": "torch", "torch": torch.__version__, "intra_op_threads": threads, "fallback_reason": None}
+        self.info = {
+            "engine": "torch",
+            "torch": torch.__version__,
+            "intra_op_threads": threads,
+            "fallback_reason": None,
+        }
 
     def _run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         import torch

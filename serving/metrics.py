@@ -50,13 +50,17 @@ class ServingMetrics:
             tag_keys=keys,
         )
         self.padding_efficiency_last = Gauge(
-            "inferops_padding_efficiency_last", description="Padding efficiency of the last batch.", tag_keys=keys
+            "inferops_padding_efficiency_last",
+            description="Padding efficiency of the last batch.",
+            tag_keys=keys,
         )
         self.fallbacks = Counter(
             "inferops_provider_fallbacks", description="Engine loads that fell back to CPU.", tag_keys=keys
         )
         self.on_fallback = Gauge(
-            "inferops_cpu_fallback_active", description="1 when the loaded engine runs on a fallback provider.", tag_keys=keys
+            "inferops_cpu_fallback_active",
+            description="1 when the loaded engine runs on a fallback provider.",
+            tag_keys=keys,
         )
         self.rejected = Counter(
             "inferops_rejected_requests",
@@ -69,7 +73,9 @@ class ServingMetrics:
             tag_keys=("model", "result"),  # type: ignore[arg-type]
         )
         self.switches = Counter(
-            "inferops_model_switches", description="Model switch attempts, by outcome.", tag_keys=("model", "outcome")  # type: ignore[arg-type]
+            "inferops_model_switches",
+            description="Model switch attempts, by outcome.",
+            tag_keys=("model", "outcome"),  # type: ignore[arg-type]
         )
 
     def observe_batch(self, size: int, compute_s: float, efficiency: float | None) -> None:

@@ -190,7 +190,12 @@ class EngineSlot:
                 return result
             prev_source, prev_engine, prev_loader, prev_meta = self.previous
             self.previous = (self.source, self.engine, self._loader, self.meta)
-            self.source, self.engine, self._loader, self.meta = prev_source, prev_engine, prev_loader, prev_meta
+            self.source, self.engine, self._loader, self.meta = (
+                prev_source,
+                prev_engine,
+                prev_loader,
+                prev_meta,
+            )
             result = SwitchResult(
                 action="rollback",
                 verdict="switched",

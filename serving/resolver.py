@@ -57,7 +57,9 @@ def resolve(uri: str) -> ResolvedModel:
     from mlflow.exceptions import MlflowException
 
     if not is_registry_uri(uri):
-        raise RegistryError(f"{uri!r} is not an MLflow model URI (expected models:/NAME@alias or models:/NAME/VERSION)")
+        raise RegistryError(
+            f"{uri!r} is not an MLflow model URI (expected models:/NAME@alias or models:/NAME/VERSION)"
+        )
     tracking = get_settings().resolved_tracking_uri()
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     client = MlflowClient(tracking, registry_uri=tracking)
@@ -77,5 +79,7 @@ def resolve(uri: str) -> ResolvedModel:
     expected = mv.tags.get(TAG_SHA256, "")
     actual = sha256_file(path)
     if expected and actual != expected:
-        raise ArtifactError(f"{uri} (version {mv.version}): sha256 of {path} is {actual[:12]}…, registry says {expected[:12]}…")
+        raise ArtifactError(
+            f"{uri} (version {mv.version}): sha256 of {path} is {actual[:12]}…, registry says {expected[:12]}…"
+        )
     return ResolvedModel(uri, name, str(mv.version), actual, mv.tags.get(TAG_VARIANT, ""), path)

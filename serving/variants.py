@@ -53,7 +53,9 @@ class VariantRecipe:
 VARIANT_RECIPES: dict[str, VariantRecipe] = {
     r.name: r
     for r in (
-        VariantRecipe("torch-fp32", "torch-state-dict", "baseline", description="PyTorch eager FP32 (baseline)"),
+        VariantRecipe(
+            "torch-fp32", "torch-state-dict", "baseline", description="PyTorch eager FP32 (baseline)"
+        ),
         VariantRecipe(
             "onnx-fp32",
             "onnx-export",
@@ -106,8 +108,14 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             "onnx-int8-dynamic",
             "quantize-dynamic",
             "quantization",
-            {"per_channel": False, "reduce_range": False, "weight_type": "QInt8", "nodes_to_exclude": [],
-             "op_types_to_quantize": None, "session_graph_level": "all"},
+            {
+                "per_channel": False,
+                "reduce_range": False,
+                "weight_type": "QInt8",
+                "nodes_to_exclude": [],
+                "op_types_to_quantize": None,
+                "session_graph_level": "all",
+            },
             parent="onnx-fp32-fused",
             description="INT8 dynamic quantization, per-tensor weights",
         ),
@@ -115,8 +123,14 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             "onnx-int8-dynamic-perchannel",
             "quantize-dynamic",
             "quantization",
-            {"per_channel": True, "reduce_range": False, "weight_type": "QInt8", "nodes_to_exclude": [],
-             "op_types_to_quantize": None, "session_graph_level": "all"},
+            {
+                "per_channel": True,
+                "reduce_range": False,
+                "weight_type": "QInt8",
+                "nodes_to_exclude": [],
+                "op_types_to_quantize": None,
+                "session_graph_level": "all",
+            },
             parent="onnx-fp32-fused",
             description="INT8 dynamic quantization, per-channel weights",
         ),
@@ -124,8 +138,14 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             "onnx-int8-dynamic-perchannel-reducerange",
             "quantize-dynamic",
             "quantization",
-            {"per_channel": True, "reduce_range": True, "weight_type": "QInt8", "nodes_to_exclude": [],
-             "op_types_to_quantize": None, "session_graph_level": "all"},
+            {
+                "per_channel": True,
+                "reduce_range": True,
+                "weight_type": "QInt8",
+                "nodes_to_exclude": [],
+                "op_types_to_quantize": None,
+                "session_graph_level": "all",
+            },
             parent="onnx-fp32-fused",
             description="INT8 dynamic, per-channel, 7-bit weights (avoids VNNI-less overflow)",
         ),
@@ -133,20 +153,34 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             "onnx-int8-dynamic-opexclusion",
             "quantize-dynamic-exclusion",
             "quantization",
-            {"per_channel": False, "reduce_range": False, "weight_type": "QInt8", "nodes_to_exclude": [],
-             "op_types_to_quantize": None, "session_graph_level": "all",
-             "retention_target": OPEXCLUSION_RETENTION_TARGET},
+            {
+                "per_channel": False,
+                "reduce_range": False,
+                "weight_type": "QInt8",
+                "nodes_to_exclude": [],
+                "op_types_to_quantize": None,
+                "session_graph_level": "all",
+                "retention_target": OPEXCLUSION_RETENTION_TARGET,
+            },
             parent="onnx-fp32-fused",
             description="INT8 dynamic, per-tensor, with the node groups that lose the most accuracy kept in FP32 "
-                        "(measured one group at a time, excluded greedily until retention_target is met)",
+            "(measured one group at a time, excluded greedily until retention_target is met)",
         ),
         VariantRecipe(
             "onnx-int8-static",
             "quantize-static",
             "static_quantization",
-            {"per_channel": True, "reduce_range": False, "activation_type": "QUInt8", "weight_type": "QInt8",
-             "op_types_to_quantize": ["MatMul", "Gemm", "Conv"], "nodes_to_exclude": [], "calibrate_method": "MinMax",
-             "calibration_size": CALIBRATION_SIZE, "session_graph_level": "all"},
+            {
+                "per_channel": True,
+                "reduce_range": False,
+                "activation_type": "QUInt8",
+                "weight_type": "QInt8",
+                "op_types_to_quantize": ["MatMul", "Gemm", "Conv"],
+                "nodes_to_exclude": [],
+                "calibrate_method": "MinMax",
+                "calibration_size": CALIBRATION_SIZE,
+                "session_graph_level": "all",
+            },
             parent="onnx-fp32",
             description="INT8 static (QDQ) quantization calibrated on the zoo's example inputs",
         ),
@@ -163,14 +197,17 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             "trt-fp16",
             "tensorrt",
             "tensorrt",
-            {"fp16": True, "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
-             "session_graph_level": "all"},
+            {
+                "fp16": True,
+                "providers": ["TensorrtExecutionProvider", "CUDAExecutionProvider"],
+                "session_graph_level": "all",
+            },
             parent="onnx-fp32",
             requires_gpu=True,
             description="TensorRT execution provider with FP16 kernels and an engine cache",
         ),
     )
-}  # fmt: skip
+}
 
 
 @dataclass(frozen=True)
@@ -252,7 +289,10 @@ def _cached(path: Path, params: dict[str, Any], parent_sha: str | None) -> dict[
     except ArtifactError as exc:
         log.warning("rebuilding %s: %s", path.name, exc)
         return None
-    if manifest.get("params") != json.loads(json.dumps(params)) or manifest.get("parent_sha256") != parent_sha:
+    if (
+        manifest.get("params") != json.loads(json.dumps(params))
+        or manifest.get("parent_sha256") != parent_sha
+    ):
         return None
     return manifest
 
@@ -303,7 +343,9 @@ def ensure_variant(model: str, variant: str = "onnx-fp32", **knobs: Any) -> Vari
                 }
             }
         # A builder may return findings of its own (a search's trials, say): they go into the manifest.
-        manifest = write_artifact(path, lambda tmp: meta.update(builder(spec, parent, params, tmp) or {}), meta)
+        manifest = write_artifact(
+            path, lambda tmp: meta.update(builder(spec, parent, params, tmp) or {}), meta
+        )
     return VariantArtifact(spec.name, variant, path, manifest["sha256"], manifest)
 
 
@@ -363,7 +405,9 @@ def _copy_parent(spec: ModelSpec, parent: VariantArtifact | None, params: dict[s
     shutil.copyfile(parent.path, tmp)
 
 
-def _build_graph_opt(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> None:
+def _build_graph_opt(
+    spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path
+) -> None:
     import onnxruntime as ort
 
     assert parent is not None
@@ -392,10 +436,14 @@ def _quant_type(name: str) -> Any:
     try:
         return QuantType[name]
     except KeyError:
-        raise ValueError(f"weight/activation type {name!r} is not one of {[t.name for t in QuantType]}") from None
+        raise ValueError(
+            f"weight/activation type {name!r} is not one of {[t.name for t in QuantType]}"
+        ) from None
 
 
-def _build_dynamic(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> None:
+def _build_dynamic(
+    spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path
+) -> None:
     from onnx import TensorProto
     from onnxruntime.quantization import quantize_dynamic
 
@@ -414,7 +462,9 @@ def _build_dynamic(spec: ModelSpec, parent: VariantArtifact | None, params: dict
 
 
 # Ops ONNX Runtime's dynamic quantizer rewrites; nodes of other types stay FP32 whatever is excluded.
-DYNAMIC_QUANT_OPS = frozenset({"MatMul", "Gemm", "Conv", "Attention", "Gather", "EmbedLayerNormalization", "LSTM"})
+DYNAMIC_QUANT_OPS = frozenset(
+    {"MatMul", "Gemm", "Conv", "Attention", "Gather", "EmbedLayerNormalization", "LSTM"}
+)
 
 
 def quantizable_groups(path: Path, op_types: list[str] | None) -> dict[str, list[str]]:
@@ -433,7 +483,9 @@ def quantizable_groups(path: Path, op_types: list[str] | None) -> dict[str, list
     return groups
 
 
-def _build_dynamic_exclusion(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> dict[str, Any]:
+def _build_dynamic_exclusion(
+    spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path
+) -> dict[str, Any]:
     """The op-exclusion fallback, guided by measured impact: quantize with each node group kept in FP32, rank the
     groups by how much accuracy that recovers, then keep the top groups in FP32 until the target is met."""
     assert parent is not None
@@ -458,8 +510,14 @@ def _build_dynamic_exclusion(spec: ModelSpec, parent: VariantArtifact | None, pa
         if base < target:
             for name, nodes in groups.items():
                 kept = retention(nodes)
-                ranked.append({"group": name, "nodes": len(nodes), "retention_if_fp32": round(kept, 5),
-                               "impact": round(kept - base, 5)})  # fmt: skip
+                ranked.append(
+                    {
+                        "group": name,
+                        "nodes": len(nodes),
+                        "retention_if_fp32": round(kept, 5),
+                        "impact": round(kept - base, 5),
+                    }
+                )
             ranked.sort(key=lambda g: -g["impact"])
             for group in ranked:
                 if group["impact"] <= 0:
@@ -472,9 +530,16 @@ def _build_dynamic_exclusion(spec: ModelSpec, parent: VariantArtifact | None, pa
         _build_dynamic(spec, parent, {**params, "nodes_to_exclude": excluded}, tmp)
     finally:
         trial.unlink(missing_ok=True)
-    return {"exclusion_search": {"retention_target": target, "retention_without_exclusions": round(base, 5),
-                                 "groups": ranked, "excluded_nodes": excluded, "retention": round(final, 5),
-                                 "met_target": final >= target}}  # fmt: skip
+    return {
+        "exclusion_search": {
+            "retention_target": target,
+            "retention_without_exclusions": round(base, 5),
+            "groups": ranked,
+            "excluded_nodes": excluded,
+            "retention": round(final, 5),
+            "met_target": final >= target,
+        }
+    }
 
 
 def calibration_feeds(spec: ModelSpec, input_names: list[str], size: int) -> Iterator[dict[str, np.ndarray]]:
@@ -499,7 +564,10 @@ def _build_static(spec: ModelSpec, parent: VariantArtifact | None, params: dict[
     )
 
     assert parent is not None
-    names = [i.name for i in ort.InferenceSession(str(parent.path), providers=["CPUExecutionProvider"]).get_inputs()]
+    names = [
+        i.name
+        for i in ort.InferenceSession(str(parent.path), providers=["CPUExecutionProvider"]).get_inputs()
+    ]
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -532,7 +600,9 @@ def _build_fp16(spec: ModelSpec, parent: VariantArtifact | None, params: dict[st
     onnx.save(model, str(tmp))
 
 
-_BUILDERS: dict[str, Callable[[ModelSpec, VariantArtifact | None, dict[str, Any], Path], dict[str, Any] | None]] = {
+_BUILDERS: dict[
+    str, Callable[[ModelSpec, VariantArtifact | None, dict[str, Any], Path], dict[str, Any] | None]
+] = {
     "torch-state-dict": _build_torch,
     "onnx-export": _build_export,
     "session-level": _copy_parent,

@@ -74,7 +74,9 @@ class ModelSpec:
     evaluator: Callable[..., EvalResult]
     torch_module: Callable[[], torch.nn.Module] | None = None
     empty_module: Callable[[], torch.nn.Module] | None = None
-    export_inputs: Callable[[], tuple[tuple[Any, ...], list[str], list[str], dict[str, dict[int, str]]]] | None = None
+    export_inputs: (
+        Callable[[], tuple[tuple[Any, ...], list[str], list[str], dict[str, dict[int, str]]]] | None
+    ) = None
     onnx_source: Path | None = None
     tokenizer_dir: Path | None = None
     max_tokens: int | None = None
@@ -129,7 +131,9 @@ TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 _ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
 
 
-def encode_texts(tokenizer: Tokenizer, texts: Sequence[str], names: Sequence[str] = TEXT_INPUTS) -> dict[str, np.ndarray]:
+def encode_texts(
+    tokenizer: Tokenizer, texts: Sequence[str], names: Sequence[str] = TEXT_INPUTS
+) -> dict[str, np.ndarray]:
     """Token ids, attention mask and type ids as int64 arrays, padded to the longest text (the BERT feed)."""
     enc = tokenizer.encode_batch(list(texts))
     return {n: np.asarray([getattr(e, _ENCODING_FIELDS[n]) for e in enc], dtype=np.int64) for n in names}
@@ -172,7 +176,9 @@ def _minilm_export_inputs() -> tuple[tuple[Any, ...], list[str], list[str], dict
     import torch
 
     tok = load_tokenizer(minilm_dir(), minilm_max_tokens())
-    feeds = encode_texts(tok, ["A short one.", "A somewhat longer sentence to give the sequence axis a size."])
+    feeds = encode_texts(
+        tok, ["A short one.", "A somewhat longer sentence to give the sequence axis a size."]
+    )
     args = tuple(torch.from_numpy(feeds[n]) for n in TEXT_INPUTS)
     names = list(TEXT_INPUTS)
     axes = {n: {0: "batch", 1: "sequence"} for n in names} | {"sentence_embedding": {0: "batch"}}
@@ -223,7 +229,9 @@ def read_stsb(path: str | Path) -> tuple[list[str], list[str], np.ndarray]:
                 if not row:
                     continue
                 if len(row) < 7:
-                    raise ValueError(f"{path} line {lineno}: expected 7 tab-separated columns, found {len(row)}")
+                    raise ValueError(
+                        f"{path} line {lineno}: expected 7 tab-separated columns, found {len(row)}"
+                    )
                 scores.append(float(row[4]))
                 left.append(row[5])
                 right.append(row[6])
@@ -237,18 +245,27 @@ def stsb_spearman(engine: InferenceEngine, path: str | Path, batch: int = 64) ->
     from scipy.stats import spearmanr
 
     left, right, gold = read_stsb(path)
-    emb = [np.concatenate([engine.infer(side[i : i + batch]) for i in range(0, len(side), batch)]) for side in (left, right)]
+    emb = [
+        np.concatenate([engine.infer(side[i : i + batch]) for i in range(0, len(side), batch)])
+        for side in (left, right)
+    ]
     cos = (emb[0] * emb[1]).sum(axis=1)  # engines return L2-normalised rows
     return float(spearmanr(cos, gold).statistic * 100.0)
 
 
-def evaluate_minilm(engine: InferenceEngine, stsb_path: str | Path | None = None, batch: int = 32) -> EvalResult:
+def evaluate_minilm(
+    engine: InferenceEngine, stsb_path: str | Path | None = None, batch: int = 32
+) -> EvalResult:
     """Fidelity to FP32 (mean and minimum cosine) on the docstring corpus; STS-B Spearman when a file is given."""
     sentences = english_sentences()
     ref = minilm_reference(sentences)
-    out = np.concatenate([engine.infer(list(sentences[i : i + batch])) for i in range(0, len(sentences), batch)])
+    out = np.concatenate(
+        [engine.infer(list(sentences[i : i + batch])) for i in range(0, len(sentences), batch)]
+    )
     if out.shape != ref.shape:
-        raise EvaluatorError(f"engine returned embeddings of shape {out.shape}, the FP32 reference has {ref.shape}")
+        raise EvaluatorError(
+            f"engine returned embeddings of shape {out.shape}, the FP32 reference has {ref.shape}"
+        )
     out = out / np.linalg.norm(out, axis=1, keepdims=True)
     cos = (out * ref).sum(axis=1)
     details = {"fidelity_min_cosine": float(cos.min())}
@@ -332,7 +349,9 @@ def _train_digits(path: Path, threads: int) -> Path:
     finally:
         torch.set_num_threads(threads)
     params = {"seed": DIGITS_SEED, "epochs": DIGITS_EPOCHS, "batch": DIGITS_BATCH, "lr": DIGITS_LR}
-    write_artifact(path, lambda tmp: save_state_dict(state, tmp), {"model": "digits-cnn", "transform": "train", **params})
+    write_artifact(
+        path, lambda tmp: save_state_dict(state, tmp), {"model": "digits-cnn", "transform": "train", **params}
+    )
     return path
 
 
@@ -358,7 +377,12 @@ def _digits_module() -> torch.nn.Module:
 def _digits_export_inputs() -> tuple[tuple[Any, ...], list[str], list[str], dict[str, dict[int, str]]]:
     import torch
 
-    return (torch.zeros(2, 1, 8, 8),), ["pixels"], ["logits"], {"pixels": {0: "batch"}, "logits": {0: "batch"}}
+    return (
+        (torch.zeros(2, 1, 8, 8),),
+        ["pixels"],
+        ["logits"],
+        {"pixels": {0: "batch"}, "logits": {0: "batch"}},
+    )
 
 
 def _digits_examples(n: int) -> np.ndarray:
@@ -385,7 +409,9 @@ def load_entry_point(spec: str) -> Callable[..., Any]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise EvaluatorError(f"evaluator {spec!r}: module {module_name!r} cannot be imported ({exc})") from exc
+        raise EvaluatorError(
+            f"evaluator {spec!r}: module {module_name!r} cannot be imported ({exc})"
+        ) from exc
     func = getattr(module, attr, None)
     if not callable(func):
         raise EvaluatorError(f"evaluator {spec!r}: {module_name} has no callable {attr!r}")
@@ -410,10 +436,14 @@ def _onnx_spec(name: str, evaluator: str | None) -> ModelSpec:
             return got
         if isinstance(got, dict) and len(got) >= 1:
             metric, value = next(iter(got.items()))
-            return EvalResult(label, str(metric), float(value), 0, {k: float(v) for k, v in list(got.items())[1:]})
+            return EvalResult(
+                label, str(metric), float(value), 0, {k: float(v) for k, v in list(got.items())[1:]}
+            )
         if isinstance(got, int | float):
             return EvalResult(label, "score", float(got), 0)
-        raise EvaluatorError(f"evaluator {evaluator!r} returned {type(got).__name__}; expected a float or a dict")
+        raise EvaluatorError(
+            f"evaluator {evaluator!r} returned {type(got).__name__}; expected a float or a dict"
+        )
 
     def _examples(n: int) -> np.ndarray:
         import onnx

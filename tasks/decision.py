@@ -24,7 +24,8 @@ class Decision:
     observed: Any
     passed: bool | None  # None: not applicable here, left out of shares
     reason: str
-    extra: Mapping[str, Any] = field(default_factory=dict)  # further columns of one kind of check (e.g. severity)
+    # further columns of one kind of check (e.g. severity)
+    extra: Mapping[str, Any] = field(default_factory=dict)
 
     @property
     def verdict(self) -> str:

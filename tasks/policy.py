@@ -164,7 +164,8 @@ class StabilitySuite(_Strict):
     cadence: str
     duration_s: float = Field(gt=0)
     leak_slope_mb_per_h: float = Field(gt=0)
-    leak_min_growth_mb: float = Field(ge=0)  # a slope is a leak only if memory also grew this much after warm-up
+    # a slope is a leak only if memory also grew this much after warm-up
+    leak_min_growth_mb: float = Field(ge=0)
 
 
 class TestSuite(_Strict):
@@ -235,7 +236,9 @@ class Capacity(_Strict):
             if not 0 < level < 1:
                 raise ValueError(f"confidence level {level} must be between 0 and 1")
         if self.plan_scenario not in self.scenarios:
-            raise ValueError(f"plan_scenario {self.plan_scenario!r} is not in scenarios {self.scenarios}; add it or pick one")
+            raise ValueError(
+                f"plan_scenario {self.plan_scenario!r} is not in scenarios {self.scenarios}; add it or pick one"
+            )
         if not any(abs(self.plan_confidence - lv) < 1e-9 for lv in self.confidence_levels):
             raise ValueError(
                 f"plan_confidence {self.plan_confidence} is not in confidence_levels {self.confidence_levels}; "
@@ -327,7 +330,9 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise PolicyError(f"policy file {path} must hold a mapping at the top level, got {type(data).__name__}")
+        raise PolicyError(
+            f"policy file {path} must hold a mapping at the top level, got {type(data).__name__}"
+        )
     return data
 
 

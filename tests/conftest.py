@@ -18,7 +18,10 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 def _isolated_data_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
     """Every test session writes to its own data dir and MLflow store, never the user's `.inferops/`."""
     data_dir = tmp_path_factory.mktemp("inferops-data")
-    old = {k: os.environ.get(k) for k in ("INFEROPS_DATA_DIR", "INFEROPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")}
+    old = {
+        k: os.environ.get(k)
+        for k in ("INFEROPS_DATA_DIR", "INFEROPS_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI")
+    }
     os.environ["INFEROPS_DATA_DIR"] = str(data_dir)
     os.environ.pop("INFEROPS_MLFLOW_TRACKING_URI", None)
     os.environ.pop("MLFLOW_TRACKING_URI", None)
@@ -40,8 +43,6 @@ def models_cache() -> Path:
     from serving.settings import get_settings
 
     return get_settings().models_dir
-
-
 
 
 @pytest.fixture(scope="session")

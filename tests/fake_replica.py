@@ -80,7 +80,9 @@ def build_fake_app(control: Path) -> Any:
                 "timings": {"compute": cfg["latency_ms"] / 1000.0},
             }
 
-        async def embed(self, model: str, texts: list[str], truncate: bool, use_cache: bool = True) -> dict[str, Any]:
+        async def embed(
+            self, model: str, texts: list[str], truncate: bool, use_cache: bool = True
+        ) -> dict[str, Any]:
             raise RequestRejected(400, "model", "text_model", None, f"{model} is not an embedding model")
 
         async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -93,7 +95,9 @@ def build_fake_app(control: Path) -> Any:
         async def rollback_model(self, model: str) -> dict[str, Any]:
             return await self.switch_model(model, {"rollback": True})
 
-        async def configure_model(self, model: str, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
+        async def configure_model(
+            self, model: str, patch: dict[str, Any], num_replicas: int | None
+        ) -> dict[str, Any]:
             return {"persisted": False, "reason": "the fake replica has no serving knobs"}
 
     return create_api(FakeService())
@@ -116,16 +120,26 @@ class FakeReplica:
 
 @contextmanager
 def fake_replica(
-    tmp: Path, *, latency_ms: float = 5.0, leak_kb: int = 0, sha256: str = HEALTHY_SHA, model: str = FAKE_MODEL
+    tmp: Path,
+    *,
+    latency_ms: float = 5.0,
+    leak_kb: int = 0,
+    sha256: str = HEALTHY_SHA,
+    model: str = FAKE_MODEL,
 ) -> Iterator[FakeReplica]:
     """Start the fake replica serving `model` in a subprocess on a free loopback port; stop it on exit."""
     control = tmp / f"fake-replica-{time.monotonic_ns()}.json"
-    cfg = {"model": model, "latency_ms": latency_ms, "fast_ms": latency_ms, "leak_kb": leak_kb, "sha256": sha256}
+    cfg = {
+        "model": model,
+        "latency_ms": latency_ms,
+        "fast_ms": latency_ms,
+        "leak_kb": leak_kb,
+        "sha256": sha256,
+    }
     control.write_text(json.dumps(cfg))
     args = ["--control", str(control)]
     with subprocess_server("tests.fake_replica", args, routes.LIVE.path(), startup_s=60) as (url, proc):
         yield FakeReplica(url, proc.pid, control)
-
 
 
 def main() -> None:
@@ -135,7 +149,9 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--control", type=Path, required=True)
     args = parser.parse_args()
-    uvicorn.run(build_fake_app(args.control), host="127.0.0.1", port=args.port, log_level="warning", access_log=False)
+    uvicorn.run(
+        build_fake_app(args.control), host="127.0.0.1", port=args.port, log_level="warning", access_log=False
+    )
 
 
 if __name__ == "__main__":

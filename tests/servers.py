@@ -105,7 +105,9 @@ def subprocess_server(
         while True:
             if proc.poll() is not None:
                 err = proc.stderr.read().decode() if proc.stderr else ""
-                raise RuntimeError(f"test server {module} {args} exited with {proc.returncode}: {err[-2000:]}")
+                raise RuntimeError(
+                    f"test server {module} {args} exited with {proc.returncode}: {err[-2000:]}"
+                )
             try:
                 if httpx.get(url + ready_path, timeout=1).status_code == 200:
                     break
@@ -125,7 +127,9 @@ def subprocess_server(
 
 
 @contextmanager
-def serve(kind: str, *, service_ms: float = 20.0, leak_kb: int = 1024, startup_s: float = 30.0) -> Iterator[RunningServer]:
+def serve(
+    kind: str, *, service_ms: float = 20.0, leak_kb: int = 1024, startup_s: float = 30.0
+) -> Iterator[RunningServer]:
     """Start a test server in a subprocess, wait until ready, stop it on exit."""
     args = [kind, "--service-ms", str(service_ms), "--leak-kb", str(leak_kb)]
     with subprocess_server("tests.servers", args, routes.READY.path(), startup_s) as (url, proc):

@@ -40,7 +40,10 @@ def imports_of(path: Path, known: set[str]) -> Iterator[tuple[int, str]]:
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
         elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names = [f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module for alias in node.names]
+            names = [
+                f"{node.module}.{alias.name}" if f"{node.module}.{alias.name}" in known else node.module
+                for alias in node.names
+            ]
         else:
             continue
         for name in names:
@@ -56,7 +59,10 @@ def imports_of(path: Path, known: set[str]) -> Iterator[tuple[int, str]]:
 def graph() -> dict[str, set[str]]:
     modules = project_modules()
     known = set(modules)
-    return {mod: {target for _, target in imports_of(path, known) if target != mod} for mod, path in modules.items()}
+    return {
+        mod: {target for _, target in imports_of(path, known) if target != mod}
+        for mod, path in modules.items()
+    }
 
 
 def component(module: str) -> str:
@@ -113,14 +119,18 @@ def test_no_floor_imports_a_floor_above_it() -> None:
         floor = module.split(".")[0]
         for line, target in imports_of(path, known):
             if target.split(".")[0] in FORBIDDEN[floor]:
-                violations.append(f"{path.relative_to(ROOT)}:{line} imports {target} ({floor} may not import {target.split('.')[0]})")
+                violations.append(
+                    f"{path.relative_to(ROOT)}:{line} imports {target} ({floor} may not import {target.split('.')[0]})"
+                )
     assert not violations, "imports that point up:\n" + "\n".join(violations)
 
 
 def test_no_import_cycle_between_packages() -> None:
     edges: dict[str, set[str]] = {}
     for module, targets in graph().items():
-        edges.setdefault(component(module), set()).update(component(t) for t in targets if component(t) != component(module))
+        edges.setdefault(component(module), set()).update(
+            component(t) for t in targets if component(t) != component(module)
+        )
     assert cycles(edges) == [], f"packages that import each other: {cycles(edges)}"
 
 
@@ -149,4 +159,9 @@ def test_import_reader_sees_function_level_and_from_imports(tmp_path: Path) -> N
         "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from cli import demo\n"
     )
     known = {"tasks.policy", "serving", "serving.engines", "flows.phase_gate", "cli", "cli.demo"}
-    assert [t for _, t in sorted(imports_of(source, known))] == ["tasks.policy", "serving.engines", "flows.phase_gate", "cli.demo"]
+    assert [t for _, t in sorted(imports_of(source, known))] == [
+        "tasks.policy",
+        "serving.engines",
+        "flows.phase_gate",
+        "cli.demo",
+    ]

@@ -92,7 +92,9 @@ def breakdown(
             + ", ".join(f"{p.name} {p.ms:.1f} ms" for p in phases[1:])
         ).rstrip("; ")
     if model_load_s is not None:
-        findings.append(f"model loading: {model_load_s:.2f} s per replica start (paid at deploy and scale-out)")
+        findings.append(
+            f"model loading: {model_load_s:.2f} s per replica start (paid at deploy and scale-out)"
+        )
     if gpu_memory_headroom is not None:
         verdict = "low" if gpu_memory_headroom < gpu_headroom_min else "ok"
         findings.append(
@@ -110,7 +112,9 @@ def breakdown(
 def render_markdown(result: Breakdown, title: str = "Bottleneck breakdown") -> str:
     """A markdown table of the phases, the dominant bottleneck and the findings."""
     lines = [f"## {title}", ""]
-    lines.append(f"- client latency (mean): {result.client_ms:.2f} ms; server total: {result.server_ms:.2f} ms")
+    lines.append(
+        f"- client latency (mean): {result.client_ms:.2f} ms; server total: {result.server_ms:.2f} ms"
+    )
     lines.append(f"- dominant bottleneck: **{result.focus_area}** — {result.evidence}")
     lines += ["", "| phase | focus area | ms | share |", "|---|---|---:|---:|"]
     for p in result.phases:

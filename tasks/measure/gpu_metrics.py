@@ -61,7 +61,9 @@ def sample_gpus() -> list[GpuSample]:
         util = nvml.nvmlDeviceGetUtilizationRates(handle)
         mem = nvml.nvmlDeviceGetMemoryInfo(handle)
         try:
-            temperature: float | None = float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
+            temperature: float | None = float(
+                nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU)
+            )
         except Exception:  # some boards (MIG slices, vGPUs) do not expose it
             temperature = None
         try:
@@ -80,4 +82,3 @@ def sample_gpus() -> list[GpuSample]:
             )
         )
     return samples
-

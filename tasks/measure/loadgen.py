@@ -19,6 +19,7 @@ import psutil
 from hdrh.histogram import HdrHistogram
 
 from serving import routes
+from serving.client import excerpt
 
 # Histogram range: 1 µs .. 10 min, 3 significant digits (0.1% value resolution), values in microseconds.
 HIST_LOWEST_US = 1
@@ -81,9 +82,13 @@ def parse_server_timing(header: str | None) -> dict[str, float]:
 def check_rate(rate: float, duration_s: float) -> None:
     """Raise LoadInputError for a rate or duration that cannot make a schedule."""
     if not math.isfinite(rate) or rate <= 0:
-        raise LoadInputError(f"rate {rate} req/s is not allowed: the rate must be a positive number; pass e.g. --rate 10")
+        raise LoadInputError(
+            f"rate {rate} req/s is not allowed: the rate must be a positive number; pass e.g. --rate 10"
+        )
     if not math.isfinite(duration_s) or duration_s <= 0:
-        raise LoadInputError(f"duration {duration_s} s is not allowed: it must be positive; pass e.g. --duration 20")
+        raise LoadInputError(
+            f"duration {duration_s} s is not allowed: it must be positive; pass e.g. --duration 20"
+        )
 
 
 def constant_schedule(rate: float, duration_s: float) -> list[float]:
@@ -127,7 +132,9 @@ def load_trace(
     try:
         frame = pd.read_csv(path, usecols=[column], dtype=str)
     except ValueError as exc:
-        raise LoadInputError(f"trace file {path} has no column {column!r} ({exc}); pass --trace-column NAME") from None
+        raise LoadInputError(
+            f"trace file {path} has no column {column!r} ({exc}); pass --trace-column NAME"
+        ) from None
     raw = frame[column]
     numeric = pd.to_numeric(raw, errors="coerce")
     if numeric.notna().all() and len(raw):
@@ -151,7 +158,9 @@ def load_trace(
         check_rate(target_rps, 1.0)
         span = offsets[-1]
         if span <= 0 or len(offsets) < 2:
-            raise LoadInputError(f"trace file {path} spans no time; it cannot be rescaled to {target_rps} req/s")
+            raise LoadInputError(
+                f"trace file {path} spans no time; it cannot be rescaled to {target_rps} req/s"
+            )
         speedup = target_rps / ((len(offsets) - 1) / span)  # trace's own mean rate -> target
     if not math.isfinite(speedup) or speedup <= 0:
         raise LoadInputError(f"trace speedup {speedup} must be a positive number")
@@ -243,7 +252,9 @@ class HttpTarget:
 class InProcessTarget:
     """Calls an in-process function (e.g. an engine's `infer`) in a thread pool, for comparison with HTTP."""
 
-    def __init__(self, fn: Callable[[Any], Any], input_factory: Callable[[int], Any], *, threads: int = 1) -> None:
+    def __init__(
+        self, fn: Callable[[Any], Any], input_factory: Callable[[int], Any], *, threads: int = 1
+    ) -> None:
         self.fn = fn
         self.input_factory = input_factory
         self.threads = threads
@@ -419,7 +430,9 @@ def _generator_stats(cpu_s: float, wall_s: float, lag: HdrHistogram, in_process:
     if cores >= GENERATOR_CPU_LIMIT_CORES and not in_process:
         reasons.append(f"generator used {cores:.2f} cores (limit {GENERATOR_CPU_LIMIT_CORES})")
     if p99 > SEND_LAG_LIMIT_MS:
-        reasons.append(f"send lag P99 {p99:.1f} ms > {SEND_LAG_LIMIT_MS} ms: requests left later than scheduled")
+        reasons.append(
+            f"send lag P99 {p99:.1f} ms > {SEND_LAG_LIMIT_MS} ms: requests left later than scheduled"
+        )
     reason = "; ".join(reasons) or (
         f"generator used {cores:.2f} cores (limit {GENERATOR_CPU_LIMIT_CORES}), send lag P99 {p99:.1f} ms "
         f"(limit {SEND_LAG_LIMIT_MS} ms)"
@@ -600,11 +613,19 @@ def run_http_open(
 ) -> LoadResult:
     """Open-loop HTTP load at `rate` req/s for `duration_s`."""
     check_rate(rate, duration_s)
-    offsets = poisson_schedule(rate, duration_s, seed) if arrivals == "poisson" else constant_schedule(rate, duration_s)
+    offsets = (
+        poisson_schedule(rate, duration_s, seed)
+        if arrivals == "poisson"
+        else constant_schedule(rate, duration_s)
+    )
 
     async def go() -> LoadResult:
-        async with HttpTarget(url, body_factory, headers=headers, timeout_s=timeout_s, max_connections=concurrency_cap) as t:
-            result = await run_schedule(t.send, offsets, target=url, concurrency_cap=concurrency_cap, progress=progress)
+        async with HttpTarget(
+            url, body_factory, headers=headers, timeout_s=timeout_s, max_connections=concurrency_cap
+        ) as t:
+            result = await run_schedule(
+                t.send, offsets, target=url, concurrency_cap=concurrency_cap, progress=progress
+            )
         result.offered_rps = rate
         return result
 
@@ -623,10 +644,14 @@ def run_http_trace(
 ) -> LoadResult:
     """Replay arrival offsets (from `load_trace`) against an HTTP endpoint, open loop."""
     if not offsets:
-        raise LoadInputError("the trace has no arrivals in the window asked for; widen --duration or the trace")
+        raise LoadInputError(
+            "the trace has no arrivals in the window asked for; widen --duration or the trace"
+        )
 
     async def go() -> LoadResult:
-        async with HttpTarget(url, body_factory, headers=headers, timeout_s=timeout_s, max_connections=concurrency_cap) as t:
+        async with HttpTarget(
+            url, body_factory, headers=headers, timeout_s=timeout_s, max_connections=concurrency_cap
+        ) as t:
             return await run_schedule(
                 t.send, offsets, mode="trace", target=url, concurrency_cap=concurrency_cap, progress=progress
             )
@@ -647,8 +672,12 @@ def run_http_closed(
     """Closed-loop HTTP load with `concurrency` clients for `duration_s`."""
 
     async def go() -> LoadResult:
-        async with HttpTarget(url, body_factory, headers=headers, timeout_s=timeout_s, max_connections=concurrency) as t:
-            return await run_closed(t.send, concurrency=concurrency, duration_s=duration_s, target=url, progress=progress)
+        async with HttpTarget(
+            url, body_factory, headers=headers, timeout_s=timeout_s, max_connections=concurrency
+        ) as t:
+            return await run_closed(
+                t.send, concurrency=concurrency, duration_s=duration_s, target=url, progress=progress
+            )
 
     return asyncio.run(go())
 
@@ -668,7 +697,11 @@ def run_inprocess(
         async with InProcessTarget(fn, input_factory, threads=concurrency) as t:
             if rate is None:
                 return await run_closed(
-                    t.send, concurrency=concurrency, duration_s=duration_s, target="in-process", in_process=True
+                    t.send,
+                    concurrency=concurrency,
+                    duration_s=duration_s,
+                    target="in-process",
+                    in_process=True,
                 )
             offsets = poisson_schedule(rate, duration_s, seed)
             result = await run_schedule(t.send, offsets, target="in-process", in_process=True)
@@ -733,7 +766,7 @@ def preflight(
             f"cannot reach endpoint {url} ({type(exc).__name__}: {exc}); start the server or fix --url"
         ) from None
     latency = (time.perf_counter() - started) * 1000.0
-    detail = response.text[:300]
+    detail = excerpt(response.text)
     if response.status_code == 404:
         raise EndpointError(
             f"endpoint {url} answered 404 for model {model!r}: the model is unknown there (or the path is wrong); "
@@ -746,4 +779,6 @@ def preflight(
         )
     if not 200 <= response.status_code < 300:
         raise EndpointError(f"endpoint {url} answered {response.status_code} to a valid request: {detail}")
-    return Preflight(url, response.status_code, latency, parse_server_timing(response.headers.get("server-timing")))
+    return Preflight(
+        url, response.status_code, latency, parse_server_timing(response.headers.get("server-timing"))
+    )

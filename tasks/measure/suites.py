@@ -44,7 +44,6 @@ STABILITY_WARMUP_FRACTION = 0.2
 LEAK_MIN_SAMPLES = 4
 
 
-
 def _check(name: str, observed: float, threshold: float, *, at_most: bool, unit: str = "") -> Decision:
     """Pass when observed is <= threshold (at_most) or >= threshold; NaN observed fails."""
     ok = (observed <= threshold if at_most else observed >= threshold) if math.isfinite(observed) else False
@@ -176,7 +175,11 @@ def _latency_decisions(load: LoadResult, sla_ms: float, max_error_rate: float) -
             None,
             gen.cpu_cores_used,
             not gen.likely_bottleneck,
-            ("the load generator was likely the bottleneck: " if gen.likely_bottleneck else "generator kept up: ")
+            (
+                "the load generator was likely the bottleneck: "
+                if gen.likely_bottleneck
+                else "generator kept up: "
+            )
             + gen.reason,
         )
     )
@@ -208,7 +211,9 @@ def _run_fixed(
 ) -> SuiteResult:
     sla = policy.rollout_gate.sla_p99_ms
     max_err = policy.test_suite.max_error_rate
-    with SystemSampler(spec.pids, interval_s=spec.sample_interval_s, prometheus_url=spec.prometheus_url) as sampler:
+    with SystemSampler(
+        spec.pids, interval_s=spec.sample_interval_s, prometheus_url=spec.prometheus_url
+    ) as sampler:
         if offsets is not None:
             load = run_http_trace(
                 spec.url,
@@ -286,7 +291,9 @@ def run_load(
 # ---------------------------------------------------------------------------------------------------------
 # stress: the knee
 # ---------------------------------------------------------------------------------------------------------
-def _wait_drained(url: str, body: dict[str, Any], headers: dict[str, str], sla_ms: float, max_wait_s: float) -> None:
+def _wait_drained(
+    url: str, body: dict[str, Any], headers: dict[str, str], sla_ms: float, max_wait_s: float
+) -> None:
     """After an overloaded step, wait until one request answers within the SLA so the backlog does not leak
     into the next step."""
     deadline = time.monotonic() + max_wait_s
@@ -340,10 +347,16 @@ def find_knee(
     bisect_steps = bisect_steps if bisect_steps is not None else cfg.bisect_steps
     check_rate(rate, step_s)
     if factor <= 1.0:
-        raise ValueError(f"stress step_factor {factor} must be > 1 so the ramp grows; policy test_suite.stress")
+        raise ValueError(
+            f"stress step_factor {factor} must be > 1 so the ramp grows; policy test_suite.stress"
+        )
     if top < rate:
         raise ValueError(f"stress max_rps {top} is below start_rps {rate}; raise max_rps")
-    timeout = timeout_s if timeout_s is not None else max(DEFAULT_TIMEOUT_S / 5, sla * STRESS_TIMEOUT_SLA_MULTIPLE / 1000)
+    timeout = (
+        timeout_s
+        if timeout_s is not None
+        else max(DEFAULT_TIMEOUT_S / 5, sla * STRESS_TIMEOUT_SLA_MULTIPLE / 1000)
+    )
     hdrs = dict(headers or {})
     steps: list[StressStep] = []
     loads: dict[float, LoadResult] = {}
@@ -352,7 +365,13 @@ def find_knee(
     def attempt(r: float, phase: Literal["ramp", "confirm", "bisect"]) -> bool:
         duration = max(step_s, min(STRESS_MIN_REQUESTS_PER_STEP / r, STRESS_MAX_STEP_STRETCH * step_s))
         load = run_http_open(
-            url, body_factory, rate=r, duration_s=duration, headers=hdrs, timeout_s=timeout, concurrency_cap=concurrency_cap
+            url,
+            body_factory,
+            rate=r,
+            duration_s=duration,
+            headers=hdrs,
+            timeout_s=timeout,
+            concurrency_cap=concurrency_cap,
         )
         p99 = load.percentiles["p99"]
         ok = math.isfinite(p99) and p99 <= sla and load.error_rate <= max_err
@@ -360,7 +379,9 @@ def find_knee(
             f"P99 {p99:.1f} ms {'<=' if p99 <= sla else '>'} {sla:g} ms, error rate {load.error_rate:.2%} "
             f"{'<=' if load.error_rate <= max_err else '>'} {max_err:.2%}"
         )
-        step = StressStep(r, p99, load.error_rate, load.throughput_rps, ok, phase, load.generator.likely_bottleneck, reason)
+        step = StressStep(
+            r, p99, load.error_rate, load.throughput_rps, ok, phase, load.generator.likely_bottleneck, reason
+        )
         steps.append(step)
         loads[r] = load
         if on_step is not None:
@@ -534,13 +555,19 @@ def run_stability(
     rate = policy.rollout_gate.target_qps if rate is None else rate
     duration = duration_s if duration_s is not None else policy.test_suite.stability.duration_s
     check_rate(rate, duration)
-    threshold = leak_threshold_mb_per_h if leak_threshold_mb_per_h is not None else policy.test_suite.stability.leak_slope_mb_per_h
+    threshold = (
+        leak_threshold_mb_per_h
+        if leak_threshold_mb_per_h is not None
+        else policy.test_suite.stability.leak_slope_mb_per_h
+    )
     if not spec.pids:
         raise ValueError(
             "stability needs the server's process ids to watch its memory; pass --pid (repeatable) or, for "
             "Ray Serve, replica pids from tasks.measure.system_metrics.replica_pids()"
         )
-    base = _run_fixed(spec, "stability", rate=rate, duration_s=duration, offsets=None, policy=policy, progress=progress)
+    base = _run_fixed(
+        spec, "stability", rate=rate, duration_s=duration, offsets=None, policy=policy, progress=progress
+    )
     assert base.load is not None and base.system is not None
     availability = base.load.ok / base.load.scheduled if base.load.scheduled else 0.0
     minimum = policy.rollout_gate.items["stability"].minimum
@@ -577,32 +604,62 @@ def render_markdown(result: SuiteResult) -> str:
     """The decision table of one suite run (and the stress search's steps)."""
     text = decisions_markdown(result.decisions, title=f"{result.suite} — {result.url}")
     if isinstance(result, StressResult) and result.steps:
-        rows = [{"step": s.phase, "rate (req/s)": f"{s.rate_rps:.3g}", "P99 (ms)": f"{s.p99_ms:.1f}",
-                 "error rate": f"{s.error_rate:.2%}", "throughput": f"{s.throughput_rps:.1f}", "ok": s.ok}
-                for s in result.steps]  # fmt: skip
+        rows = [
+            {
+                "step": s.phase,
+                "rate (req/s)": f"{s.rate_rps:.3g}",
+                "P99 (ms)": f"{s.p99_ms:.1f}",
+                "error rate": f"{s.error_rate:.2%}",
+                "throughput": f"{s.throughput_rps:.1f}",
+                "ok": s.ok,
+            }
+            for s in result.steps
+        ]
         text += "\n" + markdown_table(rows)
     return text
 
 
-def embeddings_target(url: str, model: str, api_key: str | None, *, use_cache: bool = False, path: str | None = None,
-                      timeout_s: float = DEFAULT_TIMEOUT_S, pids: Sequence[int] = ()) -> TargetSpec:  # fmt: skip
+def embeddings_target(
+    url: str,
+    model: str,
+    api_key: str | None,
+    *,
+    use_cache: bool = False,
+    path: str | None = None,
+    timeout_s: float = DEFAULT_TIMEOUT_S,
+    pids: Sequence[int] = (),
+) -> TargetSpec:
     """One corpus sentence per request to the embeddings route, keyed. Unless `use_cache`, every request asks for
     a fresh answer (`Cache-Control: no-cache`): the load cycles through a few hundred sentences, and a response
     cache would answer nearly all of them, so the suite would measure the cache, not the model."""
     headers = auth_headers(api_key)
     if not use_cache:
         headers["Cache-Control"] = "no-cache"
-    return TargetSpec(endpoint_url(url, path or DEFAULT_ENDPOINT_PATH), embeddings_body_factory(model), headers=headers,
-                      timeout_s=timeout_s, pids=list(pids))  # fmt: skip
+    return TargetSpec(
+        endpoint_url(url, path or DEFAULT_ENDPOINT_PATH),
+        embeddings_body_factory(model),
+        headers=headers,
+        timeout_s=timeout_s,
+        pids=list(pids),
+    )
 
 
-def run_suite(spec: TargetSpec, suite: SuiteName, policy: Policy, *, rate: float | None = None,
-              duration_s: float | None = None, stress_budget_s: float | None = None) -> SuiteResult:  # fmt: skip
+def run_suite(
+    spec: TargetSpec,
+    suite: SuiteName,
+    policy: Policy,
+    *,
+    rate: float | None = None,
+    duration_s: float | None = None,
+    stress_budget_s: float | None = None,
+) -> SuiteResult:
     """One of the four suites by name (a stress search may get a shorter wall-time budget than the policy's)."""
     if suite == "benchmark":
         return run_benchmark(spec, policy=policy, rate=rate, duration_s=duration_s)
     if suite == "load":
         return run_load(spec, policy=policy, rate=rate, duration_s=duration_s)
     if suite == "stress":
-        return run_stress(spec, policy=policy, **({"time_budget_s": stress_budget_s} if stress_budget_s is not None else {}))
+        return run_stress(
+            spec, policy=policy, **({"time_budget_s": stress_budget_s} if stress_budget_s is not None else {})
+        )
     return run_stability(spec, policy=policy, rate=rate, duration_s=duration_s)

@@ -42,14 +42,18 @@ def load_request_log(path: str | Path, kind: str) -> list[str] | np.ndarray:
     """Read a request log for a `kind` ("text" or "tensor") model, in request order."""
     file = Path(path)
     if not file.is_file():
-        raise WorkloadError(f"request log {file} does not exist; give a JSON Lines file of requests (or .npy for tensors)")
+        raise WorkloadError(
+            f"request log {file} does not exist; give a JSON Lines file of requests (or .npy for tensors)"
+        )
     if kind == "tensor":
         try:
             array = np.load(file, allow_pickle=False)
         except (ValueError, OSError) as exc:
             raise WorkloadError(f"request log {file}: not a .npy array ({exc})") from None
         if array.ndim < 2 or len(array) == 0:
-            raise WorkloadError(f"request log {file}: expected an array of requests (N, ...), got shape {array.shape}")
+            raise WorkloadError(
+                f"request log {file}: expected an array of requests (N, ...), got shape {array.shape}"
+            )
         return np.asarray(array[:MAX_REQUESTS], dtype=np.float32)
     texts: list[str] = []
     with file.open(encoding="utf-8") as fh:
@@ -62,7 +66,9 @@ def load_request_log(path: str | Path, kind: str) -> list[str] | np.ndarray:
                 raise WorkloadError(f"request log {file} line {number}: not JSON ({exc.msg})") from None
             text = record.get("text", record.get("input")) if isinstance(record, dict) else None
             if not isinstance(text, str) or not text:
-                raise WorkloadError(f"request log {file} line {number}: needs a non-empty string under 'text' or 'input'")
+                raise WorkloadError(
+                    f"request log {file} line {number}: needs a non-empty string under 'text' or 'input'"
+                )
             texts.append(text)
             if len(texts) >= MAX_REQUESTS:
                 break
@@ -71,7 +77,9 @@ def load_request_log(path: str | Path, kind: str) -> list[str] | np.ndarray:
     return texts
 
 
-def synthetic_request_log(pool: list[str] | np.ndarray, requests: int, zipf_s: float, seed: int = 0) -> list[Any]:
+def synthetic_request_log(
+    pool: list[str] | np.ndarray, requests: int, zipf_s: float, seed: int = 0
+) -> list[Any]:
     """`requests` draws from `pool` with Zipf popularity (rank r drawn with weight 1/r^s): a few inputs are asked
     for often, most rarely, as in search and FAQ traffic. The demo's workload; real logs replace it."""
     if requests < 1 or len(pool) == 0:
@@ -86,6 +94,7 @@ def synthetic_request_log(pool: list[str] | np.ndarray, requests: int, zipf_s: f
 def write_request_log(path: Path, requests: list[Any]) -> Path:
     """Write a request log in the format `load_request_log` reads (atomically, with a manifest)."""
     if requests and not isinstance(requests[0], str):
+
         def save(tmp: Path) -> None:
             with tmp.open("wb") as fh:  # a file object: np.save would append .npy to the temporary name
                 np.save(fh, np.stack(requests), allow_pickle=False)

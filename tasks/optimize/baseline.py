@@ -30,7 +30,9 @@ def reference_variant(model: str) -> str:
     return "torch-fp32" if "torch-fp32" in list_variants(model) else "onnx-fp32"
 
 
-def establish(model: str, threads: int, batch: int, repeats: int, policy: Optimization, workload: Workload | None) -> CycleBaseline:
+def establish(
+    model: str, threads: int, batch: int, repeats: int, policy: Optimization, workload: Workload | None
+) -> CycleBaseline:
     """Measure the FP32 reference and what serves now; on a first cycle the FP32 model becomes the recorded
     champion, so there is always something to roll back to."""
     variants = list_variants(model)
@@ -38,11 +40,23 @@ def establish(model: str, threads: int, batch: int, repeats: int, policy: Optimi
     champion = registry.alias_version(model, registry.CHAMPION)
     served = champion.variant if champion and champion.variant in variants else reference
     requests = workload.requests if workload else None
-    ref = measure(model, Candidate(reference, reference, "baseline", "baseline", threads, batch), 1, policy, requests)
+    ref = measure(
+        model, Candidate(reference, reference, "baseline", "baseline", threads, batch), 1, policy, requests
+    )
     defaults = {"intra_op_threads": threads, "max_batch_size": batch, "num_replicas": 1, "cache_entries": 0}
-    knobs = registry.version_knobs(model, champion.version if champion and served == champion.variant else None, defaults)
-    current = Candidate(served, served, "baseline", "baseline", knobs["intra_op_threads"], knobs["max_batch_size"],
-                        knobs["num_replicas"], knobs["cache_entries"])  # fmt: skip
+    knobs = registry.version_knobs(
+        model, champion.version if champion and served == champion.variant else None, defaults
+    )
+    current = Candidate(
+        served,
+        served,
+        "baseline",
+        "baseline",
+        knobs["intra_op_threads"],
+        knobs["max_batch_size"],
+        knobs["num_replicas"],
+        knobs["cache_entries"],
+    )
     measured = measure(model, current, repeats, policy, requests)
     recorded = registry.ensure_champion(model, measured.path, {**measured.manifest, "variant": served})
     return CycleBaseline(model, current, measured, ref.value, recorded.version)

@@ -34,8 +34,14 @@ class Candidate:
     cache_entries: int = 0
 
     def params(self) -> dict[str, Any]:
-        return {"variant": self.variant, "intra_op_threads": self.intra_op_threads, "batch": self.batch,
-                "replicas": self.replicas, "cache_entries": self.cache_entries, "stage": self.stage}  # fmt: skip
+        return {
+            "variant": self.variant,
+            "intra_op_threads": self.intra_op_threads,
+            "batch": self.batch,
+            "replicas": self.replicas,
+            "cache_entries": self.cache_entries,
+            "stage": self.stage,
+        }
 
     def serving_knobs(self) -> dict[str, int]:
         """What the live deployment needs to serve as this candidate was measured (PUT .../serving field names)."""
@@ -65,8 +71,18 @@ def model_stage(model: str, baseline: Candidate) -> list[Candidate]:
         recipe = VARIANT_RECIPES[name]
         if name in NOT_CANDIDATES or name == baseline.variant or gpu_unavailable_reason(recipe):
             continue
-        candidates.append(Candidate(name, name, recipe.opt_type, "model", baseline.intra_op_threads, baseline.batch,
-                                    baseline.replicas, baseline.cache_entries))  # fmt: skip
+        candidates.append(
+            Candidate(
+                name,
+                name,
+                recipe.opt_type,
+                "model",
+                baseline.intra_op_threads,
+                baseline.batch,
+                baseline.replicas,
+                baseline.cache_entries,
+            )
+        )
     return candidates
 
 
@@ -79,12 +95,23 @@ def knob_stage(best: Candidate, stage: str, values: list[dict[str, int]]) -> lis
         raise ValueError(f"unknown knob stage {stage!r}: one of {sorted(STAGE_TYPES)}")
     out = []
     for change in values:
-        knobs = {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
-                 "cache_entries": best.cache_entries, **change}  # fmt: skip
-        if knobs == {"intra_op_threads": best.intra_op_threads, "batch": best.batch, "replicas": best.replicas,
-                     "cache_entries": best.cache_entries}:  # fmt: skip
+        knobs = {
+            "intra_op_threads": best.intra_op_threads,
+            "batch": best.batch,
+            "replicas": best.replicas,
+            "cache_entries": best.cache_entries,
+            **change,
+        }
+        if knobs == {
+            "intra_op_threads": best.intra_op_threads,
+            "batch": best.batch,
+            "replicas": best.replicas,
+            "cache_entries": best.cache_entries,
+        }:
             continue
-        name = candidate_name(best.variant, knobs["intra_op_threads"], knobs["batch"], knobs["replicas"], knobs["cache_entries"])
+        name = candidate_name(
+            best.variant, knobs["intra_op_threads"], knobs["batch"], knobs["replicas"], knobs["cache_entries"]
+        )
         out.append(Candidate(name, best.variant, STAGE_TYPES[stage], stage, **knobs))
     return out
 
@@ -96,7 +123,13 @@ def knob_values(stage: str, given: list[int] | None, policy: Optimization) -> li
     if stage == "parallelization":
         threads = list(given) if given else sorted({1, min(2, cores), cores})
         pairs = [{"intra_op_threads": t, "replicas": 1} for t in threads]
-        pairs += [{"intra_op_threads": t, "replicas": r} for r in policy.replica_options if r > 1 for t in threads if r * t <= cores]
+        pairs += [
+            {"intra_op_threads": t, "replicas": r}
+            for r in policy.replica_options
+            if r > 1
+            for t in threads
+            if r * t <= cores
+        ]
         return pairs
     if stage == "batching":
         return [{"batch": b} for b in (given or policy.batch_options)]
@@ -107,7 +140,10 @@ def knob_values(stage: str, given: list[int] | None, policy: Optimization) -> li
 
 def variant_knobs(variant: str, policy: Optimization) -> dict[str, Any]:
     """Build knobs that follow the policy: the op-exclusion search stops at the policy's retention threshold."""
-    if "retention_target" in VARIANT_RECIPES[variant].params and policy.accuracy_retention_threshold != OPEXCLUSION_RETENTION_TARGET:
+    if (
+        "retention_target" in VARIANT_RECIPES[variant].params
+        and policy.accuracy_retention_threshold != OPEXCLUSION_RETENTION_TARGET
+    ):
         return {"retention_target": policy.accuracy_retention_threshold}
     return {}
 
@@ -119,5 +155,7 @@ def plan_candidates(model: str, baseline: Candidate, include: list[str] | None =
         return plan
     unknown = sorted(set(include) - {c.variant for c in plan})
     if unknown:
-        raise ValueError(f"candidates {unknown} are not available for {model}: choose from {[c.variant for c in plan]}")
+        raise ValueError(
+            f"candidates {unknown} are not available for {model}: choose from {[c.variant for c in plan]}"
+        )
     return [c for c in plan if c.variant in include]

@@ -77,11 +77,16 @@ def cycle_facts(
         ),
         "rollback prepared": (
             champion is not None and bool(champion.sha256),
-            f"champion v{champion.version} sha256 {champion.sha256[:12]}… recorded" if champion else "no champion recorded",
+            f"champion v{champion.version} sha256 {champion.sha256[:12]}… recorded"
+            if champion
+            else "no champion recorded",
         ),
         "test environment ready": (
             baseline.reference_value > 0,
             f"evaluator {baseline.measured.metric} runs; FP32 reference {baseline.reference_value:.4f}",
         ),
-        "monitoring configured": (True, f"endpoint {url} answers" if url else "in-process measurement (no endpoint given)"),
+        "monitoring configured": (
+            True,
+            f"endpoint {url} answers" if url else "in-process measurement (no endpoint given)",
+        ),
     }

@@ -77,7 +77,10 @@ def score_candidate(evidence: CandidateEvidence, policy: Optimization) -> Matrix
             + scoring.fidelity_risk_weight * max(0.0, 1 - worst) / 10,
             f"base {base.risk}, P99 spread {evidence.p99_spread:.1%}, worst-case retention {worst:.4f}",
         ),
-        "implementation_difficulty": (base.difficulty, f"base {base.difficulty} for {evidence.optimization_type}"),
+        "implementation_difficulty": (
+            base.difficulty,
+            f"base {base.difficulty} for {evidence.optimization_type}",
+        ),
     }
     factors = []
     for name, rule in policy.decision_matrix.items():

@@ -36,9 +36,10 @@ class BatchTiming:
     p50_ms: float
     p99_ms: float
     calls: int
-    started: float = 0.0  # wall clock (time.time) of the first timed call: replicas' windows are compared on it
+    started: float = (
+        0.0  # wall clock (time.time) of the first timed call: replicas' windows are compared on it
+    )
     ended: float = 0.0
-
 
 
 @dataclass
@@ -90,8 +91,15 @@ def measure_batches(
         lat.append(time.perf_counter() - t0)
     total = time.perf_counter() - start
     ms = np.asarray(lat) * 1e3
-    return BatchTiming(batch, n / total, float(np.percentile(ms, 50)), float(np.percentile(ms, 99)), len(chunks),
-                       wall_start, wall_start + total)  # fmt: skip
+    return BatchTiming(
+        batch,
+        n / total,
+        float(np.percentile(ms, 50)),
+        float(np.percentile(ms, 99)),
+        len(chunks),
+        wall_start,
+        wall_start + total,
+    )
 
 
 def retention_decision(metric: str, observed: float, baseline: float, threshold: float) -> Decision:
@@ -125,13 +133,16 @@ def measure_variant(
     except VariantUnavailable as exc:
         report.skipped = str(exc)
         return report
-    engine = load_engine(art.path, expected_sha256=art.sha256, intra_op_threads=intra_op_threads,
-                         allow_spinning=allow_spinning)  # fmt: skip
+    engine = load_engine(
+        art.path, expected_sha256=art.sha256, intra_op_threads=intra_op_threads, allow_spinning=allow_spinning
+    )
     spec = engine.spec
     report.provider, report.sha256, report.info = engine.provider, engine.sha256, engine.info
     inputs = spec.example_inputs(QUICK_ITEMS if quick else BENCH_ITEMS)
     for b in batch_sizes:
-        report.timings[b] = measure_batches(engine.infer, inputs, b, QUICK_MIN_CALLS if quick else BENCH_MIN_CALLS)
+        report.timings[b] = measure_batches(
+            engine.infer, inputs, b, QUICK_MIN_CALLS if quick else BENCH_MIN_CALLS
+        )
     kwargs = {"stsb_path": stsb_path} if stsb_path is not None else {}
     report.evaluation = spec.evaluate(engine, **kwargs)
     if baseline is not None:
@@ -141,7 +152,10 @@ def measure_variant(
             report.evaluation.metric, report.evaluation.value, baseline.value, retention_threshold
         )
         report.retention = report.decision.observed
-        ours, ref = report.evaluation.details.get("stsb_spearman_x100"), baseline.details.get("stsb_spearman_x100")
+        ours, ref = (
+            report.evaluation.details.get("stsb_spearman_x100"),
+            baseline.details.get("stsb_spearman_x100"),
+        )
         if ours is not None and ref:
             report.stsb_retention = ours / ref
     del engine
@@ -167,7 +181,9 @@ def compare_variants(
     chosen = list(variants) if variants else available
     unknown = [v for v in chosen if v not in available]
     if unknown:
-        raise ValueError(f"variant(s) {', '.join(unknown)} do not apply to {model}; choose from {', '.join(available)}")
+        raise ValueError(
+            f"variant(s) {', '.join(unknown)} do not apply to {model}; choose from {', '.join(available)}"
+        )
     reference = "torch-fp32" if "torch-fp32" in available else "onnx-fp32"
     order = [reference] + [v for v in chosen if v != reference]
     reports: list[VariantReport] = []
@@ -192,8 +208,10 @@ def compare_variants(
             say(f"    skipped: {rep.skipped}")
         else:
             ev = rep.evaluation
-            say(f"    {rep.provider}: best {rep.best_throughput():.1f} items/s, {ev.metric if ev else '?'} "
-                f"{ev.value if ev else float('nan'):.4f}")  # fmt: skip
+            say(
+                f"    {rep.provider}: best {rep.best_throughput():.1f} items/s, {ev.metric if ev else '?'} "
+                f"{ev.value if ev else float('nan'):.4f}"
+            )
         reports.append(rep)
     return reports
 
@@ -207,7 +225,9 @@ def measure_reference_decision(rep: VariantReport, baseline: EvalResult, thresho
     return rep
 
 
-def measure_sentence_transformers(texts: Sequence[str], batch: int = 1, min_calls: int = BENCH_MIN_CALLS) -> BatchTiming:
+def measure_sentence_transformers(
+    texts: Sequence[str], batch: int = 1, min_calls: int = BENCH_MIN_CALLS
+) -> BatchTiming:
     """The naive baseline: sentence-transformers' own `encode`, FP32 PyTorch, `batch` texts per call."""
     from sentence_transformers import SentenceTransformer
 

@@ -48,7 +48,9 @@ def cost_per_million(throughput_rps: float, cost_per_hour: float) -> float:
     return cost_per_hour / (throughput_rps * 3600.0) * 1_000_000
 
 
-def roi_figures(baseline_rps: float, final_rps: float, policy: Optimization, target_qps: float) -> dict[str, float]:
+def roi_figures(
+    baseline_rps: float, final_rps: float, policy: Optimization, target_qps: float
+) -> dict[str, float]:
     """Cost per million requests before/after, cost saving rate, yearly benefit at the target load, and ROI."""
     cost_h = policy.hardware_cost_per_hour
     before = cost_per_million(baseline_rps, cost_h)

@@ -31,37 +31,56 @@ def summarize_baseline(baseline: CycleBaseline) -> dict[str, Any]:
 
 def cycle_record(model: str, workload: Workload | None) -> RunRecord:
     """The cycle's parent run as it opens (one parent run per cycle, a nested run per candidate)."""
-    record = RunRecord(f"cycle-{model}", names.OPTIMIZATION_EXPERIMENT,
-                       tags={names.TAG_MODEL: model, names.TAG_RETENTION_CLASS: names.OPTIMIZATION_PLANS})  # fmt: skip
+    record = RunRecord(
+        f"cycle-{model}",
+        names.OPTIMIZATION_EXPERIMENT,
+        tags={names.TAG_MODEL: model, names.TAG_RETENTION_CLASS: names.OPTIMIZATION_PLANS},
+    )
     if workload is not None:
         record.params = {"request_log": workload.source, "workload_requests": len(workload.requests)}
         record.metrics = {"workload_repeat_share": workload.repeat_share}
     return record
 
 
-def baseline_record(model: str, baseline: CycleBaseline, settings: CycleSettings, plan: list[Candidate]) -> RunRecord:
+def baseline_record(
+    model: str, baseline: CycleBaseline, settings: CycleSettings, plan: list[Candidate]
+) -> RunRecord:
     """What the cycle measured before changing anything, and the plan it will try."""
     trial = baseline.measured.trial
     return RunRecord(
         f"cycle-{model}",
         names.OPTIMIZATION_EXPERIMENT,
-        params={"baseline_variant": baseline.candidate.variant, "baseline_sha256": baseline.measured.sha256,
-                "repeats": settings.repeats, "max_trials": settings.max_trials, "batch": settings.batch,
-                "threads": settings.threads},
-        metrics={"baseline_throughput": trial.median_throughput, "baseline_p99_ms": trial.median_p99,
-                 "baseline_spread": trial.spread},
+        params={
+            "baseline_variant": baseline.candidate.variant,
+            "baseline_sha256": baseline.measured.sha256,
+            "repeats": settings.repeats,
+            "max_trials": settings.max_trials,
+            "batch": settings.batch,
+            "threads": settings.threads,
+        },
+        metrics={
+            "baseline_throughput": trial.median_throughput,
+            "baseline_p99_ms": trial.median_p99,
+            "baseline_spread": trial.spread,
+        },
         dicts={"plan.json": {"plan": [c.params() | {"name": c.name} for c in plan]}},
-    )  # fmt: skip
+    )
 
 
-def candidate_record(result: CandidateResult, measured: Measured | None, baseline: CycleBaseline) -> RunRecord:
+def candidate_record(
+    result: CandidateResult, measured: Measured | None, baseline: CycleBaseline
+) -> RunRecord:
     """One candidate's nested run: its measurements, every check, and the rollback record when it was rejected."""
     trial = result.trial
     record = RunRecord(
         result.name,
         names.OPTIMIZATION_EXPERIMENT,
-        tags={names.TAG_MODEL: baseline.model, names.TAG_VERDICT: "accepted" if result.accepted else "rejected",
-              names.TAG_REASON: result.reason, names.TAG_RETENTION_CLASS: names.PERFORMANCE_DATA},
+        tags={
+            names.TAG_MODEL: baseline.model,
+            names.TAG_VERDICT: "accepted" if result.accepted else "rejected",
+            names.TAG_REASON: result.reason,
+            names.TAG_RETENTION_CLASS: names.PERFORMANCE_DATA,
+        },
         params=dict(result.params),
         metrics={
             "throughput_median": trial.median_throughput if trial else None,
@@ -76,7 +95,7 @@ def candidate_record(result: CandidateResult, measured: Measured | None, baselin
         },
         dicts={"validation.json": {"checks": [c.as_dict() for c in result.checks], "row": result.row()}},
         failed=trial is None,
-    )  # fmt: skip
+    )
     if measured is not None:
         record.tags |= {names.TAG_SHA256: measured.sha256, names.TAG_PROVIDER: measured.provider}
     if not result.accepted:
@@ -92,6 +111,7 @@ def candidate_record(result: CandidateResult, measured: Measured | None, baselin
         }
         record.tags[names.TAG_ROLLBACK] = "recorded"
     return record
+
 
 def render_report(
     model: str,
@@ -116,9 +136,7 @@ def render_report(
     ]
     for r in results:
         row = r.row()
-        lines.append(
-            "| " + " | ".join("" if row[k] is None else str(row[k]) for k in row) + " |"
-        )
+        lines.append("| " + " | ".join("" if row[k] is None else str(row[k]) for k in row) + " |")
     lines += ["", "## Outcome", ""]
     if champion is None:
         lines.append("No candidate passed: the previous champion keeps serving.")
@@ -138,7 +156,10 @@ def final_state(
     monitoring_rules: str | None,
 ) -> dict[str, Any]:
     """What the cycle ended with: how the search stopped, the gate's verdict, the champion and where it serves."""
-    final: dict[str, Any] = {"search": outcome.stop_reason, "candidates_measured": outcome.candidates_measured}
+    final: dict[str, Any] = {
+        "search": outcome.stop_reason,
+        "candidates_measured": outcome.candidates_measured,
+    }
     if gate is not None:
         final["gate"] = {k: gate[k] for k in ("passed", "weighted_score", "reason", "rows")}
     champion = outcome.champion
@@ -162,7 +183,9 @@ def final_throughput(outcome: SearchOutcome, baseline: CycleBaseline, promoted: 
     return baseline.measured.trial.median_throughput
 
 
-def summary_record(model: str, outcome: SearchOutcome, roi: dict[str, float], report: str, wall_s: float) -> RunRecord:
+def summary_record(
+    model: str, outcome: SearchOutcome, roi: dict[str, float], report: str, wall_s: float
+) -> RunRecord:
     """What the parent run gets at the end: ROI, the report, every candidate's row."""
     return RunRecord(
         f"cycle-{model}",

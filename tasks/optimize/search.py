@@ -54,9 +54,22 @@ class CycleSettings:
         replica_options: list[int] | None = None,
         cache_options: list[int] | None = None,
     ) -> CycleSettings:
-        opt = policy.model_copy(update={"replica_options": list(replica_options)}) if replica_options else policy
-        return cls(repeats or opt.repeats, max_trials or opt.max_trials, max_minutes or opt.max_minutes, threads, batch,
-                   opt, thread_options, batch_options, cache_options)  # fmt: skip
+        opt = (
+            policy.model_copy(update={"replica_options": list(replica_options)})
+            if replica_options
+            else policy
+        )
+        return cls(
+            repeats or opt.repeats,
+            max_trials or opt.max_trials,
+            max_minutes or opt.max_minutes,
+            threads,
+            batch,
+            opt,
+            thread_options,
+            batch_options,
+            cache_options,
+        )
 
     def knob_stages(self, workload: Workload | None) -> tuple[list[tuple[str, list[dict[str, int]]]], str]:
         """The knob stages in order, and why one is left out (caching is judged only on a request log)."""
@@ -109,13 +122,26 @@ def evaluate_candidate(
     evaluator rejects this candidate (with the cause), never the cycle."""
     measured: Measured | None = None
     try:
-        measured = measure(baseline.model, candidate, repeats, policy.optimization, workload.requests if workload else None)
-        result = CandidateResult(candidate.name, candidate.optimization_type, candidate.params(), measured.trial,
-                                 baseline.retention(measured.value), measured.worst_case, measured.metric)  # fmt: skip
+        measured = measure(
+            baseline.model, candidate, repeats, policy.optimization, workload.requests if workload else None
+        )
+        result = CandidateResult(
+            candidate.name,
+            candidate.optimization_type,
+            candidate.params(),
+            measured.trial,
+            baseline.retention(measured.value),
+            measured.worst_case,
+            measured.metric,
+        )
         result.hit_rate = measured.details.get("cache_hit_rate")
-        result = validate(result, baseline.measured.trial, policy.optimization, policy.rollout_gate.sla_p99_ms)
+        result = validate(
+            result, baseline.measured.trial, policy.optimization, policy.rollout_gate.sla_p99_ms
+        )
     except Exception as exc:  # noqa: BLE001 - the reason is recorded on the candidate
-        result = failed_candidate(candidate.name, candidate.optimization_type, candidate.params(), baseline.measured.metric, exc)
+        result = failed_candidate(
+            candidate.name, candidate.optimization_type, candidate.params(), baseline.measured.metric, exc
+        )
     return result, measured
 
 
@@ -137,8 +163,13 @@ def run_search(
         for candidate in stage_plan:
             known[candidate.name] = candidate
             if budget.spent(len(outcome.results)):
-                skipped = failed_candidate(candidate.name, candidate.optimization_type, candidate.params(),
-                                           baseline.measured.metric, RuntimeError("search budget spent"))  # fmt: skip
+                skipped = failed_candidate(
+                    candidate.name,
+                    candidate.optimization_type,
+                    candidate.params(),
+                    baseline.measured.metric,
+                    RuntimeError("search budget spent"),
+                )
                 outcome.results.append(replace(skipped, reason=SKIPPED_REASON))
                 continue
             say(f"candidate {candidate.name} ({candidate.stage})")
@@ -160,8 +191,14 @@ def run_search(
         current_rps = current.trial.median_throughput if current and current.trial else previous_best
         # The marginal-gain stop guards compute knobs against over-tuning; a cache's gain comes from the workload's
         # repeats, not from the compute knobs, so the caching stage is always measured.
-        if current is not None and stage == "batching" and marginal_gain_exhausted(previous_best, current_rps, settings.optimization):
-            outcome.stop_reason = f"batching skipped: parallelization added < {settings.optimization.marginal_gain_stop:.0%}"
+        if (
+            current is not None
+            and stage == "batching"
+            and marginal_gain_exhausted(previous_best, current_rps, settings.optimization)
+        ):
+            outcome.stop_reason = (
+                f"batching skipped: parallelization added < {settings.optimization.marginal_gain_stop:.0%}"
+            )
             continue
         previous_best = current_rps
         run_stage(knob_stage(best_candidate, stage, values))

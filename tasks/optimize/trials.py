@@ -29,6 +29,9 @@ TRIAL_MIN_CALLS = 30
 TRIAL_MIN_SECONDS = 0.5
 # A replica process that has not reported within this long is stuck (model load + one timed round take seconds).
 REPLICA_TIMEOUT_S = 300.0
+# How often the parent checks on replica processes, and how long it lets one finish before killing it.
+REPLICA_POLL_S = 1.0
+REPLICA_JOIN_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +96,10 @@ def measure(
     artifact = ensure_variant(model, candidate.variant, **variant_knobs(candidate.variant, policy))
     t0 = time.perf_counter()
     engine = load_engine(
-        artifact.path, expected_sha256=artifact.sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False
+        artifact.path,
+        expected_sha256=artifact.sha256,
+        intra_op_threads=candidate.intra_op_threads,
+        allow_spinning=False,
     )
     load_s = time.perf_counter() - t0
     spec = engine.spec
@@ -114,7 +120,9 @@ def measure(
     throughput: list[float] = []
     p99: list[float] = []
     if candidate.replicas > 1:
-        throughput, p99, hit_rates = _measure_replicas(artifact.path, artifact.sha256, candidate, inputs, calls, repeats)
+        throughput, p99, hit_rates = _measure_replicas(
+            artifact.path, artifact.sha256, candidate, inputs, calls, repeats
+        )
     else:
         hit_rates = []
         for _ in range(repeats):
@@ -152,7 +160,11 @@ class _CachedEngine:
 
 
 def _timed_round(
-    infer: Callable[[Any], Any], cache: ResponseCache | None, inputs: Sequence[Any] | np.ndarray, batch: int, calls: int
+    infer: Callable[[Any], Any],
+    cache: ResponseCache | None,
+    inputs: Sequence[Any] | np.ndarray,
+    batch: int,
+    calls: int,
 ) -> tuple[BatchTiming, int, int]:
     """One timed round and the cache's hits and lookups in it: without a cache, `calls` calls cycling the inputs;
     with one, a single pass that covers each request once (the last batch may be short) from an empty cache."""
@@ -164,7 +176,12 @@ def _timed_round(
 
 
 def _measure_replicas(
-    path: Path, sha256: str, candidate: Candidate, inputs: Sequence[Any] | np.ndarray, calls: int, repeats: int
+    path: Path,
+    sha256: str,
+    candidate: Candidate,
+    inputs: Sequence[Any] | np.ndarray,
+    calls: int,
+    repeats: int,
 ) -> tuple[list[float], list[float], list[float]]:
     """Time `candidate.replicas` engine processes running at once; throughput is their sum over the wall time.
 
@@ -187,13 +204,17 @@ def _measure_replicas(
         received = 0
         while received < candidate.replicas * repeats:
             try:
-                message = results.get(timeout=1.0)
+                message = results.get(timeout=REPLICA_POLL_S)
             except queue.Empty:
                 dead = [w.exitcode for w in workers if w.exitcode not in (None, 0)]
                 if dead:
-                    raise RuntimeError(f"a replica process exited with code {dead[0]} before reporting") from None
+                    raise RuntimeError(
+                        f"a replica process exited with code {dead[0]} before reporting"
+                    ) from None
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"replica processes did not report within {REPLICA_TIMEOUT_S * repeats:.0f} s") from None
+                    raise RuntimeError(
+                        f"replica processes did not report within {REPLICA_TIMEOUT_S * repeats:.0f} s"
+                    ) from None
                 continue
             if isinstance(message, str):
                 raise RuntimeError(f"replica process failed: {message}")
@@ -201,7 +222,7 @@ def _measure_replicas(
             received += 1
     finally:
         for w in workers:
-            w.join(timeout=10)
+            w.join(timeout=REPLICA_JOIN_S)
             if w.is_alive():
                 w.kill()
     throughput: list[float] = []
@@ -216,11 +237,21 @@ def _measure_replicas(
     return throughput, p99, hit_rates
 
 
-def _replica_worker(path: str, sha256: str, candidate: Candidate, inputs: Any, calls: int, repeats: int,
-                    barrier: Any, results: Any) -> None:  # fmt: skip
+def _replica_worker(
+    path: str,
+    sha256: str,
+    candidate: Candidate,
+    inputs: Any,
+    calls: int,
+    repeats: int,
+    barrier: Any,
+    results: Any,
+) -> None:
     """One replica process: load, warm up, then `repeats` timed rounds started together with the others."""
     try:
-        engine = load_engine(path, expected_sha256=sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False)
+        engine = load_engine(
+            path, expected_sha256=sha256, intra_op_threads=candidate.intra_op_threads, allow_spinning=False
+        )
         cache = ResponseCache(candidate.cache_entries) if candidate.cache_entries else None
         infer = cached_batch_infer(engine.infer, cache, sha256) if cache is not None else engine.infer
         measure_batches(engine.infer, inputs[: candidate.batch * 3], candidate.batch, 3)  # warm-up
@@ -237,7 +268,9 @@ def inprocess_timing(model: str, variant: str, threads: int) -> dict[str, float]
     """Per-request time split (tokenize / compute) at batch 1 and the model's load time, for the bottleneck step."""
     artifact = ensure_variant(model, variant)
     t0 = time.perf_counter()
-    engine = load_engine(artifact.path, expected_sha256=artifact.sha256, intra_op_threads=threads, allow_spinning=False)
+    engine = load_engine(
+        artifact.path, expected_sha256=artifact.sha256, intra_op_threads=threads, allow_spinning=False
+    )
     load_s = time.perf_counter() - t0
     inputs = engine.spec.example_inputs(TRIAL_ITEMS)
     totals = {"tokenize": 0.0, "compute": 0.0}

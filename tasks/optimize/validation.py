@@ -28,7 +28,9 @@ class CandidateResult:
     noise: float | None = None
     matrix: MatrixVerdict | None = None
     checks: list[Decision] = field(default_factory=list)
-    hit_rate: float | None = None  # response-cache candidates: share of the workload's requests answered from it
+    hit_rate: float | None = (
+        None  # response-cache candidates: share of the workload's requests answered from it
+    )
 
     def serving_knobs(self) -> dict[str, int]:
         """The knobs the live deployment needs to serve this candidate as it was measured."""
@@ -54,7 +56,9 @@ class CandidateResult:
         }
 
 
-def failed_candidate(name: str, optimization_type: str, params: dict[str, Any], metric: str, error: BaseException) -> CandidateResult:
+def failed_candidate(
+    name: str, optimization_type: str, params: dict[str, Any], metric: str, error: BaseException
+) -> CandidateResult:
     """A candidate whose build, load, evaluation or measurement raised: rejected with the cause."""
     reason = f"failed: {type(error).__name__}: {error}"
     return CandidateResult(name, optimization_type, params, None, None, None, metric, False, reason)

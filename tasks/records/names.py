@@ -23,7 +23,9 @@ TAG_PROVIDER = "inferops.provider"
 TAG_VERDICT = "inferops.verdict"
 TAG_REASON = "inferops.reason"
 TAG_ROLLBACK = "inferops.rollback"
-TAG_RETENTION_CLASS = "inferops.retention_class"  # seed 7.3.7: how long a record is kept (policy history_retention_days)
+TAG_RETENTION_CLASS = (
+    "inferops.retention_class"  # seed 7.3.7: how long a record is kept (policy history_retention_days)
+)
 TAG_GATE_VERDICT = "inferops.gate.verdict"
 TAG_GATE_REASON = "inferops.gate.reason"
 TAG_GATE_PROMOTED = "inferops.gate.promoted"

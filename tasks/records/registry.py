@@ -35,7 +35,9 @@ def _client() -> MlflowClient:
 
 
 def _ref(model: str, mv: Any) -> VersionRef:
-    return VersionRef(model, str(mv.version), mv.tags.get(TAG_SHA256, ""), mv.tags.get(TAG_VARIANT, ""), mv.source)
+    return VersionRef(
+        model, str(mv.version), mv.tags.get(TAG_SHA256, ""), mv.tags.get(TAG_VARIANT, ""), mv.source
+    )
 
 
 def register(model: str, artifact: Path, manifest: dict[str, Any]) -> VersionRef:
@@ -45,8 +47,12 @@ def register(model: str, artifact: Path, manifest: dict[str, Any]) -> VersionRef
     if manifest.get("sha256") and manifest["sha256"] != digest:
         raise ArtifactError(f"{artifact} does not match its manifest sha256: rebuild it before registering")
     client = _client()
-    record = RunRecord(f"register-{model}", names.REGISTRY_EXPERIMENT, files={"model": artifact},
-                       dicts={"model/manifest.json": {**manifest, "sha256": digest}})  # fmt: skip
+    record = RunRecord(
+        f"register-{model}",
+        names.REGISTRY_EXPERIMENT,
+        files={"model": artifact},
+        dicts={"model/manifest.json": {**manifest, "sha256": digest}},
+    )
     run_id = log_run(record)
     source = f"{client.get_run(run_id).info.artifact_uri}/model"
     try:
@@ -78,14 +84,20 @@ def ensure_champion(model: str, artifact: Path, manifest: dict[str, Any]) -> Ver
 
 
 def register_candidate(
-    model: str, artifact: Path, manifest: dict[str, Any], params: dict[str, Any], cache_hit_rate: float | None = None
+    model: str,
+    artifact: Path,
+    manifest: dict[str, Any],
+    params: dict[str, Any],
+    cache_hit_rate: float | None = None,
 ) -> VersionRef:
     """Register a measured candidate as `challenger`, tagged with the serving knobs it was measured with (and the
     cache hit rate it reached on the request log), so whoever serves it later serves it as measured."""
     ref = register(model, artifact, manifest)
     set_serving_knobs(model, ref.version, params)
     if cache_hit_rate is not None:
-        _client().set_model_version_tag(model, ref.version, names.VERSION_TAG_CACHE_HIT_RATE, f"{cache_hit_rate:.4f}")
+        _client().set_model_version_tag(
+            model, ref.version, names.VERSION_TAG_CACHE_HIT_RATE, f"{cache_hit_rate:.4f}"
+        )
     return ref
 
 
@@ -110,7 +122,9 @@ def promote(model: str) -> dict[str, Any]:
     client = _client()
     challenger = alias_version(model, CHALLENGER)
     if challenger is None:
-        raise RegistryError(f"model {model!r} has no '{CHALLENGER}' alias to promote: register a candidate first")
+        raise RegistryError(
+            f"model {model!r} has no '{CHALLENGER}' alias to promote: register a candidate first"
+        )
     champion = alias_version(model, CHAMPION)
     if champion is not None and champion.version != challenger.version:
         client.set_registered_model_alias(model, PREVIOUS, champion.version)
@@ -161,15 +175,30 @@ def rollback(model: str, reason: str) -> RollbackRecord:
     client.delete_registered_model_alias(model, PREVIOUS)
     client.set_model_version_tag(model, champion.version, names.VERSION_TAG_ROLLED_BACK, reason)
     record = RollbackRecord(model, champion.version, previous.version, reason, time.time())
-    tags = {names.TAG_KIND: "rollback", names.TAG_MODEL: model, names.TAG_RETENTION_CLASS: names.ROLLBACK_RECORDS}
-    log_run(RunRecord(f"rollback-{model}", names.REGISTRY_EXPERIMENT, tags=tags, dicts={"rollback_record.json": asdict(record)}))
+    tags = {
+        names.TAG_KIND: "rollback",
+        names.TAG_MODEL: model,
+        names.TAG_RETENTION_CLASS: names.ROLLBACK_RECORDS,
+    }
+    log_run(
+        RunRecord(
+            f"rollback-{model}",
+            names.REGISTRY_EXPERIMENT,
+            tags=tags,
+            dicts={"rollback_record.json": asdict(record)},
+        )
+    )
     return record
 
 
 # Version tag (after the prefix) -> the knob of PUT /admin/models/{name}/serving it sets; the tag names are the keys
 # of a candidate's params.
-SERVE_KNOBS = {"intra_op_threads": "intra_op_threads", "batch": "max_batch_size", "replicas": "num_replicas",
-               "cache_entries": "cache_entries"}  # fmt: skip
+SERVE_KNOBS = {
+    "intra_op_threads": "intra_op_threads",
+    "batch": "max_batch_size",
+    "replicas": "num_replicas",
+    "cache_entries": "cache_entries",
+}
 
 
 def set_serving_knobs(model: str, version: str, params: dict[str, Any]) -> None:
@@ -177,7 +206,9 @@ def set_serving_knobs(model: str, version: str, params: dict[str, Any]) -> None:
     client = _client()
     for key in SERVE_KNOBS:
         if key in params:
-            client.set_model_version_tag(model, version, f"{names.VERSION_TAG_SERVE_PREFIX}{key}", str(params[key]))
+            client.set_model_version_tag(
+                model, version, f"{names.VERSION_TAG_SERVE_PREFIX}{key}", str(params[key])
+            )
 
 
 def version_knobs(model: str, version: str | None, defaults: dict[str, int]) -> dict[str, int]:

@@ -109,4 +109,3 @@ def log_run(record: RunRecord, *, parent_run_id: str | None = None, finish: bool
 
 def finish_run(run_id: str, failed: bool = False) -> None:
     _client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
-

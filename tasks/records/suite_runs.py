@@ -2,22 +2,22 @@
 
 from __future__ import annotations
 
-import math
-import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-from tasks.decision import decision_rows
+from mlflow import MlflowClient
+
+from tasks.decision import decision_rows, markdown_table
+from tasks.measure.bottlenecks import render_markdown as breakdown_md
 from tasks.measure.loadgen import LoadResult
 from tasks.measure.suites import StabilityResult, StressResult, SuiteResult
+from tasks.measure.suites import render_markdown as suite_md
+from tasks.measure.system_metrics import hardware_info
+from tasks.records.names import BENCH_EXPERIMENT, TAG_BASELINE, TAG_MODEL, TAG_SHA256, TAG_SUITE, TAG_VARIANT
+from tasks.records.runs import RunRecord, log_run
+from tasks.records.store import configure, ensure_experiment
 
-EXPERIMENT = "inferops-bench"
-TAG_SUITE = "inferops.suite"
-TAG_MODEL = "inferops.model"
-TAG_VARIANT = "inferops.variant"
-TAG_SHA = "inferops.sha256"
-TAG_BASELINE = "inferops.baseline"
+EXPERIMENT = BENCH_EXPERIMENT
 # Points of the percentile curve written to the table artifact (the HDR iterator's own ticks are too many).
 TABLE_PERCENTILES: tuple[float, ...] = (0, 10, 25, 50, 75, 90, 95, 99, 99.5, 99.9, 99.99, 100)
 
@@ -49,7 +49,7 @@ def percentile_table(load: LoadResult) -> list[dict[str, float]]:
     return rows
 
 
-def _plot_histogram(load: LoadResult, path: Path, title: str) -> None:
+def _plot_histogram(load: LoadResult, title: str) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -57,13 +57,19 @@ def _plot_histogram(load: LoadResult, path: Path, title: str) -> None:
 
     hist = load.histogram
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    values = [(it.value_iterated_to / 1000.0, it.count_added_in_this_iter_step) for it in hist.get_recorded_iterator()]
+    values = [
+        (it.value_iterated_to / 1000.0, it.count_added_in_this_iter_step)
+        for it in hist.get_recorded_iterator()
+    ]
     if values:
         ax1.bar([v for v, _ in values], [c for _, c in values], width=max(v for v, _ in values) / 200 or 0.01)
     ax1.set_xlabel("latency (ms)")
     ax1.set_ylabel("requests")
     ax1.set_title("latency histogram")
-    points = [(it.percentile_level_iterated_to, it.value_iterated_to / 1000.0) for it in hist.get_percentile_iterator(5)]
+    points = [
+        (it.percentile_level_iterated_to, it.value_iterated_to / 1000.0)
+        for it in hist.get_percentile_iterator(5)
+    ]
     points = [(p, v) for p, v in points if p < 100.0]
     if points:
         ax2.plot([1.0 / (1.0 - p / 100.0) for p, _ in points], [v for _, v in points], marker=".")
@@ -75,11 +81,10 @@ def _plot_histogram(load: LoadResult, path: Path, title: str) -> None:
     ax2.set_title("HDR percentile distribution")
     fig.suptitle(title)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
-def _plot_stress(result: StressResult, path: Path) -> None:
+def _plot_stress(result: StressResult) -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -99,15 +104,12 @@ def _plot_stress(result: StressResult, path: Path) -> None:
     ax.set_title(f"latency vs throughput — knee {result.knee_rps:.3g} req/s offered")
     ax.legend()
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    return fig
 
 
 def _params(
     result: SuiteResult, model: str, variant: str, sha256: str, batching: str | None, replicas: int | None
 ) -> dict[str, Any]:
-    from tasks.measure.system_metrics import hardware_info
-
     hw = hardware_info()
     params: dict[str, Any] = {
         "model": model,
@@ -132,7 +134,7 @@ def _params(
     return params
 
 
-def log_suite_run(
+def suite_record(
     result: SuiteResult,
     *,
     model: str,
@@ -143,67 +145,62 @@ def log_suite_run(
     baseline: str | None = None,
     run_name: str | None = None,
     extra_params: dict[str, Any] | None = None,
-) -> str:
-    """Record one suite run in `inferops-bench` (tags, params, metrics, plots, tables); return its run id."""
-    import mlflow
-
-    from tasks.measure.bottlenecks import render_markdown as breakdown_md
-    from tasks.measure.suites import render_markdown as suite_md
-    from tasks.records.store import ensure_experiment
-
-    experiment_id = ensure_experiment(EXPERIMENT)
-    tags = {TAG_SUITE: result.suite, TAG_MODEL: model, TAG_VARIANT: variant, TAG_SHA: sha256}
+) -> RunRecord:
+    """One suite run as a record: tags to find it by, params, metrics, verdicts, percentiles, plots and tables."""
+    tags = {TAG_SUITE: result.suite, TAG_MODEL: model, TAG_VARIANT: variant, TAG_SHA256: sha256}
     if baseline:
         tags[TAG_BASELINE] = baseline
-    name = run_name or f"{result.suite}-{model}-{variant}"
-    with mlflow.start_run(experiment_id=experiment_id, run_name=name, tags=tags, nested=mlflow.active_run() is not None) as run:
-        params = _params(result, model, variant, sha256, batching, replicas) | (extra_params or {})
-        mlflow.log_params({k: str(v)[:500] for k, v in params.items()})
-        metrics = result.metrics()
-        metrics["passed"] = 1.0 if result.passed else 0.0
-        mlflow.log_metrics({k.replace(".", "_"): v for k, v in metrics.items() if math.isfinite(v)})
-        checks = decision_rows(result.decisions)
-        mlflow.log_table({k: [r[k] for r in checks] for k in checks[0]} if checks else {}, "verdicts.json")
-        report = suite_md(result)
-        if result.breakdown is not None:
-            report += "\n" + breakdown_md(result.breakdown)
-        if result.system is not None:
-            report += f"\n- GPU: {result.system.gpu}\n- Prometheus: {result.system.prometheus_status}\n"
-        mlflow.log_text(report, "report.md")
-        with tempfile.TemporaryDirectory() as tmp:
-            if result.load is not None and result.load.histogram.get_total_count():
-                rows = percentile_table(result.load)
-                mlflow.log_table({k: [r[k] for r in rows] for k in rows[0]}, "latency_percentiles.json")
-                table = "| percentile | latency (ms) |\n|---:|---:|\n" + "".join(
-                    f"| {r['percentile']:g} | {r['latency_ms']:.3f} |\n" for r in rows
-                )
-                mlflow.log_text(table, "latency_percentiles.md")
-                # the full histogram, HDR-encoded, so a later comparison can merge or re-read it exactly
-                mlflow.log_text(result.load.histogram.encode().decode("ascii"), "latency.hdr")
-                plot = Path(tmp) / "latency_histogram.png"
-                _plot_histogram(result.load, plot, f"{result.suite} — {model} {variant}")
-                mlflow.log_artifact(str(plot))
-            if isinstance(result, StressResult) and result.steps:
-                mlflow.log_table(
-                    {
-                        "phase": [s.phase for s in result.steps],
-                        "rate_rps": [s.rate_rps for s in result.steps],
-                        "p99_ms": [s.p99_ms for s in result.steps],
-                        "error_rate": [s.error_rate for s in result.steps],
-                        "throughput_rps": [s.throughput_rps for s in result.steps],
-                        "ok": [s.ok for s in result.steps],
-                    },
-                    "stress_steps.json",
-                )
-                plot = Path(tmp) / "latency_vs_throughput.png"
-                _plot_stress(result, plot)
-                mlflow.log_artifact(str(plot))
-            if isinstance(result, StabilityResult) and result.system is not None:
-                series = result.system.rss_series()
-                mlflow.log_table(
-                    {"t_s": [t for t, _ in series], "rss_mb": [b / 2**20 for _, b in series]}, "rss_series.json"
-                )
-        return str(run.info.run_id)
+    metrics = {k.replace(".", "_"): v for k, v in result.metrics().items()}
+    metrics["passed"] = 1.0 if result.passed else 0.0
+    report = suite_md(result)
+    if result.breakdown is not None:
+        report += "\n" + breakdown_md(result.breakdown)
+    if result.system is not None:
+        report += f"\n- GPU: {result.system.gpu}\n- Prometheus: {result.system.prometheus_status}\n"
+    checks = decision_rows(result.decisions)
+    record = RunRecord(
+        run_name or f"{result.suite}-{model}-{variant}",
+        EXPERIMENT,
+        tags=tags,
+        params=_params(result, model, variant, sha256, batching, replicas) | (extra_params or {}),
+        metrics=dict(metrics),
+        texts={"report.md": report},
+        tables={"verdicts.json": {k: [r[k] for r in checks] for k in checks[0]} if checks else {}},
+    )
+    if result.load is not None and result.load.histogram.get_total_count():
+        rows = percentile_table(result.load)
+        record.tables["latency_percentiles.json"] = {k: [r[k] for r in rows] for k in rows[0]}
+        shown = [
+            {"percentile": f"{r['percentile']:g}", "latency (ms)": f"{r['latency_ms']:.3f}"} for r in rows
+        ]
+        record.texts["latency_percentiles.md"] = markdown_table(shown)
+        # the full histogram, HDR-encoded, so a later comparison can merge or re-read it exactly
+        record.texts["latency.hdr"] = result.load.histogram.encode().decode("ascii")
+        record.figures["latency_histogram.png"] = _plot_histogram(
+            result.load, f"{result.suite} — {model} {variant}"
+        )
+    if isinstance(result, StressResult) and result.steps:
+        record.tables["stress_steps.json"] = {
+            "phase": [s.phase for s in result.steps],
+            "rate_rps": [s.rate_rps for s in result.steps],
+            "p99_ms": [s.p99_ms for s in result.steps],
+            "error_rate": [s.error_rate for s in result.steps],
+            "throughput_rps": [s.throughput_rps for s in result.steps],
+            "ok": [s.ok for s in result.steps],
+        }
+        record.figures["latency_vs_throughput.png"] = _plot_stress(result)
+    if isinstance(result, StabilityResult) and result.system is not None:
+        series = result.system.rss_series()
+        record.tables["rss_series.json"] = {
+            "t_s": [t for t, _ in series],
+            "rss_mb": [b / 2**20 for _, b in series],
+        }
+    return record
+
+
+def log_suite_run(result: SuiteResult, *, model: str, **meta: Any) -> str:
+    """Record one suite run in `inferops-bench`; return its run id (see `suite_record` for what it holds)."""
+    return log_run(suite_record(result, model=model, **meta))
 
 
 def save_baseline(name: str, result: SuiteResult, *, model: str = "unknown", **meta: Any) -> str:
@@ -215,21 +212,22 @@ def save_baseline(name: str, result: SuiteResult, *, model: str = "unknown", **m
 
 def get_baseline(name: str) -> Baseline:
     """The most recent run tagged `inferops.baseline=<name>`; BaselineNotFound lists the names that exist."""
-    import mlflow
-
-    from tasks.records.store import ensure_experiment
-
     experiment_id = ensure_experiment(EXPERIMENT)
-    client = mlflow.MlflowClient()
+    client = MlflowClient(configure())
     escaped = name.replace("'", "\\'")
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`{TAG_BASELINE}` = '{escaped}'", order_by=["attributes.start_time DESC"], max_results=1
+        [experiment_id],
+        filter_string=f"tags.`{TAG_BASELINE}` = '{escaped}'",
+        order_by=["attributes.start_time DESC"],
+        max_results=1,
     )
     if not runs:
         known = sorted(
             {
                 r.data.tags[TAG_BASELINE]
-                for r in client.search_runs([experiment_id], filter_string=f"tags.`{TAG_BASELINE}` != ''", max_results=200)
+                for r in client.search_runs(
+                    [experiment_id], filter_string=f"tags.`{TAG_BASELINE}` != ''", max_results=200
+                )
             }
         )
         raise BaselineNotFound(

@@ -45,20 +45,33 @@ class ApprovalDecision:
 def by_policy(model: str, version: str | None, verdict: GateVerdict) -> ApprovalDecision:
     """No approval point configured: the gate's verdict decides."""
     reason = "approval not required; gate verdict decides"
-    return ApprovalDecision(model, version, verdict.passed, verdict.weighted_score, verdict.passed, "policy", reason, time.time())
+    return ApprovalDecision(
+        model, version, verdict.passed, verdict.weighted_score, verdict.passed, "policy", reason, time.time()
+    )
 
 
-def from_input(model: str, version: str | None, verdict: GateVerdict, given: ApprovalInput) -> ApprovalDecision:
+def from_input(
+    model: str, version: str | None, verdict: GateVerdict, given: ApprovalInput
+) -> ApprovalDecision:
     """The reviewer's answer, as a decision record."""
     return ApprovalDecision(
-        model, version, verdict.passed, verdict.weighted_score, bool(given.approve), "human", given.comment, time.time()
+        model,
+        version,
+        verdict.passed,
+        verdict.weighted_score,
+        bool(given.approve),
+        "human",
+        given.comment,
+        time.time(),
     )
 
 
 def timed_out(model: str, version: str | None, verdict: GateVerdict, timeout_s: float) -> ApprovalDecision:
     """Nobody answered in time: the candidate is not promoted (silence is not consent)."""
     comment = f"no answer within {timeout_s:.0f} s; not promoted"
-    return ApprovalDecision(model, version, verdict.passed, verdict.weighted_score, False, "timeout", comment, time.time())
+    return ApprovalDecision(
+        model, version, verdict.passed, verdict.weighted_score, False, "timeout", comment, time.time()
+    )
 
 
 def request_text(model: str, version: str | None, verdict: GateVerdict, report_md: str) -> str:
@@ -68,7 +81,9 @@ def request_text(model: str, version: str | None, verdict: GateVerdict, report_m
         f"Gate verdict: **{'PASS' if verdict.passed else 'FAIL'}** (weighted score {verdict.weighted_score:.2%}). "
     )
     if not verdict.passed:
-        head += "A failed gate is never promoted, whatever you answer; approving only records your comment.\n\n"
+        head += (
+            "A failed gate is never promoted, whatever you answer; approving only records your comment.\n\n"
+        )
     else:
         head += "Set `approve` to true to promote this candidate to `champion`, false to keep the current one.\n\n"
     return head + report_md
@@ -81,7 +96,9 @@ def preset_decision(
     failed gate, the verdict decides); None when a reviewer must answer."""
     if frozen:
         comment = f"changes frozen: {frozen}"
-        return ApprovalDecision(model, version, verdict.passed, verdict.weighted_score, False, "policy", comment, time.time())
+        return ApprovalDecision(
+            model, version, verdict.passed, verdict.weighted_score, False, "policy", comment, time.time()
+        )
     if needs_human and verdict.passed:
         return None
     return by_policy(model, version, verdict)

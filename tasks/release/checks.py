@@ -17,7 +17,7 @@ import httpx
 import numpy as np
 
 from serving import routes
-from serving.client import InferopsClient, auth_headers, infer_payload, oip_rows
+from serving.client import InferopsClient, auth_headers, excerpt, infer_payload, oip_rows
 from serving.config import EndpointLimits
 from serving.network import is_loopback
 from serving.resolver import resolve, version_uri
@@ -44,6 +44,7 @@ FUNCTIONAL_BATCH_SIZES = (1, 8, 32)
 CONCURRENT_REQUESTS = 16
 # Memory samples over a stability run, whatever its length (the leak fit needs several after warm-up).
 MEMORY_SAMPLES = 40
+
 
 def check(name: str, threshold: object, observed: object, passed: bool | None, reason: str) -> Decision:
     """One row of evidence (`passed=None`: the check cannot apply on this host and is left out of the share)."""
@@ -86,7 +87,7 @@ def infer_once(client: InferopsClient, model: str, meta: dict[str, Any], n: int)
     try:
         response = client.call(routes.INFER, model, json=infer_payload(example_inputs(model, meta, n)))
         if response.status_code != 200:
-            return False, f"HTTP {response.status_code}: {response.text[:200]}"
+            return False, f"HTTP {response.status_code}: {excerpt(response.text)}"
         return output_sanity(str(meta.get("kind")), n, oip_rows(response.json()))
     except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
         return False, f"{type(exc).__name__}: {exc}"
@@ -98,7 +99,7 @@ def embeddings_once(client: InferopsClient, model: str, meta: dict[str, Any], n:
         texts = example_inputs(model, meta, n)
         response = client.call(routes.EMBEDDINGS, json={"model": model, "input": list(texts)})
         if response.status_code != 200:
-            return False, f"HTTP {response.status_code}: {response.text[:200]}"
+            return False, f"HTTP {response.status_code}: {excerpt(response.text)}"
         rows = np.asarray([d["embedding"] for d in response.json()["data"]], dtype=np.float32)
         return output_sanity("text", n, rows)
     except (httpx.HTTPError, KeyError, ValueError, TypeError) as exc:
@@ -121,7 +122,15 @@ def functional_item(
         served = client.models()
     except (httpx.HTTPError, ValueError) as exc:
         served = []
-        checks.append(check("list served models", f"GET {routes.SERVER.template} answers", f"{type(exc).__name__}", False, str(exc)[:200]))
+        checks.append(
+            check(
+                "list served models",
+                f"GET {routes.SERVER.template} answers",
+                f"{type(exc).__name__}",
+                False,
+                excerpt(str(exc)),
+            )
+        )
     wanted = list(dict.fromkeys([*models, *served]))
     loaded: dict[str, dict[str, Any]] = {}
     not_loaded: list[str] = []
@@ -141,17 +150,28 @@ def functional_item(
             model_load_rate_min,
             round(rate, 4),
             rate >= model_load_rate_min and bool(wanted),
-            f"{len(loaded)}/{len(wanted)} models ready" + (f"; not loaded: {', '.join(not_loaded)}" if not_loaded else ""),
+            f"{len(loaded)}/{len(wanted)} models ready"
+            + (f"; not loaded: {', '.join(not_loaded)}" if not_loaded else ""),
         )
     )
     for model, meta in loaded.items():
         for n in batch_sizes:
             ok, why = infer_once(client, model, meta, n)
-            checks.append(check(f"infer {model} batch={n}", "HTTP 200 + sane output", "ok" if ok else "failed", ok, why))
+            checks.append(
+                check(f"infer {model} batch={n}", "HTTP 200 + sane output", "ok" if ok else "failed", ok, why)
+            )
         if meta.get("kind") == "text":
             n = batch_sizes[len(batch_sizes) // 2]
             ok, why = embeddings_once(client, model, meta, n)
-            checks.append(check(f"{routes.EMBEDDINGS.template} {model} batch={n}", "HTTP 200 + sane output", "ok" if ok else "failed", ok, why))
+            checks.append(
+                check(
+                    f"{routes.EMBEDDINGS.template} {model} batch={n}",
+                    "HTTP 200 + sane output",
+                    "ok" if ok else "failed",
+                    ok,
+                    why,
+                )
+            )
     if loaded:
         checks.append(concurrency_check(client, loaded))
     return ItemResult("functional", share_passed(checks), checks)
@@ -197,7 +217,9 @@ def serving_pids(url: str) -> list[int]:
         return []
     port = urlsplit(url).port or 80
     listeners = {
-        c.pid for c in psutil.net_connections(kind="tcp") if c.status == "LISTEN" and c.laddr and c.laddr.port == port and c.pid
+        c.pid
+        for c in psutil.net_connections(kind="tcp")
+        if c.status == "LISTEN" and c.laddr and c.laddr.port == port and c.pid
     }
     pids = set(listeners)
     for pid in listeners:
@@ -213,7 +235,9 @@ def serving_pids(url: str) -> list[int]:
     return sorted(pids)
 
 
-def target_spec(client: InferopsClient, model: str, meta: dict[str, Any], sla_p99_ms: float, *, with_pids: bool) -> TargetSpec:
+def target_spec(
+    client: InferopsClient, model: str, meta: dict[str, Any], sla_p99_ms: float, *, with_pids: bool
+) -> TargetSpec:
     """What the measurement suites drive: OIP inference on `model`, keyed, with the serving pids to watch."""
     return TargetSpec(
         url=client.url + routes.INFER.path(model),
@@ -277,7 +301,11 @@ def observe(
     load, system = constant_run(spec, rate_rps, duration_s)
     util, _ = utilisation(system) if is_loopback(client.url) else (0.0, "remote")
     p99 = load.percentiles["p99"]
-    return Observation(p99 if math.isfinite(p99) else math.inf, served_rate(load), load.error_rate, util), load, system
+    return (
+        Observation(p99 if math.isfinite(p99) else math.inf, served_rate(load), load.error_rate, util),
+        load,
+        system,
+    )
 
 
 # ---- performance -------------------------------------------------------------------------------------------------
@@ -302,7 +330,9 @@ def performance_item(
     infer_once(client, model, meta, 1)
     if warmup_s > 0:  # 0 in the policy: no warm-up
         constant_run(target_spec(client, model, meta, sla_p99_ms, with_pids=False), target_qps, warmup_s)
-    baseline, load, system = observe(client, model, rate_rps=target_qps, duration_s=duration_s, sla_p99_ms=sla_p99_ms)
+    baseline, load, system = observe(
+        client, model, rate_rps=target_qps, duration_s=duration_s, sla_p99_ms=sla_p99_ms
+    )
     p99 = baseline.p99_ms
     pct = load.percentiles
     checks = [
@@ -340,9 +370,17 @@ def performance_item(
             )
         )
     else:
-        why = gpu_why if is_loopback(client.url) else "endpoint is remote, its GPU is not observable from here"
+        why = (
+            gpu_why if is_loopback(client.url) else "endpoint is remote, its GPU is not observable from here"
+        )
         checks.append(
-            check("GPU utilisation at target rate", utilisation_ceiling, None, None, f"not applicable: GPU {why}; excluded from the share")
+            check(
+                "GPU utilisation at target rate",
+                utilisation_ceiling,
+                None,
+                None,
+                f"not applicable: GPU {why}; excluded from the share",
+            )
         )
     return ItemResult("performance", share_passed(checks), checks), baseline
 
@@ -359,7 +397,9 @@ def growth_mb(series: Sequence[tuple[float, int]]) -> float:
     return (kept[-1] - kept[0]) / 2**20 if len(kept) >= 2 else 0.0
 
 
-def leak_check(name: str, series: Sequence[tuple[float, int]], threshold_mb_per_h: float, min_growth_mb: float) -> Decision:
+def leak_check(
+    name: str, series: Sequence[tuple[float, int]], threshold_mb_per_h: float, min_growth_mb: float
+) -> Decision:
     """The suites' leak detector, plus a floor: on a run of seconds, allocator noise is not a leak."""
     verdict = detect_leak(series, threshold_mb_per_h, name=name)
     if verdict.passed is None:
@@ -368,7 +408,9 @@ def leak_check(name: str, series: Sequence[tuple[float, int]], threshold_mb_per_
     leaking = verdict.passed is False and grown > min_growth_mb
     reason = verdict.reason
     if verdict.passed is False and not leaking:
-        reason += f"; but it grew only {grown:.1f} MB (<= {min_growth_mb:g} MB floor): warm-up noise, not a leak"
+        reason += (
+            f"; but it grew only {grown:.1f} MB (<= {min_growth_mb:g} MB floor): warm-up noise, not a leak"
+        )
     observed = round(float(verdict.observed), 2) if verdict.observed is not None else None
     return check(f"{name} leak", threshold_mb_per_h, observed, not leaking, reason)
 
@@ -406,11 +448,28 @@ def stability_item(
         )
     ]
     if spec.pids:
-        leaks = [leak_check(f"RSS of {len(spec.pids)} serving process(es)", system.rss_series(), leak_slope_mb_per_h, leak_min_growth_mb)]
+        leaks = [
+            leak_check(
+                f"RSS of {len(spec.pids)} serving process(es)",
+                system.rss_series(),
+                leak_slope_mb_per_h,
+                leak_min_growth_mb,
+            )
+        ]
         if system.gpu_samples:
-            leaks.append(leak_check("GPU memory", system.gpu_memory_series(), leak_slope_mb_per_h, leak_min_growth_mb))
+            leaks.append(
+                leak_check("GPU memory", system.gpu_memory_series(), leak_slope_mb_per_h, leak_min_growth_mb)
+            )
     else:
-        leaks = [check("memory leak", leak_slope_mb_per_h, None, None, "not applicable: the serving processes are not on this host")]
+        leaks = [
+            check(
+                "memory leak",
+                leak_slope_mb_per_h,
+                None,
+                None,
+                "not applicable: the serving processes are not on this host",
+            )
+        ]
     checks.extend(leaks)
     leak_share = share_passed(leaks) if applicable(leaks) else 1.0
     return ItemResult("stability", availability * leak_share, checks)
@@ -438,14 +497,22 @@ def sha_check(client: InferopsClient, model: str, expected: str | None, source: 
     except (httpx.HTTPError, ValueError) as exc:
         return check(f"artifact sha256 {model}", source, None, False, f"cannot read served sha256: {exc}")
     if not expected:
-        return check(f"artifact sha256 {model}", source, served[:12], False, f"no sha256 recorded for {source}: register the artifact")
+        return check(
+            f"artifact sha256 {model}",
+            source,
+            served[:12],
+            False,
+            f"no sha256 recorded for {source}: register the artifact",
+        )
     ok = served == expected
     return check(
         f"artifact sha256 {model}",
         expected[:12],
         served[:12],
         ok,
-        f"served artifact matches {source}" if ok else f"served sha256 {served[:12]}… != {source} {expected[:12]}…",
+        f"served artifact matches {source}"
+        if ok
+        else f"served sha256 {served[:12]}… != {source} {expected[:12]}…",
     )
 
 
@@ -458,14 +525,27 @@ def auth_checks(client: InferopsClient, model: str, meta: dict[str, Any]) -> lis
         ("no key: metadata", lambda: client.call(routes.MODEL, model, key=None)),
     ]
     if meta.get("kind") == "text":
-        cases.append(("no key: embeddings", lambda: client.call(routes.EMBEDDINGS, json={"model": model, "input": "hi"}, key=None)))
+        cases.append(
+            (
+                "no key: embeddings",
+                lambda: client.call(routes.EMBEDDINGS, json={"model": model, "input": "hi"}, key=None),
+            )
+        )
     out = []
     for name, call in cases:
         try:
             status: int | None = call().status_code
         except httpx.HTTPError:
             status = None
-        out.append(check(name, 401, status, status == 401, "refused" if status == 401 else f"expected 401, got {status}"))
+        out.append(
+            check(
+                name,
+                401,
+                status,
+                status == 401,
+                "refused" if status == 401 else f"expected 401, got {status}",
+            )
+        )
     return out
 
 
@@ -481,7 +561,9 @@ def hostile_checks(
     """Every hostile request gets a 4xx, the service is live after each, and no model bytes leak out."""
     out = []
     text = meta.get("kind") == "text"
-    for request in hostile_inputs.corpus(model, "text" if text else "tensor", limits, input_shape=meta.get("input_shape"), files=list(files)):
+    for request in hostile_inputs.corpus(
+        model, "text" if text else "tensor", limits, input_shape=meta.get("input_shape"), files=list(files)
+    ):
         key = client.api_key if request.kind == "input" else None
         response = hostile_inputs.send(client.url, request, key, timeout_s=client.timeout_s)
         ok, why = hostile_inputs.judge(request, response, artifact_head)
@@ -489,7 +571,15 @@ def hostile_checks(
         if not alive:
             why += "; service NOT live afterwards"
         prefix = "file access" if request.kind == "file_access" else "hostile"
-        out.append(check(f"{prefix}: {request.name}", f"4xx ({request.expect_status})", response.status, ok and alive, why))
+        out.append(
+            check(
+                f"{prefix}: {request.name}",
+                f"4xx ({request.expect_status})",
+                response.status,
+                ok and alive,
+                why,
+            )
+        )
     return out
 
 

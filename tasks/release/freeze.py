@@ -43,5 +43,3 @@ def unfreeze(model: str) -> None:
         MlflowClient(configure()).delete_registered_model_tag(model, FREEZE_TAG)
     except MlflowException:
         pass
-
-

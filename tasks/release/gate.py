@@ -34,10 +34,16 @@ class GateVerdict:
     def rows(self) -> list[dict[str, Any]]:
         """One dict per item (item, weight, minimum, observed, passed, reason), for tables and JSON."""
         return [
-            {"item": d.name, "weight": d.extra["weight"], "minimum": d.threshold, "observed": d.observed,
-             "passed": d.passed, "reason": d.reason}
+            {
+                "item": d.name,
+                "weight": d.extra["weight"],
+                "minimum": d.threshold,
+                "observed": d.observed,
+                "passed": d.passed,
+                "reason": d.reason,
+            }
             for d in self.items
-        ]  # fmt: skip
+        ]
 
 
 def decide(results: list[ItemResult], policy: RolloutGate) -> GateVerdict:
@@ -51,7 +57,9 @@ def decide(results: list[ItemResult], policy: RolloutGate) -> GateVerdict:
         result = by_item[name]
         ok = result.observed >= rule.minimum
         reason = "meets minimum" if ok else (reasons(result.checks, REASONS_QUOTED) or "below minimum")
-        items.append(Decision(name, rule.minimum, round(result.observed, 4), ok, reason, {"weight": rule.weight}))
+        items.append(
+            Decision(name, rule.minimum, round(result.observed, 4), ok, reason, {"weight": rule.weight})
+        )
     weighted = sum(policy.items[r.item].weight * r.observed for r in results if r.item in policy.items)
     failed = [f"{d.name} {float(d.observed):.2%} < {float(d.threshold):.2%}" for d in items if not d.passed]
     reason = "every item meets its minimum" if not failed else "failed: " + ", ".join(failed)

@@ -86,29 +86,84 @@ def text_inputs(model: str, limits: EndpointLimits) -> list[HostileRequest]:
     emb = routes.EMBEDDINGS.template
     too_many = ["hello"] * (limits.max_items + 1)
     overlong_chars = "a" * (limits.max_text_chars + 1)
-    overlong_tokens = " ".join(["antidisestablishmentarianism"] * OVERLONG_TOKEN_WORDS)[: limits.max_text_chars]
+    overlong_tokens = " ".join(["antidisestablishmentarianism"] * OVERLONG_TOKEN_WORDS)[
+        : limits.max_text_chars
+    ]
     return [
-        HostileRequest("embeddings: huge batch", "POST", emb, _json({"model": model, "input": too_many}), rule="max_items"),
-        HostileRequest("embeddings: empty string", "POST", emb, _json({"model": model, "input": ""}), rule="non_empty"),
-        HostileRequest("embeddings: empty list", "POST", emb, _json({"model": model, "input": []}), rule="min_items"),
         HostileRequest(
-            "embeddings: over-long text (chars)", "POST", emb, _json({"model": model, "input": overlong_chars}), rule="max_text_chars"
+            "embeddings: huge batch",
+            "POST",
+            emb,
+            _json({"model": model, "input": too_many}),
+            rule="max_items",
         ),
         HostileRequest(
-            "embeddings: over-long text (tokens)", "POST", emb, _json({"model": model, "input": overlong_tokens}), rule="max_tokens"
+            "embeddings: empty string", "POST", emb, _json({"model": model, "input": ""}), rule="non_empty"
         ),
-        HostileRequest("embeddings: NaN as input", "POST", emb, _json({"model": model, "input": [math.nan]}), rule="type"),
-        HostileRequest("embeddings: number as input", "POST", emb, _json({"model": model, "input": 42}), rule="type"),
-        HostileRequest("embeddings: nested lists", "POST", emb, _json({"model": model, "input": [["a"], ["b"]]}), rule="type"),
-        HostileRequest("embeddings: unknown model", "POST", emb, _json({"model": "no-such-model", "input": "hi"}), 404, "model"),
-        HostileRequest("oip text: wrong datatype FP32", "POST", infer, _json(_oip("text", [2], "FP32", [1.0, 2.0])), rule="datatype"),
-        HostileRequest("oip text: huge batch", "POST", infer, _json(_oip("text", [len(too_many)], "BYTES", too_many)), rule="max_items"),
-        HostileRequest("oip text: empty list", "POST", infer, _json(_oip("text", [0], "BYTES", [])), rule="min_items"),
-        HostileRequest("oip text: empty string", "POST", infer, _json(_oip("text", [1], "BYTES", [""])), rule="non_empty"),
+        HostileRequest(
+            "embeddings: empty list", "POST", emb, _json({"model": model, "input": []}), rule="min_items"
+        ),
+        HostileRequest(
+            "embeddings: over-long text (chars)",
+            "POST",
+            emb,
+            _json({"model": model, "input": overlong_chars}),
+            rule="max_text_chars",
+        ),
+        HostileRequest(
+            "embeddings: over-long text (tokens)",
+            "POST",
+            emb,
+            _json({"model": model, "input": overlong_tokens}),
+            rule="max_tokens",
+        ),
+        HostileRequest(
+            "embeddings: NaN as input", "POST", emb, _json({"model": model, "input": [math.nan]}), rule="type"
+        ),
+        HostileRequest(
+            "embeddings: number as input", "POST", emb, _json({"model": model, "input": 42}), rule="type"
+        ),
+        HostileRequest(
+            "embeddings: nested lists",
+            "POST",
+            emb,
+            _json({"model": model, "input": [["a"], ["b"]]}),
+            rule="type",
+        ),
+        HostileRequest(
+            "embeddings: unknown model",
+            "POST",
+            emb,
+            _json({"model": "no-such-model", "input": "hi"}),
+            404,
+            "model",
+        ),
+        HostileRequest(
+            "oip text: wrong datatype FP32",
+            "POST",
+            infer,
+            _json(_oip("text", [2], "FP32", [1.0, 2.0])),
+            rule="datatype",
+        ),
+        HostileRequest(
+            "oip text: huge batch",
+            "POST",
+            infer,
+            _json(_oip("text", [len(too_many)], "BYTES", too_many)),
+            rule="max_items",
+        ),
+        HostileRequest(
+            "oip text: empty list", "POST", infer, _json(_oip("text", [0], "BYTES", [])), rule="min_items"
+        ),
+        HostileRequest(
+            "oip text: empty string", "POST", infer, _json(_oip("text", [1], "BYTES", [""])), rule="non_empty"
+        ),
     ]
 
 
-def tensor_inputs(model: str, limits: EndpointLimits, input_shape: list[int | None] | None) -> list[HostileRequest]:
+def tensor_inputs(
+    model: str, limits: EndpointLimits, input_shape: list[int | None] | None
+) -> list[HostileRequest]:
     """Hostile bodies for a tensor model: dtypes, shapes, NaN, batch size, element counts."""
     infer = routes.INFER.path(model)
     row = [d if d and d > 0 else 1 for d in (input_shape or [None, 4])[1:]] or [1]
@@ -116,22 +171,74 @@ def tensor_inputs(model: str, limits: EndpointLimits, input_shape: list[int | No
     nan_data: list[object] = [0.0] * per_row
     nan_data[0] = math.nan
     return [
-        HostileRequest("oip tensor: BYTES for a numeric model", "POST", infer, _json(_oip("x", [1], "BYTES", ["a"])), rule="datatype"),
-        HostileRequest("oip tensor: strings as data", "POST", infer, _json(_oip("x", [1, *row], "FP32", ["a"] * per_row)), rule="numeric"),
-        HostileRequest("oip tensor: shape/data mismatch", "POST", infer, _json(_oip("x", [2, *row], "FP32", [0.0] * per_row)), rule="shape_match"),
-        HostileRequest("oip tensor: wrong shape for the model", "POST", infer, _json(_oip("x", [1, per_row + 3], "FP32", [0.0] * (per_row + 3))), rule="model_shape"),
-        HostileRequest("oip tensor: negative dimension", "POST", infer, _json(_oip("x", [-1, *row], "FP32", [0.0] * per_row)), rule="non_negative"),
-        HostileRequest("oip tensor: billion-element shape claim", "POST", infer, _json(_oip("x", [1, 10**9], "FP32", [0.0])), rule="shape_match"),
-        HostileRequest("oip tensor: NaN", "POST", infer, _json(_oip("x", [1, *row], "FP32", nan_data)), rule="finite"),
-        HostileRequest("oip tensor: Infinity", "POST", infer, _json(_oip("x", [1, *row], "FP32", [math.inf] * per_row)), rule="finite"),
+        HostileRequest(
+            "oip tensor: BYTES for a numeric model",
+            "POST",
+            infer,
+            _json(_oip("x", [1], "BYTES", ["a"])),
+            rule="datatype",
+        ),
+        HostileRequest(
+            "oip tensor: strings as data",
+            "POST",
+            infer,
+            _json(_oip("x", [1, *row], "FP32", ["a"] * per_row)),
+            rule="numeric",
+        ),
+        HostileRequest(
+            "oip tensor: shape/data mismatch",
+            "POST",
+            infer,
+            _json(_oip("x", [2, *row], "FP32", [0.0] * per_row)),
+            rule="shape_match",
+        ),
+        HostileRequest(
+            "oip tensor: wrong shape for the model",
+            "POST",
+            infer,
+            _json(_oip("x", [1, per_row + 3], "FP32", [0.0] * (per_row + 3))),
+            rule="model_shape",
+        ),
+        HostileRequest(
+            "oip tensor: negative dimension",
+            "POST",
+            infer,
+            _json(_oip("x", [-1, *row], "FP32", [0.0] * per_row)),
+            rule="non_negative",
+        ),
+        HostileRequest(
+            "oip tensor: billion-element shape claim",
+            "POST",
+            infer,
+            _json(_oip("x", [1, 10**9], "FP32", [0.0])),
+            rule="shape_match",
+        ),
+        HostileRequest(
+            "oip tensor: NaN", "POST", infer, _json(_oip("x", [1, *row], "FP32", nan_data)), rule="finite"
+        ),
+        HostileRequest(
+            "oip tensor: Infinity",
+            "POST",
+            infer,
+            _json(_oip("x", [1, *row], "FP32", [math.inf] * per_row)),
+            rule="finite",
+        ),
         HostileRequest(
             "oip tensor: huge batch",
             "POST",
             infer,
-            _json(_oip("x", [limits.max_items + 1, *row], "FP32", [0.0] * (per_row * (limits.max_items + 1)))),
+            _json(
+                _oip("x", [limits.max_items + 1, *row], "FP32", [0.0] * (per_row * (limits.max_items + 1)))
+            ),
             rule="max_items",
         ),
-        HostileRequest("oip tensor: empty batch", "POST", infer, _json(_oip("x", [0, *row], "FP32", [])), rule="min_items"),
+        HostileRequest(
+            "oip tensor: empty batch",
+            "POST",
+            infer,
+            _json(_oip("x", [0, *row], "FP32", [])),
+            rule="min_items",
+        ),
     ]
 
 
@@ -141,19 +248,43 @@ def body_attacks(model: str, limits: EndpointLimits) -> list[HostileRequest]:
     big = limits.max_body_bytes + 1
     prefix = b'{"inputs": [{"name": "x", "shape": [1], "datatype": "BYTES", "data": ["'
     return [
-        HostileRequest("oversized body", "POST", infer, _padded_to(big, prefix, b'"]}]}'), 413, "max_body_bytes"),
         HostileRequest(
-            "oversized body without Content-Length", "POST", infer, _padded_to(big, prefix, b'"]}]}'), 413, "max_body_bytes", chunked=True
+            "oversized body", "POST", infer, _padded_to(big, prefix, b'"]}]}'), 413, "max_body_bytes"
+        ),
+        HostileRequest(
+            "oversized body without Content-Length",
+            "POST",
+            infer,
+            _padded_to(big, prefix, b'"]}]}'),
+            413,
+            "max_body_bytes",
+            chunked=True,
         ),
         HostileRequest("invalid UTF-8", "POST", infer, prefix + b"\xff\xfe\xc3\x28" + b'"]}]}', rule="utf8"),
         HostileRequest("not JSON", "POST", infer, b"{{{{ not json", rule="json"),
         HostileRequest("empty body", "POST", infer, b"", rule="required"),
         HostileRequest("deeply nested JSON", "POST", infer, _deep_json(DEEP_JSON_LEVELS), rule="max_depth"),
         HostileRequest("JSON array instead of object", "POST", infer, b"[1, 2, 3]", rule="type"),
-        HostileRequest("unknown field", "POST", infer, _json({"inputs": [], "evil": True}), rule="extra_forbidden"),
+        HostileRequest(
+            "unknown field", "POST", infer, _json({"inputs": [], "evil": True}), rule="extra_forbidden"
+        ),
         HostileRequest("no inputs", "POST", infer, _json({"inputs": []}), rule="min_items"),
-        HostileRequest("unknown model", "POST", routes.INFER.path("no-such-model"), _json(_oip("x", [1], "FP32", [0.0])), 404, "model"),
-        HostileRequest("traversal in model name", "POST", "/v2/models/..%2f..%2fetc/infer", _json(_oip("x", [1], "FP32", [0.0])), 404, "model"),
+        HostileRequest(
+            "unknown model",
+            "POST",
+            routes.INFER.path("no-such-model"),
+            _json(_oip("x", [1], "FP32", [0.0])),
+            404,
+            "model",
+        ),
+        HostileRequest(
+            "traversal in model name",
+            "POST",
+            "/v2/models/..%2f..%2fetc/infer",
+            _json(_oip("x", [1], "FP32", [0.0])),
+            404,
+            "model",
+        ),
     ]
 
 
@@ -161,7 +292,15 @@ def file_access(model: str, files: list[str]) -> list[HostileRequest]:
     """GETs that try to fetch model artifacts (or anything on disk) over HTTP."""
     names = list(dict.fromkeys([*files, "model.onnx"]))
     return [
-        HostileRequest(f"fetch {tpl.format(model=model, file=name)}", "GET", tpl.format(model=model, file=name), kind="file_access", expect_status=404, rule="no_file_access", headers=())
+        HostileRequest(
+            f"fetch {tpl.format(model=model, file=name)}",
+            "GET",
+            tpl.format(model=model, file=name),
+            kind="file_access",
+            expect_status=404,
+            rule="no_file_access",
+            headers=(),
+        )
         for name in names
         for tpl in FILE_ROUTE_TEMPLATES
     ]
@@ -227,15 +366,26 @@ def send(url: str, request: HostileRequest, api_key: str | None, timeout_s: floa
         conn.close()
 
 
-def judge(request: HostileRequest, response: RawResponse, artifact_head: bytes | None = None) -> tuple[bool, str]:
+def judge(
+    request: HostileRequest, response: RawResponse, artifact_head: bytes | None = None
+) -> tuple[bool, str]:
     """A 4xx that is about the request (not 401/403/429) and, for file fetches, no artifact bytes in the body."""
     status = response.status
     if status is None:
-        return False, f"no HTTP answer ({response.error or 'connection dropped'}); expected {request.expect_status}"
+        return (
+            False,
+            f"no HTTP answer ({response.error or 'connection dropped'}); expected {request.expect_status}",
+        )
     if status in (401, 403) and request.kind == "input":
-        return False, f"got {status}: refused for the key, so the input itself was never judged (check the API key)"
+        return (
+            False,
+            f"got {status}: refused for the key, so the input itself was never judged (check the API key)",
+        )
     if status == 429:
-        return False, "got 429: rate-limited, the input was never judged (raise the rate limit for the gate's key)"
+        return (
+            False,
+            "got 429: rate-limited, the input was never judged (raise the rate limit for the gate's key)",
+        )
     if not 400 <= status < 500:
         return False, f"got {status}, expected a 4xx ({request.expect_status} per the endpoint contract)"
     if artifact_head and artifact_head in response.body:

@@ -13,7 +13,9 @@ from serving.settings import get_settings
 from tasks.policy import Policy
 
 
-def monitoring_rules(model: str, champion_sha256: str, baseline_p99_ms: float, policy: Policy) -> dict[str, Any]:
+def monitoring_rules(
+    model: str, champion_sha256: str, baseline_p99_ms: float, policy: Policy
+) -> dict[str, Any]:
     """Prometheus rules that watch the new champion: latency vs SLA and baseline, GPU temperature, accuracy."""
     risk = policy.rollout_risk
     sla = policy.rollout_gate.sla_p99_ms
@@ -23,22 +25,43 @@ def monitoring_rules(model: str, champion_sha256: str, baseline_p99_ms: float, p
             {
                 "name": f"inferops-{model}",
                 "rules": [
-                    {"alert": "InferenceP99OverSLA", "expr": f"{latency} > {sla}", "for": "5m",
-                     "labels": {"severity": "warning", "type": "threshold", "model": model}},
-                    {"alert": "InferenceP99OffBaseline",
-                     "expr": f"{latency} > {baseline_p99_ms * (1 + risk.perf_deviation_rollback):.3f}", "for": "5m",
-                     "labels": {"severity": "critical", "type": "threshold", "model": model, "action": "rollback"}},
-                    {"alert": "GpuTemperatureHigh",
-                     "expr": f"DCGM_FI_DEV_GPU_TEMP > {policy.monitoring.gpu_temperature_critical_c}", "for": "2m",
-                     "labels": {"severity": "critical", "type": "threshold"}},
-                    {"alert": "ModelAccuracyRetentionLow",
-                     "expr": f'inferops_accuracy_retention{{model="{model}"}} < {policy.optimization.accuracy_retention_threshold}',
-                     "labels": {"severity": "critical", "type": "anomaly", "model": model,
-                                "champion_sha256": champion_sha256}},
+                    {
+                        "alert": "InferenceP99OverSLA",
+                        "expr": f"{latency} > {sla}",
+                        "for": "5m",
+                        "labels": {"severity": "warning", "type": "threshold", "model": model},
+                    },
+                    {
+                        "alert": "InferenceP99OffBaseline",
+                        "expr": f"{latency} > {baseline_p99_ms * (1 + risk.perf_deviation_rollback):.3f}",
+                        "for": "5m",
+                        "labels": {
+                            "severity": "critical",
+                            "type": "threshold",
+                            "model": model,
+                            "action": "rollback",
+                        },
+                    },
+                    {
+                        "alert": "GpuTemperatureHigh",
+                        "expr": f"DCGM_FI_DEV_GPU_TEMP > {policy.monitoring.gpu_temperature_critical_c}",
+                        "for": "2m",
+                        "labels": {"severity": "critical", "type": "threshold"},
+                    },
+                    {
+                        "alert": "ModelAccuracyRetentionLow",
+                        "expr": f'inferops_accuracy_retention{{model="{model}"}} < {policy.optimization.accuracy_retention_threshold}',
+                        "labels": {
+                            "severity": "critical",
+                            "type": "anomaly",
+                            "model": model,
+                            "champion_sha256": champion_sha256,
+                        },
+                    },
                 ],
             }
         ]
-    }  # fmt: skip
+    }
 
 
 def write_monitoring(model: str, rules: dict[str, Any]) -> Path:

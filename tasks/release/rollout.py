@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.client import EndpointError, InferopsClient
+from serving.client import EndpointError, InferopsClient, excerpt
 from serving.resolver import version_uri
 from tasks.records.registry import VersionRef
 
@@ -54,7 +54,7 @@ def rollout(
     tried = []
     try:
         reply = client.switch(model, uri=version_uri(model, target.version))
-        tried.append(f"switch: HTTP {reply.status} {reply.body.get('reason', reply.text[:200])}")
+        tried.append(f"switch: HTTP {reply.status} {reply.body.get('reason', excerpt(reply.text))}")
         how = "switch" if reply.status == 200 else ""
     except EndpointError as exc:
         tried.append(f"switch: {exc}")
@@ -62,12 +62,16 @@ def rollout(
     if not how and fall_back_to_server_rollback:
         try:
             reply = client.rollback(model)
-            tried.append(f"server rollback: HTTP {reply.status} {reply.body.get('reason', reply.text[:200])}")
+            tried.append(
+                f"server rollback: HTTP {reply.status} {reply.body.get('reason', excerpt(reply.text))}"
+            )
             how = "server rollback" if reply.status == 200 else ""
         except EndpointError as exc:
             tried.append(f"server rollback: {exc}")
     if not how or reply is None:
-        raise RolloutRefused(f"endpoint {client.url} kept its model instead of {model} v{target.version}: " + "; ".join(tried))
+        raise RolloutRefused(
+            f"endpoint {client.url} kept its model instead of {model} v{target.version}: " + "; ".join(tried)
+        )
     result = RolloutResult(model, target.version, target.sha256, how, reply.body, knobs)
     if knobs is not None:
         try:

@@ -6,7 +6,7 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from serving.client import InferopsClient
+from serving.client import InferopsClient, excerpt
 from tasks.policy import RolloutRisk
 from tasks.records import registry
 from tasks.release.freeze import freeze
@@ -118,7 +118,7 @@ def apply_risk_action(
             if target is None:
                 raise RolloutRefused(f"model {model!r} has no champion after the registry rollback")
             done = rollout(client, model, target, fall_back_to_server_rollback=True)
-            record["endpoint"] = {"switched": True, "how": done.how, "detail": str(done.detail)[:500]}
+            record["endpoint"] = {"switched": True, "how": done.how, "detail": excerpt(str(done.detail))}
         except RolloutRefused as exc:
             record["endpoint"] = {"switched": False, "how": None, "detail": str(exc)}
         record["done"] = bool(record["endpoint"]["switched"])

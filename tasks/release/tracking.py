@@ -21,9 +21,13 @@ def gate_title(model: str, candidate: VersionRef | None) -> str:
 
 
 def gate_record(
-    model: str, verdict: GateVerdict, results: list[ItemResult], candidate: VersionRef | None, params: dict[str, Any],
+    model: str,
+    verdict: GateVerdict,
+    results: list[ItemResult],
+    candidate: VersionRef | None,
+    params: dict[str, Any],
     report: str,
-) -> RunRecord:  # fmt: skip
+) -> RunRecord:
     """The gate's MLflow run: the verdict as tags, each item's observed share and minimum, every check."""
     record = RunRecord(
         f"gate-{model}" + (f"-v{candidate.version}" if candidate else ""),
@@ -39,7 +43,11 @@ def gate_record(
         params={k: v for k, v in params.items() if v is not None},
         metrics={"weighted_score": verdict.weighted_score, "passed": float(verdict.passed)},
         tables={"gate_items.json": {k: [str(r[k]) for r in verdict.rows] for k in verdict.rows[0]}},
-        dicts={"gate_checks.json": {r.item: {"observed": r.observed, "checks": [c.as_dict() for c in r.checks]} for r in results}},
+        dicts={
+            "gate_checks.json": {
+                r.item: {"observed": r.observed, "checks": [c.as_dict() for c in r.checks]} for r in results
+            }
+        },
         texts={"gate_report.md": report},
     )
     for item in verdict.items:
@@ -57,7 +65,9 @@ def decision_record(decision: ApprovalDecision) -> RunRecord:
         f"{names.TAG_APPROVAL_PREFIX}promote": str(decision.promote).lower(),
         f"{names.TAG_APPROVAL_PREFIX}comment": decision.comment,
     }
-    return RunRecord("decision", names.GATE_EXPERIMENT, tags=tags, dicts={"approval_decision.json": decision.as_dict()})
+    return RunRecord(
+        "decision", names.GATE_EXPERIMENT, tags=tags, dicts={"approval_decision.json": decision.as_dict()}
+    )
 
 
 def decision_markdown(model: str, decision: ApprovalDecision) -> str:
@@ -65,8 +75,12 @@ def decision_markdown(model: str, decision: ApprovalDecision) -> str:
 
 
 def promotion_record(promotion: dict[str, Any]) -> RunRecord:
-    return RunRecord("promotion", names.GATE_EXPERIMENT, tags={names.TAG_GATE_PROMOTED: str(promotion["promoted"]).lower()},
-                     dicts={"promotion.json": promotion})  # fmt: skip
+    return RunRecord(
+        "promotion",
+        names.GATE_EXPERIMENT,
+        tags={names.TAG_GATE_PROMOTED: str(promotion["promoted"]).lower()},
+        dicts={"promotion.json": promotion},
+    )
 
 
 def risk_record(baseline: Observation, current: Observation, actions: list[dict[str, Any]]) -> RunRecord:
@@ -76,11 +90,19 @@ def risk_record(baseline: Observation, current: Observation, actions: list[dict[
         names.GATE_EXPERIMENT,
         tags={names.TAG_RISK_ACTIONS: ",".join(a["action"] for a in actions) or "none"},
         metrics={f"risk.current.{k}": v for k, v in asdict(current).items()},
-        dicts={"risk_actions.json": {"baseline": asdict(baseline), "current": asdict(current), "actions": actions}},
+        dicts={
+            "risk_actions.json": {
+                "baseline": asdict(baseline),
+                "current": asdict(current),
+                "actions": actions,
+            }
+        },
     )
 
 
-def risk_markdown(model: str, baseline: Observation, current: Observation, actions: list[dict[str, Any]]) -> str:
+def risk_markdown(
+    model: str, baseline: Observation, current: Observation, actions: list[dict[str, Any]]
+) -> str:
     head = (
         f"# Rollout risk control: {model}\n\n"
         f"Baseline (gate): P99 {baseline.p99_ms:.1f} ms, {baseline.throughput_rps:.1f} req/s; "
@@ -89,16 +111,28 @@ def risk_markdown(model: str, baseline: Observation, current: Observation, actio
     )
     columns = ("level", "action", "threshold", "observed", "done", "reason")
     rows = [{c: r.get(c) for c in columns} for r in actions] or [
-        {"level": "-", "action": "none", "threshold": "-", "observed": "-", "done": "-",
-         "reason": "every figure within the risk policy"}
-    ]  # fmt: skip
+        {
+            "level": "-",
+            "action": "none",
+            "threshold": "-",
+            "observed": "-",
+            "done": "-",
+            "reason": "every figure within the risk policy",
+        }
+    ]
     return head + markdown_table(rows)
 
 
 def gate_outcome(
-    model: str, url: str, verdict: GateVerdict, decision: ApprovalDecision, run_id: str,
-    promotion: dict[str, Any] | None, risk_actions: list[dict[str, Any]], wall_s: float,
-) -> dict[str, Any]:  # fmt: skip
+    model: str,
+    url: str,
+    verdict: GateVerdict,
+    decision: ApprovalDecision,
+    run_id: str,
+    promotion: dict[str, Any] | None,
+    risk_actions: list[dict[str, Any]],
+    wall_s: float,
+) -> dict[str, Any]:
     """The gate flow's return value."""
     return {
         "model": model,

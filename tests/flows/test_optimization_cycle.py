@@ -30,8 +30,15 @@ def _cycle(**kwargs: Any) -> dict[str, Any]:
 @pytest.fixture(scope="module")
 def first_cycle(prefect_harness: None) -> dict[str, Any]:
     """One cycle on digits-cnn with two candidates and no knob stages: baseline torch-fp32 becomes v1."""
-    return _cycle(model=MODEL, candidates=["onnx-fp32", "onnx-int8-dynamic"], repeats=2,
-                  thread_options=[1], batch_options=[8], replica_options=[1], cache_options=[0])  # fmt: skip
+    return _cycle(
+        model=MODEL,
+        candidates=["onnx-fp32", "onnx-int8-dynamic"],
+        repeats=2,
+        thread_options=[1],
+        batch_options=[8],
+        replica_options=[1],
+        cache_options=[0],
+    )
 
 
 def test_cycle_promotes_fastest_passing_and_records_everything(first_cycle: dict[str, Any]) -> None:
@@ -53,13 +60,17 @@ def test_cycle_promotes_fastest_passing_and_records_everything(first_cycle: dict
     configure()
     parent = mlflow.get_run(first_cycle["mlflow_run_id"])
     assert parent.data.tags["inferops.retention_class"] == "optimization_plans"
-    assert {"roi", "cost_saving_rate", "performance_improvement", "baseline_throughput"} <= set(parent.data.metrics)
+    assert {"roi", "cost_saving_rate", "performance_improvement", "baseline_throughput"} <= set(
+        parent.data.metrics
+    )
     children = mlflow.search_runs(
         experiment_ids=[parent.info.experiment_id],
         filter_string=f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
     )
     assert set(children["tags.mlflow.runName"]) == set(rows)
-    assert {"metrics.retention", "metrics.matrix_accuracy_impact", "tags.inferops.verdict"} <= set(children.columns)
+    assert {"metrics.retention", "metrics.matrix_accuracy_impact", "tags.inferops.verdict"} <= set(
+        children.columns
+    )
     report = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/report.md")
     assert "Pre-implementation checklist" in report and all(name in report for name in rows)
 
@@ -78,8 +89,15 @@ def test_corrupted_candidate_is_rejected_and_champion_kept(first_cycle: dict[str
         manifest = json.loads(manifest_text)
         manifest["sha256"] = hashlib.sha256(b"not an onnx model").hexdigest()
         manifest_path.write_text(json.dumps(manifest))
-        out = _cycle(model=MODEL, candidates=["onnx-int8-static"], repeats=1, thread_options=[1], batch_options=[8],
-                     replica_options=[1], cache_options=[0])
+        out = _cycle(
+            model=MODEL,
+            candidates=["onnx-int8-static"],
+            repeats=1,
+            thread_options=[1],
+            batch_options=[8],
+            replica_options=[1],
+            cache_options=[0],
+        )
     finally:
         art.path.write_bytes(original)
         manifest_path.write_text(manifest_text)
@@ -104,7 +122,9 @@ def test_unreachable_endpoint_fails_before_anything_changes(first_cycle: dict[st
 
 
 @pytest.mark.slow
-def test_killed_cycle_leaves_old_champion_serving(first_cycle: dict[str, Any], ray_session: None, tmp_path) -> None:
+def test_killed_cycle_leaves_old_champion_serving(
+    first_cycle: dict[str, Any], ray_session: None, tmp_path
+) -> None:
     from ray import serve
 
     from serving.app import run_local
@@ -120,17 +140,25 @@ def test_killed_cycle_leaves_old_champion_serving(first_cycle: dict[str, Any], r
         )
         env = {**os.environ, "PYTHONUNBUFFERED": "1"}
         log = (tmp_path / "cycle.log").open("w")
-        proc = subprocess.Popen([sys.executable, "-c", script], env=env, stdout=log, stderr=subprocess.STDOUT,
-                                start_new_session=True)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, "-c", script],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         configure()
         deadline = time.monotonic() + 240
         seen = 0
         while time.monotonic() < deadline and proc.poll() is None and seen < 2:
-            runs = mlflow.search_runs(experiment_names=["inferops-optimization"],
-                                      filter_string="tags.inferops.verdict != ''")  # fmt: skip
+            runs = mlflow.search_runs(
+                experiment_names=["inferops-optimization"], filter_string="tags.inferops.verdict != ''"
+            )
             seen = len(runs) - len(first_cycle["results"]) - 1
             time.sleep(1)
-        assert proc.poll() is None, "the cycle finished before it could be killed: " + (tmp_path / "cycle.log").read_text()[-2000:]
+        assert proc.poll() is None, (
+            "the cycle finished before it could be killed: " + (tmp_path / "cycle.log").read_text()[-2000:]
+        )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
         after = InferopsClient(url).metadata(MODEL)
@@ -152,18 +180,30 @@ def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpo
     model = "minilm"
     reference = ensure_variant(model, "torch-fp32")
     registry.ensure_champion(model, reference.path, {**reference.manifest, "variant": "torch-fp32"})
-    url = run_local({"model": f"models:/{model}@champion", "api_keys": ["cycle-key"]}, name="cycle-minilm-test",
-                    port=8000)  # fmt: skip
+    url = run_local(
+        {"model": f"models:/{model}@champion", "api_keys": ["cycle-key"]}, name="cycle-minilm-test", port=8000
+    )
     try:
-        out = _cycle(model=model, url=url, api_key="cycle-key", candidates=["onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"],
-                     repeats=2, thread_options=[1], batch_options=[8], replica_options=[1], cache_options=[0])  # fmt: skip
+        out = _cycle(
+            model=model,
+            url=url,
+            api_key="cycle-key",
+            candidates=["onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"],
+            repeats=2,
+            thread_options=[1],
+            batch_options=[8],
+            replica_options=[1],
+            cache_options=[0],
+        )
         rows = {r["candidate"]: r for r in out["results"]}
         plain, per_channel = rows["onnx-int8-dynamic"], rows["onnx-int8-dynamic-perchannel"]
         assert plain["verdict"] == "rejected" and "retention" in plain["reason"] and plain["retention"] < 0.99
         assert per_channel["retention"] >= 0.99
         configure()
-        children = mlflow.search_runs(experiment_names=["inferops-optimization"],
-                                      filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'")  # fmt: skip
+        children = mlflow.search_runs(
+            experiment_names=["inferops-optimization"],
+            filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'",
+        )
         rolled = children[children["tags.mlflow.runName"] == "onnx-int8-dynamic"]
         assert (rolled["tags.inferops.rollback"] == "recorded").all()
         champion = registry.alias_version(model, registry.CHAMPION)
@@ -206,14 +246,27 @@ def test_cycle_gates_the_challenger_before_promotion(
     try:
         before = registry.alias_version(MODEL, registry.CHAMPION)
         assert before is not None
-        if before.variant != "torch-fp32":  # start from the PyTorch baseline, which ONNX Runtime clearly beats
+        if (
+            before.variant != "torch-fp32"
+        ):  # start from the PyTorch baseline, which ONNX Runtime clearly beats
             registry.rollback(MODEL, "test: start the gated cycle from the FP32 baseline")
             before = registry.alias_version(MODEL, registry.CHAMPION)
             assert before is not None and before.variant == "torch-fp32"
         pick = ["onnx-fp32"]
-        out = _cycle(model=MODEL, candidates=pick, repeats=2, thread_options=[1], batch_options=[8], replica_options=[1],
-                     cache_options=[0], gate=True,
-                     gate_stability_s=4, gate_performance_s=4, gate_risk_window_s=4, require_approval=False)  # fmt: skip
+        out = _cycle(
+            model=MODEL,
+            candidates=pick,
+            repeats=2,
+            thread_options=[1],
+            batch_options=[8],
+            replica_options=[1],
+            cache_options=[0],
+            gate=True,
+            gate_stability_s=4,
+            gate_performance_s=4,
+            gate_risk_window_s=4,
+            require_approval=False,
+        )
     finally:
         monkeypatch.delenv("INFEROPS_POLICY_FILE")
         default_policy.cache_clear()
@@ -227,12 +280,16 @@ def test_cycle_gates_the_challenger_before_promotion(
     else:
         assert after == before and registry.alias_version(MODEL, registry.CHALLENGER) is None
     configure()
-    nested = mlflow.search_runs(experiment_names=["inferops-gate"],
-                                filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'")  # fmt: skip
+    nested = mlflow.search_runs(
+        experiment_names=["inferops-gate"],
+        filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}'",
+    )
     assert len(nested) == 1
 
 
-def test_bad_request_log_stops_the_cycle_before_anything_is_recorded(first_cycle: dict[str, Any], tmp_path) -> None:
+def test_bad_request_log_stops_the_cycle_before_anything_is_recorded(
+    first_cycle: dict[str, Any], tmp_path
+) -> None:
     from tasks.measure.workload import WorkloadError
 
     configure()
@@ -261,16 +318,30 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
 
     log = demo_request_log(MODEL, tmp_path / "requests.npy")
     share = repeat_share(load_request_log(log, "tensor"))
-    url = run_local({"model": f"models:/{MODEL}@champion", "api_keys": ["knob-key"]}, name="cycle-knobs-test",
-                    port=8000, route_prefix="/knobs")  # fmt: skip
+    url = run_local(
+        {"model": f"models:/{MODEL}@champion", "api_keys": ["knob-key"]},
+        name="cycle-knobs-test",
+        port=8000,
+        route_prefix="/knobs",
+    )
     # Start from the PyTorch model, which ONNX Runtime clearly beats, so a winner (and its knobs) is certain.
     torch_fp32 = ensure_variant(MODEL, "torch-fp32")
     registry.register(MODEL, torch_fp32.path, {**torch_fp32.manifest, "variant": "torch-fp32"})
     registry.promote(MODEL)
     pick = "onnx-fp32"
     try:
-        out = _cycle(model=MODEL, url=url, api_key="knob-key", candidates=[pick], repeats=2, thread_options=[1],
-                     replica_options=[1, 2], batch_options=[8], cache_options=[512], request_log=str(log))  # fmt: skip
+        out = _cycle(
+            model=MODEL,
+            url=url,
+            api_key="knob-key",
+            candidates=[pick],
+            repeats=2,
+            thread_options=[1],
+            replica_options=[1, 2],
+            batch_options=[8],
+            cache_options=[512],
+            request_log=str(log),
+        )
         rows = {r["candidate"]: r for r in out["results"]}
         replicas = [r for name, r in rows.items() if "+replicas=2" in name]
         cached = [r for name, r in rows.items() if "+cache=512" in name]
@@ -286,7 +357,10 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
         want = applied["knobs"]
         assert len(applied["replicas"]) == want["num_replicas"]
         for view in applied["replicas"].values():
-            assert view["intra_op_threads"] == want["intra_op_threads"] and view["max_batch_size"] == want["max_batch_size"]
+            assert (
+                view["intra_op_threads"] == want["intra_op_threads"]
+                and view["max_batch_size"] == want["max_batch_size"]
+            )
             assert view["cache_entries"] == want["cache_entries"]
             assert view["sha256"] == registry.alias_version(MODEL, registry.CHAMPION).sha256
         assert ("+cache=512" in champion["candidate"]) == (want["cache_entries"] == 512)
@@ -305,12 +379,21 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
         previous = registry.alias_version(MODEL, registry.PREVIOUS)
         assert previous is not None
         restored = registry.version_knobs(MODEL, previous.version, default_policy().serving.default_knobs())
-        result = CliRunner().invoke(cli_app, ["rollback", "--model", MODEL, "--url", url, "--api-key", "knob-key"])
+        result = CliRunner().invoke(
+            cli_app, ["rollback", "--model", MODEL, "--url", url, "--api-key", "knob-key"]
+        )
         assert result.exit_code == 0, result.output
-        done = InferopsClient(url, "knob-key").wait_until(MODEL, lambda v: v["sha256"] == previous.sha256
-                          and v["cache_entries"] == restored["cache_entries"]
-                          and v["intra_op_threads"] == restored["intra_op_threads"],
-                          replicas=restored["num_replicas"], timeout_s=120, exact=True)  # fmt: skip
+        done = InferopsClient(url, "knob-key").wait_until(
+            MODEL,
+            lambda v: (
+                v["sha256"] == previous.sha256
+                and v["cache_entries"] == restored["cache_entries"]
+                and v["intra_op_threads"] == restored["intra_op_threads"]
+            ),
+            replicas=restored["num_replicas"],
+            timeout_s=120,
+            exact=True,
+        )
         assert done.converged, done.reason
         assert len(done.replicas) == restored["num_replicas"]
     finally:

@@ -18,7 +18,12 @@ from tasks.policy import default_policy
 APP = "inferops-api-test"
 KEY = "test-key-api"
 AUTH = auth_headers(KEY)
-TEXTS = ["The cat sat on the mat.", "Ray Serve batches requests.", "short", "An embedding is a vector of floats."]
+TEXTS = [
+    "The cat sat on the mat.",
+    "Ray Serve batches requests.",
+    "short",
+    "An embedding is a vector of floats.",
+]
 
 
 def _args(**batching: Any) -> dict[str, Any]:
@@ -84,12 +89,17 @@ def test_embeddings_match_the_in_process_engine(served: dict[str, Any]) -> None:
     assert [d["index"] for d in body["data"]] == list(range(len(TEXTS)))
     got = np.array([d["embedding"] for d in body["data"]], dtype=np.float32)
     np.testing.assert_allclose(got, expected, atol=1e-4)
-    assert body["usage"]["prompt_tokens"] > len(TEXTS) and body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"]
+    assert (
+        body["usage"]["prompt_tokens"] > len(TEXTS)
+        and body["usage"]["total_tokens"] == body["usage"]["prompt_tokens"]
+    )
     timing = _timing(resp.headers["server-timing"])
     assert set(timing) == {"queue", "batch_wait", "tokenize", "compute", "serialize"}
     assert timing["compute"] > 0 and all(v >= 0 for v in timing.values())
     # base64 encoding decodes to the same floats
-    b64 = client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": TEXTS[0], "encoding_format": "base64"})
+    b64 = client.call(
+        routes.EMBEDDINGS, json={"model": "minilm", "input": TEXTS[0], "encoding_format": "base64"}
+    )
     import base64
 
     decoded = np.frombuffer(base64.b64decode(b64.json()["data"][0]["embedding"]), dtype="<f4")
@@ -111,7 +121,14 @@ def test_open_inference_protocol_infer_and_metadata(served: dict[str, Any]) -> N
 
 def test_openapi_document_lists_the_routes(served: dict[str, Any]) -> None:
     paths = served["client"].call(routes.OPENAPI).json()["paths"]
-    for route in (routes.EMBEDDINGS, routes.INFER, routes.READY, routes.SWITCH, routes.SERVING, routes.ROLLBACK):
+    for route in (
+        routes.EMBEDDINGS,
+        routes.INFER,
+        routes.READY,
+        routes.SWITCH,
+        routes.SERVING,
+        routes.ROLLBACK,
+    ):
         assert route.template in paths
 
 
@@ -126,7 +143,9 @@ def test_openapi_document_lists_the_routes(served: dict[str, Any]) -> None:
         (routes.ROLLBACK, None),
     ],
 )
-@pytest.mark.parametrize("headers", [{}, {"Authorization": "Bearer wrong"}, {"x-api-key": KEY + "x"}, {"Authorization": KEY}])
+@pytest.mark.parametrize(
+    "headers", [{}, {"Authorization": "Bearer wrong"}, {"x-api-key": KEY + "x"}, {"Authorization": KEY}]
+)
 def test_requests_without_a_valid_key_get_401(
     served: dict[str, Any], route: routes.Route, body: Any, headers: dict[str, str]
 ) -> None:
@@ -137,11 +156,15 @@ def test_requests_without_a_valid_key_get_401(
 
 
 def test_x_api_key_header_is_accepted(served: dict[str, Any]) -> None:
-    resp = served["client"].call(routes.EMBEDDINGS, json={"model": "minilm", "input": "hi"}, key=None, headers={"x-api-key": KEY})
+    resp = served["client"].call(
+        routes.EMBEDDINGS, json={"model": "minilm", "input": "hi"}, key=None, headers={"x-api-key": KEY}
+    )
     assert resp.status_code == 200
 
 
-def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(served: dict[str, Any]) -> None:
+def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(
+    served: dict[str, Any],
+) -> None:
     from tasks.release.hostile_inputs import corpus, judge, send
 
     client: InferopsClient = served["client"]
@@ -172,7 +195,12 @@ def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(s
 @pytest.mark.parametrize(
     ("payload", "status", "rule", "limit"),
     [
-        ({"model": "minilm", "input": ["a"] * (default_policy().endpoint.max_items + 1)}, 400, "max_items", default_policy().endpoint.max_items),
+        (
+            {"model": "minilm", "input": ["a"] * (default_policy().endpoint.max_items + 1)},
+            400,
+            "max_items",
+            default_policy().endpoint.max_items,
+        ),
         ({"model": "minilm", "input": ""}, 400, "non_empty", 1),
         ({"model": "minilm", "input": []}, 400, "min_items", 1),
         ({"model": "nope", "input": "hi"}, 404, "known_model", None),
@@ -180,7 +208,9 @@ def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(s
         ({"model": "minilm", "input": 42}, 400, None, None),
     ],
 )
-def test_endpoint_contract_errors(served: dict[str, Any], payload: Any, status: int, rule: str | None, limit: Any) -> None:
+def test_endpoint_contract_errors(
+    served: dict[str, Any], payload: Any, status: int, rule: str | None, limit: Any
+) -> None:
     resp = served["client"].call(routes.EMBEDDINGS, json=payload)
     assert resp.status_code == status, resp.text
     error = resp.json()["error"]
@@ -193,7 +223,9 @@ def test_endpoint_contract_errors(served: dict[str, Any], payload: Any, status: 
 
 
 def test_over_long_text_is_served_when_truncation_is_asked(served: dict[str, Any]) -> None:
-    resp = served["client"].call(routes.EMBEDDINGS, json={"model": "minilm", "input": "word " * 400, "truncate": True})
+    resp = served["client"].call(
+        routes.EMBEDDINGS, json={"model": "minilm", "input": "word " * 400, "truncate": True}
+    )
     assert resp.status_code == 200, resp.text
     meta = served["client"].metadata("minilm")
     assert resp.json()["usage"]["prompt_tokens"] == meta["max_tokens"]
@@ -201,7 +233,12 @@ def test_over_long_text_is_served_when_truncation_is_asked(served: dict[str, Any
 
 async def _burst(url: str, n: int) -> list[int]:
     async with httpx.AsyncClient(base_url=url, timeout=60) as client:
-        calls = [client.post(routes.EMBEDDINGS.path(), json={"model": "minilm", "input": f"text number {i}"}, headers=AUTH) for i in range(n)]
+        calls = [
+            client.post(
+                routes.EMBEDDINGS.path(), json={"model": "minilm", "input": f"text number {i}"}, headers=AUTH
+            )
+            for i in range(n)
+        ]
         return [r.status_code for r in await asyncio.gather(*calls)]
 
 
@@ -272,7 +309,11 @@ def test_custom_metrics_reach_rays_prometheus_endpoint(served: dict[str, Any]) -
     for text in TEXTS:
         assert client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": text}).status_code == 200
     port = ray._private.worker.global_worker.node.metrics_export_port
-    wanted = ("ray_inferops_batch_size_bucket", "ray_inferops_model_compute_ms_bucket", "ray_inferops_padding_efficiency")
+    wanted = (
+        "ray_inferops_batch_size_bucket",
+        "ray_inferops_model_compute_ms_bucket",
+        "ray_inferops_padding_efficiency",
+    )
     deadline = time.monotonic() + 60  # Ray exports custom metrics on a reporting interval of several seconds
     text = ""
     while time.monotonic() < deadline:

@@ -33,7 +33,9 @@ def test_threads_spinning_and_provider_fallback_are_reported() -> None:
     if "CUDAExecutionProvider" in ort.get_available_providers():
         pytest.skip("this machine has CUDA: nothing to fall back from")
     art = ensure_variant("digits-cnn", "onnx-fp32")
-    engine = load_engine(art.path, providers=["CUDAExecutionProvider"], intra_op_threads=1, allow_spinning=False)
+    engine = load_engine(
+        art.path, providers=["CUDAExecutionProvider"], intra_op_threads=1, allow_spinning=False
+    )
     assert engine.provider == "CPUExecutionProvider"
     assert engine.info["providers_used"] == ["CPUExecutionProvider"]
     assert "CUDAExecutionProvider not available" in engine.info["fallback_reason"]

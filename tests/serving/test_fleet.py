@@ -139,8 +139,13 @@ def test_knobs_that_cannot_converge_are_put_back(served: dict[str, Any]) -> None
     before = client.metadata(MODEL)
     with pytest.raises(EndpointError, match="did not take.*put back the knobs that served before"):
         client.apply_knobs(MODEL, {"num_replicas": 16, "cache_entries": 7}, timeout_s=10)
-    done = client.wait_until(MODEL, lambda v: v["cache_entries"] == before["cache"]["capacity"]
-                      and v["sha256"] == before["sha256"], replicas=1, timeout_s=120, exact=True)  # fmt: skip
+    done = client.wait_until(
+        MODEL,
+        lambda v: v["cache_entries"] == before["cache"]["capacity"] and v["sha256"] == before["sha256"],
+        replicas=1,
+        timeout_s=120,
+        exact=True,
+    )
     assert done.converged, done.reason
     with pytest.raises(EndpointError, match="HTTP 401"), InferopsClient(url, "wrong-key") as wrong:
         wrong.apply_knobs(MODEL, {"cache_entries": 3})

@@ -32,7 +32,9 @@ def served(ray_session: None) -> Iterator[dict[str, Any]]:
     old = ensure_variant("minilm", "onnx-fp32")
     new = ensure_variant("minilm", NEW_VARIANT)  # built before the load starts, so the switch only loads
     url = run_local(
-        {"model": "minilm", "variant": "onnx-fp32", "api_keys": KEY, "batch_wait_timeout_s": 0.002}, name=APP, port=free_port()
+        {"model": "minilm", "variant": "onnx-fp32", "api_keys": KEY, "batch_wait_timeout_s": 0.002},
+        name=APP,
+        port=free_port(),
     )
     client = InferopsClient(url, KEY, timeout_s=60)
     yield {"url": url, "client": client, "old": old, "new": new}
@@ -57,7 +59,11 @@ class _Load:
         n = 0
         while not self._stop.is_set():
             n += 1
-            body = {"inputs": [{"name": "t", "shape": [1], "datatype": "BYTES", "data": [f"worker {i} request {n}"]}]}
+            body = {
+                "inputs": [
+                    {"name": "t", "shape": [1], "datatype": "BYTES", "data": [f"worker {i} request {n}"]}
+                ]
+            }
             try:
                 resp = await client.post(routes.INFER.path("minilm"), json=body, headers=AUTH)
                 sha = resp.json().get("parameters", {}).get("sha256") if resp.status_code == 200 else None

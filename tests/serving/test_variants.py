@@ -31,7 +31,9 @@ def test_recipes_are_data() -> None:
         assert recipe.name == name and recipe.transform and recipe.opt_type
         assert recipe.parent is None or recipe.parent in VARIANT_RECIPES
     assert {n for n, r in VARIANT_RECIPES.items() if r.requires_gpu} == {"onnx-fp16", "trt-fp16"}
-    assert "onnx-fp32-fused" not in list_variants("digits-cnn") and "onnx-fp32-fused" in list_variants("minilm")
+    assert "onnx-fp32-fused" not in list_variants("digits-cnn") and "onnx-fp32-fused" in list_variants(
+        "minilm"
+    )
 
 
 def test_digits_variants_build_once_with_manifests() -> None:
@@ -101,7 +103,9 @@ def test_minilm_fidelity_plain_int8_vs_per_channel(minilm_variants: dict[str, Va
     assert fid["onnx-int8-dynamic"].details["fidelity_min_cosine"] < fid["onnx-int8-dynamic"].value
 
 
-def test_op_exclusion_fallback_keeps_the_most_sensitive_groups_in_fp32(minilm_variants: dict[str, VariantArtifact]) -> None:
+def test_op_exclusion_fallback_keeps_the_most_sensitive_groups_in_fp32(
+    minilm_variants: dict[str, VariantArtifact],
+) -> None:
     """Plain per-tensor INT8 loses too much; the fallback ranks node groups by measured impact and keeps the top
     ones in FP32 until the target is met, and the artifact really has that retention."""
     art = ensure_variant("minilm", "onnx-int8-dynamic-opexclusion")
@@ -114,7 +118,9 @@ def test_op_exclusion_fallback_keeps_the_most_sensitive_groups_in_fp32(minilm_va
     assert 0 < len(search["excluded_nodes"]) < sum(g["nodes"] for g in search["groups"])  # not everything
     spec = get_model("minilm")
     reference = spec.evaluate(load_engine(minilm_variants["onnx-fp32-fused"].path)).value
-    assert spec.evaluate(load_engine(art.path)).value / reference == pytest.approx(search["retention"], abs=1e-4)
+    assert spec.evaluate(load_engine(art.path)).value / reference == pytest.approx(
+        search["retention"], abs=1e-4
+    )
     # digits-cnn keeps its accuracy quantized as a whole: nothing is searched, nothing excluded
     digits = ensure_variant("digits-cnn", "onnx-int8-dynamic-opexclusion").manifest["exclusion_search"]
     assert digits["groups"] == [] and digits["excluded_nodes"] == [] and digits["met_target"]

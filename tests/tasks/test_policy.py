@@ -30,10 +30,18 @@ def test_defaults_match_spec() -> None:
     assert set(policy.capacity.gpu_catalog) == {"V100", "A100", "H100"}
     assert policy.endpoint.max_body_bytes == 8 * 1024 * 1024 and policy.endpoint.max_items == 2048
     serving = policy.serving
-    assert (serving.max_batch_size, serving.batch_wait_timeout_s, serving.max_ongoing_requests) == (16, 0.005, 64)
+    assert (serving.max_batch_size, serving.batch_wait_timeout_s, serving.max_ongoing_requests) == (
+        16,
+        0.005,
+        64,
+    )
     assert (serving.intra_op_threads, serving.call_overhead_tokens) == (1, 64)
     cap = policy.capacity
-    assert (cap.plan_scenario, cap.plan_confidence, cap.zero_outage_min_expected_requests) == ("peak_load", 0.95, 10.0)
+    assert (cap.plan_scenario, cap.plan_confidence, cap.zero_outage_min_expected_requests) == (
+        "peak_load",
+        0.95,
+        10.0,
+    )
     assert (cap.backtest_folds, cap.backtest_horizon_days, cap.backtest_min_train_days) == (4, 2.0, 7.0)
     assert (cap.calibration_tolerance, cap.burst_quantile, cap.replay_holdout_days) == (0.05, 0.99, 2.0)
     gate = policy.rollout_gate
@@ -67,16 +75,20 @@ def test_the_edge_loads_the_policy_file_at_call_time(tmp_path: Path, monkeypatch
         encoding="utf-8",
     )
     series = pd.Series(1.0, index=pd.date_range("2024-01-01", periods=10 * 24, freq="1h"))  # 10 days
-    assert fc.fold_count(series, 4, 2.0, default_policy().capacity) == 1  # 10 - 4*2 < 7 days of training: one fold
+    # 10 - 4*2 < 7 days of training: one fold
+    assert fc.fold_count(series, 4, 2.0, default_policy().capacity) == 1
     assert AppArgs.model_validate(default_policy().app_args()).max_batch_size == 16
     monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
     default_policy.cache_clear()
     try:
         args = AppArgs.model_validate(default_policy().app_args(model="digits-cnn"))
         assert (args.max_batch_size, args.batch_wait_timeout_s, args.max_ongoing_requests) == (3, 0.02, 7)
-        assert args.intra_op_threads == 2 and args.bucket_overhead_tokens == 64  # untouched keys keep defaults
-        assert args.batching().max_batch_size == 3 and args.model == "digits-cnn"  # what every replica's user_config gets
-        assert AppArgs.model_validate(default_policy().app_args(max_batch_size=5)).max_batch_size == 5  # explicit wins
+        # untouched keys keep defaults
+        assert args.intra_op_threads == 2 and args.bucket_overhead_tokens == 64
+        # what every replica's user_config gets
+        assert args.batching().max_batch_size == 3 and args.model == "digits-cnn"
+        # explicit wins
+        assert AppArgs.model_validate(default_policy().app_args(max_batch_size=5)).max_batch_size == 5
         assert fc.fold_count(series, 4, 2.0, default_policy().capacity) == 4  # 10 - 4*2 >= 1 day of training
         assert default_policy().capacity.backtest_min_train_days == 1.0
     finally:

@@ -29,7 +29,8 @@ SERVICE_MS = 20.0
 @pytest.fixture(scope="module")
 def distribution_server() -> Iterator[RunningServer]:
     with serve("distribution") as server:
-        run_http_closed(server.endpoint, BODY, concurrency=1, duration_s=0.3)  # warm the server's first-call paths
+        # warm the server's first-call paths
+        run_http_closed(server.endpoint, BODY, concurrency=1, duration_s=0.3)
         yield server
 
 
@@ -40,7 +41,9 @@ def capacity_server() -> Iterator[RunningServer]:
 
 
 def test_parse_server_timing() -> None:
-    header = 'queue;dur=1.2, batch_wait;dur=3.1;desc="fill", tokenize;dur=0.4, compute;dur=5.0, serialize;dur=0.2'
+    header = (
+        'queue;dur=1.2, batch_wait;dur=3.1;desc="fill", tokenize;dur=0.4, compute;dur=5.0, serialize;dur=0.2'
+    )
     assert parse_server_timing(header) == {
         "queue": 1.2,
         "batch_wait": 3.1,
@@ -73,7 +76,8 @@ def test_trace_replay_scaling_real_azure_trace() -> None:
     fast = load_trace(path, speedup=4.0, max_requests=500)
     assert fast[-1] == pytest.approx(raw[-1] / 4.0)
     rescaled = load_trace(path, target_rps=20.0)
-    assert (len(rescaled) - 1) / rescaled[-1] == pytest.approx(20.0)  # the whole trace's mean rate is the target
+    # the whole trace's mean rate is the target
+    assert (len(rescaled) - 1) / rescaled[-1] == pytest.approx(20.0)
     window = load_trace(path, target_rps=20.0, max_duration_s=10.0)
     assert window == rescaled[: len(window)] and 0 < len(window) and window[-1] < 10.0
 
@@ -99,7 +103,9 @@ def test_percentiles_match_a_known_latency_distribution(distribution_server: Run
     hist = result.histogram
     assert hist.get_total_count() == 120
     at_least_slow = sum(
-        it.count_added_in_this_iter_step for it in hist.get_recorded_iterator() if it.value_iterated_to >= SLOW_MS * 1000
+        it.count_added_in_this_iter_step
+        for it in hist.get_recorded_iterator()
+        if it.value_iterated_to >= SLOW_MS * 1000
     )
     pct = result.percentiles
     assert FAST_MS <= pct["p50"] < FAST_MS + 20.0
@@ -142,8 +148,12 @@ def test_errors_timeouts_and_drops_stay_in_the_statistics(capacity_server: Runni
     assert capped.ok + capped.dropped + capped.errors + capped.timeouts == capped.scheduled
     assert capped.error_rate >= capped.dropped / capped.scheduled
 
-    unreachable = run_http_open(f"http://127.0.0.1:{free_port()}/v1/embeddings", BODY, rate=10.0, duration_s=0.5)
-    assert unreachable.errors == unreachable.scheduled and any(k.startswith("error:") for k in unreachable.status_counts)
+    unreachable = run_http_open(
+        f"http://127.0.0.1:{free_port()}/v1/embeddings", BODY, rate=10.0, duration_s=0.5
+    )
+    assert unreachable.errors == unreachable.scheduled and any(
+        k.startswith("error:") for k in unreachable.status_counts
+    )
 
 
 def test_in_process_target_closed_and_open() -> None:

@@ -65,7 +65,9 @@ def test_slope_and_leak_verdicts_on_synthetic_series() -> None:
     slope, r2 = slope_per_hour([(t, b / 2**20) for t, b in leaking])
     assert slope == pytest.approx(60.0, rel=0.01) and r2 > 0.99
     fail = detect_leak(leaking, 50.0)
-    assert fail.verdict == "fail" and fail.threshold == 50.0 and fail.observed == pytest.approx(60.0, rel=0.02)
+    assert (
+        fail.verdict == "fail" and fail.threshold == 50.0 and fail.observed == pytest.approx(60.0, rel=0.02)
+    )
     assert "> threshold 50 MB/h" in fail.reason
     ok = detect_leak(steady, 50.0)
     assert ok.verdict == "pass" and abs(ok.observed or 0) < 1.0
@@ -88,7 +90,9 @@ def test_stability_flags_a_leaking_server_and_passes_a_steady_one(kind: str, exp
 
 
 def test_benchmark_verdicts_use_the_policy(capacity_server: RunningServer) -> None:
-    result = run_benchmark(TargetSpec(capacity_server.endpoint, BODY), policy=POLICY, rate=10.0, duration_s=1.5)
+    result = run_benchmark(
+        TargetSpec(capacity_server.endpoint, BODY), policy=POLICY, rate=10.0, duration_s=1.5
+    )
     names = [v.name for v in result.decisions]
     assert names == ["p99_ms", "error_rate", "generator_not_bottleneck"]
     p99 = result.decisions[0]
@@ -137,6 +141,7 @@ def test_cli_benchmark_prints_a_summary(capacity_server: RunningServer) -> None:
     code, out = _bench(
         "benchmark", "--url", capacity_server.url, "--rate", "10", "--duration", "1.5", "--no-record"
     )
-    assert code in (0, 1), out  # 1 = a verdict failed (a crowded box can break the SLA); both print the summary
+    # 1 = a verdict failed (a crowded box can break the SLA); both print the summary
+    assert code in (0, 1), out
     assert ("| fail" in out or "│ fail" in out) == (code == 1)
     assert "preflight:" in out and "p99 ms" in out and "verdicts" in out and "model computation" in out

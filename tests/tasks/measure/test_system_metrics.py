@@ -79,7 +79,11 @@ def test_gpu_absence_is_recorded_as_a_reason_not_zeros() -> None:
     summary = sampler.summary()
     metrics = summary.metrics()
     if available:
-        assert sample_gpus() and summary.gpu.startswith("available") and "gpu_utilisation_percent_mean" in metrics
+        assert (
+            sample_gpus()
+            and summary.gpu.startswith("available")
+            and "gpu_utilisation_percent_mean" in metrics
+        )
     else:
         assert reason.startswith("unavailable (") and summary.gpu == reason
         assert sample_gpus() == [] and not any(k.startswith("gpu_") for k in metrics)

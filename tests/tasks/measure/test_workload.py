@@ -47,7 +47,9 @@ def test_missing_and_malformed_tensor_logs(tmp_path: Path) -> None:
     np.save(flat, np.arange(5, dtype=np.float32))
     with pytest.raises(WorkloadError, match=r"expected an array of requests"):
         load_request_log(flat, "tensor")
-    good = write_request_log(tmp_path / "good.npy", [np.ones((1, 2), np.float32), np.zeros((1, 2), np.float32)])
+    good = write_request_log(
+        tmp_path / "good.npy", [np.ones((1, 2), np.float32), np.zeros((1, 2), np.float32)]
+    )
     assert load_request_log(good, "tensor").shape == (2, 1, 2)
 
 

@@ -27,13 +27,22 @@ def test_measure_batches_counts_calls() -> None:
 
 def test_compare_digits_variants_quick() -> None:
     messages: list[str] = []
-    reports = compare_variants("digits-cnn", ["onnx-int8-dynamic", "trt-fp16"], batch_sizes=(1, 8), quick=True,
-                               progress=messages.append, retention_threshold=default_policy().optimization.accuracy_retention_threshold)  # fmt: skip
+    reports = compare_variants(
+        "digits-cnn",
+        ["onnx-int8-dynamic", "trt-fp16"],
+        batch_sizes=(1, 8),
+        quick=True,
+        progress=messages.append,
+        retention_threshold=default_policy().optimization.accuracy_retention_threshold,
+    )
     by_name = {r.variant: r for r in reports}
     assert list(by_name) == ["torch-fp32", "onnx-int8-dynamic", "trt-fp16"]  # the FP32 reference comes first
     int8 = by_name["onnx-int8-dynamic"]
     assert set(int8.timings) == {1, 8} and int8.decision is not None and int8.retention is not None
-    assert int8.decision.observed == int8.retention and int8.decision.threshold == default_policy().optimization.accuracy_retention_threshold
+    assert (
+        int8.decision.observed == int8.retention
+        and int8.decision.threshold == default_policy().optimization.accuracy_retention_threshold
+    )
     assert any("[2/3]" in m for m in messages)
     rows = table_rows(reports, (1, 8))
     assert rows[1]["provider"] == "CPU" and rows[1]["items/s @1/8"].count("/") == 1
@@ -45,7 +54,9 @@ def test_cli_prints_table_and_refuses_unknown_model() -> None:
     from cli import app
 
     runner = CliRunner()
-    result = runner.invoke(app, ["variants", "--model", "digits-cnn", "--quick", "-v", "onnx-fp32", "--batch-sizes", "1,8"])
+    result = runner.invoke(
+        app, ["variants", "--model", "digits-cnn", "--quick", "-v", "onnx-fp32", "--batch-sizes", "1,8"]
+    )
     assert result.exit_code == 0, result.output
     assert "[1/2] digits-cnn / torch-fp32" in result.output and "heldout_accuracy" in result.output
     bad = runner.invoke(app, ["variants", "--model", "nope"])

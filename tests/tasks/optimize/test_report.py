@@ -23,5 +23,7 @@ def test_report_lists_every_candidate() -> None:
     a = validate(_cand("a", (230, 231, 229), (12, 12, 12), 0.995), BASE, OPT, 100)
     b = validate(_cand("b", (300, 301, 299), (10, 10, 10), 0.9), BASE, OPT, 100)
     checklist = check_checklist({name: (True, "ok") for name in CHECKLIST_ITEMS})
-    text = render_report("m", {"throughput": 100}, "model computation", [a, b], a, {"rps": 230}, {"roi": 1.0}, checklist)
+    text = render_report(
+        "m", {"throughput": 100}, "model computation", [a, b], a, {"rps": 230}, {"roi": 1.0}, checklist
+    )
     assert "| a | quantization |" in text and "| b | quantization |" in text and "Champion: **a**" in text

@@ -25,12 +25,23 @@ def server() -> Iterator[RunningServer]:
 
 @pytest.fixture(scope="module")
 def benchmark_result(server: RunningServer) -> SuiteResult:
-    return run_benchmark(TargetSpec(server.endpoint, BODY, pids=[server.pid]), policy=load_policy(), rate=20.0, duration_s=1.5)
+    return run_benchmark(
+        TargetSpec(server.endpoint, BODY, pids=[server.pid]), policy=load_policy(), rate=20.0, duration_s=1.5
+    )
 
 
 @pytest.fixture(scope="module")
 def stress_result(server: RunningServer) -> StressResult:
-    return find_knee(server.endpoint, BODY, 100.0, policy=load_policy(), start_rps=40.0, step_factor=2.0, step_duration_s=1.5, bisect_steps=1)
+    return find_knee(
+        server.endpoint,
+        BODY,
+        100.0,
+        policy=load_policy(),
+        start_rps=40.0,
+        step_factor=2.0,
+        step_duration_s=1.5,
+        bisect_steps=1,
+    )
 
 
 def _artifacts(run_id: str) -> set[str]:
@@ -39,7 +50,12 @@ def _artifacts(run_id: str) -> set[str]:
 
 def test_benchmark_run_holds_tags_params_metrics_and_artifacts(benchmark_result: SuiteResult) -> None:
     run_id = log_suite_run(
-        benchmark_result, model="minilm", variant="onnx-int8-dynamic", sha256="ab" * 32, batching="max8/5ms", replicas=1
+        benchmark_result,
+        model="minilm",
+        variant="onnx-int8-dynamic",
+        sha256="ab" * 32,
+        batching="max8/5ms",
+        replicas=1,
     )
     run = mlflow.MlflowClient().get_run(run_id)
     assert mlflow.MlflowClient().get_experiment(run.info.experiment_id).name == EXPERIMENT
@@ -47,18 +63,40 @@ def test_benchmark_run_holds_tags_params_metrics_and_artifacts(benchmark_result:
     assert tags["inferops.suite"] == "benchmark" and tags["inferops.model"] == "minilm"
     assert tags["inferops.variant"] == "onnx-int8-dynamic" and tags["inferops.sha256"] == "ab" * 32
     params = run.data.params
-    for key in ("model", "variant", "sha256", "batching", "replicas", "hardware_cpu_model", "hardware_cpu_cores_logical", "hardware_gpu"):
+    for key in (
+        "model",
+        "variant",
+        "sha256",
+        "batching",
+        "replicas",
+        "hardware_cpu_model",
+        "hardware_cpu_cores_logical",
+        "hardware_gpu",
+    ):
         assert key in params, key
     assert params["batching"] == "max8/5ms" and params["replicas"] == "1"
     metrics = run.data.metrics
     load = benchmark_result.load
     assert load is not None
     assert metrics["p99_ms"] == pytest.approx(load.percentiles["p99"])
-    for key in ("throughput_rps", "p50_ms", "p90_ms", "p99_9_ms", "error_rate", "host_cpu_percent_mean", "target_cpu_percent_mean"):
+    for key in (
+        "throughput_rps",
+        "p50_ms",
+        "p90_ms",
+        "p99_9_ms",
+        "error_rate",
+        "host_cpu_percent_mean",
+        "target_cpu_percent_mean",
+    ):
         assert key in metrics, key
     assert metrics["requests"] == load.scheduled
     files = _artifacts(run_id)
-    assert {"latency_histogram.png", "latency_percentiles.json", "latency_percentiles.md", "latency.hdr"} <= files
+    assert {
+        "latency_histogram.png",
+        "latency_percentiles.json",
+        "latency_percentiles.md",
+        "latency.hdr",
+    } <= files
     assert {"verdicts.json", "report.md"} <= files
     local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path="latency_percentiles.json")
     table = json.loads(open(local).read())

@@ -92,7 +92,11 @@ def test_sha_mismatch_fails_security_and_hostile_corpus_is_refused(tmp_path: Pat
     with fake_replica(tmp_path, sha256="b" * 64) as rep:
         client = InferopsClient(rep.url, API_KEY)
         item = gate_checks.security_item(
-            client, [FAKE_MODEL], {FAKE_MODEL: (HEALTHY_SHA, "registry fake-cnn@challenger")}, POLICY.endpoint, files=["model.onnx"]
+            client,
+            [FAKE_MODEL],
+            {FAKE_MODEL: (HEALTHY_SHA, "registry fake-cnn@challenger")},
+            POLICY.endpoint,
+            files=["model.onnx"],
         )
         still_live = client.live()
     checks = _by_name(item)
@@ -118,7 +122,9 @@ def test_sha_mismatch_fails_security_and_hostile_corpus_is_refused(tmp_path: Pat
 def test_functional_item_on_fake(tmp_path: Path) -> None:
     with fake_replica(tmp_path) as rep:
         item = gate_checks.functional_item(
-            InferopsClient(rep.url, API_KEY), [FAKE_MODEL, "not-served"], model_load_rate_min=GATE.completion.model_load_rate_min
+            InferopsClient(rep.url, API_KEY),
+            [FAKE_MODEL, "not-served"],
+            model_load_rate_min=GATE.completion.model_load_rate_min,
         )
     checks = _by_name(item)
     assert checks["model load rate"].passed is False and "not-served" in str(checks["model load rate"].reason)

@@ -16,7 +16,10 @@ def test_gate_verdict() -> None:
     ok = [ItemResult(n, 1.0) for n in gate.items]
     verdict = decide(ok, gate)
     assert verdict.passed and verdict.weighted_score == pytest.approx(1.0)
-    checks = [Decision("p99", 100.0, 90.0, True, "p99 90 ms < 100 ms"), Decision("rate", 100.0, 140.0, False, "p99 140 ms > 100 ms")]
+    checks = [
+        Decision("p99", 100.0, 90.0, True, "p99 90 ms < 100 ms"),
+        Decision("rate", 100.0, 140.0, False, "p99 140 ms > 100 ms"),
+    ]
     assert share_passed(checks) == 0.5
     partial = [ItemResult(n, 1.0) for n in gate.items if n != "performance"] + [
         ItemResult("performance", share_passed(checks), checks)

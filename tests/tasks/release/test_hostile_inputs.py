@@ -36,13 +36,17 @@ def test_body_attacks_break_the_rules_they_name() -> None:
 def test_text_and_tensor_inputs_break_the_limits() -> None:
     text = _by_name(hi.text_inputs("minilm", LIMITS))
     assert len(json.loads(text["embeddings: huge batch"].body)["input"]) == LIMITS.max_items + 1
-    assert len(json.loads(text["embeddings: over-long text (chars)"].body)["input"]) == LIMITS.max_text_chars + 1
+    assert (
+        len(json.loads(text["embeddings: over-long text (chars)"].body)["input"]) == LIMITS.max_text_chars + 1
+    )
     assert json.loads(text["embeddings: empty string"].body)["input"] == ""
     assert b"NaN" in text["embeddings: NaN as input"].body
     tensor = _by_name(hi.tensor_inputs("digits-cnn", LIMITS, [None, 1, 8, 8]))
     huge = json.loads(tensor["oip tensor: huge batch"].body)["inputs"][0]
     assert huge["shape"][0] == LIMITS.max_items + 1 and len(huge["data"]) == (LIMITS.max_items + 1) * 64
-    assert json.loads(tensor["oip tensor: BYTES for a numeric model"].body)["inputs"][0]["datatype"] == "BYTES"
+    assert (
+        json.loads(tensor["oip tensor: BYTES for a numeric model"].body)["inputs"][0]["datatype"] == "BYTES"
+    )
     assert b"NaN" in tensor["oip tensor: NaN"].body
 
 

@@ -16,4 +16,8 @@ def test_rollout_risk_actions() -> None:
     almost = Observation(p99_ms=59.9, throughput_rps=100, error_rate=0.0, utilisation=0.5)
     assert evaluate(base, almost, POLICY.rollout_risk) == []
     bad = Observation(p99_ms=40, throughput_rps=45, error_rate=0.02, utilisation=0.95)
-    assert [a.action for a in evaluate(base, bad, POLICY.rollout_risk)] == ["rollback", "alert_and_freeze", "scale_out"]
+    assert [a.action for a in evaluate(base, bad, POLICY.rollout_risk)] == [
+        "rollback",
+        "alert_and_freeze",
+        "scale_out",
+    ]
