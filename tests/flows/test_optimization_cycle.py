@@ -170,12 +170,20 @@ def test_killed_cycle_leaves_old_champion_serving(
 
 @pytest.mark.slow
 def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpoint(
-    first_cycle: dict[str, Any], ray_session: None
+    first_cycle: dict[str, Any], ray_session: None, tmp_path, monkeypatch
 ) -> None:
     """Plain INT8 keeps ~0.96 cosine fidelity and is rolled back; per-channel keeps >= 0.99 and is promoted and served."""
     from ray import serve
 
     from serving.app import run_local
+    from tasks.policy import default_policy
+
+    # Per-channel INT8 is 2-3x the PyTorch baseline, far beyond noise; only the P99 spread of a shared 2-core box
+    # could tip its technical-risk score, so that penalty is off here and the outcome is known.
+    policy = tmp_path / "policy.yaml"
+    policy.write_text("optimization:\n  scoring:\n    spread_risk_weight: 0\n", encoding="utf-8")
+    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(policy))
+    default_policy.cache_clear()
 
     model = "minilm"
     reference = ensure_variant(model, "torch-fp32")
@@ -210,11 +218,13 @@ def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpo
         assert champion is not None
         served = InferopsClient(url, "cycle-key").metadata(model)
         assert served["sha256"] == champion.sha256, "the endpoint serves whatever the registry calls champion"
-        if per_channel["verdict"] == "accepted":
-            assert out["champion"] == "onnx-int8-dynamic-perchannel" and champion.variant == out["champion"]
-            assert registry.alias_version(model, registry.PREVIOUS).variant == "torch-fp32"
+        assert per_channel["verdict"] == "accepted", per_channel["reason"]
+        assert out["champion"] == "onnx-int8-dynamic-perchannel" and champion.variant == out["champion"]
+        assert registry.alias_version(model, registry.PREVIOUS).variant == "torch-fp32"
     finally:
         serve.delete("cycle-minilm-test")
+        monkeypatch.delenv("INFEROPS_POLICY_FILE")
+        default_policy.cache_clear()
 
 
 def test_frozen_model_stops_the_cycle_before_anything_is_applied(first_cycle: dict[str, Any]) -> None:
