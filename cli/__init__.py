@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import bench, capacity, demo, pipelines, serve, variants
+from cli import bench, capacity, demo, pipelines, serve, status, variants
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -19,6 +19,7 @@ app.command("optimize")(pipelines.optimize)
 app.command("gate")(pipelines.gate)
 app.command("rollback")(pipelines.rollback)
 app.command("demo")(demo.demo)
+app.command("status")(status.status)
 
 
 def main() -> None:

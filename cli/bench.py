@@ -70,7 +70,7 @@ def _prepare(
     from rich.console import Console
 
     from tasks.measure.loadgen import EndpointError, LoadInputError, preflight
-    from tasks.measure.suites import embeddings_target
+    from tasks.measure.suites import cache_mode, embeddings_target
     from tasks.measure.system_metrics import replica_pids
 
     console = Console()
@@ -84,7 +84,7 @@ def _prepare(
         raise _fail(console, str(exc)) from None
     spec.prometheus_url = prometheus_url
     timing = ", ".join(f"{k} {v:.1f} ms" for k, v in check.server_timing.items()) or "no Server-Timing header"
-    cache = "response cache allowed" if use_cache else "Cache-Control: no-cache"
+    cache = f"response cache {cache_mode(spec.headers)}"
     console.print(
         f"preflight: {spec.url} answered {check.status} in {check.latency_ms:.1f} ms ({timing}); {cache}"
     )

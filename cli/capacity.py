@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import sys
+import time
 from pathlib import Path
 
 import typer
@@ -33,19 +33,21 @@ def plan(
         "--holdout-days",
         help="Tail held out of the fit and replayed against the plan (default: policy capacity.replay_holdout_days).",
     ),
+    as_json: bool = typer.Option(
+        False, "--json", help="print the plan as JSON (for scripts) instead of tables"
+    ),
 ) -> None:
     """Validate the history, forecast it, and print units and monthly cost per scenario and option."""
     # Lazy: the capacity model pulls in pandas and MLflow, which `inferops --help` should not wait for.
-    from rich.console import Console
-    from rich.table import Table
-
+    from cli.render import console as make_console
+    from cli.render import print_json, print_plan
     from tasks.capacity import data_quality as dq
     from tasks.capacity import forecasting as fc
     from tasks.capacity import plan as cap
     from tasks.capacity.history import HistoryError, load_file
 
-    # Piped output gets a wide console so the plan table is not truncated.
-    console = Console(width=None if sys.stdout.isatty() else 160)
+    started = time.perf_counter()
+    console = make_console()
     policy = default_policy()
     try:
         raw = load_file(history)
@@ -74,33 +76,8 @@ def plan(
     plans = cap.expansion_plans(scenarios, options, policy.capacity)
     decision = cap.decide(analysis, options, plans, policy.capacity, policy.rollout_gate.sla_p99_ms)
 
-    table = Table(title=f"capacity plan: {history.name} (validation {report.verdict})")
-    for col in (
-        "scenario",
-        "confidence",
-        "demand req/s",
-        "option",
-        "label",
-        "req/s per unit",
-        "units",
-        "$/month",
-    ):
-        table.add_column(col)
-    for r in plans:
-        table.add_row(
-            r.scenario,
-            f"{r.level:g}",
-            f"{r.demand_rps:,.1f}",
-            r.option,
-            r.label,
-            f"{r.unit_rps:,.1f}",
-            str(r.units),
-            f"{r.monthly_cost:,.0f}",
-        )
-    console.print(table)
-    console.print(f"forecaster: {analysis.planning.backtest.reason}")
-    console.print(f"strategy: {decision.strategy.reason}")
-    console.print(f"recommendation: {decision.recommendation.reason}")
-    console.print(f"ray serve autoscaling: {decision.autoscaling.ray_config()}")
-    if decision.replay is not None:
-        console.print(f"replay: {decision.replay.reason}")
+    result = cap.plan_output(report, analysis, decision, "", cap.plan_table(plans), started)
+    if as_json:
+        print_json(result)
+    else:
+        print_plan(result, console)

@@ -11,12 +11,15 @@ import typer
 from rich.console import Console
 
 from cli.pipelines import quiet_env
+from cli.render import print_json
 
 # A short stability run and risk window: the demo shows the gate working, the policy's 72 h is for production.
 DEMO_STABILITY_S = 15.0
 DEMO_PERFORMANCE_S = 10.0
 DEMO_RISK_WINDOW_S = 15.0
 DEMO_STRESS_BUDGET_S = 120.0
+# The knee of what served before the cycle, for the summary's comparison: a shorter search (its knee is low).
+DEMO_BASELINE_STRESS_BUDGET_S = 75.0
 DEMO_VARIANTS = ["torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"]
 
 
@@ -30,8 +33,24 @@ class _Steps:
         self.console.rule(f"[bold][{self.n}/{self.total}] {title}[/bold]  (t+{elapsed:.0f} s)")
 
 
-def run_demo(model: str, port: int) -> dict[str, Any]:
-    console = Console(width=200)
+def _stress(model: str, url: str, api_key: str, budget_s: float) -> dict[str, Any]:
+    """The measurement flow's stress suite on the endpoint's champion (the cache bypassed: the model's knee)."""
+    from flows.measurement import measurement_suite
+    from tasks.records import registry
+
+    now = registry.alias_version(model, registry.CHAMPION)
+    return measurement_suite(
+        suite="stress",
+        model=model,
+        url=url,
+        api_key=api_key,
+        stress_budget_s=budget_s,
+        variant=now.variant if now else "unknown",
+        sha256=now.sha256 if now else "unknown",
+    )
+
+
+def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
     step = _Steps(console, 6)
     from serving.settings import get_settings
     from tasks.policy import default_policy
@@ -47,17 +66,18 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
     from tasks.optimize.evaluation import compare_variants, table_rows
 
     sizes = [1, 8, 32]
+    threshold = policy.optimization.accuracy_retention_threshold
     reports = compare_variants(
         model,
         DEMO_VARIANTS,
-        retention_threshold=policy.optimization.accuracy_retention_threshold,
+        retention_threshold=threshold,
         batch_sizes=sizes,
         quick=True,
         progress=lambda msg: console.print(msg, highlight=False),
     )
     console.print(render_table(f"{model}: variants (in-process, quick)", table_rows(reports, sizes)))
 
-    step("serve the champion with Ray Serve")
+    step("serve the champion with Ray Serve, and measure its knee")
     from serving.app import ingress_env
 
     env, ingress = ingress_env(settings.ingress)
@@ -80,12 +100,16 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
         champion = registry.ensure_champion(
             model, reference.path, {**reference.manifest, "variant": "torch-fp32"}
         )
-        url = run_local(
-            policy.app_args(model=f"models:/{model}@champion", api_keys=[api_key]), name="inferops", port=port
-        )
+        app_args = policy.app_args(model=f"models:/{model}@champion", api_keys=[api_key])
+        url = run_local(app_args, name="inferops", port=port)
         console.print(
             f"serving models:/{model}@champion (v{champion.version}, {champion.variant}) at {url} "
             f"[ingress: {ingress}]",
+            highlight=False,
+        )
+        before = _stress(model, url, api_key, DEMO_BASELINE_STRESS_BUDGET_S)
+        console.print(
+            f"knee before the cycle: {before.get('knee_rps', 0):.1f} req/s ({champion.variant})",
             highlight=False,
         )
 
@@ -117,75 +141,83 @@ def run_demo(model: str, port: int) -> dict[str, Any]:
             gate_risk_window_s=DEMO_RISK_WINDOW_S,
             require_approval=False,
         )
-        print_cycle(cycle)
+        print_cycle(cycle, console)
         if "gate" in cycle["final"]:
-            gate = cycle["final"]["gate"]
-            print_gate(
-                {
-                    "model": model,
-                    "passed": gate["passed"],
-                    "weighted_score": gate["weighted_score"],
-                    "rows": gate["rows"],
-                    "decision": "-",
-                    "promotion": cycle["promotion"],
-                    "risk_actions": "-",
-                }
-            )
-        summary["cycle"] = {"champion": cycle["champion"], "wall_s": cycle["wall_s"]}
+            print_gate(cycle["final"]["gate"], console)
 
         step("stress test: the champion's knee (highest rate with P99 under the SLA)")
-        from flows.measurement import measurement_suite
-
-        now = registry.alias_version(model, registry.CHAMPION)
-        stress = measurement_suite(
-            suite="stress",
-            model=model,
-            url=url,
-            api_key=api_key,
-            stress_budget_s=DEMO_STRESS_BUDGET_S,
-            variant=now.variant if now else "unknown",
-            sha256=now.sha256 if now else "unknown",
-        )
+        after = _stress(model, url, api_key, DEMO_STRESS_BUDGET_S)
         console.print(
-            f"knee: {stress.get('knee_rps', 0):.1f} req/s (P99 <= SLA, Cache-Control: no-cache, so the model "
-            f"answers every request), recorded in MLflow run {stress['mlflow_run_id']}",
+            f"knee: {after.get('knee_rps', 0):.1f} req/s (P99 <= SLA, Cache-Control: no-cache, so the model "
+            f"answers every request), recorded in MLflow run {after['mlflow_run_id']}",
             highlight=False,
         )
-        summary["knee_rps"] = stress.get("knee_rps")
+        summary.update(_cycle_summary(cycle, before, after, threshold))
     finally:
         serve.shutdown()
         ray.shutdown()
 
     step("quarterly capacity plan on a bundled synthetic history")
+    from cli.render import print_plan
     from flows.capacity_planning import capacity_planning
 
     plan = capacity_planning(model=model)
-    console.print(plan.get("plan_table", ""), highlight=False)
-    summary["capacity"] = {k: plan.get(k) for k in ("strategy", "recommendation") if k in plan}
+    print_plan(plan, console)
+    summary["capacity plan"] = plan["recommendation"]["reason"]
 
     step("where to browse the results")
+    from cli.render import summary_panel
+
     db = settings.resolved_tracking_uri()
-    console.print(
-        "\n".join(
-            [
-                f"MLflow (runs, baselines, registry aliases):  .venv/bin/mlflow ui --backend-store-uri {db}"
-                "   then open http://127.0.0.1:5000",
-                "Prefect (flow runs and their artifacts):      .venv/bin/prefect server start   then open http://127.0.0.1:4200",
-                f"Serve the champion again:                     .venv/bin/inferops serve --model models:/{model}@champion",
-                "Notebook:                                     notebooks/browse_results.ipynb",
-            ]
-        ),
-        highlight=False,
-    )
+    summary |= {
+        "MLflow": f".venv/bin/mlflow ui --backend-store-uri {db}   then open http://127.0.0.1:5000",
+        "Prefect": ".venv/bin/prefect server start   then open http://127.0.0.1:4200",
+        "serve again": f".venv/bin/inferops serve --model models:/{model}@champion",
+        "status": ".venv/bin/inferops status",
+        "notebook": "notebooks/browse_results.ipynb",
+    }
+    console.print(summary_panel(summary))
     return summary
+
+
+def _cycle_summary(
+    cycle: dict[str, Any], before: dict[str, Any], after: dict[str, Any], threshold: float
+) -> dict[str, Any]:
+    """The summary's lines about the champion: what it is, how it serves, how it compares with what served before."""
+    from cli.render import knobs_text
+
+    final = cycle["final"]
+    row = next((r for r in cycle["results"] if r["candidate"] == cycle["champion"]), None)
+    knobs = (final.get("serving_knobs") or {}).get("knobs")
+    gate = final.get("gate")
+    knee_before, knee_after = before.get("knee_rps") or 0.0, after.get("knee_rps") or 0.0
+    ratio = f" ({knee_after / knee_before:.1f}x)" if knee_before > 0 else ""
+    return {
+        "champion": cycle["champion"] or final.get("champion"),
+        "serves with": knobs_text(knobs) if knobs else None,
+        "retention": f"{row['retention']} (threshold {threshold})"
+        if row and row.get("retention") is not None
+        else None,
+        "knee": f"{knee_after:.1f} req/s now vs {knee_before:.1f} req/s before the cycle{ratio}, P99 <= SLA, no cache",
+        "phase gate": (
+            f"{'PASS' if gate['passed'] else 'FAIL'} (weighted {gate['weighted_score']:.2%})"
+            if gate
+            else None
+        ),
+    }
 
 
 def demo(
     model: str = typer.Option("minilm", help="the model the demo optimizes and serves"),
     port: int = typer.Option(8000, help="loopback port for the Ray Serve endpoint"),
+    as_json: bool = typer.Option(False, "--json", help="print the summary as JSON at the end (for scripts)"),
 ) -> None:
     """The main job end to end on embedded defaults: variants, serve, optimize+gate, stress, capacity plan."""
+    from cli.render import console
+
     quiet_env()
     started = time.monotonic()
-    run_demo(model, port)
+    summary = run_demo(model, port, console())
+    if as_json:
+        print_json(summary)
     typer.echo(f"\ndemo finished in {time.monotonic() - started:.0f} s")

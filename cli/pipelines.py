@@ -9,6 +9,7 @@ import typer
 API_KEY = typer.Option(
     None, "--api-key", envvar="INFEROPS_API_KEY", help="endpoint API key (admin routes need it)"
 )
+JSON = typer.Option(False, "--json", help="print the result as JSON (for scripts) instead of tables")
 
 
 def quiet_env() -> None:
@@ -29,6 +30,7 @@ def optimize(
     repeats: int | None = typer.Option(None, help="measurements per candidate (policy default)"),
     gate: bool = typer.Option(False, help="run the phase gate on the challenger before promoting it"),
     api_key: str | None = API_KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Run one optimization cycle and print its summary."""
     quiet_env()
@@ -43,9 +45,12 @@ def optimize(
         api_key=api_key,
         request_log=request_log,
     )
-    from cli.render import print_cycle
+    from cli.render import print_cycle, print_json
 
-    print_cycle(out)
+    if as_json:
+        print_json(out)
+    else:
+        print_cycle(out)
 
 
 def gate(
@@ -55,6 +60,7 @@ def gate(
     stability_s: float | None = typer.Option(None, help="stability run length (policy: 72 h)"),
     approval: bool | None = typer.Option(None, "--approval/--no-approval", help="pause for a human decision"),
     api_key: str | None = API_KEY,
+    as_json: bool = JSON,
 ) -> None:
     """Run the phased rollout gate on a candidate."""
     quiet_env()
@@ -68,9 +74,12 @@ def gate(
         require_approval=approval,
         api_key=api_key,
     )
-    from cli.render import print_gate
+    from cli.render import print_gate, print_json
 
-    print_gate(out)
+    if as_json:
+        print_json(out)
+    else:
+        print_gate(out)
     if not out["passed"]:
         raise typer.Exit(1)
 
@@ -84,6 +93,7 @@ def rollback(
     """Move `champion` back to `previous-champion`; the endpoint follows when --url is given."""
     from rich.console import Console
 
+    from cli.render import knobs_text
     from serving.client import InferopsClient
     from tasks.policy import default_policy
     from tasks.records import registry
@@ -116,4 +126,4 @@ def rollback(
             console.print(f"[red]serving knobs not restored:[/red] {done.knobs_error}", highlight=False)
             raise typer.Exit(1)
         replicas = len((done.knobs_applied or {}).get("replicas", {}))
-        console.print(f"endpoint {url}: serving knobs {knobs} on {replicas} replica(s)", highlight=False)
+        console.print(f"endpoint {url}: {knobs_text(knobs)} on {replicas} replica(s)", highlight=False)

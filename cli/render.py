@@ -1,17 +1,34 @@
-"""How the commands show results to a person: rich tables and short sentences, built from the flows' outputs."""
+"""How the commands show results to a person: rich tables and short sentences, built from the flows' outputs by
+pure functions (tests render them and check that no line is a raw dict or JSON). `--json` prints the outputs
+themselves for scripts."""
 
 from __future__ import annotations
 
 import json
+import sys
+from collections.abc import Iterable, Sequence
 from typing import Any
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.table import Table
+
+WIDE = 200  # piped output (make run, CI logs) gets a wide console so tables are not truncated
+
+
+def console() -> Console:
+    return Console() if sys.stdout.isatty() else Console(width=WIDE)
+
+
+def print_json(payload: Any) -> None:
+    """The machine-readable form, for `--json`."""
+    print(json.dumps(payload, indent=2, default=str))
 
 
 def render_table(
-    title: str, rows: list[dict[str, str]], wrap: frozenset[str] = frozenset({"accuracy"})
-) -> Any:
-    """A rich Table from `table_rows` output (columns in first-seen order)."""
-    from rich.table import Table
-
+    title: str, rows: Sequence[dict[str, Any]], wrap: frozenset[str] = frozenset({"accuracy"})
+) -> Table:
+    """A rich Table from flat rows (columns in first-seen order); None shows as an empty cell."""
     columns: list[str] = []
     for row in rows:
         columns += [k for k in row if k not in columns]
@@ -19,41 +36,262 @@ def render_table(
     for col in columns:
         table.add_column(col, overflow="fold", no_wrap=col not in wrap, ratio=1 if col in wrap else None)
     for row in rows:
-        table.add_row(*(row.get(c, "") for c in columns))
+        table.add_row(*("" if row.get(c) is None else str(row.get(c)) for c in columns))
     return table
 
 
-def print_cycle(out: dict[str, Any]) -> None:
-    from rich.console import Console
+def facts_table(title: str, facts: Iterable[tuple[str, Any]]) -> Table:
+    """Two columns, what and value: the outcome of a run at a glance."""
+    table = Table(title=title, show_header=False)
+    table.add_column("what", style="bold", no_wrap=True)
+    table.add_column("value", overflow="fold")
+    for key, value in facts:
+        table.add_row(key, "" if value is None else str(value))
+    return table
 
-    console = Console(width=200)
-    # The stage is in the candidate's name (+threads=, +replicas=, +cache=): the type column would only repeat it.
-    rows = [{k: "" if v is None else str(v) for k, v in r.items() if k != "type"} for r in out["results"]]
-    title = f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})"
-    console.print(render_table(title, rows, wrap=frozenset({"reason", "candidate"})))
-    console.print(
-        json.dumps(
-            {
-                "champion": out["champion"],
-                "final": out["final"],
-                "roi": out["roi"],
-                "bottleneck": out["bottleneck"],
-                "wall_s": out["wall_s"],
-            },
-            indent=2,
-            default=str,
+
+def knobs_text(knobs: dict[str, Any] | None) -> str:
+    """`2 replicas x 1 thread, batch <= 4, cache 4096 entries` from serving knobs."""
+    if not knobs:
+        return "-"
+    cache = knobs.get("cache_entries") or 0
+    return (
+        f"{knobs.get('num_replicas', 1)} replica(s) x {knobs.get('intra_op_threads', '?')} thread(s), "
+        f"batch <= {knobs.get('max_batch_size', '?')}, " + (f"cache {cache} entries" if cache else "no cache")
+    )
+
+
+# ---- the optimization cycle --------------------------------------------------------------------------------
+
+
+def cycle_facts(out: dict[str, Any]) -> list[tuple[str, Any]]:
+    """The cycle's outcome as (what, value) rows: champion, where it serves and how, gate, ROI."""
+    final, roi = out["final"], out["roi"]
+    facts: list[tuple[str, Any]] = [
+        ("champion", final.get("champion")),
+        ("search", f"{final.get('candidates_measured')} candidates measured; {final.get('search')}"),
+        ("bottleneck", out["bottleneck"]),
+    ]
+    if "champion_throughput" in final:
+        facts.append(
+            (
+                "champion speed",
+                f"{final['champion_throughput']} items/s, P99 {final['champion_p99_ms']} ms per batch",
+            )
         )
-    )
+    gate = final.get("gate")
+    if gate:
+        facts.append(
+            (
+                "phase gate",
+                f"{'PASS' if gate['passed'] else 'FAIL'} (weighted {gate['weighted_score']:.2%}): {gate['reason']}",
+            )
+        )
+    if out.get("promotion"):
+        promotion = out["promotion"]
+        facts.append(
+            (
+                "registry",
+                f"champion v{promotion['champion']} (previous v{promotion.get('previous_champion')})",
+            )
+        )
+    knobs = final.get("serving_knobs")
+    if knobs:
+        if knobs.get("error"):
+            facts.append(("endpoint knobs", f"not applied: {knobs['error']}"))
+        else:
+            facts.append(
+                (
+                    "endpoint knobs",
+                    f"{knobs_text(knobs['knobs'])} on {len(knobs['replicas'])} replica(s), verified in {knobs['seconds']} s",
+                )
+            )
+    facts += [
+        ("performance", f"{roi['performance_improvement']:+.0%} throughput vs the baseline"),
+        (
+            "cost",
+            f"${roi['cost_per_million_before']:.2f} -> ${roi['cost_per_million_after']:.2f} per million requests ({roi['cost_saving_rate']:.0%} saved)",
+        ),
+        (
+            "ROI",
+            f"{roi['roi']:.2f} on ${roi['investment_usd']:.0f} invested (benefit ${roi['yearly_benefit_usd']:,.0f}/year at the target load)",
+        ),
+        ("MLflow run", out["mlflow_run_id"]),
+        ("wall time", f"{out['wall_s']} s"),
+    ]
+    return facts
 
 
-def print_gate(out: dict[str, Any]) -> None:
-    from rich.console import Console
+def print_cycle(out: dict[str, Any], to: Console | None = None) -> None:
+    view = to or console()
+    # The stage is in the candidate's name (+threads=, +replicas=, +cache=): the type column would only repeat it.
+    rows = [{k: v for k, v in r.items() if k != "type"} for r in out["results"]]
+    title = f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})"
+    view.print(render_table(title, rows, wrap=frozenset({"reason", "candidate"})))
+    view.print(facts_table(f"outcome: {out['model']}", cycle_facts(out)))
 
-    console = Console(width=200)
-    rows = [{k: str(v) for k, v in r.items()} for r in out["rows"]]
+
+# ---- the phase gate ------------------------------------------------------------------------------------------
+
+
+def gate_lines(out: dict[str, Any]) -> list[str]:
+    """The release decision, the promotion and the risk window, as sentences."""
+    decision = out["decision"]
+    lines = [
+        f"decision: {'promote' if decision['promote'] else 'keep the champion'} "
+        f"(decided by {decision['decided_by']}: {decision['comment']})"
+    ]
+    promotion = out.get("promotion")
+    if promotion and promotion.get("promoted"):
+        lines.append(
+            f"promoted: version {promotion['champion']} is champion, {promotion.get('previous_champion')} is previous-champion"
+        )
+    actions = out.get("risk_actions") or []
+    if promotion:
+        if actions:
+            lines += [
+                f"risk action ({a['level']}): {a['action']} done={a.get('done')}: {a['reason']}"
+                for a in actions
+            ]
+        else:
+            lines.append("risk window: every figure within the risk policy, no action")
+    return lines
+
+
+def print_gate(out: dict[str, Any], to: Console | None = None) -> None:
+    view = to or console()
     title = f"phase gate: {out['model']} {'PASS' if out['passed'] else 'FAIL'} (weighted {out['weighted_score']:.2%})"
-    console.print(render_table(title, rows, wrap=frozenset({"reason"})))
-    console.print(
-        f"decision: {out['decision']}; promotion: {out['promotion']}; risk actions: {out['risk_actions']}",
-        highlight=False,
+    view.print(render_table(title, out["rows"], wrap=frozenset({"reason"})))
+    for line in gate_lines(out):
+        view.print(line, highlight=False)
+
+
+# ---- the capacity plan ---------------------------------------------------------------------------------------
+
+
+def plan_rows(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The plan table pivoted for reading: one row per scenario and confidence, units ($/month) per option."""
+    rows: dict[tuple[str, float], dict[str, Any]] = {}
+    for r in table:
+        row = rows.setdefault(
+            (r["scenario"], r["level"]),
+            {
+                "scenario": r["scenario"],
+                "confidence": f"{r['level']:g}",
+                "demand req/s": f"{r['demand_rps']:,.1f}",
+            },
+        )
+        row[f"{r['option']} ({r['label']})"] = f"{r['units']} (${r['monthly_cost']:,.0f})"
+    return list(rows.values())
+
+
+def plan_lines(plan: dict[str, Any]) -> list[str]:
+    rec, strategy, autoscaling = plan["recommendation"], plan["strategy"], plan["autoscaling"]
+    lines = [
+        f"recommendation: {rec['reason']}",
+        f"strategy: {strategy['reason']}",
+        f"forecaster: {plan['forecaster']}; history validation: {plan['validation']['verdict']} "
+        f"({plan['validation']['zero_windows']} outage windows masked)",
+        "ray serve autoscaling: " + ", ".join(f"{k}={v}" for k, v in autoscaling.items()),
+    ]
+    if plan.get("replay"):
+        lines.append(f"replay of the held-out tail: {plan['replay']['reason']}")
+    return lines
+
+
+def print_plan(plan: dict[str, Any], to: Console | None = None) -> None:
+    view = to or console()
+    view.print(render_table("capacity plan: units ($/month) per option", plan_rows(plan["plan_table"])))
+    for line in plan_lines(plan):
+        view.print(line, highlight=False)
+
+
+# ---- make run's summary --------------------------------------------------------------------------------------
+
+
+def summary_panel(summary: dict[str, Any]) -> Panel:
+    """The box `make run` ends with: what serves now, how it compares, what to do next."""
+    rows = [(k, v) for k, v in summary.items() if v is not None]
+    table = facts_table("", rows)
+    return Panel(table, title="inferops: where things stand", expand=False)
+
+
+# ---- inferops serve ------------------------------------------------------------------------------------------
+
+
+def example_curl(url: str, model: str, kind: str, keyed: bool) -> str:
+    """A call that works when pasted: embeddings for a text model, the model's metadata for a tensor model."""
+    from serving import routes
+
+    auth = ' -H "Authorization: Bearer $INFEROPS_API_KEY"' if keyed else ""
+    if kind == "text":
+        body = json.dumps({"model": model, "input": ["hello world"]})
+        return (
+            f"curl -s {url}{routes.EMBEDDINGS.path()} -H 'Content-Type: application/json'{auth} -d '{body}'"
+        )
+    return f"curl -s {url}{routes.MODEL.path(model)}{auth}"
+
+
+def serve_banner(url: str, meta: dict[str, Any], replicas: int, ingress: str, keyed: bool) -> list[str]:
+    """What `inferops serve` serves, as the endpoint itself reports it, and how to call it."""
+    from serving import routes
+
+    version = f", registry version {meta['registry_version']}" if meta.get("registry_version") else ""
+    knobs = {
+        "num_replicas": replicas,
+        "intra_op_threads": meta.get("intra_op_threads"),
+        "max_batch_size": (meta.get("batching") or {}).get("max_batch_size"),
+        "cache_entries": (meta.get("cache") or {}).get("capacity"),
+    }
+    engine = meta.get("provider", "?") + (
+        f" (fell back: {meta['fallback_reason']})" if meta.get("fallback_reason") else ""
     )
+    lines = [
+        f"inferops serving {meta['name']}: {meta['variant']} (sha256 {meta['sha256'][:12]}{version}, from "
+        f"{meta['origin']}) at {url}  [ingress: {ingress}]",
+        f"  knobs:   {knobs_text(knobs)}",
+        f"  engine:  {engine}",
+        f"  OpenAPI: {url}{routes.DOCS.path()}    health: {url}{routes.READY.path()}",
+        f"  try:     {example_curl(url, meta['name'], meta['kind'], keyed)}",
+    ]
+    if keyed:
+        lines.append(
+            "  key:     export INFEROPS_API_KEY=<one of the keys in INFEROPS_API_KEYS or INFEROPS_API_KEYS_FILE>"
+        )
+    else:
+        lines.append(
+            "  note:    no API keys configured (INFEROPS_API_KEYS / INFEROPS_API_KEYS_FILE): access is open"
+        )
+    return lines
+
+
+# ---- inferops status -----------------------------------------------------------------------------------------
+
+
+def status_facts(status: dict[str, Any]) -> list[tuple[str, Any]]:
+    """One model's status as (what, value) rows."""
+
+    def version(ref: dict[str, Any] | None) -> str | None:
+        return f"v{ref['version']} {ref['variant']} (sha256 {ref['sha256'][:12]})" if ref else None
+
+    facts: list[tuple[str, Any]] = [
+        ("champion", version(status["champion"]) or "none registered"),
+        ("previous champion", version(status["previous"]) or "none"),
+        ("challenger", version(status["challenger"]) or "none waiting"),
+        ("serves with", knobs_text(status["knobs"])),
+    ]
+    endpoint = status.get("endpoint")
+    if endpoint:
+        facts.append(("endpoint", ", ".join(f"{k}: {v}" for k, v in endpoint.items())))
+    for run in status["latest"]:
+        link = run["mlflow_url"] + (f" | Prefect {run['prefect_url']}" if run["prefect_url"] else "")
+        facts.append((run["kind"], f"{run['verdict']} ({run['name']}, {run['started']}) {link}"))
+    return facts
+
+
+def print_status(statuses: Sequence[dict[str, Any]], to: Console | None = None) -> None:
+    view = to or console()
+    if not statuses:
+        view.print("no model is registered yet: run `make run` or `inferops optimize` first", highlight=False)
+    for status in statuses:
+        view.print(facts_table(f"status: {status['model']}", status_facts(status)))

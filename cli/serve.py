@@ -9,11 +9,14 @@ from typing import Any
 import typer
 
 
-def _example_curl(url: str, model: str, kind: str, keyed: bool) -> str:
-    auth = ' -H "Authorization: Bearer $INFEROPS_KEY"' if keyed else ""
-    if kind == "text":
-        return f'curl -s {url}/v1/embeddings -H \'Content-Type: application/json\'{auth} -d \'{{"model": "{model}", "input": ["hello world"]}}\''
-    return f"curl -s {url}/v2/models/{model}{auth}"
+def _a_key(settings: Any) -> str | None:
+    """A key to read the endpoint's metadata with: the client's own, else one the server accepts."""
+    from serving.auth import read_key_file
+
+    keys = [os.environ.get("INFEROPS_API_KEY"), *settings.api_keys]
+    if settings.api_keys_file:
+        keys += read_key_file(settings.api_keys_file)
+    return next((k for k in keys if k), None)
 
 
 def serve(
@@ -61,8 +64,10 @@ def serve(
     import ray
     from ray import serve as ray_serve
 
+    from cli.render import serve_banner
     from serving.app import run_local
     from serving.auth import keyring_from_settings
+    from serving.client import InferopsClient
 
     knobs = policy.serving.default_knobs()
     if model.startswith("models:/"):
@@ -88,19 +93,10 @@ def serve(
     try:
         url = run_local(args, name="inferops", host=host, port=port)
         keyed = keyring_from_settings().enabled
-        typer.echo(f"inferops serving {model} ({variant or 'onnx-fp32'}) at {url}  [ingress: {chosen}]")
-        typer.echo(
-            f"  knobs:   {args['num_replicas']} replica(s) x {args['intra_op_threads']} thread(s), batch <= "
-            f"{args['max_batch_size']}, cache {args['cache_entries']} entries"
-        )
-        typer.echo(f"  OpenAPI: {url}/docs    health: {url}/v2/health/ready")
-        typer.echo(
-            f"  try:     {_example_curl(url, model, 'text' if model == 'minilm' else 'tensor', keyed)}"
-        )
-        if not keyed:
-            typer.echo(
-                "  note:    no API keys configured (INFEROPS_API_KEYS / INFEROPS_API_KEYS_FILE): access is open"
-            )
+        with InferopsClient(url, _a_key(settings)) as client:
+            meta = client.metadata(client.models()[0])
+        for line in serve_banner(url, meta, int(args.get("num_replicas") or 1), chosen, keyed):
+            typer.echo(line)
         typer.echo("Ctrl-C to stop.")
         while True:
             time.sleep(3600)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from prefect import flow, task
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.measure.loadgen import preflight
@@ -31,7 +31,7 @@ def check_endpoint(url: str, model: str, api_key: str | None, use_cache: bool = 
     return spec
 
 
-@task(name="run-suite")
+@task(name="run-suite", task_run_name="{suite}-suite")
 def run(
     spec: TargetSpec,
     suite: SuiteName,
@@ -40,7 +40,10 @@ def run(
     duration_s: float | None,
     stress_budget_s: float | None,
 ) -> SuiteResult:
-    return run_suite(spec, suite, policy, rate=rate, duration_s=duration_s, stress_budget_s=stress_budget_s)
+    say = get_run_logger().info
+    return run_suite(
+        spec, suite, policy, rate=rate, duration_s=duration_s, stress_budget_s=stress_budget_s, say=say
+    )
 
 
 @task(name="record-suite")

@@ -47,7 +47,7 @@ def open_cycle_run(model: str, workload: Workload | None) -> str:
     return runs.log_run(report.cycle_record(model, workload), finish=False)
 
 
-@task(name="establish-baseline")
+@task(name="establish-baseline", task_run_name="baseline of {model}")
 def establish_baseline(
     model: str, settings: CycleSettings, url: str | None, api_key: str | None, workload: Workload | None
 ) -> CycleBaseline:
@@ -105,7 +105,7 @@ def apply_and_validate(
     return result, measured
 
 
-@task(name="register-challenger")
+@task(name="register-challenger", task_run_name="register {winner.name}")
 def register_challenger(model: str, winner: CandidateResult, measured: Measured) -> registry.VersionRef:
     """Register the winner with its sha256 and serving knobs, aliased `challenger`."""
     return registry.register_candidate(
@@ -180,7 +180,7 @@ def publish_report(
         checklist,
     )
     wall_s = time.monotonic() - started
-    runs.write(run_id, report.summary_record(model, outcome, roi, text, wall_s))
+    runs.write(run_id, report.summary_record(model, outcome, roi, text, wall_s, final))
     runs.finish_run(run_id)
     create_markdown_artifact(
         text, key=names.artifact_key("optimization-report", model), description="optimization cycle report"

@@ -28,7 +28,7 @@ from tasks.release.rollout_risk import Observation, apply_risk_action, evaluate
 APPROVAL_POLL_S = 2
 
 
-@task(name="gate-functional")
+@task(name="gate-functional", task_run_name="functional of {model}")
 def functional_gate(url: str, api_key: str | None, model: str, policy: Policy) -> ItemResult:
     """Every served model, batch sizes 1/8/32, multi-model concurrency, model load rate."""
     with InferopsClient(url, api_key) as client:
@@ -37,7 +37,7 @@ def functional_gate(url: str, api_key: str | None, model: str, policy: Policy) -
         )
 
 
-@task(name="gate-performance")
+@task(name="gate-performance", task_run_name="performance of {model}")
 def performance_gate(
     url: str, api_key: str | None, model: str, duration_s: float, policy: Policy
 ) -> tuple[ItemResult, Observation]:
@@ -55,7 +55,7 @@ def performance_gate(
         )
 
 
-@task(name="gate-stability")
+@task(name="gate-stability", task_run_name="stability of {model}")
 def stability_gate(
     url: str, api_key: str | None, model: str, duration_s: float, policy: Policy
 ) -> ItemResult:
@@ -74,7 +74,7 @@ def stability_gate(
         )
 
 
-@task(name="gate-security")
+@task(name="gate-security", task_run_name="security of {model}")
 def security_gate(
     url: str,
     api_key: str | None,
@@ -173,7 +173,7 @@ def keep_champion(model: str, candidate_alias: str, candidate: registry.VersionR
         registry.reject_challenger(model, candidate.version, why)
 
 
-@task(name="risk-window")
+@task(name="risk-window", task_run_name="risk window on {model}")
 def risk_window(url: str, api_key: str | None, model: str, duration_s: float, policy: Policy) -> Observation:
     """Watch the new champion under the target load for a window; the live figures to compare with the gate's."""
     gate = policy.rollout_gate

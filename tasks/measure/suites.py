@@ -78,6 +78,7 @@ class SuiteResult:
     breakdown: Breakdown | None
     sla_p99_ms: float
     max_error_rate: float
+    response_cache: str = "allowed"  # or "bypassed (Cache-Control: no-cache)": what the figures measure
 
     @property
     def passed(self) -> bool:
@@ -240,6 +241,7 @@ def _run_fixed(
     return SuiteResult(
         suite=suite,
         url=spec.url,
+        response_cache=cache_mode(spec.headers),
         load=load,
         system=system,
         decisions=_latency_decisions(load, sla, max_err),
@@ -466,6 +468,7 @@ def find_knee(
     return StressResult(
         suite="stress",
         url=url,
+        response_cache=cache_mode(hdrs),
         load=best,
         system=system,
         decisions=decisions,
@@ -588,6 +591,7 @@ def run_stability(
     return StabilityResult(
         suite="stability",
         url=spec.url,
+        response_cache=base.response_cache,
         load=base.load,
         system=base.system,
         decisions=decisions,
@@ -603,6 +607,7 @@ def run_stability(
 def render_markdown(result: SuiteResult) -> str:
     """The decision table of one suite run (and the stress search's steps)."""
     text = decisions_markdown(result.decisions, title=f"{result.suite} — {result.url}")
+    text += f"\nResponse cache: {result.response_cache}.\n"
     if isinstance(result, StressResult) and result.steps:
         rows = [
             {
@@ -617,6 +622,12 @@ def render_markdown(result: SuiteResult) -> str:
         ]
         text += "\n" + markdown_table(rows)
     return text
+
+
+def cache_mode(headers: dict[str, str]) -> str:
+    """Whether the requests let a response cache answer (the figures are then the cache's, not the model's)."""
+    directives = {d.strip().lower() for d in headers.get("Cache-Control", "").split(",")}
+    return "bypassed (Cache-Control: no-cache)" if {"no-cache", "no-store"} & directives else "allowed"
 
 
 def embeddings_target(
@@ -644,6 +655,23 @@ def embeddings_target(
     )
 
 
+def step_line(step: StressStep) -> str:
+    """One stress step as a progress line."""
+    return f"stress {step.phase:6} {step.rate_rps:7.3g} req/s: {'meets' if step.ok else 'breaks'} the SLA ({step.reason})"
+
+
+def progress_every(share: float, say: Callable[[str], Any], label: str) -> ProgressFn:
+    """A progress callback that says how far a run is every `share` of it (a line every few seconds, not a flood)."""
+    last = [-1.0]
+
+    def report(done: float) -> None:
+        if done - last[0] >= share or done >= 1.0 > last[0]:
+            last[0] = done
+            say(f"{label}: {done:.0%}")
+
+    return report
+
+
 def run_suite(
     spec: TargetSpec,
     suite: SuiteName,
@@ -652,14 +680,17 @@ def run_suite(
     rate: float | None = None,
     duration_s: float | None = None,
     stress_budget_s: float | None = None,
+    say: Callable[[str], Any] | None = None,
 ) -> SuiteResult:
-    """One of the four suites by name (a stress search may get a shorter wall-time budget than the policy's)."""
+    """One of the four suites by name (a stress search may get a shorter wall-time budget than the policy's);
+    `say` gets a line per stress step, or every quarter of a fixed-rate run."""
+    progress = progress_every(0.25, say, suite) if say else None
     if suite == "benchmark":
-        return run_benchmark(spec, policy=policy, rate=rate, duration_s=duration_s)
+        return run_benchmark(spec, policy=policy, rate=rate, duration_s=duration_s, progress=progress)
     if suite == "load":
-        return run_load(spec, policy=policy, rate=rate, duration_s=duration_s)
+        return run_load(spec, policy=policy, rate=rate, duration_s=duration_s, progress=progress)
     if suite == "stress":
-        return run_stress(
-            spec, policy=policy, **({"time_budget_s": stress_budget_s} if stress_budget_s is not None else {})
-        )
-    return run_stability(spec, policy=policy, rate=rate, duration_s=duration_s)
+        budget = {"time_budget_s": stress_budget_s} if stress_budget_s is not None else {}
+        on_step = (lambda step: say(step_line(step))) if say else None
+        return run_stress(spec, policy=policy, on_step=on_step, **budget)
+    return run_stability(spec, policy=policy, rate=rate, duration_s=duration_s, progress=progress)

@@ -161,7 +161,20 @@ def final_state(
         "candidates_measured": outcome.candidates_measured,
     }
     if gate is not None:
-        final["gate"] = {k: gate[k] for k in ("passed", "weighted_score", "reason", "rows")}
+        final["gate"] = {
+            k: gate[k]
+            for k in (
+                "model",
+                "passed",
+                "weighted_score",
+                "reason",
+                "rows",
+                "decision",
+                "promotion",
+                "risk_actions",
+                "mlflow_run_id",
+            )
+        }
     champion = outcome.champion
     if promotion and champion is not None and champion.trial is not None:
         final["champion"] = champion.name
@@ -184,12 +197,18 @@ def final_throughput(outcome: SearchOutcome, baseline: CycleBaseline, promoted: 
 
 
 def summary_record(
-    model: str, outcome: SearchOutcome, roi: dict[str, float], report: str, wall_s: float
+    model: str,
+    outcome: SearchOutcome,
+    roi: dict[str, float],
+    report: str,
+    wall_s: float,
+    final: dict[str, Any],
 ) -> RunRecord:
-    """What the parent run gets at the end: ROI, the report, every candidate's row."""
+    """What the parent run gets at the end: what it ended serving, ROI, the report, every candidate's row."""
     return RunRecord(
         f"cycle-{model}",
         names.OPTIMIZATION_EXPERIMENT,
+        tags={names.TAG_CYCLE_CHAMPION: final.get("champion")},
         metrics={**roi, "candidates_measured": outcome.candidates_measured, "wall_s": wall_s},
         texts={"report.md": report},
         dicts={"candidates.json": {"candidates": [r.row() for r in outcome.results]}},

@@ -36,6 +36,13 @@ TAG_STRATEGY = "inferops.strategy"
 TAG_RECOMMENDATION = "inferops.recommendation"
 TAG_VALIDATION = "inferops.validation"
 TAG_HISTORY = "inferops.history"
+TAG_CYCLE_CHAMPION = (
+    "inferops.cycle.champion"  # what a cycle ended serving ("unchanged (...)" when nothing won)
+)
+TAG_PREFECT_FLOW_RUN = "inferops.prefect.flow_run_id"  # the Prefect flow run that wrote a run
+# MLflow 3's UI opens an experiment in the view its kind names; ours are model-development runs, not GenAI traces.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
 
 
 def gate_item_reason_tag(item: str) -> str:

@@ -16,6 +16,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
+from tasks.records.names import TAG_PREFECT_FLOW_RUN
 from tasks.records.store import configure, ensure_experiment
 
 # MLflow refuses a tag value over MAX_TAG_VAL_LENGTH characters (a param over MAX_PARAM_VAL_LENGTH): longer reasons
@@ -90,11 +91,19 @@ def write(run_id: str, record: RunRecord) -> None:
         client.log_artifact(run_id, str(path), artifact_path=folder or None)
 
 
+def flow_run_tags() -> dict[str, str]:
+    """The Prefect flow run writing this run, when there is one (`inferops status` links the two)."""
+    from prefect.runtime import flow_run
+
+    return {TAG_PREFECT_FLOW_RUN: str(flow_run.id)} if flow_run.id else {}
+
+
 def log_run(record: RunRecord, *, parent_run_id: str | None = None, finish: bool = True) -> str:
     """Create the run (nested under `parent_run_id` when given), write the record, and end it; returns its id."""
     client = _client()
     experiment_id = ensure_experiment(record.experiment)
     tags = {PARENT_TAG: parent_run_id} if parent_run_id else {}
+    tags |= flow_run_tags()
     run = client.create_run(experiment_id, run_name=record.name, tags=tags)
     run_id = str(run.info.run_id)
     try:

@@ -8,6 +8,7 @@ import os
 import mlflow
 
 from serving.settings import get_settings
+from tasks.records.names import EXPERIMENT_KIND, EXPERIMENT_KIND_TAG
 
 for _noisy in ("mlflow.store.db.utils", "mlflow.tracking.fluent", "alembic.runtime.migration"):
     logging.getLogger(_noisy).setLevel(logging.WARNING)
@@ -31,8 +32,12 @@ def ensure_experiment(name: str) -> str:
         location = None
         if uri.startswith("sqlite:"):
             location = (get_settings().artifacts_dir / name).resolve().as_uri()
-        experiment_id = client.create_experiment(name, artifact_location=location)
+        experiment_id = client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     else:
         experiment_id = experiment.experiment_id
+        if EXPERIMENT_KIND_TAG not in experiment.tags:  # experiments made before inferops set the kind
+            client.set_experiment_tag(experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
     mlflow.set_experiment(experiment_id=experiment_id)
     return experiment_id

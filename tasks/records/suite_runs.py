@@ -120,6 +120,7 @@ def _params(
         "url": result.url,
         "sla_p99_ms": result.sla_p99_ms,
         "max_error_rate": result.max_error_rate,
+        "response_cache": result.response_cache,
         **{f"hardware_{k}": v for k, v in hw.items()},
     }
     if result.load is not None:

@@ -7,11 +7,13 @@ from pathlib import Path
 import mlflow
 import pytest
 
+from cli.render import print_plan
 from serving.settings import get_settings
 from tasks.capacity.history import HistoryError
 from tasks.capacity.plan import KneeNotFoundError
 from tasks.records import names
 from tasks.records.store import configure
+from tests.console_text import raw_lines, render
 
 
 @pytest.fixture(scope="module")
@@ -38,6 +40,9 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
         f"flow wall time on the synthetic history: {result['wall_s']:.1f} s; forecaster {result['forecaster']}"
     )
     assert result["validation"]["verdict"] == "masked" and result["validation"]["zero_windows"] == 5
+    shown = render(print_plan, result)  # what `make run` prints for the plan: a table and sentences
+    assert not raw_lines(shown), raw_lines(shown)
+    assert "recommendation:" in shown and "ray serve autoscaling: min_replicas=" in shown
     assert Path(result["validation"]["report_path"]).exists()
     rec = result["recommendation"]
     assert rec["units"] >= rec["covering_units"] >= 1

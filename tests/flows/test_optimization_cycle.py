@@ -13,10 +13,12 @@ from typing import Any
 import mlflow
 import pytest
 
+from cli.render import print_cycle
 from serving.client import InferopsClient
 from serving.variants import ensure_variant
 from tasks.records import registry
 from tasks.records.store import configure
+from tests.console_text import raw_lines, render
 
 MODEL = "digits-cnn"
 
@@ -73,6 +75,13 @@ def test_cycle_promotes_fastest_passing_and_records_everything(first_cycle: dict
     )
     report = mlflow.artifacts.load_text(f"{parent.info.artifact_uri}/report.md")
     assert "Pre-implementation checklist" in report and all(name in report for name in rows)
+
+
+def test_cycle_output_reads_as_tables_and_sentences(first_cycle: dict[str, Any]) -> None:
+    shown = render(print_cycle, first_cycle)  # what `inferops optimize` prints
+    assert not raw_lines(shown), raw_lines(shown)
+    assert "outcome: digits-cnn" in shown and "per million requests" in shown
+    assert all(r["candidate"] in shown for r in first_cycle["results"])
 
 
 def test_corrupted_candidate_is_rejected_and_champion_kept(first_cycle: dict[str, Any]) -> None:

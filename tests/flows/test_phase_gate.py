@@ -15,9 +15,11 @@ from typing import Any
 import mlflow
 import pytest
 
+from cli.render import print_gate
 from serving.artifacts import sha256_file
 from tasks.records import registry
 from tasks.records.store import configure
+from tests.console_text import raw_lines, render
 from tests.fake_replica import API_KEY, fake_replica
 from tests.servers import free_port
 
@@ -33,6 +35,22 @@ def lenient_sla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Non
 
     override = tmp_path / "policy.yaml"
     override.write_text("rollout_gate:\n  sla_p99_ms: 1000.0\n")
+    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
+    default_policy.cache_clear()
+    yield
+    monkeypatch.delenv("INFEROPS_POLICY_FILE")
+    default_policy.cache_clear()
+
+
+@pytest.fixture
+def calm_risk_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A user policy file whose rollback trigger only a real slowdown reaches: a healthy champion's P99 of a few
+    ms moves by more than 50% between windows of seconds on a shared 2-core box. The trigger itself is tested by
+    test_slowdown_after_promotion_rolls_back_at_once."""
+    from tasks.policy import default_policy
+
+    override = tmp_path / "policy.yaml"
+    override.write_text("rollout_risk:\n  perf_deviation_rollback: 10.0\n")
     monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
     default_policy.cache_clear()
     yield
@@ -107,7 +125,9 @@ def digits_app(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> I
     serve.delete("gate-flow-test")
 
 
-def test_healthy_champion_passes_the_gate_and_is_promoted(prefect_harness: None, digits_app: str) -> None:
+def test_healthy_champion_passes_the_gate_and_is_promoted(
+    prefect_harness: None, digits_app: str, calm_risk_window: None
+) -> None:
     from prefect.client.orchestration import get_client
 
     from flows.phase_gate import phase_gate
@@ -128,6 +148,9 @@ def test_healthy_champion_passes_the_gate_and_is_promoted(prefect_harness: None,
     assert all(r["passed"] for r in out["rows"]), out["rows"]
     champion = registry.alias_version("digits-cnn", registry.CHAMPION)
     assert champion is not None and champion.version == candidate.version
+    shown = render(print_gate, out)  # what `inferops gate` prints: tables and sentences, no raw data
+    assert not raw_lines(shown), raw_lines(shown)
+    assert f"promoted: version {candidate.version} is champion" in shown
     run = _gate_run(out["mlflow_run_id"])
     assert run.data.tags["inferops.gate.verdict"] == "pass"
     assert run.data.tags["inferops.approval.decided_by"] == "policy"

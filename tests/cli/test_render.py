@@ -1,0 +1,48 @@
+"""The renderers every command prints through: tables and sentences, never raw dicts or JSON."""
+
+from __future__ import annotations
+
+from cli.render import example_curl, knobs_text, print_status, serve_banner
+from tests.console_text import raw_lines, render
+
+
+def test_raw_data_is_recognised() -> None:
+    assert raw_lines("promotion: {'model': 'minilm', 'champion': '2'}")
+    assert raw_lines('  "final": {')
+    assert raw_lines("[{'scenario': 'normal_load', 'level': 0.8}]")
+    assert raw_lines("{")
+    assert not raw_lines("champion: v2 onnx-int8 (sha256 38cdf4f3a1bd), 2 replica(s) x 1 thread(s)")
+    assert not raw_lines("│ recommendation │ 2 x current-replica at $511/month │")
+
+
+def test_serve_banner_says_what_the_endpoint_serves() -> None:
+    meta = {
+        "name": "minilm",
+        "kind": "text",
+        "variant": "onnx-int8-dynamic-perchannel",
+        "sha256": "ab" * 32,
+        "registry_version": "3",
+        "origin": "models:/minilm@champion",
+        "intra_op_threads": 1,
+        "batching": {"max_batch_size": 4},
+        "cache": {"capacity": 4096},
+        "provider": "CPUExecutionProvider",
+    }
+    lines = serve_banner("http://127.0.0.1:8000", meta, 2, "haproxy", keyed=True)
+    assert "onnx-int8-dynamic-perchannel (sha256 abababababab, registry version 3" in lines[0]
+    assert "2 replica(s) x 1 thread(s), batch <= 4, cache 4096 entries" in lines[1]
+    assert (
+        "/v1/embeddings" in lines[4] and '"model": "minilm"' in lines[4] and "$INFEROPS_API_KEY" in lines[4]
+    )
+    assert (
+        example_curl("http://h", "digits-cnn", "tensor", keyed=False)
+        == "curl -s http://h/v2/models/digits-cnn"
+    )
+    assert knobs_text(
+        {"num_replicas": 1, "intra_op_threads": 2, "max_batch_size": 8, "cache_entries": 0}
+    ) == ("1 replica(s) x 2 thread(s), batch <= 8, no cache")
+
+
+def test_status_with_nothing_registered_says_what_to_do() -> None:
+    text = render(print_status, [])
+    assert "make run" in text and not raw_lines(text)
