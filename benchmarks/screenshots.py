@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 from serving.network import free_port  # noqa: E402 (after the path fix above)
 from serving.settings import get_settings  # noqa: E402
-from tasks.records.names import OPTIMIZATION_EXPERIMENT  # noqa: E402
+from tasks.records.names import ML_VIEW, OPTIMIZATION_EXPERIMENT  # noqa: E402
 
 BIN = Path(sys.executable).parent
 STARTUP_S = 120.0
@@ -152,7 +152,7 @@ def main() -> None:
         shots = [
             screenshot(f"{prefect_url}/runs/flow-run/{run_id}", args.out / "prefect-cycle-run.png"),
             screenshot(
-                f"{mlflow_url}/#/experiments/{experiment.experiment_id}",
+                f"{mlflow_url}/#/experiments/{experiment.experiment_id}?{ML_VIEW}",
                 args.out / "mlflow-optimization-runs.png",
             ),
         ]

@@ -35,6 +35,7 @@ PROM = typer.Option(None, "--prometheus-url", help="Prometheus endpoint to scrap
 TIMEOUT = typer.Option(
     10.0, "--timeout", help="Per-request timeout in seconds (a timeout counts as an error)."
 )
+JSON = typer.Option(False, "--json", help="print the result as JSON (for scripts) instead of tables")
 CACHE = typer.Option(
     False,
     "--use-cache/--no-cache",
@@ -48,6 +49,7 @@ class _Ctx:
     spec: Any
     console: Any
     model: str
+    as_json: bool = False
 
 
 def _fail(console: Any, message: str) -> typer.Exit:
@@ -135,7 +137,8 @@ def _print_result(ctx: _Ctx, result: Any) -> None:
             f"{result.load.error_rate:.2%}",
         )
         console.print(table)
-        console.print(f"status counts: {s['status_counts']}")
+        counts = ", ".join(f"{status}: {n}" for status, n in sorted(s["status_counts"].items()))
+        console.print(f"status counts: {counts}", highlight=False)
     steps = getattr(result, "steps", None)
     if steps:
         st = Table(title="stress search")
@@ -180,7 +183,21 @@ def _record(ctx: _Ctx, result: Any, record: bool, variant: str, sha256: str, bas
 
 
 def _finish(ctx: _Ctx, result: Any, record: bool, variant: str, sha256: str, baseline: str | None) -> None:
-    _print_result(ctx, result)
+    if ctx.as_json:
+        from cli.render import print_json
+        from tasks.decision import decision_rows
+
+        print_json(
+            {
+                "suite": result.suite,
+                "passed": result.passed,
+                "response_cache": result.response_cache,
+                "metrics": result.metrics(),
+                "checks": decision_rows(result.decisions),
+            }
+        )
+    else:
+        _print_result(ctx, result)
     _record(ctx, result, record, variant, sha256, baseline)
     if not result.passed:
         raise typer.Exit(1)
@@ -215,6 +232,7 @@ def benchmark(
     prometheus_url: str | None = PROM,
     timeout: float = TIMEOUT,
     use_cache: bool = CACHE,
+    as_json: bool = JSON,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -225,6 +243,7 @@ def benchmark(
 
     _check_rate(rate, duration)
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
+    ctx.as_json = as_json
     with _progress(ctx.console, "benchmark") as bar:
         task = bar.add_task("benchmark", total=1.0)
         result = run_benchmark(
@@ -261,6 +280,7 @@ def load(
     prometheus_url: str | None = PROM,
     timeout: float = TIMEOUT,
     use_cache: bool = CACHE,
+    as_json: bool = JSON,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -288,6 +308,7 @@ def load(
                 f"trace {trace} has no arrivals in the first {window} s; raise --speedup or --duration",
             )
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
+    ctx.as_json = as_json
     with _progress(ctx.console, "load") as bar:
         task = bar.add_task("load", total=1.0)
         result = run_load(
@@ -323,6 +344,7 @@ def stress(
     ray_replicas: bool = RAY_REPLICAS,
     prometheus_url: str | None = PROM,
     use_cache: bool = CACHE,
+    as_json: bool = JSON,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -334,6 +356,7 @@ def stress(
     _check_rate(rate, duration)
     _check_rate(max_rate, None)
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, 10.0, use_cache)
+    ctx.as_json = as_json
 
     def show(step: StressStep) -> None:
         mark = "[green]ok[/green]" if step.ok else "[red]over[/red]"
@@ -371,6 +394,7 @@ def stability(
     prometheus_url: str | None = PROM,
     timeout: float = TIMEOUT,
     use_cache: bool = CACHE,
+    as_json: bool = JSON,
     variant: str = VARIANT,
     sha256: str = SHA,
     record: bool = RECORD,
@@ -387,6 +411,7 @@ def stability(
             Console(), "stability watches the server's memory: pass --pid PID (repeatable) or --ray-replicas"
         )
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
+    ctx.as_json = as_json
     if not ctx.spec.pids:
         raise _fail(
             ctx.console, "no server process found to watch (--ray-replicas found none); pass --pid PID"

@@ -12,6 +12,7 @@ from rich.console import Console
 
 from cli.pipelines import quiet_env
 from cli.render import print_json
+from tasks.records.names import ML_VIEW
 
 # A short stability run and risk window: the demo shows the gate working, the policy's 72 h is for production.
 DEMO_STABILITY_S = 15.0
@@ -170,7 +171,8 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
 
     db = settings.resolved_tracking_uri()
     summary |= {
-        "MLflow": f".venv/bin/mlflow ui --backend-store-uri {db}   then open http://127.0.0.1:5000",
+        "MLflow": f".venv/bin/mlflow ui --backend-store-uri {db}   then open "
+        f"http://127.0.0.1:5000/#/experiments?{ML_VIEW} (the model-training view)",
         "Prefect": ".venv/bin/prefect server start   then open http://127.0.0.1:4200",
         "serve again": f".venv/bin/inferops serve --model models:/{model}@champion",
         "status": ".venv/bin/inferops status",

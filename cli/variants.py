@@ -17,11 +17,12 @@ def variants(
     stsb: Path | None = typer.Option(None, help="STS-B file (sts-dev.csv) to report Spearman retention"),
     threads: int | None = typer.Option(None, help="intra-op threads (default: all cores)"),
     no_spin: bool = typer.Option(False, "--no-spin", help="disable ORT thread spinning (co-located proxies)"),
+    as_json: bool = typer.Option(False, "--json", help="print the table rows as JSON (for scripts)"),
 ) -> None:
     """Build and measure every variant of a model."""
     from rich.console import Console
 
-    from cli.render import render_table
+    from cli.render import print_json, render_table
     from serving.artifacts import ArtifactError
     from serving.zoo import EvaluatorError, UnknownModelError
     from tasks.optimize.evaluation import compare_variants, table_rows
@@ -44,11 +45,11 @@ def variants(
     except (UnknownModelError, ArtifactError, EvaluatorError, ValueError) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(code=2) from None
-    console.print(
-        render_table(
-            f"{model}: variants (in-process, {'quick' if quick else 'full'})", table_rows(reports, sizes)
-        )
-    )
+    rows = table_rows(reports, sizes)
+    if as_json:
+        print_json(rows)
+        return
+    console.print(render_table(f"{model}: variants (in-process, {'quick' if quick else 'full'})", rows))
     failed = [r.variant for r in reports if r.decision and r.decision.passed is False]
     if failed:
         console.print(f"below the retention threshold: {', '.join(failed)}", highlight=False)

@@ -43,6 +43,8 @@ TAG_PREFECT_FLOW_RUN = "inferops.prefect.flow_run_id"  # the Prefect flow run th
 # MLflow 3's UI opens an experiment in the view its kind names; ours are model-development runs, not GenAI traces.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 EXPERIMENT_KIND = "custom_model_development"
+# MLflow 3.17's UI has a GenAI / model-training switch that wins over that tag; links open the training view.
+ML_VIEW = "workflowType=machine_learning"
 
 
 def gate_item_reason_tag(item: str) -> str:

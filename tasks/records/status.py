@@ -100,7 +100,7 @@ def _latest(client: MlflowClient, model: str, mlflow_ui: str, prefect_ui: str) -
                 run.info.run_name or run.info.run_id,
                 verdict,
                 datetime.fromtimestamp(run.info.start_time / 1000).isoformat(sep=" ", timespec="seconds"),
-                f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}",
+                f"{mlflow_ui}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}?{names.ML_VIEW}",
                 f"{prefect_ui}/runs/flow-run/{flow_run}" if flow_run else None,
             )
         )
