@@ -14,6 +14,7 @@ from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
 from serving.client import InferopsClient
+from tasks.measure.suites import progress_every
 from tasks.policy import Policy, default_policy
 from tasks.records import names, registry, runs
 from tasks.release import approval, tracking
@@ -71,6 +72,7 @@ def stability_gate(
             leak_slope_mb_per_h=stability.leak_slope_mb_per_h,
             leak_min_growth_mb=stability.leak_min_growth_mb,
             sla_p99_ms=policy.rollout_gate.sla_p99_ms,
+            progress=progress_every(0.1, get_run_logger().info, f"stability soak of {model}"),
         )
 
 

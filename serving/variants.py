@@ -20,6 +20,17 @@ from serving.zoo import ModelSpec, encode_texts, get_model, load_tokenizer, mode
 
 log = logging.getLogger(__name__)
 
+
+class _PreprocessingAdvice(logging.Filter):
+    """ONNX Runtime's quantizer tells the root logger to run its pre-processing before every call; the variants are
+    built from exports it cannot improve (shape inference is done), so the advice is noise in every build log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "pre-processing before quantization" not in record.getMessage()
+
+
+logging.getLogger().addFilter(_PreprocessingAdvice())
+
 ONNX_OPSET = 17
 # TorchScript exporter: in torch 2.13 the dynamo exporter hides BERT's attention mask pattern behind
 # IsNaN/Where guards, so ONNX Runtime's transformer optimizer fuses no Attention node; the legacy exporter

@@ -23,7 +23,7 @@ from serving.network import is_loopback
 from serving.resolver import resolve, version_uri
 from tasks.decision import Decision, applicable, decisions_markdown, share_passed
 from tasks.measure.gpu_metrics import gpu_status
-from tasks.measure.loadgen import LoadResult, run_http_open
+from tasks.measure.loadgen import LoadResult, ProgressFn, run_http_open
 from tasks.measure.suites import (
     STABILITY_WARMUP_FRACTION,
     STRESS_TIMEOUT_SLA_MULTIPLE,
@@ -248,7 +248,9 @@ def target_spec(
     )
 
 
-def constant_run(spec: TargetSpec, rate_rps: float, duration_s: float) -> tuple[LoadResult, SystemSummary]:
+def constant_run(
+    spec: TargetSpec, rate_rps: float, duration_s: float, progress: ProgressFn | None = None
+) -> tuple[LoadResult, SystemSummary]:
     """Open-loop load at a constant rate while sampling the serving processes.
 
     Constant, not Poisson, arrivals: the throughput target needs exactly rate x duration requests offered,
@@ -264,6 +266,7 @@ def constant_run(spec: TargetSpec, rate_rps: float, duration_s: float) -> tuple[
             headers=spec.headers,
             timeout_s=spec.timeout_s,
             concurrency_cap=spec.concurrency_cap,
+            progress=progress,
         )
         system = sampler.stop()
     return load, system
@@ -425,6 +428,7 @@ def stability_item(
     leak_slope_mb_per_h: float,
     leak_min_growth_mb: float,
     sla_p99_ms: float,
+    progress: ProgressFn | None = None,
 ) -> ItemResult:
     """Availability over a continuous open-loop run, and memory-leak verdicts from RSS (and GPU memory) slopes.
 
@@ -435,7 +439,7 @@ def stability_item(
     spec = target_spec(client, model, meta, sla_p99_ms, with_pids=True)
     # enough samples for the leak fit however short the run (the suites need >= 4 after warm-up)
     spec.sample_interval_s = min(DEFAULT_INTERVAL_S, duration_s / MEMORY_SAMPLES)
-    load, system = constant_run(spec, rate_rps, duration_s)
+    load, system = constant_run(spec, rate_rps, duration_s, progress)
     availability = load.ok / load.scheduled if load.scheduled else 0.0
     checks: list[Decision] = [
         check(
