@@ -68,3 +68,16 @@ def ray_session() -> Iterator[None]:
         serve.shutdown()
     finally:
         ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A Linear(64->32)+ReLU+Linear(32->8) exported to ONNX: FLOPs are known by hand."""
+    import torch
+
+    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
+    torch.onnx.export(
+        model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False
+    )
+    return path

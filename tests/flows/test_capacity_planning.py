@@ -16,18 +16,6 @@ from tasks.records.store import configure
 from tests.console_text import raw_lines, render
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    import torch
-
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
-    torch.onnx.export(
-        model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False
-    )
-    return path
-
-
 def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> None:
     # Prefect (and the flow module that imports it) is imported inside the tests, as the harness fixture does,
     # so collecting the suite does not load Prefect's settings before the temporary API exists.

@@ -27,35 +27,32 @@ from tests.servers import free_port
 STABILITY_S, PERFORMANCE_S, RISK_WINDOW_S = 2.0, 2.0, 3.0
 
 
-@pytest.fixture
-def lenient_sla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A user policy file with a 1 s SLA: these tests are about approval and rollback, and tail latency on a
-    shared 2-core box must not decide them (the SLA itself is tested in test_gate_checks)."""
+def _policy_override(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, text: str) -> Iterator[None]:
+    """A user policy file (INFEROPS_POLICY_FILE) with `text`, in force for one test."""
     from tasks.policy import default_policy
 
     override = tmp_path / "policy.yaml"
-    override.write_text("rollout_gate:\n  sla_p99_ms: 1000.0\n")
+    override.write_text(text)
     monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
     default_policy.cache_clear()
     yield
     monkeypatch.delenv("INFEROPS_POLICY_FILE")
     default_policy.cache_clear()
+
+
+@pytest.fixture
+def lenient_sla(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """A 1 s SLA: these tests are about approval and rollback, and tail latency on a shared 2-core box must not
+    decide them (the SLA itself is tested in tests/tasks/release/test_checks.py)."""
+    yield from _policy_override(tmp_path, monkeypatch, "rollout_gate:\n  sla_p99_ms: 1000.0\n")
 
 
 @pytest.fixture
 def calm_risk_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """A user policy file whose rollback trigger only a real slowdown reaches: a healthy champion's P99 of a few
-    ms moves by more than 50% between windows of seconds on a shared 2-core box. The trigger itself is tested by
+    """A rollback trigger only a real slowdown reaches: a healthy champion's P99 of a few ms moves by more than 50%
+    between windows of seconds on a shared 2-core box. The trigger itself is tested by
     test_slowdown_after_promotion_rolls_back_at_once."""
-    from tasks.policy import default_policy
-
-    override = tmp_path / "policy.yaml"
-    override.write_text("rollout_risk:\n  perf_deviation_rollback: 10.0\n")
-    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
-    default_policy.cache_clear()
-    yield
-    monkeypatch.delenv("INFEROPS_POLICY_FILE")
-    default_policy.cache_clear()
+    yield from _policy_override(tmp_path, monkeypatch, "rollout_risk:\n  perf_deviation_rollback: 10.0\n")
 
 
 def _register(model: str, tmp: Path, tag: str) -> registry.VersionRef:

@@ -19,19 +19,6 @@ from tasks.records.store import ensure_experiment
 POLICY = default_policy().capacity
 
 
-@pytest.fixture(scope="module")
-def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A Linear(64->32)+ReLU+Linear(32->8) exported to ONNX: FLOPs are known by hand."""
-    import torch
-
-    path = tmp_path_factory.mktemp("onnx") / "tiny.onnx"
-    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
-    torch.onnx.export(
-        model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False
-    )
-    return path
-
-
 def test_onnx_cost_counts_gemm_flops_and_bytes(tiny_onnx: Path) -> None:
     cost = cap.onnx_cost(tiny_onnx)
     assert cost.flops == 2 * 64 * 32 + 2 * 32 * 8
