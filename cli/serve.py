@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import time
 from typing import Any
 
 import typer
+
+
+def _interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def _a_key(settings: Any) -> str | None:
@@ -77,9 +83,6 @@ def serve(
         name, _, alias = model.removeprefix("models:/").partition("@")
         ref = registry.alias_version(name, alias) if alias else None
         knobs = registry.version_knobs(name, ref.version if ref else None, knobs)
-    ray.init(
-        address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False
-    )
     # The policy's serving defaults, the registry version's measured knobs over them, the command line over both.
     given = {
         "max_batch_size": max_batch_size,
@@ -90,7 +93,12 @@ def serve(
     }
     served: dict[str, Any] = {**knobs, **{k: v for k, v in given.items() if v is not None}}
     args = policy.app_args(**served, model=model, variant=variant, extra_models=extra_model)
+    # SIGTERM (a service manager, `kill`) stops like Ctrl-C: Serve and the local Ray are shut down, exit status 0.
+    signal.signal(signal.SIGTERM, _interrupt)
     try:
+        ray.init(
+            address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False
+        )
         url = run_local(args, name="inferops", host=host, port=port)
         keyed = keyring_from_settings().enabled
         with InferopsClient(url, _a_key(settings)) as client:
@@ -98,10 +106,16 @@ def serve(
         for line in serve_banner(url, meta, int(args.get("num_replicas") or 1), chosen, keyed):
             typer.echo(line)
         typer.echo("Ctrl-C to stop.")
+        # SIGTERM (a service manager, `kill`) stops like Ctrl-C: Serve and the local Ray are shut down, exit
+        # status 0. Set once Ray and Serve are up: Ray's own handler, installed as they start, aborts the process.
+        signal.signal(signal.SIGTERM, _interrupt)
         while True:
             time.sleep(3600)
     except KeyboardInterrupt:
         typer.echo("stopping")
     finally:
-        ray_serve.shutdown()
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not abort the shutdown half-way
+        with contextlib.suppress(Exception):
+            ray_serve.shutdown()
         ray.shutdown()
+    typer.echo("stopped")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -12,6 +13,10 @@ import pytest
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+# Nothing a test runs, in this process or a subprocess, may write to the user's Prefect home or talk to their
+# Prefect server: set before anything imports Prefect, inherited by every subprocess.
+os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="inferops-test-prefect-home-")
+os.environ.pop("PREFECT_API_URL", None)
 
 
 @pytest.fixture(scope="session", autouse=True)

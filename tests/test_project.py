@@ -31,3 +31,11 @@ def test_infra_manifests_parse() -> None:
     for path in (ROOT / "infra").rglob("*.y*ml"):
         docs = list(yaml.safe_load_all(path.read_text()))
         assert docs and all(doc is not None for doc in docs), path
+
+
+def test_tests_never_use_the_users_prefect_home() -> None:
+    """Flow runs in tests (and in the subprocesses they start) land in a temporary Prefect home, never ~/.prefect."""
+    from prefect.settings import PREFECT_HOME
+
+    home = Path(PREFECT_HOME.value()).resolve()
+    assert home != (Path.home() / ".prefect").resolve() and "inferops-test-prefect-home" in home.name

@@ -9,9 +9,12 @@ import subprocess
 import sys
 import time
 
+import psutil
+
 from serving.network import free_port
 
 STARTUP_S = 240.0
+STOP_S = 60.0
 
 
 def test_serve_banner_hint_answers_when_pasted(tmp_path) -> None:
@@ -61,10 +64,28 @@ def test_serve_banner_hint_answers_when_pasted(tmp_path) -> None:
         answered = subprocess.run(["bash", "-c", hint], env=env, capture_output=True, text=True, timeout=60)
         body = json.loads(answered.stdout)
         assert body["object"] == "list" and len(body["data"][0]["embedding"]) == 384, answered.stdout[:300]
+        # SIGTERM, as a service manager stops it: a clean exit, and no Ray process of its cluster left behind
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=STOP_S) == 0, log.read_text()[-2000:]
+        assert "stopped" in log.read_text()
+        assert _left_in_session(proc.pid) == [], "processes left after inferops serve stopped"
     finally:
-        os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
+        if proc.poll() is None or _left_in_session(proc.pid):
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _left_in_session(sid: int, settle_s: float = 15.0) -> list[str]:
+    """Processes still in the command's session once they had `settle_s` to exit (Ray stops its own in seconds)."""
+    deadline = time.monotonic() + settle_s
+    while True:
+        left = []
+        for p in psutil.process_iter(["pid", "name"]):
+            try:
+                if os.getsid(p.pid) == sid:
+                    left.append(f"{p.info['pid']} {p.info['name']}")
+            except (ProcessLookupError, PermissionError):
+                continue
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(1)
