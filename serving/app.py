@@ -40,7 +40,6 @@ from serving.resolver import is_registry_uri
 # Batch size, wait, in-flight cap, threads and bucketing overhead default to the floor's defaults.yaml (the
 # policy's `serving:` base); the edge that starts the app passes the policy's values as arguments.
 DEFAULT_VARIANT = "onnx-fp32"
-HEALTH_CHECK_PERIOD_S = 5.0
 RECENT_BATCHES = 512
 HAPROXY_CHECK_TIMEOUT_S = 10  # `haproxy -v` answers in milliseconds; a binary that hangs is unusable
 # Live-tunable fields travel in user_config only: keeping them out of the init args lets Serve apply a change
@@ -134,6 +133,12 @@ class AppArgs(BaseModel):
     max_items: int | None = Field(default=None, gt=0)
     max_text_chars: int | None = Field(default=None, gt=0)
     rate_limit_per_key_per_s: float | None = Field(default=None, gt=0)
+    health_check_period_s: float = Field(
+        default_factory=lambda: floor_defaults().endpoint.health_check_period_s, gt=0
+    )
+    health_check_timeout_s: float = Field(
+        default_factory=lambda: floor_defaults().endpoint.health_check_timeout_s, gt=0
+    )
 
     _csv = field_validator("extra_models", "api_keys", mode="before")(_split_csv)
 
@@ -144,6 +149,14 @@ class AppArgs(BaseModel):
             bucket_overhead_tokens=self.bucket_overhead_tokens,
             cache_entries=self.cache_entries,
         )
+
+    def health_checks(self) -> dict[str, float]:
+        """How often Serve checks each replica and how long a check may take (policy endpoint: section); Serve
+        replaces a replica after 3 failed checks in a row."""
+        return {
+            "health_check_period_s": self.health_check_period_s,
+            "health_check_timeout_s": self.health_check_timeout_s,
+        }
 
     def limits(self) -> EndpointLimits:
         ep = floor_defaults().endpoint
@@ -585,7 +598,7 @@ def _packed(reply_or_rejection: Any) -> Any:
 # ---- deployments ------------------------------------------------------------------------------------------------
 
 
-@serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
+@serve.deployment
 class ModelServer:
     """An extra model in its own deployment (own replicas, batch queue and metrics), called by the ingress."""
 
@@ -624,7 +637,7 @@ class ModelServer:
         return await self.runtime.rollback()
 
 
-@serve.deployment(health_check_period_s=HEALTH_CHECK_PERIOD_S)
+@serve.deployment
 @serve.ingress()
 class InferenceIngress:
     """HTTP ingress (FastAPI) hosting the primary model in-process; extra models are reached by handle."""
@@ -820,12 +833,14 @@ def build_app(args: dict[str, Any]) -> Application:
             max_ongoing_requests=parsed.max_ongoing_requests,
             user_config=parsed.batching().model_dump(),
             ray_actor_options=actor_options,
+            **parsed.health_checks(),
         ).bind(source, options.model_dump())
     return InferenceIngress.options(  # type: ignore[attr-defined]
         num_replicas=parsed.num_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,
         user_config=parsed.batching().model_dump(),
         ray_actor_options=actor_options,
+        **parsed.health_checks(),
     ).bind(parsed.model_dump(exclude=BATCHING_FIELDS), primary, extra)
 
 

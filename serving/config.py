@@ -14,11 +14,14 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from serving.cache import MAX_ENTRIES
 
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
+SERVE_HEALTH_CHECK_FAILURES = (
+    3  # ray.serve._private.constants.REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD (tested)
+)
 
 # Bounds of the live serving knobs: one definition for the defaults below, the deployment's user_config, the
 # app's arguments and the admin API.
@@ -61,6 +64,21 @@ class EndpointLimits(_Frozen):
     max_text_chars: int = Field(gt=0)
     rate_limit_per_key_per_s: float | None = Field(default=None, gt=0)
     health_check_failures: int = Field(ge=1)
+    health_check_period_s: float = Field(gt=0)
+    health_check_timeout_s: float = Field(gt=0)
+
+    @field_validator("health_check_failures")
+    @classmethod
+    def _serve_counts_three(cls, value: int) -> int:
+        # Ray Serve replaces a replica after a fixed number of failed checks in a row (its
+        # REPLICA_HEALTH_CHECK_UNHEALTHY_THRESHOLD); a policy asking for another number could not be honoured.
+        if value != SERVE_HEALTH_CHECK_FAILURES:
+            raise ValueError(
+                f"Ray Serve replaces a replica after {SERVE_HEALTH_CHECK_FAILURES} failed health checks and cannot "
+                f"be told otherwise; set health_check_failures: {SERVE_HEALTH_CHECK_FAILURES} and tune "
+                "health_check_period_s / health_check_timeout_s instead"
+            )
+        return value
 
 
 class FloorDefaults(_Frozen):

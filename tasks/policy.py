@@ -306,6 +306,8 @@ class Policy(_Strict):
             "max_items": e.max_items,
             "max_text_chars": e.max_text_chars,
             "rate_limit_per_key_per_s": e.rate_limit_per_key_per_s,
+            "health_check_period_s": e.health_check_period_s,
+            "health_check_timeout_s": e.health_check_timeout_s,
             **{k: v for k, v in args.items() if v is not None},
         }
 
