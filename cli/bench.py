@@ -32,6 +32,11 @@ RAY_REPLICAS = typer.Option(
     False, "--ray-replicas", help="Sample every Ray Serve replica process on this host."
 )
 PROM = typer.Option(None, "--prometheus-url", help="Prometheus endpoint to scrape (e.g. Ray's metrics port).")
+METRICS_URL = typer.Option(
+    None,
+    "--metrics-url",
+    help="Replica memory from a Ray node's /metrics or a Prometheus scraping the nodes (replicas on other hosts).",
+)
 TIMEOUT = typer.Option(
     10.0, "--timeout", help="Per-request timeout in seconds (a timeout counts as an error)."
 )
@@ -170,7 +175,10 @@ def _print_result(ctx: _Ctx, result: Any) -> None:
     if result.breakdown is not None:
         console.print(breakdown_md(result.breakdown))
     if result.system is not None:
-        console.print(f"GPU: {result.system.gpu}; Prometheus: {result.system.prometheus_status}")
+        console.print(
+            f"GPU: {result.system.gpu}; Prometheus: {result.system.prometheus_status}; "
+            f"replica memory from metrics: {result.system.replica_memory_status}"
+        )
 
 
 def _record(ctx: _Ctx, result: Any, record: bool, variant: str, sha256: str, baseline: str | None) -> None:
@@ -392,6 +400,7 @@ def stability(
     pid: list[int] = PIDS,
     ray_replicas: bool = RAY_REPLICAS,
     prometheus_url: str | None = PROM,
+    metrics_url: str | None = METRICS_URL,
     timeout: float = TIMEOUT,
     use_cache: bool = CACHE,
     as_json: bool = JSON,
@@ -404,17 +413,21 @@ def stability(
     from tasks.measure.suites import run_stability
 
     _check_rate(rate, duration)
-    if not pid and not ray_replicas:
+    if not pid and not ray_replicas and not metrics_url:
         from rich.console import Console
 
         raise _fail(
-            Console(), "stability watches the server's memory: pass --pid PID (repeatable) or --ray-replicas"
+            Console(),
+            "stability watches the server's memory: pass --pid PID (repeatable), --ray-replicas (this host) or "
+            "--metrics-url URL (a Ray node's /metrics or a Prometheus scraping the nodes)",
         )
     ctx = _prepare(url, model, api_key, path, pid, ray_replicas, prometheus_url, timeout, use_cache)
     ctx.as_json = as_json
-    if not ctx.spec.pids:
+    ctx.spec.replica_metrics_url = metrics_url
+    if not ctx.spec.pids and not metrics_url:
         raise _fail(
-            ctx.console, "no server process found to watch (--ray-replicas found none); pass --pid PID"
+            ctx.console,
+            "no server process found to watch (--ray-replicas found none); pass --pid PID or --metrics-url URL",
         )
     with _progress(ctx.console, "stability") as bar:
         task = bar.add_task("stability", total=1.0)

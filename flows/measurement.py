@@ -8,6 +8,7 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
+from serving.network import is_loopback
 from tasks.measure.loadgen import preflight
 from tasks.measure.suites import (
     SuiteName,
@@ -24,9 +25,15 @@ from tasks.records.suite_runs import log_suite_run
 
 
 @task(name="preflight", retries=2, retry_delay_seconds=5)
-def check_endpoint(url: str, model: str, api_key: str | None, use_cache: bool = False) -> TargetSpec:
-    """One request before any load: an unreachable endpoint or unknown model fails here, clearly."""
-    spec = embeddings_target(url, model, api_key, use_cache=use_cache, pids=replica_pids())
+def check_endpoint(
+    url: str, model: str, api_key: str | None, use_cache: bool = False, metrics_url: str | None = None
+) -> TargetSpec:
+    """One request before any load: an unreachable endpoint or unknown model fails here, clearly. Replica memory
+    comes from the replicas' processes when they run on this host, else from `metrics_url`."""
+    pids = replica_pids() if is_loopback(url) else []
+    spec = embeddings_target(
+        url, model, api_key, use_cache=use_cache, pids=pids, replica_metrics_url=metrics_url
+    )
     preflight(spec.url, spec.body_factory(0), headers=spec.headers)
     return spec
 
@@ -68,11 +75,14 @@ def measurement_suite(
     baseline: str | None = None,
     stress_budget_s: float | None = None,
     use_cache: bool = False,
+    metrics_url: str | None = None,
 ) -> dict[str, Any]:
     """Run one suite, publish its verdicts and record it in MLflow (stress runs record the knee).
 
-    `use_cache=False` (default) sends `Cache-Control: no-cache`, so figures are the model's, not the cache's."""
-    spec = check_endpoint(url, model, api_key, use_cache)
+    `use_cache=False` (default) sends `Cache-Control: no-cache`, so figures are the model's, not the cache's.
+    `metrics_url` (a Ray node's /metrics, or a Prometheus scraping the nodes) gives replica memory for the
+    stability suite when the replicas run on other hosts."""
+    spec = check_endpoint(url, model, api_key, use_cache, metrics_url)
     result = run(spec, suite, default_policy(), rate, duration_s, stress_budget_s)
     run_id = record(result, model, variant, sha256, baseline)
     return {"suite": suite, "passed": result.passed, "mlflow_run_id": run_id, **result.metrics()}

@@ -63,6 +63,8 @@ class TargetSpec:
     concurrency_cap: int = DEFAULT_CONCURRENCY_CAP
     pids: list[int] = field(default_factory=list)
     prometheus_url: str | None = None
+    # A Ray node's /metrics (or a Prometheus scraping the nodes): replica memory wherever replicas run.
+    replica_metrics_url: str | None = None
     sample_interval_s: float = DEFAULT_INTERVAL_S
 
 
@@ -213,7 +215,10 @@ def _run_fixed(
     sla = policy.rollout_gate.sla_p99_ms
     max_err = policy.test_suite.max_error_rate
     with SystemSampler(
-        spec.pids, interval_s=spec.sample_interval_s, prometheus_url=spec.prometheus_url
+        spec.pids,
+        interval_s=spec.sample_interval_s,
+        prometheus_url=spec.prometheus_url,
+        replica_metrics_url=spec.replica_metrics_url,
     ) as sampler:
         if offsets is not None:
             load = run_http_trace(
@@ -563,10 +568,11 @@ def run_stability(
         if leak_threshold_mb_per_h is not None
         else policy.test_suite.stability.leak_slope_mb_per_h
     )
-    if not spec.pids:
+    if not spec.pids and not spec.replica_metrics_url:
         raise ValueError(
-            "stability needs the server's process ids to watch its memory; pass --pid (repeatable) or, for "
-            "Ray Serve, replica pids from tasks.measure.system_metrics.replica_pids()"
+            "stability needs the serving processes' memory: on this host their pids (--pid, or the Ray Serve "
+            "replicas found by replica_pids()), elsewhere a metrics URL (a Ray node's /metrics or a Prometheus "
+            "scraping the nodes: --metrics-url / metrics_url=)"
         )
     base = _run_fixed(
         spec, "stability", rate=rate, duration_s=duration, offsets=None, policy=policy, progress=progress
@@ -639,6 +645,7 @@ def embeddings_target(
     path: str | None = None,
     timeout_s: float = DEFAULT_TIMEOUT_S,
     pids: Sequence[int] = (),
+    replica_metrics_url: str | None = None,
 ) -> TargetSpec:
     """One corpus sentence per request to the embeddings route, keyed. Unless `use_cache`, every request asks for
     a fresh answer (`Cache-Control: no-cache`): the load cycles through a few hundred sentences, and a response
@@ -652,6 +659,7 @@ def embeddings_target(
         headers=headers,
         timeout_s=timeout_s,
         pids=list(pids),
+        replica_metrics_url=replica_metrics_url,
     )
 
 

@@ -18,6 +18,9 @@ DEFAULT_INTERVAL_S = 0.5
 PROMETHEUS_TIMEOUT_S = 2.0
 # Ray names each replica's worker process after its actor class, e.g. "ray::ServeReplica:app:Embedder".
 RAY_REPLICA_MARKER = "ServeReplica"
+# Ray exports each component's resident memory on every node's metrics endpoint; Serve replicas are the components
+# named ray::ServeReplica:<app>:<deployment>.
+RAY_RSS_METRIC = "ray_component_rss_bytes"
 
 
 @dataclass(frozen=True)
@@ -46,14 +49,17 @@ class SystemSummary:
     gpu_samples: list[tuple[float, list[GpuSample]]] = field(default_factory=list)
     prometheus: dict[str, float] | None = None
     prometheus_status: str = "not configured"
+    replica_memory: list[tuple[float, int]] = field(default_factory=list)  # (t, bytes) from Ray's metrics
+    replica_memory_status: str = "not configured"
 
     def gpu_memory_series(self) -> list[tuple[float, int]]:
         """(t, bytes used summed over GPUs) for leak detection."""
         return [(t, sum(g.memory_used_bytes for g in gs)) for t, gs in self.gpu_samples if gs]
 
     def rss_series(self) -> list[tuple[float, int]]:
-        """(t, RSS bytes) of the target processes."""
-        return [(s.t_s, s.rss_bytes) for s in self.samples if s.alive]
+        """(t, RSS bytes) of the target processes, or of the Serve replicas as Ray reports them (any node)."""
+        local = [(s.t_s, s.rss_bytes) for s in self.samples if s.alive]
+        return local if self.pids else list(self.replica_memory)
 
     def metrics(self) -> dict[str, float]:
         """Flat numbers for MLflow: utilisation of the targets and, with a GPU, of the GPUs."""
@@ -99,8 +105,12 @@ class SystemSampler:
         interval_s: float = DEFAULT_INTERVAL_S,
         include_children: bool = True,
         prometheus_url: str | None = None,
+        replica_metrics_url: str | None = None,
     ) -> None:
         self.pids = list(pids)
+        self.replica_metrics_url = replica_metrics_url
+        self.replica_memory: list[tuple[float, int]] = []
+        self._replica_memory_error = ""
         self.interval_s = interval_s
         self.include_children = include_children
         self.prometheus_url = prometheus_url
@@ -142,6 +152,11 @@ class SystemSampler:
                 continue
         sample = ProcSample(t, cpu, rss, alive)
         self.samples.append(sample)
+        if self.replica_metrics_url:
+            try:
+                self.replica_memory.append((t, int(serve_replica_rss(self.replica_metrics_url))))
+            except PrometheusUnavailable as exc:
+                self._replica_memory_error = str(exc)
         self._host_cpu.append(psutil.cpu_percent(None))
         gpus = sample_gpus()
         if gpus:
@@ -206,6 +221,13 @@ class SystemSampler:
             gpu_samples=list(self.gpu_samples),
             prometheus=prom,
             prometheus_status=prom_status,
+            replica_memory=list(self.replica_memory),
+            replica_memory_status=(
+                "not configured"
+                if not self.replica_metrics_url
+                else f"{len(self.replica_memory)} readings from {self.replica_metrics_url}"
+                + (f"; last error: {self._replica_memory_error}" if self._replica_memory_error else "")
+            ),
         )
 
 
@@ -278,3 +300,29 @@ def hardware_info() -> dict[str, Any]:
         "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
         "gpu": ", ".join(g.name for g in sample_gpus()) if available else reason,
     }
+
+
+def serve_replica_rss(url: str, timeout_s: float = PROMETHEUS_TIMEOUT_S) -> float:
+    """Resident memory of every Serve replica, in bytes, wherever the replicas run: from a Ray node's metrics
+    endpoint (a URL ending in /metrics) or from a Prometheus server that scrapes the nodes (its base URL)."""
+    import httpx
+
+    if url.rstrip("/").endswith("/metrics"):
+        series = scrape_prometheus(url, timeout_s)
+        values = [
+            v for k, v in series.items() if k.startswith(RAY_RSS_METRIC + "{") and RAY_REPLICA_MARKER in k
+        ]
+        if not values:
+            raise PrometheusUnavailable(f"{url} exports no {RAY_RSS_METRIC} for a Serve replica")
+        return math.fsum(values)
+    query = f'sum({RAY_RSS_METRIC}{{Component=~"ray::{RAY_REPLICA_MARKER}:.*"}})'
+    try:
+        response = httpx.get(f"{url.rstrip('/')}/api/v1/query", params={"query": query}, timeout=timeout_s)
+        result = response.json()["data"]["result"]
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        raise PrometheusUnavailable(f"{url}: {type(exc).__name__}: {exc}") from None
+    if not result:
+        raise PrometheusUnavailable(
+            f"{url} has no {RAY_RSS_METRIC} for a Serve replica (is it scraping the Ray nodes?)"
+        )
+    return float(result[0]["value"][1])

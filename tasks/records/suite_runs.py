@@ -157,7 +157,10 @@ def suite_record(
     if result.breakdown is not None:
         report += "\n" + breakdown_md(result.breakdown)
     if result.system is not None:
-        report += f"\n- GPU: {result.system.gpu}\n- Prometheus: {result.system.prometheus_status}\n"
+        report += (
+            f"\n- GPU: {result.system.gpu}\n- Prometheus: {result.system.prometheus_status}\n"
+            f"- Replica memory from metrics: {result.system.replica_memory_status}\n"
+        )
     checks = decision_rows(result.decisions)
     record = RunRecord(
         run_name or f"{result.suite}-{model}-{variant}",

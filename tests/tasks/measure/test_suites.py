@@ -145,3 +145,65 @@ def test_cli_benchmark_prints_a_summary(capacity_server: RunningServer) -> None:
     assert code in (0, 1), out
     assert ("| fail" in out or "│ fail" in out) == (code == 1)
     assert "preflight:" in out and "p99 ms" in out and "verdicts" in out and "model computation" in out
+
+
+class _RayNodeMetrics:
+    """A node's metrics endpoint in Ray's own format: the replica process's resident memory, read on every scrape
+    (what Ray's agent exports for a replica on another host)."""
+
+    def __init__(self, pid: int) -> None:
+        import http.server
+        import threading
+
+        import psutil
+
+        proc = psutil.Process(pid)
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:  # noqa: N802 - http.server's API
+                rss = proc.memory_info().rss
+                body = (
+                    "# TYPE ray_component_rss_bytes gauge\n"
+                    f'ray_component_rss_bytes{{Component="ray::ServeReplica:app:Ingress",NodeAddress="10.0.0.2"}} {rss}\n'
+                    f'ray_component_rss_bytes{{Component="raylet",NodeAddress="10.0.0.2"}} 1000000000000\n'
+                ).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4")
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/metrics"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> _RayNodeMetrics:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.mark.parametrize("kind, expected", [("leaking", "fail"), ("steady", "pass")])
+def test_stability_reads_replica_memory_from_ray_metrics_when_replicas_are_remote(
+    kind: str, expected: str
+) -> None:
+    """No pid of the replica on this host: its memory comes from the node's metrics endpoint alone."""
+    with serve(kind, leak_kb=256) as server, _RayNodeMetrics(server.pid) as node:
+        spec = TargetSpec(server.endpoint, BODY, pids=[], replica_metrics_url=node.url, sample_interval_s=0.2)
+        result = run_stability(spec, policy=POLICY, rate=40.0, duration_s=4.0)
+    leak = next(v for v in result.decisions if v.name == "rss_leak")
+    assert leak.verdict == expected, leak.reason
+    assert result.system is not None and len(result.system.replica_memory) >= 10
+    assert result.system.replica_memory_status.startswith(f"{len(result.system.replica_memory)} readings")
+    # Only the replica's series counts, not the raylet's 1 TB.
+    assert all(b < 10**12 for _, b in result.system.replica_memory)
+
+
+def test_stability_without_pids_or_metrics_url_says_what_to_pass(capacity_server: RunningServer) -> None:
+    with pytest.raises(ValueError, match="metrics URL"):
+        run_stability(TargetSpec(capacity_server.endpoint, BODY), policy=POLICY, rate=5.0, duration_s=1.0)
