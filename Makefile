@@ -7,8 +7,13 @@ STAMP := $(VENV)/.installed
 # The CPU build of torch: from a local wheel folder when the machine has one, else from PyTorch's CPU index.
 TORCH_SOURCE ?= $(if $(wildcard /opt/wheels/torch-*),--find-links /opt/wheels,--extra-index-url https://download.pytorch.org/whl/cpu)
 PYTEST_ARGS ?=
+# Real Prometheus and Alertmanager binaries for the tests, which start their own on free loopback ports. As root
+# (CI) `make test` installs the Debian packages when a binary is missing, then stops the services Debian starts
+# on install (Prometheus would hold 9090); elsewhere those tests skip and say how to get them.
+TEST_TOOLS := prometheus prometheus-alertmanager
+APT_INSTALL := DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends -o DPkg::Lock::Timeout=300
 
-.PHONY: install run test lint clean bench
+.PHONY: install run test test-tools lint clean bench
 
 install: $(STAMP)
 
@@ -28,7 +33,14 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check flows serving tasks cli tests benchmarks
 	$(BIN)/mypy flows serving tasks cli
 
-test: $(STAMP) lint
+test-tools:
+	@if [ "$$(id -u)" = 0 ] && ! { command -v prometheus && command -v prometheus-alertmanager; } >/dev/null; then \
+		echo "==> installing $(TEST_TOOLS) for the tests (apt-get)"; \
+		$(APT_INSTALL) $(TEST_TOOLS) || { apt-get update -q && $(APT_INSTALL) $(TEST_TOOLS); } || exit 1; \
+		if [ -d /run/systemd/system ]; then systemctl disable --now $(TEST_TOOLS) || true; fi; \
+	fi
+
+test: $(STAMP) lint test-tools
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 clean:

@@ -14,7 +14,14 @@ from tasks.capacity import data_quality as dq
 from tasks.capacity import forecasting as fc
 from tasks.capacity import plan as cap
 from tasks.capacity import tracking
-from tasks.capacity.history import HistoryError, RawHistory, load_file, load_prometheus
+from tasks.capacity.history import (
+    Coverage,
+    HistoryError,
+    RawHistory,
+    load_file,
+    load_prometheus,
+    render_coverage_markdown,
+)
 from tasks.capacity.synthetic import write_synthetic_history
 from tasks.policy import Capacity, Policy, default_policy
 from tasks.records import names, runs
@@ -33,10 +40,19 @@ def collect_history(history: str | None, prometheus: dict[str, Any] | None, poli
     """Read the history (file, Prometheus, or the bundled synthetic one); an unreadable source still gets a report."""
     source = history or str(write_synthetic_history())
     try:
-        return load_prometheus(**prometheus) if prometheus else load_file(source)
+        raw = load_prometheus(**prometheus) if prometheus else load_file(source)
     except HistoryError as exc:
         _publish_validation(dq.failed_load_report(str(prometheus or source), exc, policy))
         raise
+    if raw.coverage:
+        # Before validation: a server that keeps too little history says so even when the plan stops there.
+        print(raw.coverage.sentence())
+        create_markdown_artifact(
+            key=names.artifact_key("capacity-history-coverage"),
+            markdown=render_coverage_markdown(raw.coverage),
+            description="history asked for vs held by the server",
+        )
+    return raw
 
 
 @task(name="validate-history")
@@ -108,10 +124,12 @@ def publish_plan(
     options: list[cap.CapacityOption],
     plans: list[cap.PlanRow],
     decision: cap.PlanDecision,
+    coverage: Coverage | None,
     policy: Capacity,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Markdown and table artifacts with stable keys, and one MLflow run with plots, plan table and metrics."""
     markdown = cap.render_plan_markdown(report, knee, analysis, decision, options)
+    markdown += render_coverage_markdown(coverage)  # "" for a file: only a server tells what it keeps
     table = cap.plan_table(plans)
     create_markdown_artifact(
         key=names.artifact_key("capacity-plan"), markdown=markdown, description="quarterly capacity plan"
@@ -126,7 +144,7 @@ def publish_plan(
         table=analysis.planning.backtest.table(),
         description="forecaster backtest",
     )
-    record = tracking.plan_record(report, analysis, knee, decision, markdown, table, policy)
+    record = tracking.plan_record(report, analysis, knee, decision, markdown, table, policy, coverage)
     return runs.log_run(record), table
 
 
@@ -158,7 +176,9 @@ def capacity_planning(
     scenarios = build_scenarios(analysis, policy.capacity)
     plans = gpu_expansion_plans(scenarios, options, policy.capacity)
     decision = recommend(analysis, options, plans, scenario, confidence, policy)
-    run_id, table = publish_plan(report, analysis, knee, options, plans, decision, policy.capacity)
+    run_id, table = publish_plan(
+        report, analysis, knee, options, plans, decision, raw.coverage, policy.capacity
+    )
     print(decision.recommendation.reason)
     return cap.plan_output(report, analysis, decision, run_id, table, started)
 

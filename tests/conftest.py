@@ -6,8 +6,12 @@ import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.prometheus_server import ServeTraffic
 
 # No telemetry or Hub calls from tests (CI has no network), and no progress bars in the logs.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -65,7 +69,11 @@ def ray_session() -> Iterator[None]:
     import ray
 
     if not ray.is_initialized():
-        ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # address="local": always a fresh instance of its own, never a Ray cluster already running on this host
+        # (a user's, or one a benchmark started), which `ray.init()` would otherwise join.
+        ray.init(
+            address="local", num_cpus=4, include_dashboard=False, log_to_driver=False, configure_logging=False
+        )
     yield
     try:
         from ray import serve
@@ -86,3 +94,66 @@ def tiny_onnx(tmp_path_factory: pytest.TempPathFactory) -> Path:
         model, (torch.zeros(1, 64),), str(path), input_names=["x"], output_names=["y"], dynamo=False
     )
     return path
+
+
+@pytest.fixture(scope="session")
+def prometheus_binary() -> str:
+    """The Debian `prometheus` binary: installed with apt-get when missing and root (CI's fallback after `make
+    test`'s own install), else the tests that need it skip and say how to get it."""
+    from tests.prometheus_server import apt_install, find_binary
+
+    found = find_binary("prometheus")
+    if found is None and os.geteuid() != 0:
+        pytest.skip("prometheus not installed; `apt-get install prometheus` or run as root, as CI does")
+    if found is None:
+        apt_install(["prometheus"])
+        found = find_binary("prometheus")
+    if found is None:
+        raise RuntimeError("apt-get installed prometheus, yet no prometheus binary is on PATH or in /usr/bin")
+    return found
+
+
+@pytest.fixture(scope="session")
+def serve_traffic_in_prometheus(ray_session: None, prometheus_binary: str) -> Iterator[ServeTraffic]:
+    """A real Prometheus scraping this session's Ray node every second, after a small Serve app answered a
+    known number of HTTP requests: Prometheus holds `ray_serve_num_http_requests_total` of that app rising by
+    exactly that number. The app is gone afterwards; Prometheus (and the samples it scraped) stay for the session."""
+    import ray
+    from ray import serve
+
+    from serving.app import run_local
+    from serving.client import InferopsClient
+    from serving.network import free_port
+    from tasks.policy import default_policy
+    from tests.prometheus_server import ServeTraffic, counter_value, prometheus_server, wait_until
+
+    app, key, model = "inferops-prometheus-test", "test-key-prometheus", "digits-cnn"
+    # The node's metrics agent runs in Ray's dashboard agent, which the raylet starts even with
+    # include_dashboard=False (only RAY_enable_metrics_collection=0 turns it off): no change to ray_session.
+    metrics_port = ray._private.worker.global_worker.node.metrics_export_port
+    with prometheus_server(prometheus_binary, [f"127.0.0.1:{metrics_port}"]) as prometheus:
+        traffic = ServeTraffic(prometheus.url, app)
+        url = run_local(
+            default_policy().app_args(model=model, variant="onnx-fp32", api_keys=[key]),
+            name=app,
+            port=free_port(),
+            route_prefix="/prometheus-test",
+        )
+        try:
+            with InferopsClient(url, key, timeout_s=30) as client:
+                client.metadata(model)  # the series appears only once Ray exports its first value
+                waited = wait_until(
+                    lambda: counter_value(traffic) >= 1, 60, f"{traffic.counter} in Prometheus"
+                )
+                before = counter_value(traffic)
+                for _ in range(traffic.requests):
+                    client.metadata(model)
+                waited += wait_until(
+                    lambda: counter_value(traffic) >= before + traffic.requests,
+                    60,
+                    f"{traffic.counter} rising by {traffic.requests} in Prometheus",
+                )
+        finally:
+            serve.delete(app)
+        print(f"Serve's request counter reached Prometheus after {waited:.1f} s of polling")
+        yield traffic

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import httpx
 import mlflow
@@ -20,6 +22,11 @@ RATE_COLUMNS = ("rate_rps", "rate", "rps", "qps", "value", "y", "requests_per_se
 # weekly seasonality has calendar labels. A user with real dates should pass them as timestamps instead.
 DEFAULT_OFFSET_ORIGIN = "2024-01-01"
 DEFAULT_REQUEST_WINDOW_S = 60
+# Prometheus refuses a range query whose (end - start) / step exceeds 11,000 ("exceeded maximum resolution of
+# 11,000 points per timeseries"): a quarter at a 600 s step is 12,961 points. Longer ranges are read as
+# consecutive queries of at most PROMETHEUS_CHUNK_POINTS each, a margin under the server's limit.
+PROMETHEUS_MAX_POINTS = 11_000
+PROMETHEUS_CHUNK_POINTS = 10_000
 
 
 class HistoryError(ValueError):
@@ -27,11 +34,79 @@ class HistoryError(ValueError):
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """How much of the asked-for range a server actually holds: its stated retention and the data's first and
+    last instants (all UTC)."""
+
+    server: str
+    requested_start: datetime
+    requested_end: datetime
+    first: datetime
+    last: datetime
+    points: int
+    step_s: float
+    retention: str | None
+
+    @property
+    def requested_s(self) -> float:
+        return (self.requested_end - self.requested_start).total_seconds()
+
+    @property
+    def covered_s(self) -> float:
+        return (self.last - self.first).total_seconds()
+
+    def sentence(self) -> str:
+        """E.g. "asked for 90 days from Prometheus; it keeps 15d; data starts 2026-11-30 10:00 UTC, ..."."""
+        keeps = f"it keeps {self.retention}" if self.retention else "its retention is unknown"
+        return (
+            f"asked for {duration_text(self.requested_s)} from {self.server}; {keeps}; "
+            f"data starts {_minute(self.first)}, ends {_minute(self.last)} "
+            f"({duration_text(self.covered_s)} of history: {self.points:,} point(s) at {self.step_s:g} s)"
+        )
+
+
+@dataclass(frozen=True)
 class RawHistory:
-    """Unvalidated `timestamp` (as read) and `rate_rps` columns, plus where they came from."""
+    """Unvalidated `timestamp` (as read) and `rate_rps` columns, where they came from and, for a server, how
+    much of the asked-for range it held."""
 
     frame: pd.DataFrame
     source: str
+    coverage: Coverage | None = None
+
+
+def duration_text(seconds: float) -> str:
+    """A span as people say it: "90 days", "1.2 h", "12 min", "40 s"."""
+    for size, unit in ((86400, "days"), (3600, "h"), (60, "min")):
+        if seconds >= size:
+            value = round(seconds / size, 1)
+            return f"{value:g} {'day' if unit == 'days' and value == 1 else unit}"
+    return f"{round(seconds):g} s"
+
+
+def _minute(moment: datetime) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def render_coverage_markdown(coverage: Coverage | None) -> str:
+    """A "History coverage" section for a report: asked for versus returned ("" when the source has none)."""
+    if coverage is None:
+        return ""
+    rows = [
+        ("asked for", coverage.requested_start, coverage.requested_end, coverage.requested_s),
+        ("returned", coverage.first, coverage.last, coverage.covered_s),
+    ]
+    lines = [
+        "",
+        "## History coverage",
+        "",
+        coverage.sentence(),
+        "",
+        "| | from | to | span |",
+        "|---|---|---|---|",
+    ]
+    lines += [f"| {name} | {_minute(a)} | {_minute(b)} | {duration_text(s)} |" for name, a, b, s in rows]
+    return "\n".join(lines) + "\n"
 
 
 def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
@@ -102,6 +177,76 @@ def when(value: datetime | str, now: datetime | None = None) -> datetime:
         raise HistoryError(f"time {value!r} is not a datetime, ISO text, 'now' or '-<n>d|h|m'") from None
 
 
+def chunk_windows(
+    start_s: float, end_s: float, step_s: float, max_points: int = PROMETHEUS_CHUNK_POINTS
+) -> list[tuple[float, float]]:
+    """Consecutive `[start, end]` windows (epoch seconds) of at most `max_points` evaluation instants each, on
+    one step grid from `start_s`; neighbours share their boundary instant, which the reader drops once."""
+    if step_s <= 0:
+        raise HistoryError(f"Prometheus step {step_s} s is not positive; pass step_s >= 1")
+    if max_points < 2:
+        raise HistoryError(
+            f"Prometheus chunks of {max_points} point(s) cannot advance; pass chunk_points >= 2"
+        )
+    if end_s < start_s:
+        raise HistoryError(
+            f"Prometheus range ends ({_minute(datetime.fromtimestamp(end_s, UTC))}) before it starts "
+            f"({_minute(datetime.fromtimestamp(start_s, UTC))}); swap start and end"
+        )
+    span_s = step_s * (max_points - 1)
+    count = max(1, int(np.ceil((end_s - start_s) / span_s)))
+    return [(start_s + i * span_s, min(start_s + (i + 1) * span_s, end_s)) for i in range(count)]
+
+
+def prometheus_retention(
+    url: str, *, timeout_s: float = 30.0, headers: dict[str, str] | None = None
+) -> str | None:
+    """How long the server keeps data, as it states it ("15d", "15d or 1GiB"); None when it does not say."""
+    base = url.rstrip("/")
+    # runtimeinfo states the retention in force; the flag reads "0s" when left at Prometheus's default.
+    for path, field in (
+        ("/api/v1/status/runtimeinfo", "storageRetention"),
+        ("/api/v1/status/flags", "storage.tsdb.retention.time"),
+    ):
+        try:
+            data = httpx.get(base + path, timeout=timeout_s, headers=headers).json().get("data") or {}
+        except (httpx.HTTPError, ValueError, AttributeError):
+            continue
+        value = data.get(field) if isinstance(data, dict) else None
+        if value and value != "0s":
+            return str(value)
+    return None
+
+
+def _query_range(
+    endpoint: str,
+    query: str,
+    window: tuple[float, float],
+    step_s: int,
+    timeout_s: float,
+    headers: dict[str, str] | None,
+) -> list[dict[str, Any]]:
+    """One `/api/v1/query_range` call: the matrix's series, each `{"metric": {...}, "values": [[t, "v"]]}`."""
+    start_s, end_s = window
+    params: dict[str, str | float] = {"query": query, "start": start_s, "end": end_s, "step": f"{step_s}s"}
+    span = f"{_minute(datetime.fromtimestamp(start_s, UTC))} .. {_minute(datetime.fromtimestamp(end_s, UTC))}"
+    try:
+        response = httpx.get(endpoint, params=params, timeout=timeout_s, headers=headers)
+    except httpx.HTTPError as exc:
+        raise HistoryError(f"Prometheus at {endpoint} cannot be reached: {exc}; check the URL") from None
+    if response.status_code != 200:
+        raise HistoryError(
+            f"Prometheus query {query!r} at {endpoint} failed for {span} at step {step_s} s: "
+            f"HTTP {response.status_code} {response.text[:200]}; fix the query, or use a coarser step_s"
+        )
+    body = response.json()
+    if body.get("status") != "success" or body.get("data", {}).get("resultType") != "matrix":
+        raise HistoryError(
+            f"Prometheus query {query!r} returned no matrix (status={body.get('status')}); use a range-vector query like rate(...[5m])"
+        )
+    return [item for item in body["data"]["result"] if item.get("values")]
+
+
 def load_prometheus(
     url: str,
     query: str,
@@ -111,39 +256,47 @@ def load_prometheus(
     *,
     timeout_s: float = 30.0,
     headers: dict[str, str] | None = None,
+    chunk_points: int = PROMETHEUS_CHUNK_POINTS,
 ) -> RawHistory:
-    """Run a Prometheus range query (`/api/v1/query_range`); several series are summed into one rate."""
+    """Run a Prometheus range query (`/api/v1/query_range`, in chunks of at most `chunk_points`: lower it for a
+    server with a lower limit); several series are summed into one rate. `coverage` says what the server held."""
     start, end = when(start), when(end)
-    params: dict[str, str | float] = {
-        "query": query,
-        "start": start.timestamp(),
-        "end": end.timestamp(),
-        "step": f"{step_s}s",
-    }
+    start_s, end_s = start.timestamp(), end.timestamp()
+    windows = chunk_windows(start_s, end_s, step_s, chunk_points)
     endpoint = url.rstrip("/") + "/api/v1/query_range"
-    try:
-        response = httpx.get(endpoint, params=params, timeout=timeout_s, headers=headers)
-    except httpx.HTTPError as exc:
-        raise HistoryError(f"Prometheus at {endpoint} cannot be reached: {exc}; check the URL") from None
-    if response.status_code != 200:
+    by_series: dict[str, list[np.ndarray]] = {}
+    for window in windows:
+        for item in _query_range(endpoint, query, window, step_s, timeout_s, headers):
+            key = json.dumps(item.get("metric", {}), sort_keys=True)
+            by_series.setdefault(key, []).append(np.asarray(item["values"], dtype=float))
+    retention = prometheus_retention(url, timeout_s=timeout_s, headers=headers)
+    if not by_series:
+        keeps = f"it keeps {retention}" if retention else "its retention is unknown"
         raise HistoryError(
-            f"Prometheus query {query!r} at {endpoint} failed: HTTP {response.status_code} {response.text[:200]}"
+            f"Prometheus query {query!r} returned no series between {start} and {end} "
+            f"(read in {len(windows)} chunk(s) of at most {chunk_points:,} points; {keeps}); "
+            "check the metric name and labels, or ask for a range the server holds"
         )
-    body = response.json()
-    if body.get("status") != "success" or body.get("data", {}).get("resultType") != "matrix":
-        raise HistoryError(
-            f"Prometheus query {query!r} returned no matrix (status={body.get('status')}); use a range-vector query like rate(...[5m])"
-        )
-    series = body["data"]["result"]
-    if not series:
-        raise HistoryError(f"Prometheus query {query!r} returned no series between {start} and {end}")
     parts = []
-    for item in series:
-        values = np.asarray(item["values"], dtype=float)
-        parts.append(pd.Series(values[:, 1], index=pd.to_datetime(values[:, 0], unit="s")))
+    for chunks in by_series.values():
+        values = np.concatenate(chunks)
+        # Prometheus stamps samples in milliseconds: round there so a boundary instant matches across chunks.
+        index = pd.to_datetime(np.round(values[:, 0] * 1000).astype("int64"), unit="ms")
+        one = pd.Series(values[:, 1], index=index)
+        parts.append(one[~one.index.duplicated()])
     total = pd.concat(parts, axis=1).sum(axis=1, min_count=1).sort_index()
     frame = pd.DataFrame({"timestamp": total.index, "rate_rps": total.to_numpy()})
-    return RawHistory(frame, f"prometheus:{query}")
+    coverage = Coverage(
+        "Prometheus",
+        datetime.fromtimestamp(start_s, UTC),
+        datetime.fromtimestamp(end_s, UTC),
+        total.index[0].to_pydatetime().replace(tzinfo=UTC),
+        total.index[-1].to_pydatetime().replace(tzinfo=UTC),
+        len(total),
+        step_s,
+        retention,
+    )
+    return RawHistory(frame, f"prometheus:{query}", coverage)
 
 
 def load_mlflow_metric(

@@ -9,6 +9,7 @@ import pandas as pd
 
 from tasks.capacity.data_quality import ValidationReport
 from tasks.capacity.forecasting import BacktestResult, TrendAnalysis
+from tasks.capacity.history import Coverage
 from tasks.capacity.plan import KneeReading, PlanDecision, plot_capacity_vs_demand, plot_forecast
 from tasks.policy import Capacity
 from tasks.records import names
@@ -30,6 +31,18 @@ def backtest_metrics(backtest: BacktestResult) -> dict[str, float]:
     return metrics
 
 
+def coverage_params(coverage: Coverage | None) -> dict[str, Any]:
+    """How much history the source held against what was asked for (none for a file, which says nothing)."""
+    if coverage is None:
+        return {}
+    return {
+        "history_coverage": coverage.sentence(),
+        "history_retention": coverage.retention or "unknown",
+        "history_first": coverage.first.isoformat(),
+        "history_last": coverage.last.isoformat(),
+    }
+
+
 def plan_record(
     report: ValidationReport,
     analysis: TrendAnalysis,
@@ -38,6 +51,7 @@ def plan_record(
     markdown: str,
     table: list[dict[str, Any]],
     policy: Capacity,
+    coverage: Coverage | None = None,
 ) -> RunRecord:
     """The plan's MLflow run: what it was planned on and decided, the backtest, the report and two plots."""
     planning, trends, rec = analysis.planning, analysis.trends, decision.recommendation
@@ -72,6 +86,7 @@ def plan_record(
             "scenario": rec.scenario,
             "confidence": rec.level,
             "target_utilisation": policy.target_utilisation,
+            **coverage_params(coverage),
         },
         metrics=metrics,
         texts={"capacity_plan.md": markdown},

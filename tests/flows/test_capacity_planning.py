@@ -9,11 +9,13 @@ import pytest
 
 from cli.render import print_plan
 from serving.settings import get_settings
+from tasks.capacity.data_quality import DataQualityError
 from tasks.capacity.history import HistoryError
 from tasks.capacity.plan import KneeNotFoundError
 from tasks.records import names
 from tasks.records.store import configure
 from tests.console_text import raw_lines, render
+from tests.prometheus_server import ServeTraffic
 
 
 def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> None:
@@ -68,3 +70,26 @@ def test_flow_fails_clearly_on_missing_knee_and_empty_file(prefect_harness: None
     assert after - before, "the validation report must be written even for an unreadable file"
     with pytest.raises(KneeNotFoundError, match="'ghost'.*inferops bench stress"):
         capacity_planning(model="ghost", onnx_path=None)
+
+
+def test_flow_reads_a_quarter_from_a_real_prometheus_and_says_how_little_it_keeps(
+    prefect_harness: None, serve_traffic_in_prometheus: ServeTraffic
+) -> None:
+    from prefect.artifacts import Artifact
+
+    from flows.capacity_planning import capacity_planning
+
+    traffic = serve_traffic_in_prometheus
+    query = traffic.rate_query("10m")
+    prometheus = {"url": traffic.prometheus_url, "query": query, "start": "-90d", "end": "now", "step_s": 600}
+    # What a quarterly deployment asks for. The real samples span the minutes since this session started
+    # Prometheus, and a plan needs days (daily seasonality 2, weekly the policy's 14): validation stops the
+    # flow, and the coverage, published before validation, says why. Nothing is backfilled into Prometheus.
+    with pytest.raises(DataQualityError, match="enough_history") as stopped:
+        capacity_planning(prometheus=prometheus, knee_rps=20.0)
+    report = stopped.value.report
+    assert report.source == f"prometheus:{query}" and report.rows >= 1 and report.history_days < 1
+    artifact = Artifact.get("capacity-history-coverage")
+    assert artifact is not None and isinstance(artifact.data, str)
+    assert "asked for 90 days from Prometheus; it keeps 15d; data starts " in artifact.data
+    assert "| asked for |" in artifact.data and "| returned |" in artifact.data
