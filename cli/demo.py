@@ -18,6 +18,7 @@ from tasks.records.names import ML_VIEW
 DEMO_STABILITY_S = 15.0
 DEMO_PERFORMANCE_S = 10.0
 DEMO_RISK_WINDOW_S = 15.0
+DEMO_RELEASE_BENCHMARK_S = 10.0
 DEMO_STRESS_BUDGET_S = 120.0
 # The knee of what served before the cycle, for the summary's comparison: a shorter search (its knee is low).
 DEMO_BASELINE_STRESS_BUDGET_S = 75.0
@@ -46,8 +47,8 @@ def _stress(model: str, url: str, api_key: str, budget_s: float) -> dict[str, An
         url=url,
         api_key=api_key,
         stress_budget_s=budget_s,
-        variant=now.variant if now else "unknown",
-        sha256=now.sha256 if now else "unknown",
+        variant=now.variant if now else None,
+        sha256=now.sha256 if now else None,
     )
 
 
@@ -140,6 +141,7 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
             gate_stability_s=DEMO_STABILITY_S,
             gate_performance_s=DEMO_PERFORMANCE_S,
             gate_risk_window_s=DEMO_RISK_WINDOW_S,
+            gate_benchmark_s=DEMO_RELEASE_BENCHMARK_S,
             require_approval=False,
         )
         print_cycle(cycle, console)

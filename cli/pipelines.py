@@ -57,19 +57,42 @@ def gate(
     model: str = typer.Option("minilm"),
     url: str | None = typer.Option(None, help="endpoint serving the candidate (default: serve it locally)"),
     alias: str = typer.Option("challenger", help="registry alias of the candidate"),
+    production_url: str | None = typer.Option(
+        None,
+        help="production endpoint to release a promoted candidate to (rolled back there on the risk triggers)",
+    ),
     stability_s: float | None = typer.Option(None, help="stability run length (policy: 72 h)"),
-    approval: bool | None = typer.Option(None, "--approval/--no-approval", help="pause for a human decision"),
+    approval: bool | None = typer.Option(
+        None,
+        "--approval/--no-approval",
+        help="pause for a person's decision in the Prefect UI (policy default: yes; needs a Prefect server)",
+    ),
     api_key: str | None = API_KEY,
     as_json: bool = JSON,
 ) -> None:
-    """Run the phased rollout gate on a candidate."""
+    """Run the phased rollout gate on a candidate; on a pass (and an approval, where the policy asks for one)
+    promote it and, with --production-url, release it there (roll out, risk window, benchmark)."""
     quiet_env()
+    from tasks.policy import default_policy
+    from tasks.release.approval import ApprovalUnavailable, require_pausable
+
+    if approval is None:
+        approval = default_policy().rollout_gate.require_approval
+    if approval:
+        try:
+            require_pausable(model)  # before the flow starts: nobody could answer the pause
+        except ApprovalUnavailable as exc:
+            from rich.console import Console
+
+            Console(stderr=True).print(f"[red]error:[/red] {exc}", highlight=False)
+            raise typer.Exit(2) from None
     from flows.phase_gate import phase_gate
 
     out = phase_gate(
         model=model,
         url=url,
         candidate_alias=alias,
+        production_url=production_url,
         stability_duration_s=stability_s,
         require_approval=approval,
         api_key=api_key,

@@ -155,6 +155,21 @@ def gate_lines(out: dict[str, Any]) -> list[str]:
             ]
         else:
             lines.append("risk window: every figure within the risk policy, no action")
+    release = out.get("release")
+    if release:
+        served, window = release["served"], release["risk_window"]
+        lines.append(
+            f"released to {release['url']}: v{served['version']} ({served['sha256'][:12]}…) by {served['how']}; "
+            f"risk window P99 {window['p99_ms']:.1f} ms, {window['throughput_rps']:.1f} req/s, "
+            f"errors {window['error_rate']:.2%}" + ("; rolled back" if release["rolled_back"] else "")
+        )
+        bench = release.get("benchmark")
+        if bench:
+            lines.append(
+                f"benchmark per release: P99 {bench.get('p99_ms', float('nan')):.1f} ms at "
+                f"{bench.get('throughput_rps', float('nan')):.1f} req/s, recorded as production's baseline "
+                f"(MLflow run {bench['mlflow_run_id']})"
+            )
     return lines
 
 
@@ -230,6 +245,20 @@ def example_curl(url: str, model: str, kind: str, keyed: bool) -> str:
             f"curl -s {url}{routes.EMBEDDINGS.path()} -H 'Content-Type: application/json'{auth} -d '{body}'"
         )
     return f"curl -s {url}{routes.MODEL.path(model)}{auth}"
+
+
+def ray_line(
+    gcs_address: str, joined: bool, metrics_port: int | None = None, token_auth: bool = False
+) -> str:
+    """Where the Serve app's Ray cluster is: what a Prefect worker's RAY_ADDRESS points at (so a gate serves its
+    candidate on the same cluster, beside production), the metrics port a Prometheus scrapes, and whether a client
+    of the cluster needs Ray's token (Ray >= 2.59 turns token auth on for a local cluster)."""
+    how = "joined" if joined else "started by this command, stopped with it"
+    metrics = f"; Prometheus metrics on port {metrics_port}" if metrics_port else ""
+    worker = f"export RAY_ADDRESS={gcs_address}" + (
+        " RAY_AUTH_MODE=token RAY_AUTH_TOKEN=$(ray get-auth-token)" if token_auth else ""
+    )
+    return f"  ray:     {gcs_address} ({how}{metrics}); a worker gating releases here: {worker}"
 
 
 def serve_banner(url: str, meta: dict[str, Any], replicas: int, ingress: str, keyed: bool) -> list[str]:

@@ -15,14 +15,13 @@ def _interrupt(signum: int, frame: Any) -> None:
     raise KeyboardInterrupt
 
 
-def _a_key(settings: Any) -> str | None:
-    """A key to read the endpoint's metadata with: the client's own, else one the server accepts."""
-    from serving.auth import read_key_file
+def _metrics_port() -> int | None:
+    """The port this node's Ray exports its Prometheus metrics on (None where Ray does not say)."""
+    import ray
 
-    keys = [os.environ.get("INFEROPS_API_KEY"), *settings.api_keys]
-    if settings.api_keys_file:
-        keys += read_key_file(settings.api_keys_file)
-    return next((k for k in keys if k), None)
+    node = getattr(ray._private.worker.global_worker, "node", None)  # the connected node, local or joined
+    port = getattr(node, "metrics_export_port", None)
+    return int(port) if port else None
 
 
 def serve(
@@ -47,6 +46,11 @@ def serve(
         None, help="ONNX Runtime intra-op threads per replica (default: policy serving.intra_op_threads)"
     ),
     num_cpus: int | None = typer.Option(None, help="CPUs for the local Ray (default: all)"),
+    metrics_port: int | None = typer.Option(
+        None,
+        help="port of the local Ray's Prometheus metrics (Serve's request counts, replica memory), for a "
+        "Prometheus to scrape (default: a port Ray picks)",
+    ),
     replicas: int | None = typer.Option(None, help="replicas of the model's deployment (default 1)"),
     cache_entries: int | None = typer.Option(
         None, help="response-cache entries per replica, 0 = off (default: policy serving.cache_entries)"
@@ -70,9 +74,9 @@ def serve(
     import ray
     from ray import serve as ray_serve
 
-    from cli.render import serve_banner
+    from cli.render import ray_line, serve_banner
     from serving.app import run_local
-    from serving.auth import keyring_from_settings
+    from serving.auth import client_key, keyring_from_settings
     from serving.client import InferopsClient
 
     knobs = policy.serving.default_knobs()
@@ -96,15 +100,30 @@ def serve(
     # SIGTERM (a service manager, `kill`) stops like Ctrl-C: Serve and the local Ray are shut down, exit status 0.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
+        # INFEROPS_RAY_ADDRESS joins that cluster (its CPUs are its own); unset, a Ray of this process's own, never
+        # whichever cluster happens to run on this host (which a bare ray.init() would join).
+        joined = bool(settings.ray_address)
         ray.init(
-            address=settings.ray_address, num_cpus=num_cpus, include_dashboard=False, configure_logging=False
+            address=settings.ray_address or "local",
+            num_cpus=None if joined else num_cpus,
+            include_dashboard=False,
+            configure_logging=False,
+            _metrics_export_port=None if joined else metrics_port,
         )
         url = run_local(args, name="inferops", host=host, port=port)
         keyed = keyring_from_settings().enabled
-        with InferopsClient(url, _a_key(settings)) as client:
+        with InferopsClient(url, client_key()) as client:
             meta = client.metadata(client.models()[0])
         for line in serve_banner(url, meta, int(args.get("num_replicas") or 1), chosen, keyed):
             typer.echo(line)
+        typer.echo(
+            ray_line(
+                str(ray.get_runtime_context().gcs_address),
+                joined,
+                _metrics_port(),
+                token_auth=os.environ.get("RAY_AUTH_MODE", "").lower() == "token",
+            )
+        )
         typer.echo("Ctrl-C to stop.")
         # SIGTERM (a service manager, `kill`) stops like Ctrl-C: Serve and the local Ray are shut down, exit
         # status 0. Set once Ray and Serve are up: Ray's own handler, installed as they start, aborts the process.

@@ -8,13 +8,15 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
-from serving.network import is_loopback
+from serving.auth import client_key
+from serving.client import InferopsClient
+from serving.network import checked_url, is_loopback, required_url
 from tasks.measure.loadgen import preflight
 from tasks.measure.suites import (
     SuiteName,
     SuiteResult,
     TargetSpec,
-    embeddings_target,
+    model_target,
     render_markdown,
     run_suite,
 )
@@ -27,15 +29,21 @@ from tasks.records.suite_runs import log_suite_run
 @task(name="preflight", retries=2, retry_delay_seconds=5)
 def check_endpoint(
     url: str, model: str, api_key: str | None, use_cache: bool = False, metrics_url: str | None = None
-) -> TargetSpec:
-    """One request before any load: an unreachable endpoint or unknown model fails here, clearly. Replica memory
-    comes from the replicas' processes when they run on this host, else from `metrics_url`."""
+) -> tuple[TargetSpec, dict[str, str]]:
+    """One request before any load: an unreachable endpoint or unknown model fails here, clearly. Returns the load
+    target and what the endpoint says it serves (variant, sha256). Replica memory comes from the replicas'
+    processes when they run on this host, else from `metrics_url`."""
     pids = replica_pids() if is_loopback(url) else []
-    spec = embeddings_target(
-        url, model, api_key, use_cache=use_cache, pids=pids, replica_metrics_url=metrics_url
+    with InferopsClient(url, api_key) as client:
+        meta = client.check_serves(model)
+    spec = model_target(
+        url, model, api_key, meta, use_cache=use_cache, pids=pids, replica_metrics_url=metrics_url
     )
     preflight(spec.url, spec.body_factory(0), headers=spec.headers)
-    return spec
+    return spec, {
+        "variant": str(meta.get("variant", "unknown")),
+        "sha256": str(meta.get("sha256", "unknown")),
+    }
 
 
 @task(name="run-suite", task_run_name="{suite}-suite")
@@ -70,8 +78,8 @@ def measurement_suite(
     api_key: str | None = None,
     rate: float | None = None,
     duration_s: float | None = None,
-    variant: str = "unknown",
-    sha256: str = "unknown",
+    variant: str | None = None,
+    sha256: str | None = None,
     baseline: str | None = None,
     stress_budget_s: float | None = None,
     use_cache: bool = False,
@@ -81,10 +89,13 @@ def measurement_suite(
 
     `use_cache=False` (default) sends `Cache-Control: no-cache`, so figures are the model's, not the cache's.
     `metrics_url` (a Ray node's /metrics, or a Prometheus scraping the nodes) gives replica memory for the
-    stability suite when the replicas run on other hosts."""
-    spec = check_endpoint(url, model, api_key, use_cache, metrics_url)
+    stability suite when the replicas run on other hosts. `variant` and `sha256` are recorded as given, else as the
+    endpoint reports what it serves (so the capacity plan finds the champion's knee by its sha256)."""
+    url, api_key = required_url(url, "url"), client_key(api_key)
+    metrics_url = checked_url(metrics_url, "metrics_url")
+    spec, served = check_endpoint(url, model, api_key, use_cache, metrics_url)
     result = run(spec, suite, default_policy(), rate, duration_s, stress_budget_s)
-    run_id = record(result, model, variant, sha256, baseline)
+    run_id = record(result, model, variant or served["variant"], sha256 or served["sha256"], baseline)
     return {"suite": suite, "passed": result.passed, "mlflow_run_id": run_id, **result.metrics()}
 
 

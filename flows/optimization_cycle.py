@@ -4,7 +4,6 @@ for each candidate -> promote -> monitoring -> report. Orchestration only: the l
 from __future__ import annotations
 
 import json
-import os
 import time
 from typing import Any
 
@@ -12,7 +11,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.phase_gate import phase_gate
+from serving.auth import client_key
 from serving.client import InferopsClient
+from serving.network import checked_url
 from serving.zoo import get_model
 from tasks.decision import Decision
 from tasks.measure.bottlenecks import Breakdown
@@ -214,6 +215,7 @@ def optimization_cycle(
     gate_stability_s: float = 20.0,
     gate_performance_s: float | None = None,
     gate_risk_window_s: float | None = None,
+    gate_benchmark_s: float | None = None,
     require_approval: bool | None = None,
 ) -> dict[str, Any]:
     """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it."""
@@ -231,7 +233,7 @@ def optimization_cycle(
         replica_options=replica_options,
         cache_options=cache_options,
     )
-    api_key = api_key or os.environ.get("INFEROPS_API_KEY")
+    url, api_key = checked_url(url, "url"), client_key(api_key)
     # a bad request log stops the cycle before anything is recorded
     workload = load_workload(model, request_log)
     run_id = open_cycle_run(model, workload)
@@ -248,23 +250,26 @@ def optimization_cycle(
     champion, promotion, gated, served, rules = outcome.champion, None, None, None, None
     if champion is not None:
         register_challenger(model, champion, outcome.measured[champion.name])
-        # gated: served on its own app beside production, approved if the policy says so, then promoted
-        if gate:
+        if gate:  # served on its own app beside production, approved if the policy says so, released to `url`
             gated = phase_gate(
                 model=model,
                 candidate_alias=registry.CHALLENGER,
+                production_url=url,
                 stability_duration_s=gate_stability_s,
                 performance_duration_s=gate_performance_s,
                 risk_window_s=gate_risk_window_s,
-                require_approval=require_approval,
+                benchmark_duration_s=gate_benchmark_s,
+                require_approval=policy.rollout_gate.cycle_require_approval
+                if require_approval is None
+                else require_approval,
                 api_key=api_key,
                 parent_run_id=run_id,
             )
-            promotion = gated["promotion"]
+            promotion, served = report.gated_release(gated)
         else:
             promotion = promote_champion(model)
+            served = switch_endpoint(url, model, api_key, champion.serving_knobs()) if url else None
     if promotion and champion is not None:
-        served = switch_endpoint(url, model, api_key, champion.serving_knobs()) if url else None
         sha256 = outcome.measured[champion.name].sha256
         rules = set_up_monitoring(model, sha256, champion.median_p99_ms, policy, run_id)
     else:

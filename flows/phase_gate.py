@@ -13,17 +13,20 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 
+from flows.release import release, risk_actions, risk_window
+from serving.auth import client_key
 from serving.client import InferopsClient
+from serving.network import checked_url
 from tasks.measure.suites import progress_every
 from tasks.policy import Policy, default_policy
 from tasks.records import names, registry, runs
 from tasks.release import approval, tracking
 from tasks.release import checks as gate_checks
 from tasks.release.approval import ApprovalDecision
-from tasks.release.candidate_app import default_api_key, gated_endpoint
+from tasks.release.candidate_app import gated_endpoint
 from tasks.release.freeze import frozen_reason
 from tasks.release.gate import GateSettings, GateVerdict, ItemResult, decide, render_markdown
-from tasks.release.rollout_risk import Observation, apply_risk_action, evaluate
+from tasks.release.rollout_risk import Observation
 
 # How often the paused flow checks for a reviewer's answer (how long it waits is rollout_gate.approval_timeout_s).
 APPROVAL_POLL_S = 2
@@ -142,6 +145,15 @@ def ask_reviewer(
     return approval.from_input(model, version, verdict, given)
 
 
+def log_verdict(model: str, verdict: GateVerdict) -> None:
+    get_run_logger().info(
+        "gate %s: %s (weighted %.2f%%)",
+        model,
+        "PASS" if verdict.passed else "FAIL",
+        verdict.weighted_score * 100,
+    )
+
+
 @task(name="gate-decision")
 def record_decision(decision: ApprovalDecision, run_id: str, model: str) -> None:
     """Approval decision on the gate's MLflow run (tags + JSON) and as a Prefect artifact."""
@@ -175,63 +187,27 @@ def keep_champion(model: str, candidate_alias: str, candidate: registry.VersionR
         registry.reject_challenger(model, candidate.version, why)
 
 
-@task(name="risk-window", task_run_name="risk window on {model}")
-def risk_window(url: str, api_key: str | None, model: str, duration_s: float, policy: Policy) -> Observation:
-    """Watch the new champion under the target load for a window; the live figures to compare with the gate's."""
-    gate = policy.rollout_gate
-    with InferopsClient(url, api_key) as client:
-        return gate_checks.observe(
-            client, model, rate_rps=gate.target_qps, duration_s=duration_s, sla_p99_ms=gate.sla_p99_ms
-        )[0]
-
-
-@task(name="risk-actions")
-def risk_actions(
-    model: str,
-    url: str,
-    api_key: str | None,
-    baseline: Observation,
-    current: Observation,
-    run_id: str,
-    policy: Policy,
-) -> list[dict[str, Any]]:
-    """Evaluate the risk policy and carry out every action it demands; each action is recorded."""
-    with InferopsClient(url, api_key) as client:
-        done = [
-            apply_risk_action(
-                a,
-                model=model,
-                client=client,
-                run_id=run_id,
-                target_utilisation=policy.capacity.target_utilisation,
-            )
-            for a in evaluate(baseline, current, policy.rollout_risk)
-        ]
-    runs.write(run_id, tracking.risk_record(baseline, current, done))
-    create_markdown_artifact(
-        key=names.artifact_key("phase-gate", model, "risk"),
-        markdown=tracking.risk_markdown(model, baseline, current, done),
-        description="rollout risk control",
-    )
-    return done
-
-
 @flow(name="phase-gate", log_prints=True)
 def phase_gate(
     model: str = "minilm",
     url: str | None = None,
     candidate_alias: str = "challenger",
+    production_url: str | None = None,
     stability_duration_s: float | None = None,
     require_approval: bool | None = None,
     api_key: str | None = None,
     performance_duration_s: float | None = None,
     risk_window_s: float | None = None,
     approval_timeout_s: int | None = None,
+    benchmark_duration_s: float | None = None,
     parent_run_id: str | None = None,
 ) -> dict[str, Any]:
-    """Gate `model@candidate_alias` on the endpoint at `url` (else on its own temporary app), then promote it and
-    watch it, or keep the champion. `parent_run_id`: nest the gate's MLflow run under it (the optimization cycle)."""
+    """Gate `model@candidate_alias` on its own temporary app (or the endpoint at `url` that already serves it); on a
+    pass (and an approval, where the policy asks for one) promote it and release it to `production_url`: roll out,
+    watch under production's traffic, roll back on the risk triggers, benchmark the release. Without a production
+    URL the gated endpoint itself is watched. `parent_run_id`: nest the gate's MLflow run under it (the cycle)."""
     started = time.monotonic()
+    url, production_url = checked_url(url, "url"), checked_url(production_url, "production_url")
     policy = default_policy()
     settings = GateSettings.resolve(
         policy,
@@ -241,10 +217,14 @@ def phase_gate(
         approval_timeout_s=approval_timeout_s,
         require_approval=require_approval,
     )
+    if settings.require_approval:
+        approval.require_pausable(model)  # before anything is measured or changed
     frozen = frozen_reason(model)
     candidate = registry.alias_version(model, candidate_alias)
     version = candidate.version if candidate else None
-    with gated_endpoint(model, candidate_alias, url, default_api_key(api_key), policy) as (url, key):
+    api_key = client_key(api_key)
+    promotion, done, released = None, [], None
+    with gated_endpoint(model, candidate_alias, url, api_key, policy) as (url, key):
         functional = functional_gate(url, key, model, policy)
         performance, baseline = performance_gate(url, key, model, settings.performance_s, policy)
         stability = stability_gate(url, key, model, settings.stability_s, policy)
@@ -257,31 +237,29 @@ def phase_gate(
             policy,
             parent_run_id,
         )
-        get_run_logger().info(
-            "gate %s: %s (weighted %.2f%%)",
-            model,
-            "PASS" if verdict.passed else "FAIL",
-            verdict.weighted_score * 100,
-        )
+        log_verdict(model, verdict)
         decision = approval.preset_decision(model, version, verdict, frozen, settings.require_approval)
         if decision is None:
             decision = ask_reviewer(model, version, verdict, report, settings.approval_timeout_s)
         record_decision(decision, run_id, model)
-        promotion, done = None, []
         if not decision.promote or candidate is None:
             keep_champion(model, candidate_alias, candidate, approval.kept_reason(decision, verdict))
         else:
             promotion = promote_candidate(model, candidate_alias, run_id)
-            current = risk_window(url, key, model, settings.risk_window_s, policy)
-            done = risk_actions(model, url, key, baseline, current, run_id, policy)
-        outcome = tracking.gate_outcome(
-            model, url, verdict, decision, run_id, promotion, done, time.monotonic() - started
+            if production_url is None:  # nothing to release to: the gated endpoint is the one watched
+                current = risk_window(url, key, model, settings.risk_window_s, policy)
+                done = risk_actions(model, url, key, baseline, current, run_id, policy)
+    if promotion is not None and production_url is not None:
+        released = release(
+            model, production_url, api_key, baseline, run_id, settings.risk_window_s, benchmark_duration_s
         )
-        runs.write(
-            run_id, runs.RunRecord("gate", names.GATE_EXPERIMENT, metrics={"wall_s": outcome["wall_s"]})
-        )
-        runs.finish_run(run_id)
-        return outcome
+        done = released["risk_actions"]
+    outcome = tracking.gate_outcome(
+        model, url, verdict, decision, run_id, promotion, done, released, time.monotonic() - started
+    )
+    runs.write(run_id, runs.RunRecord("gate", names.GATE_EXPERIMENT, metrics={"wall_s": outcome["wall_s"]}))
+    runs.finish_run(run_id)
+    return outcome
 
 
 if __name__ == "__main__":

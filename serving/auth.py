@@ -87,6 +87,18 @@ def keyring_from_settings(extra_keys: Iterable[str] = (), extra_file: str | Path
     return ring
 
 
+def client_key(given: str | None = None) -> str | None:
+    """The key a client of the endpoint calls with: the one given, else INFEROPS_API_KEY, else one the server
+    accepts (INFEROPS_API_KEYS, then INFEROPS_API_KEYS_FILE) when client and server share a configuration."""
+    import os
+
+    settings = get_settings()
+    keys = [given, os.environ.get("INFEROPS_API_KEY"), *settings.api_keys]
+    if not any(keys) and settings.api_keys_file:
+        keys += read_key_file(settings.api_keys_file)
+    return next((k for k in keys if k), None)
+
+
 def presented_key(authorization: str | None, x_api_key: str | None) -> str | None:
     """The key a request presents: `Authorization: Bearer <key>` or `x-api-key: <key>`."""
     if authorization:

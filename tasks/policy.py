@@ -46,7 +46,8 @@ class RolloutGate(_Strict):
     target_qps: float = Field(gt=0)
     stability_duration_s: float = Field(gt=0)
     completion: Completion
-    require_approval: bool = False
+    require_approval: bool = True  # a release (the phase-gate flow) waits for a person's approval
+    cycle_require_approval: bool = False  # the weekly optimization cycle's gate: the verdict decides
     approval_timeout_s: int = Field(gt=0)
     risk_window_s: float = Field(gt=0)
     performance_warmup_s: float = Field(ge=0)

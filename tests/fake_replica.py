@@ -87,7 +87,12 @@ def build_fake_app(control: Path) -> Any:
 
         async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
             cfg = self.cfg()
-            cfg["latency_ms"] = cfg.get("fast_ms", 5.0)
+            # What the switched-to version serves like, where the test says (`by_uri`: uri -> sha256, latency_ms);
+            # else the replica's own sha256 at its fast latency.
+            uri = request.get("uri")
+            served = cfg.get("by_uri", {}).get(uri, {})
+            cfg["latency_ms"] = served.get("latency_ms", cfg.get("fast_ms", 5.0))
+            cfg["sha256"] = served.get("sha256", cfg["sha256"])
             cfg["switches"] = [*cfg.get("switches", []), request]
             control.write_text(json.dumps(cfg))
             return {"verdict": "switched", "model": model, "request": request}

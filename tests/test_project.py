@@ -27,6 +27,30 @@ def test_every_deployment_entrypoint_is_a_flow_with_those_parameters() -> None:
     assert capacity["schedules"][0]["cron"] == "0 6 1 1,4,7,10 *" and capacity["schedules"][0]["timezone"]
 
 
+def test_deployments_take_where_production_is_from_prefect_variables_and_gate_what_they_change() -> None:
+    """No host-only URL is baked into a deployment; the weekly cycle gates before it changes production, and the
+    on-demand gate serves its candidate itself (no `url`) and releases to production."""
+    text = (ROOT / "prefect.yaml").read_text()
+    spec = yaml.safe_load(text)
+    params = {d["name"]: d.get("parameters", {}) for d in spec["deployments"]}
+    flat = yaml.safe_dump(params)
+    assert "127.0.0.1" not in flat and "localhost" not in flat
+    assert params["optimization-cycle-weekly"]["gate"] is True
+    assert params["optimization-cycle-weekly"]["url"] == "{{ prefect.variables.inferops_endpoint_url }}"
+    gate = params["phase-gate"]
+    assert "url" not in gate and gate["production_url"] == "{{ prefect.variables.inferops_endpoint_url }}"
+    assert gate["require_approval"] is True
+    assert (
+        params["stability-test-quarterly"]["metrics_url"] == "{{ prefect.variables.inferops_prometheus_url }}"
+    )
+    assert (
+        params["capacity-planning-quarterly"]["prometheus"]["url"]
+        == "{{ prefect.variables.inferops_prometheus_url }}"
+    )
+    for variable in ("inferops_endpoint_url", "inferops_prometheus_url"):
+        assert f"prefect variable set {variable}" in text  # how to set it is documented beside its use
+
+
 def test_infra_manifests_parse() -> None:
     for path in (ROOT / "infra").rglob("*.y*ml"):
         docs = list(yaml.safe_load_all(path.read_text()))

@@ -11,7 +11,8 @@ from typing import Any, Literal
 import httpx
 import numpy as np
 
-from serving.client import auth_headers
+from serving import routes
+from serving.client import auth_headers, infer_payload
 from tasks.decision import Decision, all_passed, decisions_markdown, markdown_table
 from tasks.measure.bottlenecks import Breakdown, breakdown
 from tasks.measure.loadgen import (
@@ -658,6 +659,55 @@ def embeddings_target(
         embeddings_body_factory(model),
         headers=headers,
         timeout_s=timeout_s,
+        pids=list(pids),
+        replica_metrics_url=replica_metrics_url,
+    )
+
+
+def example_inputs(model: str, meta: dict[str, Any], n: int) -> list[str] | np.ndarray:
+    """The zoo's example inputs when it knows the model, else inputs shaped from the endpoint's metadata."""
+    try:
+        from serving.zoo import get_model
+
+        return get_model(model).example_inputs(n)
+    except (ImportError, ValueError):
+        pass
+    if meta.get("kind") == "text":
+        return [f"example sentence number {i} for the gate" for i in range(n)]
+    row = [d if d and d > 0 else 1 for d in (meta.get("input_shape") or [None, 1])[1:]]
+    return np.random.default_rng(0).random((n, *row), dtype=np.float32)
+
+
+def oip_body_factory(model: str, meta: dict[str, Any], pool: int = 64) -> Callable[[int], dict[str, Any]]:
+    """Batch-1 OIP bodies cycling over `pool` example inputs, for the load generator."""
+    examples = example_inputs(model, meta, pool)
+    bodies = [infer_payload(examples[i : i + 1]) for i in range(len(examples))]
+    return lambda i: bodies[i % len(bodies)]
+
+
+def model_target(
+    url: str,
+    model: str,
+    api_key: str | None,
+    meta: dict[str, Any],
+    *,
+    use_cache: bool = False,
+    pids: Sequence[int] = (),
+    replica_metrics_url: str | None = None,
+) -> TargetSpec:
+    """The load a suite drives at an inferops endpoint for `model`, from its metadata: embeddings requests for a
+    text model, batch-1 OIP inference for a tensor model (keyed; `no-cache` unless `use_cache`)."""
+    if meta.get("kind") == "text":
+        return embeddings_target(
+            url, model, api_key, use_cache=use_cache, pids=pids, replica_metrics_url=replica_metrics_url
+        )
+    headers = auth_headers(api_key)
+    if not use_cache:
+        headers["Cache-Control"] = "no-cache"
+    return TargetSpec(
+        url.rstrip("/") + routes.INFER.path(model),
+        oip_body_factory(model, meta),
+        headers=headers,
         pids=list(pids),
         replica_metrics_url=replica_metrics_url,
     )

@@ -147,6 +147,23 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
+def gated_release(gated: dict[str, Any]) -> tuple[dict[str, Any] | None, dict[str, Any] | None]:
+    """What a gated cycle changed: the gate's promotion (None when it kept the champion, or when production rolled
+    the release back) and what the endpoint serves, as `final_state` takes them."""
+    release = gated.get("release")
+    if release is None:
+        return gated["promotion"], None
+    served = release["served"]
+    knobs = (
+        {"knobs": served["knobs"], "error": served["knobs_error"]}
+        if served["knobs_error"]
+        else served["knobs_applied"]
+    )
+    endpoint = {"url": release["url"], "version": served["version"], "sha256": served["sha256"]}
+    state = {"endpoint": endpoint, "serving_knobs": knobs, "risk_window": release["risk_window"]}
+    return (None if release["rolled_back"] else gated["promotion"]), state
+
+
 def final_state(
     outcome: SearchOutcome,
     baseline: CycleBaseline,
@@ -165,6 +182,7 @@ def final_state(
             k: gate[k]
             for k in (
                 "model",
+                "url",
                 "passed",
                 "weighted_score",
                 "reason",
@@ -172,6 +190,7 @@ def final_state(
                 "decision",
                 "promotion",
                 "risk_actions",
+                "release",
                 "mlflow_run_id",
             )
         }
@@ -183,6 +202,8 @@ def final_state(
         final.update(served or {})
         if monitoring_rules:
             final["monitoring_rules"] = monitoring_rules
+    elif gate is not None and (gate.get("release") or {}).get("rolled_back"):
+        final["champion"] = f"unchanged ({baseline.candidate.variant}): production rolled the release back"
     else:
         final["champion"] = f"unchanged ({baseline.candidate.variant})"
     return final

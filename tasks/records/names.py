@@ -69,3 +69,9 @@ ROLLBACK_RECORDS = "rollback_records"
 def artifact_key(kind: str, model: str | None = None, part: str | None = None) -> str:
     """A stable Prefect artifact key (lowercase letters, digits and dashes): `kind-model-part`."""
     return slug("-".join(x for x in (kind, model, part) if x))
+
+
+def release_baseline(model: str) -> str:
+    """The baseline name of `model` in production: every release's benchmark is recorded under it, so the latest
+    run of that name is what production's next change is compared with."""
+    return f"{slug(model)}-production"

@@ -13,6 +13,24 @@ from tasks.release.gate import GateVerdict
 DecidedBy = Literal["human", "policy", "timeout"]
 
 
+class ApprovalUnavailable(RuntimeError):
+    """An approval point was asked for where nobody can answer it (no Prefect server to pause the run on)."""
+
+
+def require_pausable(model: str) -> None:
+    """An approval pauses the flow run until a person answers in the Prefect UI: that needs a Prefect server.
+    Without one (Prefect's ephemeral API in this process) the run would wait out the whole timeout unanswered."""
+    from prefect.settings import PREFECT_API_URL
+
+    if not PREFECT_API_URL.value():
+        raise ApprovalUnavailable(
+            f"the release of {model!r} needs a person's approval (policy rollout_gate.require_approval), answered "
+            "in the Prefect UI, but no Prefect server is configured: start one (`prefect server start`, then "
+            "`prefect config set PREFECT_API_URL=http://127.0.0.1:4200/api`), or pass --no-approval "
+            "(require_approval=False) to let the gate's verdict decide"
+        )
+
+
 class ApprovalInput(RunInput):
     """What the reviewer fills in when the gate flow pauses: approve or reject, with a comment."""
 

@@ -13,17 +13,8 @@ from serving.app import run_local
 from serving.artifacts import slug
 from serving.network import free_port
 from serving.resolver import alias_uri, version_uri
-from serving.settings import get_settings
 from tasks.policy import Policy
 from tasks.records import registry
-
-
-def default_api_key(given: str | None) -> str | None:
-    """The key to call an endpoint with: the one given, else the first of the configured server keys."""
-    if given:
-        return given
-    keys = get_settings().api_keys
-    return keys[0] if keys else None
 
 
 @contextmanager

@@ -8,7 +8,7 @@ a GPU) has `passed=None` and is left out of the item's share, and its reason say
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +29,8 @@ from tasks.measure.suites import (
     STRESS_TIMEOUT_SLA_MULTIPLE,
     TargetSpec,
     detect_leak,
+    example_inputs,
+    oip_body_factory,
 )
 from tasks.measure.system_metrics import DEFAULT_INTERVAL_S, RAY_REPLICA_MARKER, SystemSampler, SystemSummary
 from tasks.records.registry import VersionRef
@@ -52,20 +54,6 @@ def check(name: str, threshold: object, observed: object, passed: bool | None, r
 
 
 # ---- request payloads and output sanity ------------------------------------------------------------------------
-
-
-def example_inputs(model: str, meta: dict[str, Any], n: int) -> list[str] | np.ndarray:
-    """The zoo's example inputs when it knows the model, else inputs shaped from the endpoint's metadata."""
-    try:
-        from serving.zoo import get_model
-
-        return get_model(model).example_inputs(n)
-    except (ImportError, ValueError):
-        pass
-    if meta.get("kind") == "text":
-        return [f"example sentence number {i} for the gate" for i in range(n)]
-    row = [d if d and d > 0 else 1 for d in (meta.get("input_shape") or [None, 1])[1:]]
-    return np.random.default_rng(0).random((n, *row), dtype=np.float32)
 
 
 def output_sanity(kind: str, n: int, rows: np.ndarray) -> tuple[bool, str]:
@@ -199,13 +187,6 @@ def concurrency_check(client: InferopsClient, loaded: dict[str, dict[str, Any]])
 # ---- load runs and the serving processes ---------------------------------------------------------------------
 
 
-def body_factory(model: str, meta: dict[str, Any], pool: int = 64) -> Callable[[int], dict[str, Any]]:
-    """Batch-1 OIP bodies cycling over `pool` example inputs, for the load generator."""
-    examples = example_inputs(model, meta, pool)
-    bodies = [infer_payload(examples[i : i + 1]) for i in range(len(examples))]
-    return lambda i: bodies[i % len(bodies)]
-
-
 def serving_pids(url: str) -> list[int]:
     """Pids serving `url` on this host: the listener and, behind a Ray ingress, the replicas of its cluster.
 
@@ -241,7 +222,7 @@ def target_spec(
     """What the measurement suites drive: OIP inference on `model`, keyed, with the serving pids to watch."""
     return TargetSpec(
         url=client.url + routes.INFER.path(model),
-        body_factory=body_factory(model, meta),
+        body_factory=oip_body_factory(model, meta),
         headers=auth_headers(client.api_key),
         timeout_s=max(client.timeout_s, sla_p99_ms * STRESS_TIMEOUT_SLA_MULTIPLE / 1000.0),
         pids=serving_pids(client.url) if with_pids else [],

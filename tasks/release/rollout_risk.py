@@ -94,9 +94,16 @@ def scale_out_recommendation(observed: float, target_utilisation: float) -> dict
 
 
 def apply_risk_action(
-    action: RiskAction, *, model: str, client: InferopsClient, run_id: str | None, target_utilisation: float
+    action: RiskAction,
+    *,
+    model: str,
+    client: InferopsClient,
+    run_id: str | None,
+    target_utilisation: float,
+    default_knobs: dict[str, int] | None = None,
 ) -> dict[str, Any]:
-    """Carry out one `RiskAction` and return the record of what was done."""
+    """Carry out one `RiskAction` and return the record of what was done. A rollback returns the endpoint to the
+    previous champion with the knobs it was measured with (`default_knobs` for a version no cycle measured)."""
     record: dict[str, Any] = {
         "level": action.level,
         "action": action.action,
@@ -117,7 +124,12 @@ def apply_risk_action(
         try:
             if target is None:
                 raise RolloutRefused(f"model {model!r} has no champion after the registry rollback")
-            done = rollout(client, model, target, fall_back_to_server_rollback=True)
+            knobs = (
+                registry.version_knobs(model, target.version, default_knobs)
+                if default_knobs is not None
+                else None
+            )
+            done = rollout(client, model, target, knobs, fall_back_to_server_rollback=True)
             record["endpoint"] = {"switched": True, "how": done.how, "detail": excerpt(str(done.detail))}
         except RolloutRefused as exc:
             record["endpoint"] = {"switched": False, "how": None, "detail": str(exc)}
@@ -130,3 +142,8 @@ def apply_risk_action(
         record["recommendation"] = scale_out_recommendation(float(action.observed), target_utilisation)
         record["done"] = True
     return record
+
+
+def rolled_back(actions: list[dict[str, Any]]) -> bool:
+    """Whether the actions carried out include a rollback that reached the endpoint."""
+    return any(a["action"] == "rollback" and a.get("done") for a in actions)

@@ -13,7 +13,7 @@ from tasks.records.registry import VersionRef
 from tasks.records.runs import RunRecord
 from tasks.release.approval import ApprovalDecision
 from tasks.release.gate import GateVerdict, ItemResult
-from tasks.release.rollout_risk import Observation
+from tasks.release.rollout_risk import Observation, rolled_back
 
 
 def gate_title(model: str, candidate: VersionRef | None) -> str:
@@ -131,9 +131,10 @@ def gate_outcome(
     run_id: str,
     promotion: dict[str, Any] | None,
     risk_actions: list[dict[str, Any]],
+    release: dict[str, Any] | None,
     wall_s: float,
 ) -> dict[str, Any]:
-    """The gate flow's return value."""
+    """The gate flow's return value; `release` is what production became, when the gate released to it."""
     return {
         "model": model,
         "url": url,
@@ -145,5 +146,27 @@ def gate_outcome(
         "mlflow_run_id": run_id,
         "promotion": promotion,
         "risk_actions": risk_actions,
+        "release": release,
         "wall_s": round(wall_s, 1),
+    }
+
+
+def release_outcome(
+    url: str,
+    served: dict[str, Any],
+    current: Observation,
+    actions: list[dict[str, Any]],
+    benchmark: dict[str, Any] | None,
+) -> dict[str, Any]:
+    """The release flow's return value: what production serves, how its risk window went, its new baseline."""
+    return {
+        "url": url,
+        "served": {
+            k: served[k]
+            for k in ("version", "sha256", "variant", "how", "knobs", "knobs_applied", "knobs_error")
+        },
+        "risk_window": asdict(current),
+        "risk_actions": actions,
+        "rolled_back": rolled_back(actions),
+        "benchmark": benchmark,
     }

@@ -61,6 +61,8 @@ def test_serve_banner_hint_answers_when_pasted(tmp_path) -> None:
         assert hint is not None, f"no hint printed; serve said:\n{text[-3000:]}"
         banner = next(line for line in text.splitlines() if line.startswith("inferops serving"))
         assert "minilm: onnx-fp32 (sha256 " in banner and f"127.0.0.1:{port}" in banner
+        ray_at = next(line for line in text.splitlines() if line.strip().startswith("ray:"))
+        assert "started by this command" in ray_at and "export RAY_ADDRESS=" in ray_at
         answered = subprocess.run(["bash", "-c", hint], env=env, capture_output=True, text=True, timeout=60)
         body = json.loads(answered.stdout)
         assert body["object"] == "list" and len(body["data"][0]["embedding"]) == 384, answered.stdout[:300]

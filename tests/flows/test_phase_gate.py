@@ -55,6 +55,13 @@ def calm_risk_window(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     yield from _policy_override(tmp_path, monkeypatch, "rollout_risk:\n  perf_deviation_rollback: 10.0\n")
 
 
+@pytest.fixture
+def calm_lenient(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Both of the above: a release on production judged neither by a shared box's tail latency nor its jitter."""
+    text = "rollout_gate:\n  sla_p99_ms: 1000.0\nrollout_risk:\n  perf_deviation_rollback: 10.0\n"
+    yield from _policy_override(tmp_path, monkeypatch, text)
+
+
 def _register(model: str, tmp: Path, tag: str) -> registry.VersionRef:
     """A small artifact file registered as `challenger` (distinct bytes per tag, so a distinct sha256)."""
     path = tmp / f"{model}-{tag}.onnx"
@@ -284,3 +291,91 @@ def test_slowdown_after_promotion_rolls_back_at_once(
     assert state["switches"] == [{"uri": f"models:/{model}/{old.version}"}]  # the endpoint was switched back
     tags = _gate_run(out["mlflow_run_id"]).data.tags
     assert "rollback" in tags["inferops.risk.actions"]
+
+
+def test_a_passed_release_reaches_production_is_watched_there_and_benchmarked(
+    prefect_harness: None, digits_app: str, calm_lenient: None
+) -> None:
+    """The candidate is gated on its own app; production (the app at digits_app) is rolled out only after the pass,
+    watched under load and benchmarked as production's new baseline."""
+    from ray import serve
+
+    from flows.phase_gate import phase_gate
+    from serving.client import InferopsClient
+    from serving.variants import ensure_variant
+    from tasks.records import names
+    from tasks.records.suite_runs import get_baseline
+
+    artifact = ensure_variant("digits-cnn", "onnx-fp32-optall")  # other bytes than production serves
+    candidate = registry.register("digits-cnn", artifact.path, artifact.manifest)
+    with InferopsClient(digits_app, API_KEY) as client:
+        before = client.metadata("digits-cnn")["sha256"]
+    assert before != candidate.sha256
+    out = phase_gate(
+        model="digits-cnn",
+        production_url=digits_app,
+        api_key=API_KEY,
+        require_approval=False,
+        stability_duration_s=STABILITY_S,
+        performance_duration_s=PERFORMANCE_S,
+        risk_window_s=RISK_WINDOW_S,
+        benchmark_duration_s=2.0,
+    )
+    assert out["passed"], out["rows"]
+    assert out["url"].endswith("/gate-digits-cnn")  # gated on its own app, not on production
+    assert "gate-digits-cnn" not in serve.status().applications
+    release = out["release"]
+    assert release["url"] == digits_app and not release["rolled_back"], release
+    assert release["served"]["version"] == candidate.version
+    with InferopsClient(digits_app, API_KEY) as client:
+        assert client.metadata("digits-cnn")["sha256"] == candidate.sha256  # production serves the release
+    assert release["risk_window"]["throughput_rps"] > 0
+    bench = release["benchmark"]
+    baseline = get_baseline(names.release_baseline("digits-cnn"))
+    assert baseline.run_id == bench["mlflow_run_id"]
+    assert baseline.tags["inferops.sha256"] == candidate.sha256
+    shown = render(print_gate, out)
+    assert f"released to {digits_app}: v{candidate.version}" in shown
+    assert "benchmark per release" in shown and not raw_lines(shown)
+
+
+def test_a_release_that_slows_production_is_rolled_back_there(
+    prefect_harness: None, lenient_sla: None, tmp_path: Path
+) -> None:
+    """Gated healthy on its own endpoint, the new version is 10x slower on production: production is switched back
+    to the previous champion and the registry follows; no benchmark records the bad release as a baseline."""
+    from flows.phase_gate import phase_gate
+
+    model = "release-rollback-model"
+    old, new = _champion_then_challenger(model, tmp_path)
+    old_uri, new_uri = f"models:/{model}/{old.version}", f"models:/{model}/{new.version}"
+    by_uri = {
+        new_uri: {"sha256": new.sha256, "latency_ms": 200.0},
+        old_uri: {"sha256": old.sha256, "latency_ms": 20.0},
+    }
+    with (
+        fake_replica(tmp_path, latency_ms=20.0, sha256=new.sha256, model=model) as gated,
+        fake_replica(tmp_path, latency_ms=20.0, sha256=old.sha256, model=model) as production,
+    ):
+        production.set(by_uri=by_uri)
+        out = phase_gate(
+            model=model,
+            url=gated.url,
+            production_url=production.url,
+            api_key=API_KEY,
+            require_approval=False,
+            stability_duration_s=STABILITY_S,
+            performance_duration_s=PERFORMANCE_S,
+            risk_window_s=RISK_WINDOW_S,
+            benchmark_duration_s=1.0,
+        )
+        prod, gate_side = production.state(), gated.state()
+    assert out["passed"] and out["promotion"]["promoted"], out["rows"]
+    release = out["release"]
+    assert release["rolled_back"] and release["benchmark"] is None, release
+    assert prod["switches"][0]["uri"] == new_uri and prod["switches"][-1]["uri"] == old_uri
+    assert prod["sha256"] == old.sha256  # production serves the previous champion again
+    assert "switches" not in gate_side  # the gated endpoint was measured, never switched
+    assert registry.alias_version(model, registry.CHAMPION).version == old.version  # type: ignore[union-attr]
+    rollback = [a for a in out["risk_actions"] if a["action"] == "rollback"]
+    assert rollback and rollback[0]["done"] and rollback[0]["observed"] >= 0.5, out["risk_actions"]

@@ -1,0 +1,110 @@
+"""Release to production (seed 7.1.2, 7.3.6): roll the live endpoint out to the new champion, watch it under its
+real traffic plus a probe load, carry out the risk policy's actions (roll back, freeze, scale out), and benchmark the
+release as production's new baseline. Orchestration only: the logic lives in tasks/release and tasks/measure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+from flows.measurement import measurement_suite
+from serving.client import InferopsClient
+from tasks.policy import Policy, default_policy
+from tasks.records import names, registry, runs
+from tasks.release import checks as gate_checks
+from tasks.release import tracking
+from tasks.release.rollout import RolloutRefused, rollout
+from tasks.release.rollout_risk import Observation, apply_risk_action, evaluate, rolled_back
+
+
+@task(name="roll-out", task_run_name="roll out {model} to {url}")
+def roll_out(url: str, api_key: str | None, model: str, policy: Policy) -> dict[str, Any]:
+    """The endpoint serves the champion's version with the knobs it was measured with, verified on every replica;
+    a refused switch moves the registry back, so the registry never names what production does not serve."""
+    target = registry.require_alias(model, registry.CHAMPION)
+    knobs = registry.version_knobs(model, target.version, policy.serving.default_knobs())
+    try:
+        with InferopsClient(url, api_key) as client:
+            rolled = rollout(client, model, target, knobs)
+    except RolloutRefused as exc:
+        registry.rollback(model, f"endpoint refused the switch: {exc}")
+        raise
+    if rolled.knobs_error:  # the champion serves; only its knobs are the old ones
+        get_run_logger().warning("serving knobs not applied: %s", rolled.knobs_error)
+    return {**rolled.as_dict(), "variant": target.variant}
+
+
+@task(name="risk-window", task_run_name="risk window on {model} at {url}")
+def risk_window(url: str, api_key: str | None, model: str, duration_s: float, policy: Policy) -> Observation:
+    """A probe load at the target rate for the window, beside whatever traffic the endpoint already takes: what a
+    user of the new champion sees, to compare with the gate's figures."""
+    gate = policy.rollout_gate
+    with InferopsClient(url, api_key) as client:
+        return gate_checks.observe(
+            client, model, rate_rps=gate.target_qps, duration_s=duration_s, sla_p99_ms=gate.sla_p99_ms
+        )[0]
+
+
+@task(name="risk-actions", task_run_name="risk actions on {model}")
+def risk_actions(
+    model: str,
+    url: str,
+    api_key: str | None,
+    baseline: Observation,
+    current: Observation,
+    run_id: str,
+    policy: Policy,
+) -> list[dict[str, Any]]:
+    """Evaluate the risk policy and carry out every action it demands on the watched endpoint; each is recorded."""
+    with InferopsClient(url, api_key) as client:
+        done = [
+            apply_risk_action(
+                a,
+                model=model,
+                client=client,
+                run_id=run_id,
+                target_utilisation=policy.capacity.target_utilisation,
+                default_knobs=policy.serving.default_knobs(),
+            )
+            for a in evaluate(baseline, current, policy.rollout_risk)
+        ]
+    runs.write(run_id, tracking.risk_record(baseline, current, done))
+    create_markdown_artifact(
+        key=names.artifact_key("phase-gate", model, "risk"),
+        markdown=tracking.risk_markdown(model, baseline, current, done),
+        description=f"rollout risk control on {url}",
+    )
+    return done
+
+
+@flow(name="release", log_prints=True)
+def release(
+    model: str,
+    url: str,
+    api_key: str | None,
+    baseline: Observation,
+    run_id: str,
+    risk_window_s: float,
+    benchmark_duration_s: float | None = None,
+) -> dict[str, Any]:
+    """Production serves the promoted champion, is watched for `risk_window_s` and rolled back on the seed's
+    triggers; a release that stays is benchmarked and recorded as production's baseline."""
+    policy = default_policy()
+    served = roll_out(url, api_key, model, policy)
+    current = risk_window(url, api_key, model, risk_window_s, policy)
+    done = risk_actions(model, url, api_key, baseline, current, run_id, policy)
+    benchmark = None
+    if not rolled_back(done):
+        benchmark = measurement_suite(
+            suite="benchmark",
+            model=model,
+            url=url,
+            api_key=api_key,
+            duration_s=benchmark_duration_s,
+            variant=served["variant"],
+            sha256=served["sha256"],
+            baseline=names.release_baseline(model),
+        )
+    return tracking.release_outcome(url, served, current, done, benchmark)
