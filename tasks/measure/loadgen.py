@@ -233,20 +233,24 @@ class HttpTarget:
     async def __aexit__(self, *exc: object) -> None:
         await self._session.close()
 
-    async def send(self, i: int) -> Outcome:
+    async def exchange(self, i: int) -> tuple[Outcome, bytes]:
+        """POST request `i`: its outcome (with the server-timing phases of a 2xx answer) and the body it got."""
         import aiohttp
 
         try:
             async with self._session.post(self.url, json=self.body_factory(i)) as response:
-                await response.read()
+                body = await response.read()
                 status = response.status
                 timing_header = response.headers.get("server-timing")
         except TimeoutError:
-            return Outcome("timeout", False)
+            return Outcome("timeout", False), b""
         except aiohttp.ClientError as exc:
-            return Outcome(f"error:{type(exc).__name__}", False)
+            return Outcome(f"error:{type(exc).__name__}", False), b""
         ok = 200 <= status < 300
-        return Outcome(str(status), ok, parse_server_timing(timing_header) if ok else {})
+        return Outcome(str(status), ok, parse_server_timing(timing_header) if ok else {}), body
+
+    async def send(self, i: int) -> Outcome:
+        return (await self.exchange(i))[0]
 
 
 class InProcessTarget:

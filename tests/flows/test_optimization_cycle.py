@@ -31,7 +31,12 @@ def _cycle(**kwargs: Any) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def first_cycle(prefect_harness: None) -> dict[str, Any]:
-    """One cycle on digits-cnn with two candidates and no knob stages: baseline torch-fp32 becomes v1."""
+    """One cycle on digits-cnn with two candidates and no knob stages: baseline torch-fp32 becomes v1.
+
+    The registry starts without digits-cnn, whichever module of the session registered it before."""
+    client = mlflow.MlflowClient(configure())
+    if client.search_registered_models(filter_string=f"name = '{MODEL}'"):
+        client.delete_registered_model(MODEL)
     return _cycle(
         model=MODEL,
         candidates=["onnx-fp32", "onnx-int8-dynamic"],

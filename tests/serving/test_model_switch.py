@@ -149,3 +149,69 @@ def test_rollback_and_switch_through_a_python_handle(served: dict[str, Any]) -> 
     assert result["verdict"] == "switched" and _serving_sha(client) == served["new"].sha256
     unknown = handle.switch_model.remote("minilm", {"variant": "no-such-variant"}).result(timeout_s=60)
     assert unknown["verdict"] == "kept" and _serving_sha(client) == served["new"].sha256
+
+
+# Twice the measured knee for a few seconds: the backlog that builds (about the knee x LOAD_S requests) drains within
+# seconds once the load stops, so every request can wait for its answer instead of timing out.
+OVERLOAD_FACTOR = 2.0
+LOAD_S, SWITCH_AT_S = 4.0, 1.0
+ANSWER_TIMEOUT_S = 180.0
+
+
+def test_switch_at_twice_the_knee_loses_no_request(served: dict[str, Any]) -> None:
+    from serving.client import infer_payload
+    from tasks.measure.disruption import run_across, switch_outcome
+    from tasks.measure.suites import find_knee
+    from tasks.policy import default_policy
+
+    client: InferopsClient = served["client"]
+    old, new = served["old"], served["new"]
+    if _serving_sha(client) == new.sha256:  # earlier tests of the module may have left the new model serving
+        old, new = new, old
+    target_variant = NEW_VARIANT if new is served["new"] else "onnx-fp32"
+    url = served["url"] + routes.INFER.path("minilm")
+    sentences = [f"load sentence {i} about the weather in a town by the sea" for i in range(64)]
+    payloads = [infer_payload([s]) for s in sentences]
+    headers = {**AUTH, "Cache-Control": "no-cache"}
+
+    knee = find_knee(
+        url,
+        lambda i: payloads[i % len(payloads)],
+        policy=default_policy(),
+        headers=headers,
+        start_rps=10,
+        step_factor=1.6,
+        step_duration_s=2.0,
+        bisect_steps=1,
+        time_budget_s=90,
+    )
+    assert knee.knee_rps > 0, f"no rate met the SLA: {[s.reason for s in knee.steps]}"
+    rate = OVERLOAD_FACTOR * knee.knee_rps
+    run = run_across(
+        url,
+        lambda i: payloads[i % len(payloads)],
+        rate=rate,
+        duration_s=LOAD_S,
+        event=lambda: client.switch("minilm", variant=target_variant),
+        event_name="switch",
+        event_at_s=SWITCH_AT_S,
+        headers=headers,
+        timeout_s=ANSWER_TIMEOUT_S,
+        concurrency_cap=int(rate * LOAD_S) + 1,  # every request may wait in Serve's queue: none dropped here
+        read_sha256=True,
+    )
+    assert run.event is not None and run.event.error is None, run.event
+    reply = run.event.result
+    assert reply.status == 200 and reply.body["verdict"] == "switched", reply.text
+    assert reply.body["serving_sha256"] == new.sha256
+    outcome = switch_outcome(run.samples, run.event, old.sha256, new.sha256)
+    context = f"knee {knee.knee_rps:.1f} req/s, load {rate:.1f} req/s: {outcome.as_dict()}"
+    print(context)  # the figures behind the verdict, in the report of a passing run too (`-rP`)
+    assert outcome.sent >= 0.8 * rate * LOAD_S, context
+    assert outcome.lost == 0 and outcome.answered_ok == outcome.sent, context  # no 5xx, no reset, no timeout
+    assert outcome.by_other == 0, context  # every answer names one of the two models
+    assert outcome.by_old > 0 and outcome.by_new > 0, context  # the switch happened inside the load
+    assert outcome.old_after_new == 0, context
+    first, last = run.samples[0], max(run.samples, key=lambda s: s.answered)
+    assert first.sha256 == old.sha256 and last.sha256 == new.sha256, context
+    assert _serving_sha(client) == new.sha256
