@@ -1,0 +1,540 @@
+"""A production rehearsal on loopback: every deployment of prefect.yaml run by a real worker against real servers.
+
+What it starts, each on a free loopback port and stopped at the end: a Prefect server and a process worker for
+`inferops-pool`, an `mlflow server` (SQLite + an artifact root served over HTTP), `inferops serve` (the production
+Ray Serve app, on a Ray of its own that exports metrics) and a Prometheus scraping that Ray. It sets the Prefect
+variables prefect.yaml names, runs `prefect --no-prompt deploy --all`, then starts a run of every deployment with
+short parameters (the weekly cycle first, alone, as on a Monday; the suites and the capacity plan together; a
+release through `phase-gate`, approved as a reviewer would in the UI) and prints, per deployment, how long from
+`prefect deploy` to Completed, and what the weekly cycle's gate and risk window did on production.
+
+Run: `.venv/bin/python benchmarks/rehearsal.py` (about 5 minutes here; needs `prometheus` on PATH, e.g. Debian's
+package). `--json` prints the figures as JSON; `--keep` leaves the servers up for browsing until Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if __package__ in (None, ""):
+    sys.path[0] = str(ROOT)  # run as a script: this folder must not shadow the project's packages
+
+from serving.network import free_port  # noqa: E402
+
+MODEL = "digits-cnn"  # trains in seconds: the rehearsal is about the wiring, not the model
+API_KEY = "rehearsal-key"
+POOL = "inferops-pool"
+BIN = Path(sys.executable).parent
+# Thresholds a shared 2-core box meets while six flow runs share it: the rehearsal checks that every deployment
+# does what it should, not this box's tail latency (the thresholds themselves are tested elsewhere).
+REHEARSAL_POLICY = """\
+rollout_gate:
+  sla_p99_ms: 2000.0
+rollout_risk:
+  perf_deviation_rollback: 10.0
+"""
+SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
+    "optimization-cycle/optimization-cycle-weekly": {
+        "model": MODEL,
+        "candidates": ["onnx-fp32"],
+        "repeats": 2,
+        "thread_options": [1],
+        "batch_options": [8],
+        "replica_options": [1],
+        "cache_options": [0],
+        "gate_stability_s": 4,
+        "gate_performance_s": 10,  # a window of seconds: one slow answer at its end must not decide the rate
+        "gate_risk_window_s": 4,
+        "gate_benchmark_s": 2,
+    },
+    "measurement-suite/load-test-weekly": {"model": MODEL, "rate": 5, "duration_s": 4},
+    "measurement-suite/stress-test-monthly": {"model": MODEL, "stress_budget_s": 20},
+    "measurement-suite/stability-test-quarterly": {"model": MODEL, "rate": 5, "duration_s": 8},
+    # A fresh Prometheus holds minutes and a plan needs weeks (policy capacity): this run plans on the bundled
+    # history; reading a quarter from a real Prometheus is tests/tasks/capacity/test_prometheus_history.py's.
+    "capacity-planning/capacity-planning-quarterly": {"model": MODEL, "prometheus": None},
+    "phase-gate/phase-gate": {
+        "model": MODEL,
+        "stability_duration_s": 4,
+        "performance_duration_s": 10,
+        "risk_window_s": 4,
+        "benchmark_duration_s": 2,
+        "approval_timeout_s": 600,
+    },
+}
+START_S, RUN_S = 240.0, 900.0
+
+
+@dataclass
+class Server:
+    name: str
+    proc: subprocess.Popen[bytes]
+    log: Path
+
+    def tail(self, n: int = 40) -> str:
+        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+
+
+@dataclass
+class Rehearsal:
+    work: Path
+    env: dict[str, str]
+    servers: list[Server] = field(default_factory=list)
+    urls: dict[str, str] = field(default_factory=dict)
+
+    def start(self, name: str, argv: list[str], extra_env: dict[str, str] | None = None) -> Server:
+        log = self.work / f"{name}.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen(
+                argv,
+                cwd=ROOT,
+                env={**self.env, **(extra_env or {})},
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,  # its own process group: stopped as a whole
+            )
+        server = Server(name, proc, log)
+        self.servers.append(server)
+        return server
+
+    def cli(self, *args: str, timeout_s: float = 180.0) -> str:
+        done = subprocess.run(
+            [str(BIN / "prefect"), *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout_s,
+            stdin=subprocess.DEVNULL,
+        )
+        with (self.work / "prefect-cli.out").open("a") as log:  # what each command printed, for the README
+            log.write(f"$ prefect {' '.join(args)}\n{done.stdout}{done.stderr}\n")
+        if done.returncode != 0:
+            raise RuntimeError(
+                f"prefect {' '.join(args)} failed ({done.returncode}):\n{done.stdout}\n{done.stderr}"
+            )
+        return done.stdout
+
+    def stop(self) -> None:
+        for server in reversed(self.servers):  # the worker first, the servers it talks to after
+            # the leader only: it stops what it started (Ray, Prefect's services) in order; the group after
+            with contextlib.suppress(ProcessLookupError):
+                server.proc.send_signal(signal.SIGTERM)
+            try:
+                server.proc.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.proc.pid, signal.SIGKILL)
+                server.proc.wait()
+            # what a server started in its group (Ray's raylet, a Prefect service) goes with it
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.proc.pid, signal.SIGKILL)
+
+
+def wait_for(what: str, ready: Callable[[], bool], server: Server, timeout_s: float = START_S) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.proc.poll() is not None:
+            raise RuntimeError(
+                f"{server.name} exited ({server.proc.returncode}) before {what}:\n{server.tail()}"
+            )
+        with contextlib.suppress(Exception):
+            if ready():
+                return
+        time.sleep(0.5)
+    raise RuntimeError(f"{server.name}: no {what} within {timeout_s:.0f} s:\n{server.tail()}")
+
+
+def http_ok(url: str) -> bool:
+    import httpx
+
+    return httpx.get(url, timeout=2.0).status_code == 200
+
+
+def banner_value(server: Server, marker: str) -> str | None:
+    """The word after `marker` on the first log line holding it (the serve banner's RAY_ADDRESS, say)."""
+    for line in server.log.read_text(errors="replace").splitlines():
+        if marker in line:
+            return line.split(marker, 1)[1].split()[0]
+    return None
+
+
+def prometheus_config(path: Path, ray_metrics: str) -> Path:
+    path.write_text(
+        "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        "scrape_configs:\n  - job_name: ray\n    static_configs:\n"
+        f"      - targets: ['{ray_metrics}']\n"
+    )
+    return path
+
+
+@contextlib.contextmanager
+def servers(work: Path) -> Iterator[Rehearsal]:
+    """Prefect server, MLflow server, `inferops serve` with Ray metrics, Prometheus, then the worker."""
+    prometheus = shutil.which("prometheus") or (
+        "/usr/bin/prometheus" if Path("/usr/bin/prometheus").exists() else None
+    )
+    if prometheus is None:
+        raise SystemExit("prometheus is not installed: `apt-get install prometheus` (Debian), then run again")
+    ports = {k: free_port() for k in ("prefect", "mlflow", "serve", "ray_metrics", "prometheus")}
+    policy = work / "policy.yaml"
+    policy.write_text(REHEARSAL_POLICY)
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(work / "prefect-home"),
+        "PREFECT_API_URL": f"http://127.0.0.1:{ports['prefect']}/api",
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",  # the runs' return values, read back below
+        "INFEROPS_DATA_DIR": str(work / "inferops-data"),
+        "INFEROPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
+        "INFEROPS_API_KEYS": json.dumps([API_KEY]),
+        "INFEROPS_API_KEY": API_KEY,
+        "INFEROPS_POLICY_FILE": str(policy),
+        "INFEROPS_HOME": str(ROOT),
+        "PYTHONUNBUFFERED": "1",
+        "HF_HUB_OFFLINE": "1",
+    }
+    for key in ("MLFLOW_TRACKING_URI", "RAY_ADDRESS", "INFEROPS_RAY_ADDRESS"):
+        env.pop(key, None)
+    # This process talks to the same Prefect server and reads the runs' results from the same Prefect home: set
+    # before Prefect is first imported (it reads its settings then).
+    assert "prefect" not in sys.modules, (
+        "benchmarks/rehearsal.py must set Prefect's settings before importing it"
+    )
+    os.environ.update({k: env[k] for k in env if k.startswith("PREFECT_")})
+    r = Rehearsal(work, env)
+    scrape_config = prometheus_config(work / "prometheus.yml", f"127.0.0.1:{ports['ray_metrics']}")
+    try:
+        prefect = r.start(
+            "prefect-server",
+            [str(BIN / "prefect"), "server", "start", "--host", "127.0.0.1", "--port", str(ports["prefect"])],
+        )
+        mlflow = r.start(
+            "mlflow-server",
+            [
+                str(BIN / "mlflow"),
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(ports["mlflow"]),
+                "--backend-store-uri",
+                f"sqlite:///{work / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(work / "mlflow-artifacts"),
+                "--workers",
+                "1",
+            ],
+        )
+        serve = r.start(
+            "inferops-serve",
+            [
+                str(BIN / "inferops"),
+                "serve",
+                "--model",
+                MODEL,
+                "--port",
+                str(ports["serve"]),
+                "--metrics-port",
+                str(ports["ray_metrics"]),
+                "--num-cpus",
+                "4",
+                # Serve's own proxy: HAProxy binds fixed host ports (8404, 9101), which a second Serve on this
+                # host (a test session's) would hold already.
+                "--ingress",
+                "proxy",
+            ],
+        )
+        prom = r.start(
+            "prometheus",
+            [
+                prometheus,
+                f"--config.file={scrape_config}",
+                f"--storage.tsdb.path={work / 'prometheus-data'}",
+                f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+            ],
+        )
+        r.urls = {
+            "prefect": f"http://127.0.0.1:{ports['prefect']}",
+            "mlflow": f"http://127.0.0.1:{ports['mlflow']}",
+            "serve": f"http://127.0.0.1:{ports['serve']}",
+            "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
+        }
+        wait_for("health", lambda: http_ok(r.urls["prefect"] + "/api/health"), prefect)
+        wait_for("health", lambda: http_ok(r.urls["mlflow"] + "/health"), mlflow)
+        wait_for("readiness", lambda: http_ok(r.urls["prometheus"] + "/-/ready"), prom)
+        wait_for("banner", lambda: banner_value(serve, "export RAY_ADDRESS=") is not None, serve)
+        r.urls["ray"] = str(banner_value(serve, "export RAY_ADDRESS="))
+        yield r
+    finally:
+        r.stop()
+
+
+def state_of(client: Any, run_id: Any) -> Any:
+    return client.read_flow_run(run_id)
+
+
+def wait_runs(
+    client: Any,
+    runs: dict[str, Any],
+    t_deploy: float,
+    timeout_s: float = RUN_S,
+    on_paused: Callable[[str, Any], None] | None = None,
+) -> dict[str, dict[str, Any]]:
+    """Poll until every run is final; a paused run is handed to `on_paused` once (a reviewer answering)."""
+    done: dict[str, dict[str, Any]] = {}
+    answered: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    while len(done) < len(runs) and time.monotonic() < deadline:
+        for name, run in runs.items():
+            if name in done:
+                continue
+            current = state_of(client, run.id)
+            state = current.state
+            if state is not None and state.type.value == "PAUSED" and on_paused and name not in answered:
+                answered.add(name)
+                on_paused(name, current)
+            if state is not None and state.is_final():
+                done[name] = {
+                    "state": state.name,
+                    "from_deploy_s": round(time.monotonic() - t_deploy, 1),
+                    "run_s": round(current.total_run_time.total_seconds(), 1),
+                    "flow_run": str(run.id),
+                    "message": (state.message or "")[:300],
+                }
+        time.sleep(1.0)
+    for name, run in runs.items():
+        done.setdefault(name, {"state": "TIMED OUT", "from_deploy_s": None, "flow_run": str(run.id)})
+    return done
+
+
+def result_of(client: Any, run_id: str) -> Any:
+    """A finished run's return value, from the result the worker's run persisted."""
+    state = client.read_flow_run(run_id).state
+    return state.result(raise_on_failure=False)
+
+
+def subflows(client: Any, run_id: str) -> list[str]:
+    """Names of the flows run as subflows of `run_id`, at any depth."""
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    names, frontier = [], [run_id]
+    while frontier:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=frontier))
+        )
+        frontier = [str(c.id) for c in children]
+        names += [client.read_flow(c.flow_id).name for c in children]
+    return sorted(names)
+
+
+def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, Any]:
+    with servers(work) as r:
+        say(
+            f"servers up: Prefect {r.urls['prefect']}, MLflow {r.urls['mlflow']}, inferops {r.urls['serve']}, "
+            f"Prometheus {r.urls['prometheus']}, Ray {r.urls['ray']}"
+        )
+        r.cli("variable", "set", "inferops_endpoint_url", r.urls["serve"], "--overwrite")
+        r.cli("variable", "set", "inferops_prometheus_url", r.urls["prometheus"], "--overwrite")
+        r.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
+        worker = r.start(
+            "prefect-worker",
+            [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
+            # Ray (>= 2.59) turns token auth on for the cluster `inferops serve` starts; the token is this user's
+            # ~/.ray/auth_token, which the worker on the same host reads once told the mode.
+            {"RAY_ADDRESS": r.urls["ray"], "RAY_AUTH_MODE": "token"},
+        )
+        wait_for("polling", lambda: "started" in worker.log.read_text(errors="replace").lower(), worker)
+        t_deploy = time.monotonic()
+        r.cli("--no-prompt", "deploy", "--all", timeout_s=300)
+        deploy_s = round(time.monotonic() - t_deploy, 1)
+        say(f"prefect --no-prompt deploy --all: {deploy_s} s")
+
+        from prefect.client.orchestration import SyncPrefectClient
+        from prefect.deployments import run_deployment
+
+        out: dict[str, Any] = {"deploy_s": deploy_s, "urls": r.urls}
+        with SyncPrefectClient(r.env["PREFECT_API_URL"]) as client:
+            deployments = {
+                f"{client.read_flow(d.flow_id).name}/{d.name}": d for d in client.read_deployments()
+            }
+            out["deployments"] = sorted(deployments)
+
+            def launch(name: str, params: dict[str, Any]) -> Any:
+                return run_deployment(name, parameters=params, timeout=0, client=None)
+
+            cycle_name = "optimization-cycle/optimization-cycle-weekly"
+            say("weekly cycle (alone, as on a Monday 03:00) ...")
+            runs = {cycle_name: launch(cycle_name, SHORT[cycle_name])}
+            results = wait_runs(client, runs, t_deploy)
+            suites = [n for n in SHORT if n.startswith("measurement-suite/")]
+            say("load, stress and stability suites on production, together ...")
+            results |= wait_runs(client, {n: launch(n, SHORT[n]) for n in suites}, t_deploy)
+            say(
+                "the capacity plan (on the champion's fresh knee) and a release through phase-gate, approved "
+                "in the UI's place ..."
+            )
+            out["release_candidate"] = register_candidate(r)
+            approvals: list[dict[str, Any]] = []
+
+            def approve(name: str, run: Any) -> None:
+                from prefect.flow_runs import resume_flow_run
+
+                resume_flow_run(run.id, run_input={"approve": True, "comment": "rehearsal: approved"})
+                approvals.append({"deployment": name, "paused_at_s": round(time.monotonic() - t_deploy, 1)})
+
+            gate_name, capacity_name = (
+                "phase-gate/phase-gate",
+                "capacity-planning/capacity-planning-quarterly",
+            )
+            last = {n: launch(n, SHORT[n]) for n in (capacity_name, gate_name)}
+            results |= wait_runs(client, last, t_deploy, on_paused=approve)
+            out["approvals"] = approvals
+            out["runs"] = results
+            cycle_run = results[cycle_name]["flow_run"]
+            out["cycle_subflows"] = subflows(client, cycle_run)
+            out["cycle"] = summarize_cycle(result_of(client, cycle_run))
+            out["release"] = summarize_gate(result_of(client, results[gate_name]["flow_run"]))
+            out["production"] = serving_now(r)
+        if keep:
+            say("servers stay up for browsing; Ctrl-C to stop them")
+            with contextlib.suppress(KeyboardInterrupt):
+                while True:
+                    time.sleep(3600)
+        return out
+
+
+def register_candidate(r: Rehearsal) -> dict[str, Any]:
+    """A new version of the model, registered `challenger` on the MLflow server (what a team's training job does)."""
+    code = (
+        "import json\n"
+        "from serving.variants import ensure_variant\n"
+        "from tasks.records import registry\n"
+        f"a = ensure_variant({MODEL!r}, 'onnx-fp32-optall')\n"
+        f"v = registry.register({MODEL!r}, a.path, a.manifest)\n"
+        "print(json.dumps({'version': v.version, 'sha256': v.sha256, 'variant': v.variant}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=r.env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"registering the release candidate failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def serving_now(r: Rehearsal) -> dict[str, Any]:
+    from serving.client import InferopsClient
+
+    with InferopsClient(r.urls["serve"], API_KEY) as client:
+        meta = client.metadata(MODEL)
+    return {k: meta.get(k) for k in ("variant", "sha256", "registry_version", "origin")}
+
+
+def summarize_gate(out: Any) -> dict[str, Any]:
+    if not isinstance(out, dict):
+        return {"error": f"no result: {str(out)[:300]}"}
+    release = out.get("release") or {}
+    return {
+        "passed": out.get("passed"),
+        "reason": out.get("reason"),
+        "weighted_score": out.get("weighted_score"),
+        "gated_at": out.get("url"),
+        "decided_by": (out.get("decision") or {}).get("decided_by"),
+        "promoted": bool((out.get("promotion") or {}).get("promoted")),
+        "released_to": release.get("url"),
+        "served_version": (release.get("served") or {}).get("version"),
+        "risk_window": release.get("risk_window"),
+        "risk_actions": [a["action"] for a in out.get("risk_actions") or []],
+        "rolled_back": release.get("rolled_back"),
+        "benchmark_run": (release.get("benchmark") or {}).get("mlflow_run_id"),
+    }
+
+
+def summarize_cycle(out: Any) -> dict[str, Any]:
+    if not isinstance(out, dict):
+        return {"error": f"no result: {str(out)[:300]}"}
+    final = out.get("final") or {}
+    return {
+        "champion": out.get("champion"),
+        "final_champion": final.get("champion"),
+        "gate": summarize_gate(final["gate"]) if final.get("gate") else None,
+    }
+
+
+def print_report(out: dict[str, Any]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    table = Table(title=f"every deployment, run by a worker (prefect deploy --all took {out['deploy_s']} s)")
+    for col in ("deployment", "state", "s from deploy to final", "run s", "note"):
+        table.add_column(col, overflow="fold")
+    for name, run in out["runs"].items():
+        name = name.split("/", 1)[1]  # the deployment's own name; its flow is in the name already
+        table.add_row(
+            name, run["state"], str(run["from_deploy_s"]), str(run.get("run_s", "")), run.get("message", "")
+        )
+    console.print(table)
+    console.print(f"weekly cycle subflows: {', '.join(out['cycle_subflows']) or 'none'}")
+    for label, gate in (
+        ("weekly cycle's gate", (out["cycle"] or {}).get("gate")),
+        ("release (phase-gate)", out["release"]),
+    ):
+        if not gate:
+            console.print(f"{label}: no gate ran ({out['cycle']})")
+            continue
+        window = gate.get("risk_window") or {}
+        console.print(
+            f"{label}: {'PASS' if gate['passed'] else 'FAIL'} gated at {gate['gated_at']}, decided by "
+            f"{gate['decided_by']}, promoted={gate['promoted']}; released to {gate['released_to']} as "
+            f"v{gate['served_version']}; risk window on production: P99 {window.get('p99_ms', float('nan')):.1f} ms, "
+            f"{window.get('throughput_rps', float('nan')):.1f} req/s, errors {window.get('error_rate', float('nan')):.2%}; "
+            f"actions: {', '.join(gate['risk_actions']) or 'none'}; rolled back: {gate['rolled_back']}",
+            highlight=False,
+        )
+    console.print(f"production serves: {out['production']}", highlight=False)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print the figures as JSON")
+    parser.add_argument("--keep", action="store_true", help="leave the servers up until Ctrl-C")
+    parser.add_argument(
+        "--workdir", type=Path, default=None, help="where logs and stores go (default: a temp dir)"
+    )
+    args = parser.parse_args()
+    # SIGTERM (a CI timeout, `kill`) stops like Ctrl-C: the `finally` above stops every server it started.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="inferops-rehearsal-"))
+    work.mkdir(parents=True, exist_ok=True)
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if args.json else (lambda m: print(m, flush=True))
+    say(f"rehearsal in {work} (server logs there)")
+    out = rehearse(work, args.keep, say)
+    out["workdir"] = str(work)
+    if args.json:
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        print_report(out)
+    failed = [n for n, run in out["runs"].items() if run["state"] != "Completed"]
+    if failed:
+        say(f"not Completed: {', '.join(failed)}; logs in {work}")
+        raise SystemExit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Every deployment of prefect.yaml, registered with `prefect --no-prompt deploy --all` and run by a real process
+worker against real servers on loopback: a Prefect server, an MLflow server over HTTP, `inferops serve` as
+production (its own Ray, exporting metrics) and Prometheus scraping it. `benchmarks/rehearsal.py` starts and
+stops them all; this test runs it as a user would and checks what each deployment did."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+REHEARSAL_TIMEOUT_S = 1200
+
+
+@pytest.fixture(scope="module")
+def rehearsal(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    work = tmp_path_factory.mktemp("rehearsal")
+    env = {**os.environ, "PATH": f"{Path(prometheus_binary).parent}:{os.environ.get('PATH', '')}"}
+    for key in ("PREFECT_API_URL", "INFEROPS_POLICY_FILE", "INFEROPS_DATA_DIR", "INFEROPS_API_KEY"):
+        env.pop(key, None)  # the rehearsal sets its own; nothing of this session's leaks in
+    done = subprocess.run(
+        [sys.executable, "benchmarks/rehearsal.py", "--json", "--workdir", str(work)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=REHEARSAL_TIMEOUT_S,
+        stdin=subprocess.DEVNULL,
+    )
+    logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in work.glob("*.log"))
+    assert done.returncode == 0, f"{done.stderr[-4000:]}\n{logs}"
+    out = json.loads(done.stdout)
+    out["logs"] = logs
+    return dict(out)
+
+
+def test_every_deployment_is_registered_and_a_run_of_each_completes(rehearsal: dict) -> None:
+    import yaml
+
+    declared = {d["name"] for d in yaml.safe_load((ROOT / "prefect.yaml").read_text())["deployments"]}
+    registered = {name.split("/", 1)[1] for name in rehearsal["deployments"]}
+    assert registered == declared
+    ran = {name.split("/", 1)[1]: run for name, run in rehearsal["runs"].items()}
+    assert set(ran) == declared
+    not_done = {n: r for n, r in ran.items() if r["state"] != "Completed"}
+    assert not not_done, f"{not_done}\n{rehearsal['logs']}"
+    assert all(r["from_deploy_s"] > rehearsal["deploy_s"] > 0 for r in ran.values())
+
+
+def test_the_weekly_cycle_gates_releases_to_production_and_watches_it_there(rehearsal: dict) -> None:
+    gate = rehearsal["cycle"]["gate"]
+    assert gate["passed"], gate["reason"]
+    assert {"phase-gate", "release", "measurement-suite"} <= set(rehearsal["cycle_subflows"])
+    production = rehearsal["urls"]["serve"]
+    # gated on its own temporary app, decided by the policy (the weekly cycle needs no approval), then released
+    assert gate["gated_at"].startswith(production + "/gate-") and gate["decided_by"] == "policy"
+    assert gate["passed"] and gate["promoted"] and gate["released_to"] == production
+    window = gate["risk_window"]
+    assert window["throughput_rps"] > 0 and window["error_rate"] == 0.0 and not gate["rolled_back"]
+    assert gate["benchmark_run"]  # the release's benchmark, production's new baseline
+
+
+def test_a_release_waits_for_a_person_then_reaches_production(rehearsal: dict) -> None:
+    release = rehearsal["release"]
+    assert [a["deployment"] for a in rehearsal["approvals"]] == ["phase-gate/phase-gate"]
+    assert release["decided_by"] == "human" and release["promoted"] and release["passed"]
+    assert release["gated_at"].endswith("/gate-digits-cnn")  # never measured on production itself
+    candidate = rehearsal["release_candidate"]
+    assert release["served_version"] == candidate["version"]
+    # what production answers with now is the approved candidate, by sha256
+    assert rehearsal["production"]["sha256"] == candidate["sha256"]
+    assert rehearsal["production"]["origin"] == f"models:/digits-cnn/{candidate['version']}"
