@@ -29,11 +29,11 @@ from ray.serve.handle import DeploymentHandle
 from serving.api import RequestRejected, create_api
 from serving.artifacts import slug
 from serving.auth import RateLimiter, keyring_from_settings
-from serving.batching import plan_buckets
+from serving.batching import plan_buckets, run_buckets
 from serving.cache import ResponseCache, input_key
 from serving.config import BatchSize, BatchWaitS, CacheEntries, EndpointLimits, Threads, floor_defaults
-from serving.engines import gpu_providers, load_engine
-from serving.metrics import ServingMetrics
+from serving.engines import gpu_providers, load_engine, ort_module
+from serving.metrics import GpuExporter, ServingMetrics
 from serving.model_switch import EngineSlot, ModelSource, SwitchError, SwitchResult, resolve_source
 from serving.resolver import is_registry_uri
 
@@ -174,19 +174,18 @@ class AppArgs(BaseModel):
 
 
 def cuda_gpu_count_hint() -> float:
-    """1.0 when NVML sees a GPU and onnxruntime can use CUDA, else 0.0 (never raises)."""
+    """1.0 when NVML sees a GPU and an engine can use CUDA here (onnxruntime's CUDA provider or a CUDA build of
+    torch), else 0.0 (never raises)."""
     try:
-        import onnxruntime as ort
+        from serving.gpu import gpu_status
 
-        if "CUDAExecutionProvider" not in ort.get_available_providers():
+        if not gpu_status()[0]:
             return 0.0
-        import pynvml
+        if "CUDAExecutionProvider" in ort_module().get_available_providers():
+            return 1.0
+        import torch
 
-        pynvml.nvmlInit()
-        try:
-            return 1.0 if pynvml.nvmlDeviceGetCount() > 0 else 0.0
-        finally:
-            pynvml.nvmlShutdown()
+        return 1.0 if torch.cuda.is_available() else 0.0
     except Exception:
         return 0.0
 
@@ -345,16 +344,10 @@ class ModelRuntime:
             [it.length for it in items], call_overhead_tokens=self.config.bucket_overhead_tokens
         )
 
-        def run() -> list[tuple[np.ndarray, dict[str, float]]]:
-            outputs: list[tuple[np.ndarray, dict[str, float]]] = [None] * len(items)  # type: ignore[list-item]
-            for bucket in plan.buckets:
-                emb, phases = engine.infer_timed([items[i].payload for i in bucket.indices])
-                for row, i in enumerate(bucket.indices):
-                    outputs[i] = (emb[row], phases)
-            return outputs
-
         try:
-            outputs = await asyncio.to_thread(run)
+            outputs = await asyncio.to_thread(
+                run_buckets, engine.infer_timed, [it.payload for it in items], plan
+            )
         finally:
             self._last_batch_end = time.perf_counter()
         compute_s = sum(o[1]["compute"] for o in {id(o[1]): o for o in outputs}.values())
@@ -658,6 +651,9 @@ class InferenceIngress:
         # batching, cache and the pinned model arrive through user_config -> reconfigure() right after __init__
         self.runtime = ModelRuntime(primary, options, ServingConfig())
         self.extra = extra
+        # a GPU replica exports its own GPUs' readings beside Serve's metrics; elsewhere nothing runs
+        self.gpu_exporter = GpuExporter()
+        self.gpu_gauges_off = self.gpu_exporter.start() if options.use_gpu else "CPU replica"
 
     def __serve_build_asgi_app__(self) -> Any:
         return create_api(self)

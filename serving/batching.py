@@ -8,8 +8,11 @@ per-call overhead, so we neither pad wastefully nor make one engine call per tex
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
 
 
 @dataclass(frozen=True)
@@ -106,3 +109,21 @@ def plan_buckets(
         padded_tokens=sum(b.padded_tokens for b in groups),
         unbucketed_padded_tokens=max(max(1, x) for x in lengths) * n,
     )
+
+
+def run_buckets(
+    infer_timed: Callable[[list[Any]], tuple[np.ndarray, dict[str, float]]],
+    payloads: Sequence[Any],
+    plan: BucketPlan,
+) -> list[tuple[np.ndarray, dict[str, float]]]:
+    """One engine call per bucket of `plan`; each payload's output row, with the phases of the call that made it,
+    back in the order of `payloads` (what a replica's batch handler returns per request)."""
+    outputs: list[tuple[np.ndarray, dict[str, float]] | None] = [None] * len(payloads)
+    for bucket in plan.buckets:
+        rows, phases = infer_timed([payloads[i] for i in bucket.indices])
+        for row, i in enumerate(bucket.indices):
+            outputs[i] = (rows[row], phases)
+    missing = [i for i, o in enumerate(outputs) if o is None]
+    if missing:
+        raise ValueError(f"the bucket plan left requests {missing} out; plan every payload once")
+    return outputs  # type: ignore[return-value]

@@ -24,9 +24,22 @@ PROVIDER_PREFERENCE: tuple[str, ...] = (
 GRAPH_LEVELS = ("disabled", "basic", "extended", "all")
 
 
+def ort_module() -> Any:
+    """onnxruntime, or an error that says which extra installs it (inferops ships no ONNX Runtime of its own, so that
+    the CPU and the GPU builds, which share one module name, are never installed side by side)."""
+    try:
+        import onnxruntime
+    except ImportError as exc:
+        raise ImportError(
+            "onnxruntime is not installed: pip install 'inferops[cpu]', or 'inferops[gpu]' on an NVIDIA host "
+            "(never both: they install the same module)"
+        ) from exc
+    return onnxruntime
+
+
 def graph_optimization_level(level: str) -> Any:
     """ONNX Runtime's enum for a graph level name (the engine at load time, the variant builders when saving)."""
-    import onnxruntime as ort
+    ort = ort_module()
 
     if level not in GRAPH_LEVELS:
         raise ArtifactError(f"graph level {level!r} is not one of {GRAPH_LEVELS}")
@@ -54,7 +67,7 @@ def default_intra_op_threads() -> int:
 
 def choose_providers(requested: list[str] | None) -> tuple[list[str], str | None]:
     """Providers to ask ONNX Runtime for, and the reason when some requested ones are not available."""
-    import onnxruntime as ort
+    ort = ort_module()
 
     available = set(ort.get_available_providers())
     wanted = list(requested) if requested else [p for p in PROVIDER_PREFERENCE if p in available]
@@ -155,7 +168,7 @@ class OrtEngine(Engine):
         allow_spinning: bool = True,
         graph_level: str | None = None,
     ) -> None:
-        import onnxruntime as ort
+        ort = ort_module()
 
         super().__init__(path, sha256, manifest, spec)
         wanted = providers or manifest.get("providers")
@@ -206,8 +219,32 @@ class OrtEngine(Engine):
         return np.asarray(self.session.run(None, run_feeds)[0])
 
 
+# torch dtypes by the precision names variants use
+TORCH_PRECISIONS = {"fp32": "float32", "fp16": "float16", "bf16": "bfloat16"}
+
+
+def torch_device_unavailable(device: str) -> str | None:
+    """Why `device` cannot run torch here (None when it can): a CUDA device needs a CUDA build of torch and a GPU."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return None
+    if torch.version.cuda is None:
+        return (
+            f"device {device}: this torch ({torch.__version__}) is a CPU build; install a CUDA build of torch"
+        )
+    if not torch.cuda.is_available():
+        return f"device {device}: torch {torch.__version__} (CUDA {torch.version.cuda}) sees no GPU"
+    return None
+
+
 class TorchEngine(Engine):
-    """PyTorch eager FP32 over a saved state dict, rebuilt with the zoo's architecture."""
+    """PyTorch eager over a saved state dict, rebuilt with the zoo's architecture, on a device in a precision.
+
+    The weights load in FP32 and are cast to `precision` (fp32, fp16, bf16) on `device` (cpu, cuda, cuda:N);
+    both come from the arguments, else the manifest, else cpu/fp32. Transformers run with PyTorch's SDPA attention
+    on CUDA (fused flash / memory-efficient kernels) and the export-friendly eager attention on CPU. Outputs come
+    back as FP32 numpy arrays whatever ran."""
 
     def __init__(
         self,
@@ -217,12 +254,22 @@ class TorchEngine(Engine):
         spec: ModelSpec,
         *,
         intra_op_threads: int | None = None,
+        device: str | None = None,
+        precision: str | None = None,
     ) -> None:
         import torch
 
         super().__init__(path, sha256, manifest, spec)
         if spec.empty_module is None:
             raise ArtifactError(f"{path}: model {spec.name} has no PyTorch architecture to load weights into")
+        device = device or str(manifest.get("device", "cpu"))
+        precision = precision or str(manifest.get("precision", "fp32"))
+        if precision not in TORCH_PRECISIONS:
+            raise ArtifactError(
+                f"{path}: precision {precision!r} is not one of {', '.join(TORCH_PRECISIONS)}; pick one of those"
+            )
+        if reason := torch_device_unavailable(device):
+            raise ArtifactError(f"{path}: {reason}; or serve a CPU variant")
         threads = intra_op_threads or default_intra_op_threads()
         torch.set_num_threads(threads)  # process-wide in torch: the report states what was set
         module = spec.empty_module()
@@ -230,11 +277,25 @@ class TorchEngine(Engine):
             module.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
         except Exception as exc:
             raise ArtifactError(f"PyTorch weights {path} cannot be loaded: {exc}"[:400]) from exc
-        self.module = module.eval()
-        self.provider = "torch-cpu"
+        attention = None
+        if spec.is_transformer:
+            attention = "sdpa" if device.startswith("cuda") else "eager"
+            encoder: Any = getattr(module, "encoder", None)
+            if attention == "sdpa" and hasattr(encoder, "set_attn_implementation"):
+                encoder.set_attn_implementation("sdpa")
+        self.torch_device = torch.device(device)
+        self.dtype = getattr(torch, TORCH_PRECISIONS[precision])
+        self.module = module.to(device=self.torch_device, dtype=self.dtype).eval()
+        self.provider = "torch-cuda" if self.torch_device.type == "cuda" else "torch-cpu"
         self.info = {
             "engine": "torch",
             "torch": torch.__version__,
+            "device": str(self.torch_device),
+            "device_name": torch.cuda.get_device_name(self.torch_device)
+            if self.torch_device.type == "cuda"
+            else "cpu",
+            "precision": precision,
+            "attention": attention,
             "intra_op_threads": threads,
             "fallback_reason": None,
         }
@@ -244,9 +305,12 @@ class TorchEngine(Engine):
 
         with torch.inference_mode():
             if self.kind == "text":
-                args = [torch.from_numpy(feeds[k]) for k in TEXT_INPUTS]
-                return self.module(*args).numpy()
-            return self.module(torch.from_numpy(feeds["x"])).numpy()
+                args = [torch.from_numpy(feeds[k]).to(self.torch_device) for k in TEXT_INPUTS]
+                out = self.module(*args)
+            else:
+                x = torch.from_numpy(feeds["x"]).to(self.torch_device, dtype=self.dtype)
+                out = self.module(x)
+            return out.float().cpu().numpy()  # .cpu() waits for the device: the timing covers the kernels
 
 
 def load_engine(
@@ -259,8 +323,11 @@ def load_engine(
     allow_spinning: bool = True,
     graph_level: str | None = None,
     model: str | None = None,
+    device: str | None = None,
+    precision: str | None = None,
 ) -> Engine:
-    """Verify the artifact's sha256 (argument or manifest) and open it with the right engine."""
+    """Verify the artifact's sha256 (argument or manifest) and open it with the right engine (`device`, `precision`:
+    a PyTorch artifact's, over what its manifest says)."""
     path = Path(path)
     sha = verify_artifact(path, expected_sha256)
     try:
@@ -283,5 +350,7 @@ def load_engine(
             graph_level=graph_level,
         )
     if path.suffix == ".pt":
-        return TorchEngine(path, sha, manifest, spec, intra_op_threads=intra_op_threads)
+        return TorchEngine(
+            path, sha, manifest, spec, intra_op_threads=intra_op_threads, device=device, precision=precision
+        )
     raise ArtifactError(f"{path}: unknown artifact type {path.suffix!r}; expected .onnx or .pt")

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from serving.artifacts import ArtifactError, read_manifest, sha256_file, verify_artifact, write_artifact
-from serving.engines import graph_optimization_level, load_engine
+from serving.engines import graph_optimization_level, load_engine, ort_module, torch_device_unavailable
 from serving.settings import get_settings
 from serving.zoo import ModelSpec, encode_texts, get_model, load_tokenizer, model_slug, save_state_dict
 
@@ -196,6 +196,22 @@ VARIANT_RECIPES: dict[str, VariantRecipe] = {
             description="INT8 static (QDQ) quantization calibrated on the zoo's example inputs",
         ),
         VariantRecipe(
+            "torch-fp16-cuda",
+            "torch-state-dict",
+            "fp16",
+            {"device": "cuda", "precision": "fp16"},
+            requires_gpu=True,
+            description="PyTorch FP16 on CUDA (SDPA attention for transformers)",
+        ),
+        VariantRecipe(
+            "torch-bf16-cuda",
+            "torch-state-dict",
+            "fp16",
+            {"device": "cuda", "precision": "bf16"},
+            requires_gpu=True,
+            description="PyTorch BF16 on CUDA (SDPA attention for transformers)",
+        ),
+        VariantRecipe(
             "onnx-fp16",
             "float16",
             "fp16",
@@ -246,7 +262,7 @@ def list_variants(model: str, *, include_gpu: bool = True) -> list[str]:
     for recipe in VARIANT_RECIPES.values():
         if recipe.transformer_only and not spec.is_transformer:
             continue
-        if recipe.name == "torch-fp32" and spec.torch_module is None:
+        if recipe.transform == "torch-state-dict" and spec.torch_module is None:
             continue
         if recipe.requires_gpu and not include_gpu:
             continue
@@ -258,7 +274,10 @@ def gpu_unavailable_reason(recipe: VariantRecipe) -> str | None:
     """Why a GPU-only recipe cannot run here, or None when its providers are present."""
     if not recipe.requires_gpu:
         return None
-    import onnxruntime as ort
+    if recipe.transform == "torch-state-dict":
+        why = torch_device_unavailable(str(recipe.params["device"]))
+        return f"variant {recipe.name}: {why}" if why else None
+    ort = ort_module()
 
     available = ort.get_available_providers()
     missing = [p for p in recipe.params.get("providers", []) if p not in available]
@@ -331,7 +350,7 @@ def ensure_variant(model: str, variant: str = "onnx-fp32", **knobs: Any) -> Vari
     if manifest is None:
         log.info("building %s / %s", model, variant)
         builder = _BUILDERS[recipe.transform]
-        meta = {
+        meta: dict[str, Any] = {
             "model": spec.name,
             "variant": variant,
             "transform": recipe.transform,
@@ -343,21 +362,65 @@ def ensure_variant(model: str, variant: str = "onnx-fp32", **knobs: Any) -> Vari
             "providers": params.get("providers", ["CPUExecutionProvider"]),
             "session_graph_level": params.get("session_graph_level", "all"),
             "kind": spec.kind,
+            # what a PyTorch variant runs on (its state dict is FP32; TorchEngine casts it)
+            **{k: params[k] for k in ("device", "precision") if k in params},
         }
         if recipe.name == "trt-fp16":
-            cache_dir = path.parent / "trt-cache"
             meta["provider_options"] = {
-                "TensorrtExecutionProvider": {
-                    "trt_fp16_enable": str(bool(params["fp16"])),
-                    "trt_engine_cache_enable": "True",
-                    "trt_engine_cache_path": str(cache_dir),
-                }
+                "TensorrtExecutionProvider": tensorrt_options(
+                    spec, path.parent / "trt-cache", bool(params["fp16"])
+                )
             }
         # A builder may return findings of its own (a search's trials, say): they go into the manifest.
         manifest = write_artifact(
             path, lambda tmp: meta.update(builder(spec, parent, params, tmp) or {}), meta
         )
     return VariantArtifact(spec.name, variant, path, manifest["sha256"], manifest)
+
+
+# The TensorRT engine's optimisation profile: the batch axis from 1 to TRT_MAX_BATCH (opt: the serving default's
+# largest batch), a sequence axis from 1 token to the model's limit (opt: TRT_OPT_TOKENS). Inside the profile one
+# engine serves every shape; a shape outside it would make the EP build another engine while a request waits.
+TRT_MAX_BATCH = 128
+TRT_OPT_BATCH = 16
+TRT_OPT_TOKENS = 64
+
+
+def tensorrt_options(spec: ModelSpec, cache_dir: Path, fp16: bool) -> dict[str, str]:
+    """TensorRT EP options: FP16, engine and timing caches in `cache_dir`, and min/opt/max profile shapes for every
+    dynamic input, so new shapes do not rebuild engines at serving time."""
+    options = {
+        "trt_fp16_enable": str(fp16),
+        "trt_engine_cache_enable": "True",
+        "trt_engine_cache_path": str(cache_dir),
+        "trt_timing_cache_enable": "True",
+        "trt_timing_cache_path": str(cache_dir),
+    }
+    if (
+        spec.export_inputs is None
+    ):  # a user's ONNX file: its axes are unknown here, the EP builds per new shape
+        return options
+    args, names, _, axes = spec.export_inputs()
+    shapes: dict[str, list[str]] = {"min": [], "opt": [], "max": []}
+    for name, example in zip(names, args, strict=True):
+        dynamic = axes.get(name, {})
+        for which in shapes:
+            dims = []
+            for i, size in enumerate(example.shape):
+                axis = dynamic.get(i)
+                if axis == "batch":
+                    size = {"min": 1, "opt": TRT_OPT_BATCH, "max": TRT_MAX_BATCH}[which]
+                elif axis is not None:  # a sequence axis: up to the tokens the model reads
+                    limit = spec.max_tokens or TRT_OPT_TOKENS
+                    size = {"min": 1, "opt": min(TRT_OPT_TOKENS, limit), "max": limit}[which]
+                dims.append(str(int(size)))
+            shapes[which].append(f"{name}:{'x'.join(dims)}")
+    return {
+        **options,
+        "trt_profile_min_shapes": ",".join(shapes["min"]),
+        "trt_profile_opt_shapes": ",".join(shapes["opt"]),
+        "trt_profile_max_shapes": ",".join(shapes["max"]),
+    }
 
 
 def _source_description(spec: ModelSpec) -> str:
@@ -419,7 +482,7 @@ def _copy_parent(spec: ModelSpec, parent: VariantArtifact | None, params: dict[s
 def _build_graph_opt(
     spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path
 ) -> None:
-    import onnxruntime as ort
+    ort = ort_module()
 
     assert parent is not None
     so = ort.SessionOptions()
@@ -566,7 +629,7 @@ def calibration_feeds(spec: ModelSpec, input_names: list[str], size: int) -> Ite
 
 
 def _build_static(spec: ModelSpec, parent: VariantArtifact | None, params: dict[str, Any], tmp: Path) -> None:
-    import onnxruntime as ort
+    ort = ort_module()
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,

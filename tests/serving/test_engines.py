@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -40,6 +41,54 @@ def test_threads_spinning_and_provider_fallback_are_reported() -> None:
     assert engine.info["providers_used"] == ["CPUExecutionProvider"]
     assert "CUDAExecutionProvider not available" in engine.info["fallback_reason"]
     assert engine.info["intra_op_threads"] == 1 and engine.info["allow_spinning"] is False
+
+
+def test_torch_engine_runs_in_the_precision_asked_and_says_so() -> None:
+    art = ensure_variant("digits-cnn", "torch-fp32")
+    fp32 = load_engine(art.path)
+    x = fp32.spec.example_inputs(64)
+    reference = fp32.infer(x)
+    assert fp32.info["precision"] == "fp32" and fp32.info["device"] == "cpu"
+    for precision in ("bf16", "fp16"):
+        engine = load_engine(art.path, precision=precision)
+        out = engine.infer(x)
+        assert engine.info["precision"] == precision and engine.provider == "torch-cpu"
+        assert out.dtype == np.float32 and out.shape == reference.shape  # FP32 back, whatever ran
+        assert not np.array_equal(out, reference)  # the arithmetic did change...
+        assert (out.argmax(1) == reference.argmax(1)).mean() >= 0.95  # ...and the answers did not
+    with pytest.raises(ArtifactError, match=r"precision 'int4' is not one of fp32, fp16, bf16"):
+        load_engine(art.path, precision="int4")
+
+
+def test_cuda_without_a_gpu_is_refused_with_the_reason() -> None:
+    import torch
+
+    from serving.variants import VARIANT_RECIPES, VariantUnavailable, gpu_unavailable_reason
+
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a CUDA GPU")
+    art = ensure_variant("digits-cnn", "torch-fp32")
+    with pytest.raises(
+        ArtifactError, match=r"device cuda: .*(CPU build|sees no GPU).*or serve a CPU variant"
+    ):
+        load_engine(art.path, device="cuda")
+    for name in ("torch-fp16-cuda", "torch-bf16-cuda"):
+        assert re.search(r"CPU build|sees no GPU", str(gpu_unavailable_reason(VARIANT_RECIPES[name])))
+        with pytest.raises(VariantUnavailable, match=name):
+            ensure_variant("minilm", name)
+
+
+def test_cuda_fp16_minilm_keeps_its_fidelity() -> None:
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA GPU here: benchmarks/gpu.py measures this on the GPU box")
+    art = ensure_variant("minilm", "torch-fp16-cuda")
+    engine = load_engine(art.path)
+    assert engine.provider == "torch-cuda" and engine.info["attention"] == "sdpa"
+    texts = engine.spec.example_inputs(64)
+    reference = load_engine(ensure_variant("minilm", "torch-fp32").path).infer(texts)
+    assert float((engine.infer(texts) * reference).sum(1).mean()) >= 0.99
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:

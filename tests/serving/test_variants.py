@@ -30,7 +30,12 @@ def test_recipes_are_data() -> None:
     for name, recipe in VARIANT_RECIPES.items():
         assert recipe.name == name and recipe.transform and recipe.opt_type
         assert recipe.parent is None or recipe.parent in VARIANT_RECIPES
-    assert {n for n, r in VARIANT_RECIPES.items() if r.requires_gpu} == {"onnx-fp16", "trt-fp16"}
+    assert {n for n, r in VARIANT_RECIPES.items() if r.requires_gpu} == {
+        "onnx-fp16",
+        "trt-fp16",
+        "torch-fp16-cuda",
+        "torch-bf16-cuda",
+    }
     assert "onnx-fp32-fused" not in list_variants("digits-cnn") and "onnx-fp32-fused" in list_variants(
         "minilm"
     )
