@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml constraints.txt
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "inferops needs Python >= 3.11, found " + sys.version.split()[0]'
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@echo "==> installing inferops and its dev extra into $(VENV) (first time: a few minutes)"
-	$(BIN)/pip install --quiet $(TORCH_SOURCE) -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install --quiet $(TORCH_SOURCE) -c constraints.txt -e '.[dev,cpu]'
 	@$(BIN)/python -c 'import torch; assert "+cpu" in torch.__version__ or not torch.version.cuda, "a CUDA torch was installed: check constraints.txt"' 
 	@touch $(STAMP)
 

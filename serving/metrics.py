@@ -2,7 +2,18 @@
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
+
+from serving.gpu import THROTTLE_REASONS, GpuSample, gpu_status, own_gpus
+
+log = logging.getLogger(__name__)
+
+GPU_SAMPLE_PERIOD_S = (
+    5.0  # how often a GPU replica refreshes its GPU gauges (Prometheus scrapes every 15 s or so)
+)
 
 # Bucket boundaries are display choices, not thresholds: batch sizes up to the largest sane max_batch_size,
 # latencies around the 100 ms SLA.
@@ -106,3 +117,91 @@ class ServingMetrics:
 
     def observe_switch(self, outcome: str) -> None:
         self.switches.inc(tags={**self.tags, "outcome": outcome})
+
+
+# (metric name, description, the GpuSample field it reads); `None` readings (a MIG slice, a board without the
+# sensor) are left out, never exported as zeros.
+GPU_GAUGES = (
+    ("inferops_gpu_utilisation_percent", "GPU utilisation (%), NVML.", "utilisation_percent"),
+    ("inferops_gpu_memory_used_bytes", "GPU memory in use (bytes), NVML.", "memory_used_bytes"),
+    ("inferops_gpu_memory_total_bytes", "GPU memory on the board (bytes), NVML.", "memory_total_bytes"),
+    ("inferops_gpu_temperature_celsius", "GPU core temperature (C), NVML.", "temperature_c"),
+    ("inferops_gpu_power_watts", "GPU board power draw (W), NVML.", "power_w"),
+)
+GPU_THROTTLED = "inferops_gpu_throttled"
+GPU_TAG_KEYS = ("gpu", "name")
+
+
+def gpu_gauge_values(samples: Sequence[GpuSample]) -> list[tuple[str, dict[str, str], float]]:
+    """What a GPU replica exports: (metric, tags, value) per reading its board gives; throttling as one 0/1 series
+    per known reason, when the board reports reasons at all."""
+    out: list[tuple[str, dict[str, str], float]] = []
+    for sample in samples:
+        tags = {"gpu": str(sample.index), "name": sample.name}
+        for metric, _, attr in GPU_GAUGES:
+            value = getattr(sample, attr)
+            if value is not None:
+                out.append((metric, tags, float(value)))
+        if sample.throttle_reasons is not None:
+            for reason in THROTTLE_REASONS.values():
+                out.append(
+                    (GPU_THROTTLED, {**tags, "reason": reason}, float(reason in sample.throttle_reasons))
+                )
+    return out
+
+
+class GpuExporter:
+    """A GPU replica's own GPUs as Prometheus gauges on Ray's metrics endpoint, refreshed every `period_s` in a
+    daemon thread. `start()` on a machine without a usable GPU starts nothing and returns the reason."""
+
+    def __init__(
+        self, period_s: float = GPU_SAMPLE_PERIOD_S, read: Callable[[], list[GpuSample]] = own_gpus
+    ) -> None:
+        self.period_s = period_s
+        self.read = read
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._gauges: dict[str, Any] = {}
+
+    def _gauge(self, metric: str) -> Any:
+        from ray.serve.metrics import Gauge
+
+        if metric not in self._gauges:
+            described = {m: d for m, d, _ in GPU_GAUGES}
+            keys = (*GPU_TAG_KEYS, "reason") if metric == GPU_THROTTLED else GPU_TAG_KEYS
+            self._gauges[metric] = Gauge(
+                metric,
+                description=described.get(metric, "1 while the GPU's clocks are held back for the reason."),
+                tag_keys=keys,  # type: ignore[arg-type]
+            )
+        return self._gauges[metric]
+
+    def export_once(self) -> int:
+        """Read the GPUs and set the gauges; the number of series set."""
+        values = gpu_gauge_values(self.read())
+        for metric, tags, value in values:
+            self._gauge(metric).set(value, tags=tags)
+        return len(values)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.export_once()
+            except (
+                Exception
+            ) as exc:  # a failed NVML read must not take the replica down; the next one may work
+                log.warning("GPU gauges not refreshed: %s", exc)
+            self._stop.wait(self.period_s)
+
+    def start(self) -> str | None:
+        available, reason = gpu_status()
+        if not available:
+            return reason
+        self._thread = threading.Thread(target=self._run, name="gpu-gauges", daemon=True)
+        self._thread.start()
+        return None
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=self.period_s + 1)

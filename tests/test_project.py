@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -63,3 +64,50 @@ def test_tests_never_use_the_users_prefect_home() -> None:
 
     home = Path(PREFECT_HOME.value()).resolve()
     assert home != (Path.home() / ".prefect").resolve() and "inferops-test-prefect-home" in home.name
+
+
+def _requirements(name: str) -> list[Any]:
+    """The installed distribution's own requirements that apply here with no extra asked for."""
+    import importlib.metadata as metadata
+
+    from packaging.requirements import Requirement
+
+    try:
+        listed = metadata.requires(name) or []
+    except metadata.PackageNotFoundError:
+        return []
+    reqs = [Requirement(r) for r in listed]
+    return [r for r in reqs if r.marker is None or r.marker.evaluate({"extra": ""})]
+
+
+def test_onnx_runtime_comes_from_exactly_one_extra() -> None:
+    """The CPU and GPU wheels of ONNX Runtime install the same module: the `gpu` extra must not find the CPU one
+    already there, from inferops' base requirements or anything they pull in."""
+    import tomllib
+
+    from packaging.requirements import Requirement
+    from packaging.utils import canonicalize_name
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    base = [Requirement(r) for r in project["dependencies"]]
+    extras = {k: [Requirement(r) for r in v] for k, v in project["optional-dependencies"].items()}
+    assert [r.name for r in extras["cpu"]] == ["onnxruntime"]
+    gpu = {r.name: r for r in extras["gpu"]}
+    assert "onnxruntime" not in gpu and set(gpu) == {"onnxruntime-gpu", "tensorrt-cu12"}
+    assert all(str(r.specifier).startswith("==") for r in gpu.values()), "the ORT/TensorRT pair is pinned"
+    # nothing the base requirements pull in (as installed here) requires the CPU build either
+    seen: set[str] = set()
+    todo = [r.name for r in base if r.marker is None or r.marker.evaluate({"extra": ""})]
+    pulls_cpu_ort = []
+    while todo:
+        name = canonicalize_name(todo.pop())
+        if name in seen:
+            continue
+        seen.add(name)
+        for req in _requirements(name):
+            if canonicalize_name(req.name) == "onnxruntime":
+                pulls_cpu_ort.append(name)
+            todo.append(req.name)
+    assert "onnxruntime" not in {canonicalize_name(r.name) for r in base}
+    assert pulls_cpu_ort == [], f"these base requirements pull in the CPU onnxruntime: {pulls_cpu_ort}"
+    assert len(seen) > 50  # the walk did reach the installed tree (torch, ray, prefect, mlflow, ...)

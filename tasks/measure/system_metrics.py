@@ -12,7 +12,7 @@ from typing import Any
 
 import psutil
 
-from tasks.measure.gpu_metrics import GpuSample, gpu_status, sample_gpus
+from serving.gpu import GpuSample, gpu_status, sample_gpus
 
 DEFAULT_INTERVAL_S = 0.5
 PROMETHEUS_TIMEOUT_S = 2.0
@@ -70,7 +70,9 @@ class SystemSummary:
             out["target_rss_mb_max"] = self.rss_max_bytes / 2**20
         flat = [g for _, gs in self.gpu_samples for g in gs]
         if flat:
-            out["gpu_utilisation_percent_mean"] = sum(g.utilisation_percent for g in flat) / len(flat)
+            utils = [g.utilisation_percent for g in flat if g.utilisation_percent is not None]
+            if utils:  # a MIG slice reports none: no figure rather than a zero
+                out["gpu_utilisation_percent_mean"] = sum(utils) / len(utils)
             out["gpu_memory_used_mb_max"] = max(g.memory_used_bytes for g in flat) / 2**20
             out["gpu_memory_headroom_min"] = min(g.memory_headroom for g in flat)
             temps = [g.temperature_c for g in flat if g.temperature_c is not None]

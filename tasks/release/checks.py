@@ -19,10 +19,10 @@ import numpy as np
 from serving import routes
 from serving.client import InferopsClient, auth_headers, excerpt, infer_payload, oip_rows
 from serving.config import EndpointLimits
+from serving.gpu import gpu_status
 from serving.network import is_loopback
 from serving.resolver import resolve, version_uri
 from tasks.decision import Decision, applicable, decisions_markdown, share_passed
-from tasks.measure.gpu_metrics import gpu_status
 from tasks.measure.loadgen import LoadResult, ProgressFn, run_http_open
 from tasks.measure.suites import (
     STABILITY_WARMUP_FRACTION,

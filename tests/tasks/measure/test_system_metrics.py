@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from tasks.measure.gpu_metrics import gpu_status, sample_gpus
+from serving.gpu import gpu_status, sample_gpus
 from tasks.measure.system_metrics import (
     PrometheusUnavailable,
     SystemSampler,
