@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -449,7 +450,11 @@ def _build_export(spec: ModelSpec, parent: VariantArtifact | None, params: dict[
         return
     assert spec.torch_module is not None and spec.export_inputs is not None
     args, inputs, outputs, axes = spec.export_inputs()
-    with torch.inference_mode():
+    # The TorchScript exporter warns about every traced Python branch of transformers' masking code and about its
+    # own index lowering; the export is checked by ONNX's checker right after, so the warnings only clutter logs.
+    with torch.inference_mode(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.filterwarnings("ignore", message="Exporting aten::index operator", category=UserWarning)
         torch.onnx.export(
             spec.torch_module(),
             args,

@@ -149,9 +149,11 @@ def _minilm_module(pretrained: bool) -> torch.nn.Module:
     """Transformer -> mean pooling over the attention mask -> L2 normalisation, as one module."""
     import torch
     from transformers import AutoConfig, AutoModel
+    from transformers.utils import logging as transformers_logging
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    transformers_logging.disable_progress_bar()  # a "Loading weights" bar per load, in every log and progress view
     folder = minilm_dir()
     # eager attention exports the classic BERT pattern that ONNX Runtime fuses into Attention kernels
     if pretrained:
