@@ -53,8 +53,7 @@ CARRY_LIMIT_BYTES = 64 * 2**20  # what the device tool lets travel with the work
 MODELS = ("minilm", "digits-cnn")
 PRECISIONS = ("fp32", "fp16", "bf16")
 BATCHES = (1, 8, 32, 128)
-SENTENCES = 512
-DIGITS_INPUTS = 512
+SENTENCES = 512  # inputs per model in the bundle: fidelity is measured on all of them
 CELL_S = 2.0  # timing per (model, precision, batch): at least MIN_CALLS calls, then until CELL_S has passed
 MIN_CALLS, MAX_CALLS = 20, 2000
 WARMUP_CALLS = 5
@@ -99,7 +98,7 @@ def bundle_size(folder: Path) -> int:
 # ---- --prepare: here, on the CPU machine -------------------------------------------------------------------
 
 
-def prepare(bundle: Path) -> dict[str, Any]:
+def prepare(bundle: Path, inputs_n: int = SENTENCES) -> dict[str, Any]:
     """Write the bundle the GPU box needs (atomically: a failed prepare leaves the old bundle as it was)."""
     import safetensors.torch
     import torch
@@ -118,14 +117,14 @@ def prepare(bundle: Path) -> dict[str, Any]:
         safetensors.torch.save_file(half, str(folder / "model.safetensors"), metadata={"format": "pt"})
         log(f"minilm weights stored as FP16: {bundle_size(folder) / 2**20:.1f} MiB")
 
-        sentences = list(get_model("minilm").example_inputs(SENTENCES))
+        sentences = list(get_model("minilm").example_inputs(inputs_n))
         (tmp / "minilm-inputs.json").write_text(json.dumps(sentences), encoding="utf-8")
         reference = load_engine(ensure_variant("minilm", "torch-fp32").path).infer(sentences)
         np.save(tmp / "minilm-reference.npy", reference.astype(np.float32))
 
         digits = ensure_variant("digits-cnn", "torch-fp32")
         shutil.copyfile(digits.path, tmp / "digits-cnn.pt")
-        inputs = np.asarray(get_model("digits-cnn").example_inputs(DIGITS_INPUTS), dtype=np.float32)
+        inputs = np.asarray(get_model("digits-cnn").example_inputs(inputs_n), dtype=np.float32)
         np.save(tmp / "digits-cnn-inputs.npy", inputs)
         np.save(tmp / "digits-cnn-reference.npy", load_engine(digits.path).infer(inputs).astype(np.float32))
 
@@ -587,6 +586,9 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--prepare", action="store_true", help="write the bundle (on the CPU machine)")
+    parser.add_argument(
+        "--inputs", type=int, default=SENTENCES, help="with --prepare: inputs per model (default %(default)s)"
+    )
     parser.add_argument("--bundle", type=Path, default=BUNDLE, help="the bundle folder (default .gpu/)")
     parser.add_argument(
         "--out", type=Path, default=None, help="folder for gpu.txt and gpu.json (default: $OUT)"
@@ -611,7 +613,7 @@ def main() -> None:
     if not batches or min(batches) < 1:
         parser.error(f"--batches {args.batches!r}: give positive integers separated by commas, e.g. 1,8,32")
     if args.prepare:
-        info = prepare(args.bundle.resolve())
+        info = prepare(args.bundle.resolve(), args.inputs)
         print(
             f"bundle written to {args.bundle} ({info['bytes'] / 2**20:.1f} MiB, {len(info['files'])} files); "
             'carry it with the device call: carry [".gpu"], command `python3 benchmarks/gpu.py --out $OUT`'
