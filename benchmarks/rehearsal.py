@@ -62,7 +62,7 @@ SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
         "gate_benchmark_s": 2,
     },
     "measurement-suite/load-test-weekly": {"model": MODEL, "rate": 5, "duration_s": 4},
-    "measurement-suite/stress-test-monthly": {"model": MODEL, "stress_budget_s": 20},
+    "measurement-suite/stress-test-monthly": {"model": MODEL, "stress_budget_s": 12},
     "measurement-suite/stability-test-quarterly": {"model": MODEL, "rate": 5, "duration_s": 8},
     # A fresh Prometheus holds minutes and a plan needs weeks (policy capacity): this run plans on the bundled
     # history; reading a quarter from a real Prometheus is tests/tasks/capacity/test_prometheus_history.py's.

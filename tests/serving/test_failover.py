@@ -22,8 +22,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "benchmarks" / "failover.py"
-# Short settings: kill 5 s into 30 s of load leaves room after recovery (6-16 s on this box) for the after phase.
-ARGS = ["--json", "--rate", "20", "--duration", "30", "--kill-at", "5"]
+# Short settings: kill 4 s into 24 s of load leaves room after recovery (6-16 s on this box) for the after phase.
+ARGS = ["--json", "--rate", "20", "--duration", "24", "--kill-at", "4"]
 RUN_TIMEOUT_S = 300.0
 SETTLE_S = 15.0  # Ray's processes exit within seconds of their cluster's shutdown
 
