@@ -14,7 +14,9 @@ On the box, for minilm and digits-cnn and each precision: a PyTorch artifact wit
 with `serving.engines.load_engine(device="cuda", precision=...)` (SDPA attention for the transformer), then items/s
 and P50/P99 per call at batch 1/8/32/128 (tokenizing included: what a replica pays per batch), mean and minimum
 cosine to the CPU FP32 reference, peak GPU memory, and an NVML sample (utilisation, memory, temperature, power)
-taken during the timing; ONNX Runtime's CUDA / TensorRT providers where that onnxruntime build has them. Then the
+taken during the timing; FP16 also through `torch.compile(dynamic=True)` beside eager, to see whether compiling
+helps (`--no-compile` leaves it out); ONNX Runtime's CUDA / TensorRT providers where that onnxruntime build has
+them. Then the
 fastest faithful minilm engine behind the serving app's batching code (`serving.batching`: length buckets and one
 engine call per bucket) with an in-process batcher (max batch, wait window) under open-loop Poisson load at three
 rates set from its measured batch-32 throughput. One table is printed; it and a JSON copy go to `--out` (or $OUT).
@@ -52,6 +54,9 @@ BUNDLE_FORMAT = 1
 CARRY_LIMIT_BYTES = 64 * 2**20  # what the device tool lets travel with the working tree
 MODELS = ("minilm", "digits-cnn")
 PRECISIONS = ("fp32", "fp16", "bf16")
+COMPILED = (
+    "fp16+compile",
+)  # torch.compile(dynamic=True) of the FP16 engine, measured beside eager, CUDA only
 BATCHES = (1, 8, 32, 128)
 SENTENCES = 512  # inputs per model in the bundle: fidelity is measured on all of them
 CELL_S = 2.0  # timing per (model, precision, batch): at least MIN_CALLS calls, then until CELL_S has passed
@@ -296,12 +301,15 @@ def measure_engine(engine: Any, inputs: Any, reference: np.ndarray, budget: Budg
         torch.cuda.reset_peak_memory_stats(engine.torch_device)
     n = len(inputs) if budget.fidelity_inputs is None else budget.fidelity_inputs
     inputs, reference = inputs[:n], reference[:n]
+    started = time.perf_counter()  # the first pass over the inputs: a compiled engine compiles here
     outputs = np.concatenate([engine.infer(inputs[i : i + 128]) for i in range(0, len(inputs), 128)])
+    fidelity_pass_s = time.perf_counter() - started
     cos = cosine(outputs, reference)
     row: dict[str, Any] = {
         "describe": engine.describe(),
         "cosine_mean": float(cos.mean()),
         "cosine_min": float(cos.min()),
+        "first_pass_s": fidelity_pass_s,
         "batches": {},
     }
     if engine.kind == "tensor":
@@ -408,7 +416,11 @@ def ceiling_batch(batches: tuple[int, ...]) -> int:
 
 
 def run_check(
-    bundle: Path, device: str = "cuda", budget: Budget = Budget(), models: tuple[str, ...] = MODELS
+    bundle: Path,
+    device: str = "cuda",
+    budget: Budget = Budget(),
+    models: tuple[str, ...] = MODELS,
+    compiled: bool = True,
 ) -> dict[str, Any]:
     """Everything measured on the GPU, as plain data (the table and the JSON both come from it). `device="cpu"`
     with the QUICK budget rehearses every step on a machine without a GPU (its figures are no GPU figures)."""
@@ -445,22 +457,27 @@ def run_check(
             artifact = write_torch_artifact(work, model, states[model]())
             reference = np.load(bundle / f"{model}-reference.npy")
             rows = {}
-            for precision in PRECISIONS:
-                log(f"{model} {precision} on {result['gpu']}")
+            # torch.compile beside eager on CUDA, where it may help (a CPU rehearsal would only pay the compile)
+            labels = [*PRECISIONS, *(COMPILED if compiled and device.startswith("cuda") else ())]
+            for label in labels:
+                precision, _, how = label.partition("+")
+                log(f"{model} {label} on {result['gpu']}")
                 try:
-                    engine = load_engine(artifact, device=device, precision=precision)
-                    rows[precision] = measure_engine(engine, inputs_of[model], reference, budget)
+                    engine = load_engine(
+                        artifact, device=device, precision=precision, compile=how == "compile"
+                    )
+                    rows[label] = measure_engine(engine, inputs_of[model], reference, budget)
                 except Exception as exc:  # one precision failing is a finding; the others still run
-                    log(f"{model} {precision} failed: {type(exc).__name__}: {exc}")
-                    rows[precision] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
+                    log(f"{model} {label} failed: {type(exc).__name__}: {exc}")
+                    rows[label] = {"error": f"{type(exc).__name__}: {exc}"[:400]}
                     continue
-                engines[(model, precision)] = engine
+                engines[(model, label)] = engine
             result["models"][model] = rows
         if "minilm" not in models:
             return result
         minilm = result["models"]["minilm"]
         batch = ceiling_batch(budget.batches)
-        faithful = [p for p in PRECISIONS if minilm[p].get("cosine_mean", 0.0) >= FIDELITY_FLOOR]
+        faithful = [p for p in minilm if minilm[p].get("cosine_mean", 0.0) >= FIDELITY_FLOOR]
         if not faithful:
             return result
         best = max(faithful, key=lambda p: minilm[p]["batches"][batch]["items_per_s"], default="fp32")
@@ -491,13 +508,13 @@ def render(result: dict[str, Any]) -> str:
         f"inferops GPU check on {result['gpu']} (torch {result['torch']}, CUDA {result['cuda']}); "
         "engine: serving.engines.TorchEngine, tokenizing included; fidelity vs CPU FP32 from the FP32 weights",
         "",
-        f"{'model':10} {'prec':5} {'batch':>5} {'items/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
+        f"{'model':10} {'prec':12} {'batch':>5} {'items/s':>10} {'p50 ms':>8} {'p99 ms':>8} "
         f"{'cos mean':>9} {'cos min':>8} {'mem MiB':>8} {'x fp32':>7}  nvml (max util / mem / temp / power)",
     ]
     for model, rows in result["models"].items():
         for precision, row in rows.items():
             if "error" in row:
-                lines.append(f"{model:10} {precision:5} failed: {row['error']}")
+                lines.append(f"{model:10} {precision:12} failed: {row['error']}")
                 continue
             nvml = row["nvml"]
             sample = (
@@ -510,7 +527,7 @@ def render(result: dict[str, Any]) -> str:
                 fp32 = rows["fp32"]["batches"][b]["items_per_s"] if "batches" in rows["fp32"] else math.nan
                 first = i == 0
                 lines.append(
-                    f"{model if first else '':10} {precision if first else '':5} {b:>5} {t['items_per_s']:>10.0f} "
+                    f"{model if first else '':10} {precision if first else '':12} {b:>5} {t['items_per_s']:>10.0f} "
                     f"{t['p50_ms']:>8.2f} {t['p99_ms']:>8.2f} "
                     + (
                         f"{row['cosine_mean']:>9.5f} {row['cosine_min']:>8.5f} {_mib(row['peak_memory_mib']):>8}"
@@ -547,6 +564,14 @@ def render(result: dict[str, Any]) -> str:
         f"minilm FP16: mean cosine {fp16['cosine_mean']:.5f} ({verdict} the {FIDELITY_FLOOR} floor), "
         f"{speedup:.2f}x FP32's items/s at batch {b} on the same device"
     )
+    compiled = minilm.get("fp16+compile")
+    if compiled is not None and "batches" in compiled:
+        gain = compiled["batches"][b]["items_per_s"] / fp16["batches"][b]["items_per_s"]
+        lines.append(
+            f"minilm FP16 with torch.compile: {gain:.2f}x eager FP16's items/s at batch {b}; first pass over the "
+            f"inputs {compiled['first_pass_s']:.1f} s (eager {fp16['first_pass_s']:.1f} s): "
+            + ("compiling helps" if gain > 1.05 else "compiling does not help here")
+        )
     return "\n".join(lines)
 
 
@@ -561,7 +586,8 @@ def plan_text(reason: str) -> str:
             "on a machine with a CUDA GPU this script would run, with the bundle from --prepare:",
             f"  - {', '.join(MODELS)} through serving.engines.TorchEngine on cuda in {', '.join(PRECISIONS)}:",
             f"    items/s and P50/P99 per call at batch {', '.join(map(str, BATCHES))}, mean/min cosine to the CPU "
-            "FP32 reference, peak GPU memory, an NVML sample (util, memory, temperature, power)",
+            "FP32 reference, peak GPU memory, an NVML sample (util, memory, temperature, power);",
+            "    FP16 through torch.compile(dynamic=True) beside eager (--no-compile leaves it out)",
             "  - ONNX Runtime's CUDA and TensorRT providers where that onnxruntime build has them",
             f"  - the fastest minilm precision with mean cosine >= {FIDELITY_FLOOR} behind serving.batching at "
             f"{', '.join(f'{s:.0%}' for s in BATCHER_SHARES)} of its batch-32 throughput, open-loop",
@@ -597,6 +623,7 @@ def main() -> None:
     parser.add_argument(
         "--batches", default=",".join(map(str, BATCHES)), help="comma-separated batch sizes to time"
     )
+    parser.add_argument("--no-compile", action="store_true", help="leave out the torch.compile rows")
     parser.add_argument(
         "--rehearse-on-cpu",
         action="store_true",
@@ -624,7 +651,8 @@ def main() -> None:
         print(plan_text(reason))
         return
     budget = replace(QUICK if args.rehearse_on_cpu else Budget(), batches=batches)
-    result = run_check(args.bundle, "cpu" if args.rehearse_on_cpu else "cuda", budget, models)
+    device = "cpu" if args.rehearse_on_cpu else "cuda"
+    result = run_check(args.bundle, device, budget, models, compiled=not args.no_compile)
     table = render(result)
     print(table, flush=True)
     out = args.out or (Path(os.environ["OUT"]) if os.environ.get("OUT") else None)

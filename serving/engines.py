@@ -243,8 +243,10 @@ class TorchEngine(Engine):
 
     The weights load in FP32 and are cast to `precision` (fp32, fp16, bf16) on `device` (cpu, cuda, cuda:N);
     both come from the arguments, else the manifest, else cpu/fp32. Transformers run with PyTorch's SDPA attention
-    on CUDA (fused flash / memory-efficient kernels) and the export-friendly eager attention on CPU. Outputs come
-    back as FP32 numpy arrays whatever ran."""
+    on CUDA (fused flash / memory-efficient kernels) and the export-friendly eager attention on CPU. `compile`
+    (argument, else manifest): the module goes through `torch.compile(dynamic=True)`, which pays a compile on the
+    first calls and may or may not run faster: benchmarks/gpu.py measures it beside eager. Outputs come back as FP32
+    numpy arrays whatever ran."""
 
     def __init__(
         self,
@@ -256,6 +258,7 @@ class TorchEngine(Engine):
         intra_op_threads: int | None = None,
         device: str | None = None,
         precision: str | None = None,
+        compile: bool | None = None,
     ) -> None:
         import torch
 
@@ -285,7 +288,10 @@ class TorchEngine(Engine):
                 encoder.set_attn_implementation("sdpa")
         self.torch_device = torch.device(device)
         self.dtype = getattr(torch, TORCH_PRECISIONS[precision])
-        self.module = module.to(device=self.torch_device, dtype=self.dtype).eval()
+        self.module: Any = module.to(device=self.torch_device, dtype=self.dtype).eval()
+        compiled = bool(manifest.get("compile", False) if compile is None else compile)
+        if compiled:
+            self.module = torch.compile(self.module, dynamic=True)
         self.provider = "torch-cuda" if self.torch_device.type == "cuda" else "torch-cpu"
         self.info = {
             "engine": "torch",
@@ -296,6 +302,7 @@ class TorchEngine(Engine):
             else "cpu",
             "precision": precision,
             "attention": attention,
+            "compiled": compiled,
             "intra_op_threads": threads,
             "fallback_reason": None,
         }
@@ -325,9 +332,10 @@ def load_engine(
     model: str | None = None,
     device: str | None = None,
     precision: str | None = None,
+    compile: bool | None = None,
 ) -> Engine:
-    """Verify the artifact's sha256 (argument or manifest) and open it with the right engine (`device`, `precision`:
-    a PyTorch artifact's, over what its manifest says)."""
+    """Verify the artifact's sha256 (argument or manifest) and open it with the right engine (`device`, `precision`,
+    `compile`: a PyTorch artifact's, over what its manifest says)."""
     path = Path(path)
     sha = verify_artifact(path, expected_sha256)
     try:
@@ -351,6 +359,13 @@ def load_engine(
         )
     if path.suffix == ".pt":
         return TorchEngine(
-            path, sha, manifest, spec, intra_op_threads=intra_op_threads, device=device, precision=precision
+            path,
+            sha,
+            manifest,
+            spec,
+            intra_op_threads=intra_op_threads,
+            device=device,
+            precision=precision,
+            compile=compile,
         )
     raise ArtifactError(f"{path}: unknown artifact type {path.suffix!r}; expected .onnx or .pt")

@@ -60,6 +60,18 @@ def test_torch_engine_runs_in_the_precision_asked_and_says_so() -> None:
         load_engine(art.path, precision="int4")
 
 
+def test_torch_engine_wraps_its_module_in_torch_compile_when_asked() -> None:
+    """Only the wiring: compiling happens on the first call, which costs ~40 s on these 2 cores; the answers of a
+    compiled engine are measured against the FP32 reference by benchmarks/gpu.py on the GPU box."""
+    import torch
+
+    art = ensure_variant("digits-cnn", "torch-fp32")
+    eager, compiled = load_engine(art.path), load_engine(art.path, compile=True)
+    assert isinstance(compiled.module, torch._dynamo.eval_frame.OptimizedModule)
+    assert not isinstance(eager.module, torch._dynamo.eval_frame.OptimizedModule)
+    assert compiled.info["compiled"] is True and eager.info["compiled"] is False
+
+
 def test_cuda_without_a_gpu_is_refused_with_the_reason() -> None:
     import torch
 
