@@ -36,7 +36,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(ROOT)
 
 from serving import routes  # noqa: E402 (after the path fix above)
-from serving.client import InferopsClient, auth_headers, infer_payload  # noqa: E402
+from serving.client import InferopsClient, auth_headers  # noqa: E402
 from serving.network import free_port  # noqa: E402
 from tasks.measure.disruption import (  # noqa: E402
     DisruptedRun,
@@ -46,6 +46,7 @@ from tasks.measure.disruption import (  # noqa: E402
     run_across,
     sent_between,
 )
+from tasks.measure.suites import oip_body_factory  # noqa: E402
 from tasks.policy import default_policy  # noqa: E402
 
 APP = "failover"
@@ -146,15 +147,6 @@ def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
 
 
-def bodies(model: str) -> Any:
-    """Batch-1 OIP bodies cycling over the zoo's example inputs of `model`."""
-    from serving.zoo import get_model
-
-    examples = get_model(model).example_inputs(EXAMPLES)
-    payloads = [infer_payload(examples[i : i + 1]) for i in range(len(examples))]
-    return lambda i: payloads[i % len(payloads)]
-
-
 def run(args: argparse.Namespace) -> dict[str, Any]:
     from serving.app import ingress_env
     from serving.variants import ensure_variant
@@ -227,7 +219,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
         load = run_across(
             url + routes.INFER.path(args.model),
-            bodies(args.model),
+            oip_body_factory(args.model, {}, EXAMPLES),
             rate=args.rate,
             duration_s=args.duration,
             event=kill_worker,

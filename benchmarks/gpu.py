@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import hashlib
 import json
 import math
 import os
@@ -48,6 +47,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if __package__ in (None, ""):
     # Run as a script, this file's folder comes first on sys.path and its name would shadow the `serving` package.
     sys.path[0] = str(ROOT)
+
+from serving.artifacts import sha256_file  # noqa: E402 (after the path fix above)
 
 BUNDLE = ROOT / ".gpu"
 BUNDLE_FORMAT = 1
@@ -86,14 +87,6 @@ QUICK = Budget(cell_s=0.2, min_calls=3, warmup_calls=1, fidelity_inputs=64, batc
 
 def log(line: str) -> None:
     print(line, file=sys.stderr, flush=True)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def bundle_size(folder: Path) -> int:
@@ -137,10 +130,10 @@ def prepare(bundle: Path, inputs_n: int = SENTENCES) -> dict[str, Any]:
             "format": BUNDLE_FORMAT,
             "made_on": platform.node(),
             "torch": torch.__version__,
-            "minilm_source_sha256": sha256_of(source / "model.safetensors"),
+            "minilm_source_sha256": sha256_file(source / "model.safetensors"),
             "minilm_weights": "fp16 (cast from the FP32 file above)",
             "reference": "CPU FP32 PyTorch outputs from the original FP32 weights",
-            "files": {str(p.relative_to(tmp)): sha256_of(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
+            "files": {str(p.relative_to(tmp)): sha256_file(p) for p in sorted(tmp.rglob("*")) if p.is_file()},
         }
         (tmp / "bundle.json").write_text(json.dumps(info, indent=2), encoding="utf-8")
         size = bundle_size(tmp)
@@ -186,7 +179,7 @@ def load_bundle(bundle: Path) -> dict[str, Any]:
             f"{index} has format {info.get('format')}, this script reads {BUNDLE_FORMAT}: --prepare again"
         )
     for name, sha in info["files"].items():
-        if sha256_of(bundle / name) != sha:
+        if sha256_file(bundle / name) != sha:
             raise SystemExit(f"{bundle / name} does not match its sha256 in {index}: --prepare again")
     return info
 

@@ -26,7 +26,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(ROOT)
 
 from serving import routes  # noqa: E402 (after the path fix above)
-from serving.client import InferopsClient, auth_headers, infer_payload  # noqa: E402
+from serving.client import InferopsClient, auth_headers  # noqa: E402
 from serving.network import free_port  # noqa: E402
 from tasks.policy import default_policy  # noqa: E402
 
@@ -51,16 +51,11 @@ def measure(args: argparse.Namespace) -> dict[str, Any]:
     from ray import serve
 
     from serving.app import run_local
-    from serving.zoo import get_model
     from tasks.measure.disruption import run_across, switch_outcome
-    from tasks.measure.suites import find_knee, step_line
+    from tasks.measure.suites import find_knee, oip_body_factory, step_line
 
     policy = default_policy()
-    examples = get_model(args.model).example_inputs(EXAMPLES)
-    payloads = [infer_payload(examples[i : i + 1]) for i in range(len(examples))]
-
-    def body(i: int) -> dict[str, Any]:
-        return payloads[i % len(payloads)]
+    body = oip_body_factory(args.model, {}, EXAMPLES)
 
     ray.init(address="local", include_dashboard=False, configure_logging=False, log_to_driver=False)
     try:

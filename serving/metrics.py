@@ -128,6 +128,7 @@ GPU_GAUGES = (
     ("inferops_gpu_temperature_celsius", "GPU core temperature (C), NVML.", "temperature_c"),
     ("inferops_gpu_power_watts", "GPU board power draw (W), NVML.", "power_w"),
 )
+GPU_GAUGE_DESCRIPTIONS = {metric: description for metric, description, _ in GPU_GAUGES}
 GPU_THROTTLED = "inferops_gpu_throttled"
 GPU_TAG_KEYS = ("gpu", "name")
 
@@ -167,11 +168,12 @@ class GpuExporter:
         from ray.serve.metrics import Gauge
 
         if metric not in self._gauges:
-            described = {m: d for m, d, _ in GPU_GAUGES}
             keys = (*GPU_TAG_KEYS, "reason") if metric == GPU_THROTTLED else GPU_TAG_KEYS
             self._gauges[metric] = Gauge(
                 metric,
-                description=described.get(metric, "1 while the GPU's clocks are held back for the reason."),
+                description=GPU_GAUGE_DESCRIPTIONS.get(
+                    metric, "1 while the GPU's clocks are held back for the reason."
+                ),
                 tag_keys=keys,  # type: ignore[arg-type]
             )
         return self._gauges[metric]
