@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import mlflow
@@ -27,6 +28,22 @@ def _cycle(**kwargs: Any) -> dict[str, Any]:
     from flows.optimization_cycle import optimization_cycle
 
     return optimization_cycle(**kwargs)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def steady_scoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """ONNX Runtime is 5x the PyTorch baseline on digits-cnn, far beyond noise, but a per-batch P99 of ~0.2 ms on a
+    shared 2-core box can triple between two repeats, and the decision matrix turns that spread into technical risk.
+    With that one penalty off for this module, which candidates win is known, and the tests assert it."""
+    from tasks.policy import default_policy
+
+    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy.write_text("optimization:\n  scoring:\n    spread_risk_weight: 0\n", encoding="utf-8")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFEROPS_POLICY_FILE", str(policy))
+        default_policy.cache_clear()
+        yield
+    default_policy.cache_clear()
 
 
 @pytest.fixture(scope="module")
@@ -54,14 +71,12 @@ def test_cycle_promotes_fastest_passing_and_records_everything(first_cycle: dict
     accepted = [r for r in rows.values() if r["verdict"] == "accepted"]
     champion = registry.alias_version(MODEL, registry.CHAMPION)
     assert champion is not None
-    if accepted:  # timing on a shared 2-core box decides which pass; the invariants hold either way
-        assert first_cycle["champion"] == max(accepted, key=lambda r: r["throughput"])["candidate"]
-        previous = registry.alias_version(MODEL, registry.PREVIOUS)
-        assert previous is not None and previous.variant == "torch-fp32"
-        assert champion.variant == first_cycle["champion"]
-        assert champion.sha256 == ensure_variant(MODEL, champion.variant).sha256
-    else:
-        assert first_cycle["champion"] is None and champion.variant == "torch-fp32"
+    assert rows["onnx-fp32"]["verdict"] == "accepted", rows["onnx-fp32"]["reason"]  # lossless and 5x faster
+    assert first_cycle["champion"] == max(accepted, key=lambda r: r["throughput"])["candidate"]
+    previous = registry.alias_version(MODEL, registry.PREVIOUS)
+    assert previous is not None and previous.variant == "torch-fp32"
+    assert champion.variant == first_cycle["champion"]
+    assert champion.sha256 == ensure_variant(MODEL, champion.variant).sha256
     for row in rows.values():
         assert row["reason"], "every verdict carries its reason"
     configure()
@@ -184,21 +199,14 @@ def test_killed_cycle_leaves_old_champion_serving(
 
 @pytest.mark.slow
 def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpoint(
-    first_cycle: dict[str, Any], ray_session: None, tmp_path, monkeypatch
+    first_cycle: dict[str, Any], ray_session: None
 ) -> None:
     """Plain INT8 keeps ~0.96 cosine fidelity and is rolled back; per-channel keeps >= 0.99 and is promoted and served."""
     from ray import serve
 
     from serving.app import run_local
-    from tasks.policy import default_policy
 
-    # Per-channel INT8 is 2-3x the PyTorch baseline, far beyond noise; only the P99 spread of a shared 2-core box
-    # could tip its technical-risk score, so that penalty is off here and the outcome is known.
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("optimization:\n  scoring:\n    spread_risk_weight: 0\n", encoding="utf-8")
-    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(policy))
-    default_policy.cache_clear()
-
+    # Per-channel INT8 is 2-3x the PyTorch baseline, far beyond noise (the module's steady_scoring is in force).
     model = "minilm"
     reference = ensure_variant(model, "torch-fp32")
     registry.ensure_champion(model, reference.path, {**reference.manifest, "variant": "torch-fp32"})
@@ -237,8 +245,6 @@ def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpo
         assert registry.alias_version(model, registry.PREVIOUS).variant == "torch-fp32"
     finally:
         serve.delete("cycle-minilm-test")
-        monkeypatch.delenv("INFEROPS_POLICY_FILE")
-        default_policy.cache_clear()
 
 
 def test_frozen_model_stops_the_cycle_before_anything_is_applied(first_cycle: dict[str, Any]) -> None:
@@ -256,53 +262,40 @@ def test_frozen_model_stops_the_cycle_before_anything_is_applied(first_cycle: di
 
 
 def test_cycle_gates_the_challenger_before_promotion(
-    first_cycle: dict[str, Any], ray_session: None, tmp_path, monkeypatch
+    first_cycle: dict[str, Any], ray_session: None
 ) -> None:
     """With gate=True the winner is served beside production under its own prefix, gated, and only then promoted;
     the gate's MLflow run is nested under the cycle's run."""
-    from tasks.policy import default_policy
-
-    # Timing noise on a shared 2-core box must not decide whether the gate is reached: no spread penalty here.
-    policy = tmp_path / "policy.yaml"
-    policy.write_text("optimization:\n  scoring:\n    spread_risk_weight: 0\n", encoding="utf-8")
-    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(policy))
-    default_policy.cache_clear()
-    try:
+    # Timing noise must not decide whether the gate is reached: the module's steady_scoring is in force.
+    before = registry.alias_version(MODEL, registry.CHAMPION)
+    assert before is not None
+    if before.variant != "torch-fp32":  # start from the PyTorch baseline, which ONNX Runtime clearly beats
+        registry.rollback(MODEL, "test: start the gated cycle from the FP32 baseline")
         before = registry.alias_version(MODEL, registry.CHAMPION)
-        assert before is not None
-        if (
-            before.variant != "torch-fp32"
-        ):  # start from the PyTorch baseline, which ONNX Runtime clearly beats
-            registry.rollback(MODEL, "test: start the gated cycle from the FP32 baseline")
-            before = registry.alias_version(MODEL, registry.CHAMPION)
-            assert before is not None and before.variant == "torch-fp32"
-        pick = ["onnx-fp32"]
-        out = _cycle(
-            model=MODEL,
-            candidates=pick,
-            repeats=2,
-            thread_options=[1],
-            batch_options=[8],
-            replica_options=[1],
-            cache_options=[0],
-            gate=True,
-            gate_stability_s=4,
-            gate_performance_s=4,
-            gate_risk_window_s=4,
-            require_approval=False,
-        )
-    finally:
-        monkeypatch.delenv("INFEROPS_POLICY_FILE")
-        default_policy.cache_clear()
+        assert before is not None and before.variant == "torch-fp32"
+    pick = ["onnx-fp32"]
+    out = _cycle(
+        model=MODEL,
+        candidates=pick,
+        repeats=2,
+        thread_options=[1],
+        batch_options=[8],
+        replica_options=[1],
+        cache_options=[0],
+        gate=True,
+        gate_stability_s=4,
+        gate_performance_s=4,
+        gate_risk_window_s=4,
+        require_approval=False,
+    )
     after = registry.alias_version(MODEL, registry.CHAMPION)
-    if out["results"][0]["verdict"] != "accepted":
-        pytest.skip(f"the candidate was not faster beyond noise on this run: {out['results'][0]['reason']}")
+    assert out["results"][0]["verdict"] == "accepted", out["results"][0]["reason"]
     gate = out["final"]["gate"]
     assert {row["item"] for row in gate["rows"]} == {"functional", "performance", "stability", "security"}
-    if gate["passed"]:
-        assert after is not None and after.variant == pick[0] and out["champion"] == pick[0]
-    else:
-        assert after == before and registry.alias_version(MODEL, registry.CHALLENGER) is None
+    # the same network converted losslessly, served on its own app at light load: every gate item passes
+    assert gate["passed"], gate["rows"]
+    assert after is not None and after.variant == pick[0] and out["champion"] == pick[0]
+    assert registry.alias_version(MODEL, registry.CHALLENGER) is None
     configure()
     nested = mlflow.search_runs(
         experiment_names=["inferops-gate"],
