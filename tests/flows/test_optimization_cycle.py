@@ -261,9 +261,7 @@ def test_frozen_model_stops_the_cycle_before_anything_is_applied(first_cycle: di
     assert registry.alias_version(MODEL, registry.CHAMPION) == before
 
 
-def test_cycle_gates_the_challenger_before_promotion(
-    first_cycle: dict[str, Any], ray_session: None
-) -> None:
+def test_cycle_gates_the_challenger_before_promotion(first_cycle: dict[str, Any], ray_session: None) -> None:
     """With gate=True the winner is served beside production under its own prefix, gated, and only then promoted;
     the gate's MLflow run is nested under the cycle's run."""
     # Timing noise must not decide whether the gate is reached: the module's steady_scoring is in force.
