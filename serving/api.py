@@ -16,7 +16,8 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import routes
@@ -149,6 +150,27 @@ class SwitchRequest(BaseModel):
     uri: str | None = Field(default=None, max_length=1024)
 
 
+class AutoscalingUpdate(BaseModel):
+    """Admin: the deployment's Serve `autoscaling_config` (field names as Ray Serve's AutoscalingConfig)."""
+
+    model_config = ConfigDict(extra="forbid")
+    min_replicas: int = Field(ge=0)
+    max_replicas: Replicas
+    target_ongoing_requests: float = Field(gt=0)
+
+    @field_validator("max_replicas")
+    @classmethod
+    def _not_below_min(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("min_replicas")  # absent when min_replicas itself was refused
+        if low is not None and value < low:
+            raise PydanticCustomError(
+                "min_le_max",
+                "max_replicas ({max}) is below min_replicas ({ge}); raise max_replicas or lower min_replicas",
+                {"ge": low, "max": value},
+            )
+        return value
+
+
 class ServingUpdate(BaseModel):
     """Admin: serving knobs applied to every replica of a model's deployment (unset fields stay as they are)."""
 
@@ -158,6 +180,22 @@ class ServingUpdate(BaseModel):
     cache_entries: CacheEntries | None = None
     intra_op_threads: Threads | None = None
     num_replicas: Replicas | None = None
+    # declared after num_replicas: its validator reads it
+    autoscaling: AutoscalingUpdate | None = None
+
+    @field_validator("autoscaling")
+    @classmethod
+    def _not_with_fixed_replicas(
+        cls, value: AutoscalingUpdate | None, info: ValidationInfo
+    ) -> AutoscalingUpdate | None:
+        # Serve refuses a deployment with both; which one the caller meant is theirs to say
+        if value is not None and info.data.get("num_replicas") is not None:
+            raise PydanticCustomError(
+                "exclusive",
+                "num_replicas and autoscaling cannot be set together: send num_replicas for a fixed count "
+                "or autoscaling for a range, not both",
+            )
+        return value
 
 
 # ---- the service the routes call -------------------------------------------------------------------------------
@@ -183,8 +221,14 @@ class InferenceService(Protocol):
     async def infer_tensor(self, model: str, array: np.ndarray, use_cache: bool = True) -> dict[str, Any]: ...
 
     async def configure_model(
-        self, model: str, patch: dict[str, Any], num_replicas: int | None
+        self,
+        model: str,
+        patch: dict[str, Any],
+        num_replicas: int | None,
+        autoscaling: dict[str, Any] | None = None,
     ) -> dict[str, Any]: ...
+
+    async def serving_config(self, model: str) -> dict[str, Any]: ...
 
     async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]: ...
 
@@ -586,7 +630,8 @@ def create_api(service: InferenceService) -> FastAPI:
 
     @app.put(routes.SERVING.template, tags=["admin"], openapi_extra=body_schema(ServingUpdate))
     async def configure(name: str, request: Request) -> JSONResponse:
-        """Batching, cache, threads and replica count for every replica of `name`; 202: Serve applies it."""
+        """Batching, cache, threads and replica count or autoscaling for every replica of `name`; 202: Serve
+        applies it."""
         authorize(request)
         await service.metadata(name)  # 404 for an unknown model before reading the body
         req: ServingUpdate = validate_model(
@@ -594,10 +639,18 @@ def create_api(service: InferenceService) -> FastAPI:
         )
         patch = req.model_dump(exclude_none=True)
         replicas = patch.pop("num_replicas", None)
-        if not patch and replicas is None:
+        autoscaling = patch.pop("autoscaling", None)
+        if not patch and replicas is None and autoscaling is None:
             raise RequestRejected(400, "body", "non_empty", None, "name at least one knob to change")
-        result = await service.configure_model(name, patch, replicas)
+        result = await service.configure_model(name, patch, replicas, autoscaling)
         return JSONResponse(result, status_code=202 if result.get("persisted") else 409)
+
+    @app.get(routes.SERVING_CONFIG.template, tags=["admin"])
+    async def serving_config(name: str, request: Request) -> JSONResponse:
+        """`name`'s deployment config as Serve holds it (replicas, autoscaling, user_config); 409: not readable."""
+        authorize(request)
+        result = await service.serving_config(name)
+        return JSONResponse(result, status_code=409 if "reason" in result else 200)
 
     @app.post(routes.ROLLBACK.template, tags=["admin"])
     async def rollback(name: str, request: Request) -> JSONResponse:

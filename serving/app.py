@@ -533,16 +533,26 @@ class ModelRuntime:
         self.config = self.config.model_copy(update=patch)
         return await asyncio.to_thread(persist_replica_config, patch)
 
-    async def configure(self, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
+    async def configure(
+        self, patch: dict[str, Any], num_replicas: int | None, autoscaling: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Change serving knobs on every replica of this deployment: validated here, applied by Serve."""
         # raises naming the bad field
         merged = ServingConfig.model_validate({**self.config.model_dump(), **patch})
-        persisted = await asyncio.to_thread(persist_replica_config, patch, num_replicas)
+        persisted = await asyncio.to_thread(persist_replica_config, patch, num_replicas, autoscaling)
         return {
-            "requested": {**patch, **({"num_replicas": num_replicas} if num_replicas else {})},
+            "requested": {
+                **patch,
+                **({"num_replicas": num_replicas} if num_replicas else {}),
+                **({"autoscaling": autoscaling} if autoscaling else {}),
+            },
             "config": merged.model_dump(exclude={"source"}),
             **persisted,
         }
+
+    async def serving_config(self) -> dict[str, Any]:
+        """This deployment's replicas, autoscaling and user_config as Serve holds them now."""
+        return await asyncio.to_thread(replica_serving_config)
 
     async def check_health(self) -> None:
         """Raise when the batch loop died, so Serve replaces the replica after repeated failures."""
@@ -620,8 +630,13 @@ class ModelServer:
         except RequestRejected as exc:
             return {"rejected": exc.as_tuple()}
 
-    async def configure(self, patch: dict[str, Any], num_replicas: int | None) -> dict[str, Any]:
-        return await self.runtime.configure(patch, num_replicas)
+    async def configure(
+        self, patch: dict[str, Any], num_replicas: int | None, autoscaling: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        return await self.runtime.configure(patch, num_replicas, autoscaling)
+
+    async def serving_config(self) -> dict[str, Any]:
+        return await self.runtime.serving_config()
 
     async def switch(self, request: dict[str, Any]) -> dict[str, Any]:
         return await self.runtime.switch(request)
@@ -713,13 +728,26 @@ class InferenceIngress:
         raise self._unknown(model)
 
     async def configure_model(
-        self, model: str, patch: dict[str, Any], num_replicas: int | None
+        self,
+        model: str,
+        patch: dict[str, Any],
+        num_replicas: int | None,
+        autoscaling: dict[str, Any] | None = None,
     ) -> dict[str, Any]:
-        """Serving knobs for every replica of `model`'s deployment (batching, cache, threads, replicas)."""
+        """Serving knobs for every replica of `model`'s deployment (batching, cache, threads, replicas or
+        autoscaling)."""
         if model == self.runtime.name:
-            return await self.runtime.configure(patch, num_replicas)
+            return await self.runtime.configure(patch, num_replicas, autoscaling)
         if model in self.extra:
-            return await self.extra[model].configure.remote(patch, num_replicas)  # type: ignore[no-any-return]
+            return await self.extra[model].configure.remote(patch, num_replicas, autoscaling)  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
+    async def serving_config(self, model: str) -> dict[str, Any]:
+        """`model`'s deployment config as Serve holds it, read by a replica of that deployment."""
+        if model == self.runtime.name:
+            return await self.runtime.serving_config()
+        if model in self.extra:
+            return await self.extra[model].serving_config.remote()  # type: ignore[no-any-return]
         raise self._unknown(model)
 
     async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
@@ -741,29 +769,60 @@ class InferenceIngress:
 # ---- deployment config updates (how a change made on one replica reaches all of them) --------------------------
 
 
-def update_deployment(
-    app_name: str, deployment: str, user_config_patch: dict[str, Any], num_replicas: int | None = None
-) -> dict[str, Any]:
-    """Merge `user_config_patch` (and a replica count) into one deployment of a declaratively deployed app.
-
-    Only `user_config` and `num_replicas` change, which Serve applies as a lightweight update: running replicas
-    get `reconfigure()`, new ones start with the same user_config, nothing is restarted.
-    """
+def declared_apps(app_name: str) -> dict[str, dict[str, Any]]:
+    """`live_app_configs()`, refused when `app_name` is not among them (nothing to read or update)."""
     apps = live_app_configs()
     if app_name not in apps:
         raise RuntimeError(
             f"application {app_name!r} was not deployed from a config (serve deploy / inferops serve)"
         )
+    return apps
+
+
+def update_deployment(
+    app_name: str,
+    deployment: str,
+    user_config_patch: dict[str, Any],
+    num_replicas: int | None = None,
+    autoscaling: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Merge `user_config_patch` (and a replica count or an autoscaling config) into one deployment of a
+    declaratively deployed app.
+
+    Only `user_config`, `num_replicas` and `autoscaling_config` change, which Serve applies without restarting
+    anything: running replicas get `reconfigure()`, new ones start with the same user_config.
+    """
+    apps = declared_apps(app_name)
     deployments = apps[app_name].setdefault("deployments", [])
     target = next((d for d in deployments if d.get("name") == deployment), None)
     if target is None:
         target = {"name": deployment}
         deployments.append(target)
     target["user_config"] = {**(target.get("user_config") or {}), **user_config_patch}
-    if num_replicas is not None:
+    # Serve's DeploymentSchema refuses an int num_replicas beside an autoscaling_config: each drops the other
+    if autoscaling is not None:
+        target["autoscaling_config"] = autoscaling
+        target.pop("num_replicas", None)
+    elif num_replicas is not None:
         target["num_replicas"] = num_replicas
+        target.pop("autoscaling_config", None)
     submit_app_configs(list(apps.values()))
     return {"app": app_name, "deployment": deployment}
+
+
+def deployment_serving_config(app_name: str, deployment: str) -> dict[str, Any]:
+    """One deployment's replica count, autoscaling and user_config in the app's declarative config (None:
+    the config leaves it to the code, which builds a fixed count without autoscaling)."""
+    apps = declared_apps(app_name)
+    deployments = apps[app_name].get("deployments") or []
+    target: dict[str, Any] = next((d for d in deployments if d.get("name") == deployment), {})
+    return {
+        "app": app_name,
+        "deployment": deployment,
+        "num_replicas": target.get("num_replicas"),
+        "autoscaling_config": target.get("autoscaling_config"),
+        "user_config": target.get("user_config") or {},
+    }
 
 
 def local_copy(source: ModelSource) -> ModelSource:
@@ -779,17 +838,31 @@ def local_copy(source: ModelSource) -> ModelSource:
     return fetched if fetched.sha256 == source.sha256 else source
 
 
-def persist_replica_config(patch: dict[str, Any], num_replicas: int | None = None) -> dict[str, Any]:
+def persist_replica_config(
+    patch: dict[str, Any], num_replicas: int | None = None, autoscaling: dict[str, Any] | None = None
+) -> dict[str, Any]:
     """From inside a replica: write `patch` into this deployment's user_config so every replica converges."""
     try:
         ctx = serve.get_replica_context()
     except Exception as exc:  # not inside a Serve replica (a unit test driving ModelRuntime directly)
         return {"persisted": False, "reason": f"not running in a Serve replica ({type(exc).__name__})"}
     try:
-        where = update_deployment(ctx.app_name, ctx.deployment, patch, num_replicas)
+        where = update_deployment(ctx.app_name, ctx.deployment, patch, num_replicas, autoscaling)
     except Exception as exc:  # e.g. an app started with serve.run: this replica changed, the others did not
         return {"persisted": False, "reason": f"{type(exc).__name__}: {exc}"}
     return {"persisted": True, **where}
+
+
+def replica_serving_config() -> dict[str, Any]:
+    """From inside a replica: this deployment's config as Serve holds it, or a `reason` it cannot be read."""
+    try:
+        ctx = serve.get_replica_context()
+    except Exception as exc:  # not inside a Serve replica
+        return {"reason": f"not running in a Serve replica ({type(exc).__name__})"}
+    try:
+        return deployment_serving_config(ctx.app_name, ctx.deployment)
+    except Exception as exc:  # e.g. an app started with serve.run has no declarative config to read
+        return {"reason": f"{type(exc).__name__}: {exc}"}
 
 
 # ---- the builder ------------------------------------------------------------------------------------------------

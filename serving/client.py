@@ -1,5 +1,5 @@
-"""A typed client of the serving HTTP API: health, metadata, inference, hot switch, rollback, serving knobs, and
-waiting until every replica has converged on a change.
+"""A typed client of the serving HTTP API: health, metadata, inference, hot switch, rollback, serving knobs and
+autoscaling, and waiting until every replica has converged on a change.
 
 Everything above the serving floor that talks to an endpoint (the optimization cycle, the gate, the rollback
 command, the benchmarks, the tests) goes through this client, so each route is written once (`serving/routes.py`).
@@ -266,6 +266,36 @@ class InferopsClient:
                 f"{reply.status} {excerpt(reply.text)}"
             )
         return reply
+
+    def serving_config(self, model: str) -> dict[str, Any]:
+        """`model`'s deployment config as Serve holds it: app, deployment, num_replicas, autoscaling_config and
+        user_config (num_replicas None: left to the app's code, or autoscaled)."""
+        reply = self._admin(routes.SERVING_CONFIG, model, None)
+        if reply.status != 200:
+            raise EndpointError(
+                f"endpoint {self.url} cannot read the serving config of {model}: HTTP "
+                f"{reply.status} {excerpt(reply.text)}"
+            )
+        return reply.body
+
+    def apply_autoscaling(
+        self, model: str, autoscaling: dict[str, Any], timeout_s: float = 120.0
+    ) -> dict[str, Any]:
+        """PUT an autoscaling config (min_replicas, max_replicas, target_ongoing_requests) for `model`, then read
+        the deployment's config back until Serve holds it; the read-back, or EndpointError after `timeout_s`."""
+        self.configure(model, {"autoscaling": autoscaling})
+        deadline = time.monotonic() + timeout_s
+        while True:
+            current = self.serving_config(model)
+            held = current.get("autoscaling_config") or {}
+            if all(held.get(k) == v for k, v in autoscaling.items()):
+                return current
+            if time.monotonic() > deadline:
+                raise EndpointError(
+                    f"endpoint {self.url}: {model} was asked for autoscaling {autoscaling}, yet after "
+                    f"{timeout_s:.0f} s Serve holds {current.get('autoscaling_config')}"
+                )
+            time.sleep(POLL_INTERVAL_S)
 
     # ---- convergence -------------------------------------------------------------------------------------------
 

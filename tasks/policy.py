@@ -227,7 +227,19 @@ class Capacity(_Strict):
     backtest_folds: int = Field(ge=1)
     backtest_horizon_days: float = Field(gt=0)
     backtest_min_train_days: float = Field(gt=0)
-    calibration_tolerance: float = Field(ge=0, lt=1)
+    backtest_step_days: float = Field(gt=0)
+    forecasters: list[
+        Literal[
+            "mstl-daily",
+            "mstl-daily-weekly",
+            "autoets",
+            "autotheta",
+            "seasonal-naive-daily",
+            "seasonal-naive-weekly",
+            "prophet",
+        ]
+    ] = Field(min_length=1)
+    ensemble_size: int = Field(ge=1)
     burst_quantile: float = Field(gt=0, le=1)
     replay_holdout_days: float = Field(ge=0)
 

@@ -101,9 +101,16 @@ def build_fake_app(control: Path) -> Any:
             return await self.switch_model(model, {"rollback": True})
 
         async def configure_model(
-            self, model: str, patch: dict[str, Any], num_replicas: int | None
+            self,
+            model: str,
+            patch: dict[str, Any],
+            num_replicas: int | None,
+            autoscaling: dict[str, Any] | None = None,
         ) -> dict[str, Any]:
             return {"persisted": False, "reason": "the fake replica has no serving knobs"}
+
+        async def serving_config(self, model: str) -> dict[str, Any]:
+            return {"reason": "the fake replica has no deployment config"}
 
     return create_api(FakeService())
 

@@ -64,6 +64,7 @@ class ValidationReport:
     verdict: str = "pass"
     reason: str = ""
     report_path: str | None = None
+    mapping: dict[str, str] = field(default_factory=dict)  # how the source's columns became the series
 
     @property
     def zero_windows(self) -> int:
@@ -344,6 +345,7 @@ def validate_history(
         gap_policy=policy.gap_policy,
         checks=checks,
         gaps=[] if structure_broken else find_gaps(frame, freq_s),
+        mapping=dict(raw.mapping),
     )
     fatal = [c for c in report.failed if _severity(c) == "fatal"]
     gap_checks = [c for c in report.failed if _severity(c) == "gap"]
@@ -422,6 +424,9 @@ def render_validation_markdown(report: ValidationReport) -> str:
         "",
         decisions_markdown(report.checks),
     ]
+    if report.mapping:
+        lines += ["", "## Column mapping", ""]
+        lines += [f"- {what}: {how}" for what, how in report.mapping.items()]
     if report.gaps:
         lines += ["", markdown_table([asdict(g) for g in report.gaps])]
     return "\n".join(lines) + "\n"

@@ -1,29 +1,30 @@
-"""Demand forecasts: Prophet and seasonal-naive, a rolling-origin backtest, conformal interval calibration."""
+"""Demand forecasts: statsforecast's MSTL, AutoETS, AutoTheta and seasonal naive beside Prophet, chosen by the
+library's rolling-origin cross-validation; the plan forecasts with the mean of the best, inside conformal bands."""
 
 from __future__ import annotations
 
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
 
 from tasks.policy import Capacity
 
-# Backtest shape (policy capacity.backtest_*): few, fast Prophet fits (2-core machines). Four two-day folds span
-# eight days, so the backtest always sees a weekend; fewer folds on short histories.
 PROPHET_SAMPLES = 300
 # Multiplicative seasonality measured worse on the ServeGen traces.
 PROPHET_SEASONALITY_MODE: Literal["additive", "multiplicative"] = "additive"
-# Calibration widens a level's interval only when its backtest coverage falls short of nominal by more than
-# policy capacity.calibration_tolerance; never narrows it (over-covering is the safe side for capacity).
-MIN_HALF_WIDTH_SHARE = 0.01
+# Conformal scores are errors relative to the forecast (demand's spread grows with its level); the forecast is
+# floored at this share of the mean demand so a near-zero night window cannot blow a score up.
+RELATIVE_FLOOR_SHARE = 0.05
 # Short-term burstiness: the policy capacity.burst_quantile (p99) over hours of (max 10-min window / hourly mean).
 BURST_PERIOD = "1h"
 TREND_TAIL_DAYS = 7.0
 SEASON_DAYS = {"daily": 1.0, "weekly": 7.0}
+WEEKLY = {"mstl-daily-weekly", "seasonal-naive-weekly"}
+ENSEMBLE_PREFIX = "ensemble"
 
 for _noisy in ("cmdstanpy", "prophet"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
@@ -52,125 +53,86 @@ class Forecast:
             data[f"upper_{level:g}"] = self.upper[level]
         return pd.DataFrame(data, index=self.index)
 
-    def scaled(self, factors: dict[float, float]) -> Forecast:
-        """Interval half-widths multiplied per level (conformal calibration); the centre is unchanged."""
-        lower, upper = {}, {}
-        for level, k in factors.items():
-            lower[level] = np.maximum(self.yhat - k * (self.yhat - self.lower[level]), 0.0)
-            upper[level] = self.yhat + k * (self.upper[level] - self.yhat)
-        return Forecast(self.index, self.yhat, lower, upper, self.method)
-
-
-class Forecaster(Protocol):
-    name: str
-
-    def fit(self, series: pd.Series) -> Forecaster: ...
-
-    def predict(self, index: pd.DatetimeIndex) -> Forecast: ...
-
 
 def _freq_s(series: pd.Series) -> float:
     index = pd.DatetimeIndex(series.index)
     return float((index[1] - index[0]).total_seconds())
 
 
-class ProphetForecaster:
-    """Prophet with daily and weekly seasonality and a linear growth trend; bounds from predictive samples."""
-
-    name = "prophet"
-
-    def __init__(self, levels: list[float], seasonalities: tuple[str, ...] = ("daily", "weekly")) -> None:
-        self.levels = levels
-        self.seasonalities = seasonalities
-        self._model: Any = None
-
-    def fit(self, series: pd.Series) -> ProphetForecaster:
-        from prophet import Prophet
-
-        logging.getLogger("cmdstanpy").disabled = True
-        frame = pd.DataFrame({"ds": series.index, "y": series.to_numpy()}).dropna()
-        if len(frame) < 2:
-            raise ForecastError("Prophet needs at least two non-gap windows")
-        model = Prophet(
-            growth="linear",
-            daily_seasonality="daily" in self.seasonalities,
-            weekly_seasonality="weekly" in self.seasonalities,
-            yearly_seasonality=False,
-            seasonality_mode=PROPHET_SEASONALITY_MODE,
-            uncertainty_samples=PROPHET_SAMPLES,
-        )
-        self._model = model.fit(frame)
-        return self
-
-    def predict(self, index: pd.DatetimeIndex) -> Forecast:
-        future = pd.DataFrame({"ds": index})
-        # One fit gives every level: quantiles of the predictive samples (trend + noise uncertainty).
-        np.random.seed(0)
-        samples = self._model.predictive_samples(future)["yhat"]
-        yhat = np.maximum(self._model.predict(future)["yhat"].to_numpy(), 0.0)
-        lower, upper = {}, {}
-        for level in self.levels:
-            lo, hi = np.quantile(samples, [(1 - level) / 2, (1 + level) / 2], axis=1)
-            lower[level], upper[level] = np.maximum(lo, 0.0), np.maximum(hi, yhat)
-        return Forecast(index, yhat, lower, upper, self.name)
+def _windows(series: pd.Series, days: float) -> int:
+    return int(round(days * 86400 / _freq_s(series)))
 
 
-class SeasonalNaive:
-    """Each window repeats the last observed value one season earlier; bounds from in-sample seasonal errors."""
-
-    def __init__(self, levels: list[float], season: Literal["daily", "weekly"]) -> None:
-        self.levels = levels
-        self.season = season
-        self.name = f"seasonal-naive-{season}"
-        self._profile: np.ndarray | None = None
-
-    def fit(self, series: pd.Series) -> SeasonalNaive:
-        freq = _freq_s(series)
-        period = int(round(SEASON_DAYS[self.season] * 86400 / freq))
-        if len(series) < period:
-            raise ForecastError(f"{self.name} needs one full season ({period} windows), got {len(series)}")
-        values = series.to_numpy(dtype=float)
-        phase = self._phase(pd.DatetimeIndex(series.index), freq, period)
-        profile = np.full(period, np.nan)
-        for p, v in zip(phase, values, strict=True):
-            if not np.isnan(v):
-                profile[p] = v  # later windows overwrite: the last observed value per phase
-        profile[np.isnan(profile)] = np.nanmean(profile)
-        errors = values[period:] - values[:-period]
-        errors = errors[~np.isnan(errors)]
-        self._errors = errors if errors.size else np.zeros(1)
-        self._profile, self._period, self._freq = profile, period, freq
-        return self
-
-    @staticmethod
-    def _phase(index: pd.DatetimeIndex, freq: float, period: int) -> np.ndarray:
-        seconds = (index - pd.Timestamp("1970-01-05")).total_seconds().to_numpy()  # a Monday: weekly phase 0
-        return (np.floor(seconds / freq).astype(np.int64)) % period
-
-    def predict(self, index: pd.DatetimeIndex) -> Forecast:
-        assert self._profile is not None, "fit() first"
-        yhat = self._profile[self._phase(index, self._freq, self._period)]
-        lower, upper = {}, {}
-        for level in self.levels:
-            half = float(np.quantile(np.abs(self._errors), level))
-            lower[level] = np.maximum(yhat - half, 0.0)
-            upper[level] = yhat + half
-        return Forecast(index, yhat, lower, upper, self.name)
+def season_windows(series: pd.Series, name: str) -> int:
+    """Windows in the longest season a forecaster repeats (a week for the weekly ones, else a day)."""
+    return _windows(series, SEASON_DAYS["weekly"] if name in WEEKLY else SEASON_DAYS["daily"])
 
 
-def make_forecaster(
-    name: str, levels: list[float], seasonalities: tuple[str, ...] = ("daily", "weekly")
-) -> Forecaster:
-    """A forecaster by name: prophet, seasonal-naive-daily, seasonal-naive-weekly."""
-    if name == "prophet":
-        return ProphetForecaster(levels, seasonalities)
-    if name == "seasonal-naive-daily":
-        return SeasonalNaive(levels, "daily")
-    if name == "seasonal-naive-weekly":
-        return SeasonalNaive(levels, "weekly")
-    raise ValueError(
-        f"unknown forecaster {name!r}; use prophet, seasonal-naive-daily or seasonal-naive-weekly"
+def _filled(series: pd.Series) -> pd.Series:
+    """Gaps (masked windows) interpolated in time for fitting; scoring still skips them."""
+    if series.notna().sum() < 2:
+        raise ForecastError("the history has fewer than two non-gap windows; collect more history")
+    return series.interpolate(method="time").bfill().ffill()
+
+
+def _statsforecast_models(names: list[str], day: int, week: int) -> list[Any]:
+    from statsforecast.models import MSTL, AutoETS, AutoTheta, SeasonalNaive
+
+    build = {
+        "mstl-daily": lambda: MSTL(season_length=[day], alias="mstl-daily"),
+        "mstl-daily-weekly": lambda: MSTL(season_length=[day, week], alias="mstl-daily-weekly"),
+        "autoets": lambda: AutoETS(season_length=day, alias="autoets"),
+        "autotheta": lambda: AutoTheta(season_length=day, alias="autotheta"),
+        "seasonal-naive-daily": lambda: SeasonalNaive(season_length=day, alias="seasonal-naive-daily"),
+        "seasonal-naive-weekly": lambda: SeasonalNaive(season_length=week, alias="seasonal-naive-weekly"),
+    }
+    return [build[n]() for n in names if n != "prophet"]
+
+
+def _frame(series: pd.Series) -> pd.DataFrame:
+    return pd.DataFrame({"unique_id": "demand", "ds": series.index, "y": _filled(series).to_numpy()})
+
+
+def _prophet_fit_predict(train: pd.Series, index: pd.DatetimeIndex) -> np.ndarray:
+    """Prophet (daily + weekly seasonality, linear trend) fit on `train`, central forecast over `index`."""
+    from prophet import Prophet
+
+    logging.getLogger("cmdstanpy").disabled = True
+    frame = pd.DataFrame({"ds": train.index, "y": train.to_numpy()}).dropna()
+    model = Prophet(
+        growth="linear",
+        daily_seasonality=True,
+        weekly_seasonality=True,
+        yearly_seasonality=False,
+        seasonality_mode=PROPHET_SEASONALITY_MODE,
+        uncertainty_samples=0,
     )
+    model.fit(frame)
+    return np.maximum(model.predict(pd.DataFrame({"ds": index}))["yhat"].to_numpy(), 0.0)
+
+
+def forecast_members(series: pd.Series, names: list[str], index: pd.DatetimeIndex) -> pd.DataFrame:
+    """Each named forecaster fit on the whole series, central forecast over `index` (which follows the series)."""
+    from statsforecast import StatsForecast
+
+    freq = _freq_s(series)
+    last = pd.DatetimeIndex(series.index)[-1]
+    h = int(round((index[-1] - last).total_seconds() / freq))
+    if h < 1 or index[0] <= last:
+        raise ForecastError(
+            f"forecast index must follow the history (ends {last}); got {index[0]}..{index[-1]}"
+        )
+    out = pd.DataFrame(index=index)
+    day, week = _windows(series, 1.0), _windows(series, 7.0)
+    models = _statsforecast_models(names, day, week)
+    if models:
+        sf = StatsForecast(models=models, freq=f"{int(freq)}s", n_jobs=1)
+        predicted = sf.forecast(df=_frame(series), h=h).set_index("ds")
+        for model in models:
+            out[model.alias] = np.maximum(predicted[model.alias].reindex(index).to_numpy(), 0.0)
+    if "prophet" in names:
+        out["prophet"] = _prophet_fit_predict(series, index)
+    return out[names]
 
 
 def smape(actual: np.ndarray, predicted: np.ndarray) -> float:
@@ -195,79 +157,123 @@ def coverage(actual: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> float:
     return float(np.mean((actual[ok] >= lower[ok]) & (actual[ok] <= upper[ok]))) if ok.any() else float("nan")
 
 
-def interval_scores(actual: np.ndarray, forecast: Forecast, level: float) -> np.ndarray:
-    """Conformal scores: distance outside the centre in units of the interval's half-width on that side."""
-    ok = ~np.isnan(actual)
-    y, c = actual[ok], forecast.yhat[ok]
-    # A floor on the half-width so a degenerate (zero-width) side cannot blow the factor up.
-    floor = np.maximum(MIN_HALF_WIDTH_SHARE * np.abs(c), 1e-9)
-    up = np.maximum(forecast.upper[level][ok] - c, floor)
-    down = np.maximum(c - forecast.lower[level][ok], floor)
-    return np.where(y >= c, (y - c) / up, (c - y) / down)
-
-
-def conformal_factor(scores: np.ndarray, level: float) -> float:
-    """The split-conformal quantile of the scores: the width multiplier that covers `level` of them."""
+def conformal_quantile(scores: np.ndarray, level: float) -> float:
+    """Split conformal: the ceil((n + 1) * level)-th smallest score, which covers `level` of new ones."""
+    scores = scores[~np.isnan(scores)]
     n = scores.size
     if n == 0:
-        return 1.0
-    q = min(1.0, math.ceil((n + 1) * level) / n)
-    return float(np.quantile(scores, q, method="higher"))
+        raise ForecastError("no cross-validation errors to calibrate the intervals on; collect more history")
+    k = min(n, math.ceil((n + 1) * level))
+    return float(np.sort(scores)[k - 1])
 
 
 @dataclass
 class CandidateScore:
-    """One forecaster's backtest: errors, raw and calibrated coverage, and the calibration it needs."""
+    """One forecaster's cross-validation: errors over every fold's non-gap windows."""
 
     name: str
     smape: float
     mase: float
-    coverage: dict[float, float]
-    factors: dict[float, float]
-    calibrated_coverage: dict[float, float]
     folds: int
+    members: tuple[str, ...] = ()
 
 
 @dataclass
 class BacktestResult:
-    """Every candidate's score, the winner and by how much it won."""
+    """Every candidate's cross-validated score, the one the plan uses, and its conformal half-widths."""
 
     candidates: dict[str, CandidateScore]
     winner: str
     runner_up: str | None
-    margin: float  # relative sMAPE improvement of the winner over the runner-up
+    margin: (
+        float  # relative sMAPE improvement of the winner over the runner-up (negative: an ensemble chosen)
+    )
     horizon_days: float
     folds: int
     reason: str = ""
+    half_widths: dict[float, float] = field(default_factory=dict)  # relative, per confidence level
+
+    @property
+    def members(self) -> tuple[str, ...]:
+        return self.candidates[self.winner].members or (self.winner,)
 
     def table(self) -> list[dict[str, Any]]:
         rows = []
-        for c in self.candidates.values():
+        for c in sorted(self.candidates.values(), key=lambda c: c.smape):
             row: dict[str, Any] = {"forecaster": c.name, "smape": round(c.smape, 4), "mase": round(c.mase, 4)}
-            for level in sorted(c.coverage):
-                row[f"coverage_{level:g}"] = round(c.coverage[level], 3)
-                row[f"calibrated_{level:g}"] = round(c.calibrated_coverage[level], 3)
-                row[f"factor_{level:g}"] = round(c.factors[level], 3)
-            row["winner"] = c.name == self.winner
+            row["folds"] = c.folds
+            row["chosen"] = c.name == self.winner
             rows.append(row)
         return rows
-
-
-def candidate_names(series: pd.Series, horizon_days: float, folds: int) -> list[str]:
-    """Forecasters the history can support: weekly naive only when every fold keeps a full week to learn from."""
-    span_days = len(series) * _freq_s(series) / 86400.0
-    names = ["prophet", "seasonal-naive-daily"]
-    if span_days - folds * horizon_days >= SEASON_DAYS["weekly"]:
-        names.append("seasonal-naive-weekly")
-    return names
 
 
 def fold_count(series: pd.Series, folds: int, horizon_days: float, policy: Capacity) -> int:
     """Drop folds until the first one keeps policy capacity.backtest_min_train_days to fit on (at least one fold)."""
     span_days = len(series) * _freq_s(series) / 86400.0
-    while folds > 1 and span_days - folds * horizon_days < policy.backtest_min_train_days:
+    step = policy.backtest_step_days
+    while folds > 1 and span_days - horizon_days - (folds - 1) * step < policy.backtest_min_train_days:
         folds -= 1
     return folds
+
+
+def candidate_names(series: pd.Series, horizon_days: float, folds: int, policy: Capacity) -> list[str]:
+    """The policy's forecasters the history supports: weekly ones only when every fold keeps a full week."""
+    span_days = len(series) * _freq_s(series) / 86400.0
+    first_fold_days = span_days - horizon_days - (folds - 1) * policy.backtest_step_days
+    weekly_ok = first_fold_days >= SEASON_DAYS["weekly"]
+    return [n for n in policy.forecasters if weekly_ok or n not in WEEKLY]
+
+
+def cross_validate(series: pd.Series, names: list[str], folds: int, horizon: int, step: int) -> pd.DataFrame:
+    """statsforecast's rolling-origin cross-validation (`folds` origins, `step` windows apart, `horizon` ahead);
+    Prophet, which the library does not wrap, is fit at the same origins. Columns: ds, cutoff, y, <names>."""
+    from statsforecast import StatsForecast
+
+    freq = _freq_s(series)
+    day, week = _windows(series, 1.0), _windows(series, 7.0)
+    models = _statsforecast_models(names, day, week)
+    frame = _frame(series)
+    if models:
+        sf = StatsForecast(models=models, freq=f"{int(freq)}s", n_jobs=1)
+        cv = sf.cross_validation(df=frame, h=horizon, n_windows=folds, step_size=step).reset_index(drop=True)
+    else:
+        cuts = [len(frame) - horizon - k * step for k in range(folds - 1, -1, -1)]
+        cv = pd.concat(
+            pd.DataFrame(
+                {
+                    "ds": frame["ds"].iloc[c : c + horizon].to_numpy(),
+                    "cutoff": frame["ds"].iloc[c - 1],
+                    "y": frame["y"].iloc[c : c + horizon].to_numpy(),
+                }
+            )
+            for c in cuts
+        ).reset_index(drop=True)
+    if "prophet" in names:
+        cv["prophet"] = np.nan
+        for cutoff, rows in cv.groupby("cutoff"):
+            train = series[series.index <= cutoff]
+            cv.loc[rows.index, "prophet"] = _prophet_fit_predict(train, pd.DatetimeIndex(rows["ds"]))
+    # score on what was observed: the gap windows were interpolated for fitting only
+    cv["y"] = series.reindex(pd.DatetimeIndex(cv["ds"])).to_numpy(dtype=float)
+    return cv
+
+
+def _score(
+    name: str, cv: pd.DataFrame, yhat: np.ndarray, series: pd.Series, members: tuple[str, ...] = ()
+) -> CandidateScore:
+    season = _windows(series, 1.0)
+    parts = []
+    for cutoff, rows in cv.groupby("cutoff"):
+        scale = mase_scale(series[series.index <= cutoff], season)
+        err = np.abs(rows["y"].to_numpy() - yhat[rows.index])
+        parts.append(np.nanmean(err) / scale if scale and scale > 0 else np.nan)
+    return CandidateScore(
+        name, smape(cv["y"].to_numpy(), yhat), float(np.nanmean(parts)), cv["cutoff"].nunique(), members
+    )
+
+
+def ensemble_name(members: tuple[str, ...]) -> str:
+    return f"{ENSEMBLE_PREFIX}({'+'.join(members)})"
 
 
 def backtest(
@@ -278,84 +284,54 @@ def backtest(
     folds: int | None = None,
     horizon_days: float | None = None,
     candidates: list[str] | None = None,
-    seasonalities: tuple[str, ...] = ("daily", "weekly"),
 ) -> BacktestResult:
-    """Rolling-origin backtest: `folds` consecutive horizons at the end of the series, each fit on what precedes it.
+    """Cross-validate the policy's forecasters and the mean of the `policy.ensemble_size` best; the plan uses the
+    ensemble (forecast combination), or the best one when the ensemble size is 1. The conformal half-widths per
+    level come from the chosen forecast's cross-validation errors, relative to its level.
 
     `folds` and `horizon_days` default to policy capacity.backtest_folds and capacity.backtest_horizon_days.
     """
     levels = levels or policy.confidence_levels
     folds = folds if folds is not None else policy.backtest_folds
     horizon_days = horizon_days if horizon_days is not None else policy.backtest_horizon_days
-    freq = _freq_s(series)
-    h = int(round(horizon_days * 86400 / freq))
+    h, step = _windows(series, horizon_days), max(1, _windows(series, policy.backtest_step_days))
     folds = fold_count(series, folds, horizon_days, policy)
-    if len(series) - folds * h < int(86400 / freq):
+    first_train = len(series) - h - (folds - 1) * step
+    if first_train < _windows(series, 1.0) * 2:
         raise ForecastError(
-            f"{len(series)} windows cannot hold {folds} backtest folds of {horizon_days:g} day(s) plus a day to "
-            "fit on; collect more history or use fewer folds"
+            f"{len(series)} windows cannot hold {folds} backtest fold(s) of {horizon_days:g} day(s) plus two days "
+            "to fit on; collect more history or use fewer folds"
         )
-    names = candidates or candidate_names(series, horizon_days, folds)
-    season_windows = int(round(86400 / freq))
-    collected: dict[str, dict[str, list[Any]]] = {
-        n: {"actual": [], "fc": [], "abs_err": [], "scale": []} for n in names
-    }
-    for k in range(folds, 0, -1):
-        origin = len(series) - k * h
-        train, test = series.iloc[:origin], series.iloc[origin : origin + h]
-        scale = mase_scale(train, season_windows)
-        for name in names:
-            fc = make_forecaster(name, levels, seasonalities).fit(train).predict(pd.DatetimeIndex(test.index))
-            bucket = collected[name]
-            bucket["actual"].append(test.to_numpy(dtype=float))
-            bucket["fc"].append(fc)
-            bucket["scale"].append(scale)
-    scores: dict[str, CandidateScore] = {}
-    for name, bucket in collected.items():
-        actual = np.concatenate(bucket["actual"])
-        fc = _concat(bucket["fc"])
-        mase_parts = [
-            np.nanmean(np.abs(a - f.yhat)) / s
-            for a, f, s in zip(bucket["actual"], bucket["fc"], bucket["scale"], strict=True)
-        ]
-        raw_cov = {lv: coverage(actual, fc.lower[lv], fc.upper[lv]) for lv in levels}
-        factors = {
-            lv: (
-                max(1.0, conformal_factor(interval_scores(actual, fc, lv), lv))
-                if lv - raw_cov[lv] > policy.calibration_tolerance
-                else 1.0
-            )
-            for lv in levels
-        }
-        cal = fc.scaled(factors)
-        scores[name] = CandidateScore(
-            name=name,
-            smape=smape(actual, fc.yhat),
-            mase=float(np.nanmean(mase_parts)),
-            coverage=raw_cov,
-            factors=factors,
-            calibrated_coverage={lv: coverage(actual, cal.lower[lv], cal.upper[lv]) for lv in levels},
-            folds=folds,
-        )
+    names = candidates or candidate_names(series, horizon_days, folds, policy)
+    cv = cross_validate(series, names, folds, h, step)
+    scores = {n: _score(n, cv, cv[n].to_numpy(dtype=float), series) for n in names}
     ranked = sorted(scores.values(), key=lambda c: c.smape)
-    winner, runner = ranked[0], (ranked[1] if len(ranked) > 1 else None)
-    margin = (runner.smape - winner.smape) / runner.smape if runner and runner.smape > 0 else 0.0
-    reason = f"{winner.name} has the lowest backtest sMAPE ({winner.smape:.3f})"
+    size = min(policy.ensemble_size, len(ranked))
+    if size > 1:
+        members = tuple(c.name for c in ranked[:size])
+        name = ensemble_name(members)
+        cv[name] = cv[list(members)].mean(axis=1)
+        scores[name] = _score(name, cv, cv[name].to_numpy(dtype=float), series, members)
+        winner = name
+        reason = (
+            f"{name}: the mean of the {size} lowest cross-validated sMAPE ("
+            + ", ".join(f"{c.name} {c.smape:.3f}" for c in ranked[:size])
+            + f"); the mean scores {scores[name].smape:.3f} over {folds} fold(s)"
+        )
+    else:
+        winner = ranked[0].name
+        reason = f"{winner} has the lowest cross-validated sMAPE ({ranked[0].smape:.3f}) over {folds} fold(s)"
+    others = sorted((c for c in scores.values() if c.name != winner), key=lambda c: c.smape)
+    runner = others[0] if others else None
+    margin = (runner.smape - scores[winner].smape) / runner.smape if runner and runner.smape > 0 else 0.0
     if runner:
-        reason += f", {margin:.1%} below {runner.name} ({runner.smape:.3f})"
+        reason += f"; best other: {runner.name} ({runner.smape:.3f})"
+    yhat = cv[winner].to_numpy(dtype=float)
+    floor = RELATIVE_FLOOR_SHARE * float(np.nanmean(series.to_numpy(dtype=float)))
+    relative = np.abs(cv["y"].to_numpy() - yhat) / np.maximum(yhat, max(floor, 1e-9))
+    half_widths = {lv: conformal_quantile(relative, lv) for lv in levels}
     return BacktestResult(
-        scores, winner.name, runner.name if runner else None, margin, horizon_days, folds, reason
-    )
-
-
-def _concat(forecasts: list[Forecast]) -> Forecast:
-    first = forecasts[0]
-    return Forecast(
-        pd.DatetimeIndex(np.concatenate([f.index.to_numpy() for f in forecasts])),
-        np.concatenate([f.yhat for f in forecasts]),
-        {lv: np.concatenate([f.lower[lv] for f in forecasts]) for lv in first.lower},
-        {lv: np.concatenate([f.upper[lv] for f in forecasts]) for lv in first.upper},
-        first.method,
+        scores, winner, runner.name if runner else None, margin, horizon_days, folds, reason, half_widths
     )
 
 
@@ -369,12 +345,22 @@ def future_index(series: pd.Series, days: float) -> pd.DatetimeIndex:
 
 @dataclass
 class PlanningForecast:
-    """The backtest, and the winner's calibrated forecast over the index asked for."""
+    """The backtest, and the chosen forecaster's forecast (with its conformal bands) over the index asked for;
+    `members` holds each member's central forecast."""
 
     backtest: BacktestResult
     forecast: Forecast
-    raw_forecast: Forecast
+    members: pd.DataFrame
     forecaster: str
+
+
+def banded(
+    index: pd.DatetimeIndex, yhat: np.ndarray, half_widths: dict[float, float], method: str
+) -> Forecast:
+    """The central forecast inside relative conformal bands: yhat x (1 -/+ half-width) per level."""
+    lower = {lv: np.maximum(yhat * (1 - k), 0.0) for lv, k in half_widths.items()}
+    upper = {lv: yhat * (1 + k) for lv, k in half_widths.items()}
+    return Forecast(index, yhat, lower, upper, method)
 
 
 def planning_forecast(
@@ -385,15 +371,15 @@ def planning_forecast(
     levels: list[float] | None = None,
     folds: int | None = None,
     horizon_days: float | None = None,
-    seasonalities: tuple[str, ...] = ("daily", "weekly"),
 ) -> PlanningForecast:
-    """Backtest, refit the winner on the whole series, forecast `index` and apply the winner's calibration."""
+    """Cross-validate, refit the chosen forecaster's members on the whole series and forecast `index`."""
     levels = levels or policy.confidence_levels
-    result = backtest(
-        series, policy, levels=levels, folds=folds, horizon_days=horizon_days, seasonalities=seasonalities
+    result = backtest(series, policy, levels=levels, folds=folds, horizon_days=horizon_days)
+    members = forecast_members(series, list(result.members), index)
+    yhat = members.mean(axis=1).to_numpy(dtype=float)
+    return PlanningForecast(
+        result, banded(index, yhat, result.half_widths, result.winner), members, result.winner
     )
-    raw = make_forecaster(result.winner, levels, seasonalities).fit(series).predict(index)
-    return PlanningForecast(result, raw.scaled(result.candidates[result.winner].factors), raw, result.winner)
 
 
 @dataclass

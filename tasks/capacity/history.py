@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import httpx
 import mlflow
@@ -73,6 +73,7 @@ class RawHistory:
     frame: pd.DataFrame
     source: str
     coverage: Coverage | None = None
+    mapping: dict[str, str] = field(default_factory=dict)  # what became the time and value columns, and why
 
 
 def duration_text(seconds: float) -> str:
@@ -115,7 +116,8 @@ def _pick(columns: list[str], wanted: tuple[str, ...]) -> str | None:
 
 
 def aggregate_requests(timestamps: pd.Series, window_s: int = DEFAULT_REQUEST_WINDOW_S) -> pd.DataFrame:
-    """Turn one-row-per-request timestamps into a `timestamp,rate_rps` series of `window_s` windows."""
+    """Turn one-row-per-request timestamps (already parsed) into a `timestamp,rate_rps` series of `window_s`
+    windows."""
     parsed = pd.to_datetime(timestamps, errors="coerce")
     if parsed.isna().any():
         bad = timestamps[parsed.isna()].iloc[0]
@@ -126,10 +128,191 @@ def aggregate_requests(timestamps: pd.Series, window_s: int = DEFAULT_REQUEST_WI
     return pd.DataFrame({"timestamp": full, "rate_rps": counts.to_numpy() / window_s})
 
 
-def load_file(
-    path: str | Path, *, origin: str = DEFAULT_OFFSET_ORIGIN, request_window_s: int = DEFAULT_REQUEST_WINDOW_S
-) -> RawHistory:
-    """Read a CSV or Parquet history: a time column and a rate column, or one row per request."""
+TimeUnit = Literal["auto", "offset-s", "s", "ms", "us", "ns", "iso"]
+TIME_UNITS: tuple[str, ...] = get_args(TimeUnit)
+Combine = Literal["sum", "mean", "max"]
+COMBINES: tuple[str, ...] = get_args(Combine)
+# Epoch readings outside these years mean the unit is wrong (milliseconds read as seconds land in the year 50,000).
+PLAUSIBLE_YEARS = (1990, 2100)
+MAX_SPAN_YEARS = 20
+
+
+@dataclass(frozen=True)
+class ColumnMapping:
+    """How a history file's columns become `timestamp, rate_rps` (every field optional: the defaults find the
+    usual names). `time_unit`: `offset-s` (seconds from `origin`), epoch `s`/`ms`/`us`/`ns`, `iso` text, or `auto`
+    (numbers are offsets, text is parsed). Rows left after `filters` (column -> value) that share a timestamp
+    are combined by `combine`; with no value column each row is one request, counted per `request_window_s`."""
+
+    time_column: str | None = None
+    value_column: str | None = None
+    time_unit: TimeUnit = "auto"
+    filters: dict[str, str] = field(default_factory=dict)
+    combine: Combine = "sum"
+    request_window_s: int = DEFAULT_REQUEST_WINDOW_S
+    origin: str = DEFAULT_OFFSET_ORIGIN
+
+    @staticmethod
+    def parse_filters(items: list[str] | None) -> dict[str, str]:
+        """`COL=VALUE` items (the CLI's repeated `--filter`) as a dict; a malformed one is refused by name."""
+        out: dict[str, str] = {}
+        for item in items or []:
+            column, sep, value = item.partition("=")
+            if not sep or not column.strip():
+                raise HistoryError(f"filter {item!r} is not COL=VALUE; write it as e.g. request_type=embed")
+            out[column.strip()] = value.strip()
+        return out
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> ColumnMapping:
+        """A mapping from a flow parameter (keys as the fields); unknown keys are refused by name."""
+        values = dict(values or {})
+        known = set(cls.__dataclass_fields__)
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise HistoryError(f"history mapping has unknown key(s) {unknown}; use {sorted(known)}")
+        if isinstance(values.get("filters"), list):
+            values["filters"] = cls.parse_filters(values["filters"])
+        mapping = cls(**values)
+        mapping.check()
+        return mapping
+
+    def check(self) -> None:
+        if self.time_unit not in TIME_UNITS:
+            raise HistoryError(f"time unit {self.time_unit!r} is not one of {', '.join(TIME_UNITS)}")
+        if self.combine not in COMBINES:
+            raise HistoryError(f"combine {self.combine!r} is not one of {', '.join(COMBINES)}")
+        if self.request_window_s < 1:
+            raise HistoryError(f"request window {self.request_window_s} s must be >= 1 s")
+
+
+def _column(
+    frame: pd.DataFrame, named: str | None, wanted: tuple[str, ...], what: str, flag: str
+) -> str | None:
+    if named is None:
+        return _pick(list(frame.columns), wanted)
+    if named not in frame.columns:
+        raise HistoryError(
+            f"{what} column {named!r} ({flag}) is not in the file; its columns are {list(frame.columns)}"
+        )
+    return named
+
+
+def _parse_times(values: pd.Series, column: str, mapping: ColumnMapping) -> tuple[pd.Series, str]:
+    """Timestamps from `column` by the mapping's unit, refused (naming the column, the row and the fix) when a
+    value does not parse or the unit gives an implausible calendar."""
+    unit = mapping.time_unit
+    numeric = pd.api.types.is_numeric_dtype(values)
+    if unit == "auto":
+        unit = "offset-s" if numeric else "iso"
+    if unit != "iso" and not numeric:
+        as_number = pd.to_numeric(values, errors="coerce")
+        if as_number.isna().any():
+            bad = values[as_number.isna()]
+            raise HistoryError(
+                f"time column {column!r} value {bad.iloc[0]!r} (row {bad.index[0] + 2}) is not a number, yet "
+                f"--time-unit is {unit}; use --time-unit iso for dates, or fix that row"
+            )
+        values = as_number
+    if unit == "iso":
+        parsed = pd.to_datetime(values.astype(str), errors="coerce", utc=True).dt.tz_localize(None)
+        how = "dates (ISO text)"
+    elif unit == "offset-s":
+        start_years = float(values.min()) / (365.25 * 86400)
+        if start_years > MAX_SPAN_YEARS:
+            raise HistoryError(
+                f"time column {column!r} starts {start_years:,.0f} years after {mapping.origin} when read as seconds "
+                "from the start: these look like epoch timestamps; pass --time-unit s (or ms, us, ns)"
+            )
+        parsed = pd.Timestamp(mapping.origin) + pd.to_timedelta(values, unit="s")
+        how = f"seconds from {mapping.origin}"
+    else:
+        parsed = pd.to_datetime(values, unit=unit, errors="coerce")
+        how = f"epoch {unit}"
+    if parsed.isna().any():
+        bad = values[parsed.isna()]
+        raise HistoryError(
+            f"time column {column!r} value {bad.iloc[0]!r} (row {bad.index[0] + 2}) cannot be read as {how}; "
+            "fix that row, or name the unit with --time-unit (offset-s, s, ms, us, ns, iso)"
+        )
+    first, last = parsed.min(), parsed.max()
+    years = (last - first).total_seconds() / (365.25 * 86400)
+    epoch = unit in {"s", "ms", "us", "ns", "iso"}
+    if years > MAX_SPAN_YEARS or (
+        epoch and not PLAUSIBLE_YEARS[0] <= first.year <= last.year <= PLAUSIBLE_YEARS[1]
+    ):
+        raise HistoryError(
+            f"time column {column!r} read as {how} runs from {first} to {last} ({years:,.1f} years): the unit is "
+            "wrong; pass the right --time-unit (epoch s vs ms, or offset-s for seconds from the start)"
+        )
+    return parsed, how
+
+
+def map_columns(
+    frame: pd.DataFrame, mapping: ColumnMapping, source: str
+) -> tuple[pd.DataFrame, dict[str, str]]:
+    """`timestamp, rate_rps` from any table the mapping describes, and what was mapped and why (for the
+    validation report)."""
+    mapping.check()
+    mapped: dict[str, str] = {}
+    time_col = _column(frame, mapping.time_column, TIME_COLUMNS, "time", "--time-column")
+    if time_col is None:
+        raise HistoryError(
+            f"history file {source} has no time column (columns: {list(frame.columns)}); name it with "
+            f"--time-column (found automatically: {', '.join(TIME_COLUMNS)})"
+        )
+    rows = len(frame)
+    for column, value in mapping.filters.items():
+        if column not in frame.columns:
+            raise HistoryError(
+                f"filter column {column!r} (--filter {column}={value}) is not in the file; its columns are "
+                f"{list(frame.columns)}"
+            )
+        kept = frame[frame[column].astype(str) == value]
+        if kept.empty:
+            seen = sorted(frame[column].astype(str).unique())[:8]
+            raise HistoryError(
+                f"filter {column}={value} leaves no rows of {len(frame):,}; {column} holds e.g. {seen}"
+            )
+        frame = kept
+    if mapping.filters:
+        conditions = ", ".join(f"{c}={v}" for c, v in mapping.filters.items())
+        mapped["filter"] = f"{conditions}: kept {len(frame):,} of {rows:,} rows"
+    frame = frame.reset_index(drop=True)
+    times, how = _parse_times(frame[time_col], time_col, mapping)
+    named = "named by --time-column" if mapping.time_column else "found by name"
+    mapped["time"] = f"{time_col} ({named}), read as {how}"
+    rate_col = _column(frame, mapping.value_column, RATE_COLUMNS, "value", "--value-column")
+    if rate_col is None:
+        # One row per request (e.g. the Azure LLM trace): count arrivals per window.
+        mapped["value"] = (
+            f"no value column (none named, none of {', '.join(RATE_COLUMNS)}): one row per request, counted "
+            f"per {mapping.request_window_s} s window"
+        )
+        return aggregate_requests(times, mapping.request_window_s), mapped
+    values = pd.to_numeric(frame[rate_col], errors="coerce")
+    bad = frame[rate_col][values.isna() & frame[rate_col].notna()]
+    if len(bad):
+        raise HistoryError(
+            f"value column {rate_col!r} value {bad.iloc[0]!r} (row {bad.index[0] + 2}) is not a number; fix that "
+            "row or name another column with --value-column"
+        )
+    named = "named by --value-column" if mapping.value_column else "found by name"
+    mapped["value"] = f"{rate_col} ({named}), requests per second"
+    out = pd.DataFrame({"timestamp": times, "rate_rps": values})
+    if out["timestamp"].duplicated().any():
+        shared = int(out["timestamp"].duplicated(keep=False).sum())
+        out = out.groupby("timestamp", as_index=False, sort=True)["rate_rps"].agg(mapping.combine)
+        mapped["combine"] = (
+            f"{shared:,} rows share a timestamp: combined by {mapping.combine} into {len(out):,} windows"
+        )
+    return out, mapped
+
+
+def load_file(path: str | Path, mapping: ColumnMapping | None = None) -> RawHistory:
+    """Read a CSV or Parquet history: a time column and a rate column, or one row per request; `mapping` names
+    the columns, their unit, filters and how rows sharing a timestamp combine."""
+    mapping = mapping or ColumnMapping()
     path = Path(path)
     if not path.exists():
         raise HistoryError(f"history file {path} does not exist; pass a CSV/Parquet of timestamps and rates")
@@ -143,21 +326,9 @@ def load_file(
         raise HistoryError(f"history file {path} cannot be read as CSV/Parquet: {exc}") from None
     if frame.empty:
         raise HistoryError(f"history file {path} has a header but no rows; it needs at least one window")
-    time_col = _pick(list(frame.columns), TIME_COLUMNS)
-    if time_col is None:
-        raise HistoryError(
-            f"history file {path} has no time column (columns: {list(frame.columns)}); "
-            f"name one of {', '.join(TIME_COLUMNS)}"
-        )
-    rate_col = _pick(list(frame.columns), RATE_COLUMNS)
-    if rate_col is None:
-        # One row per request (e.g. the Azure LLM trace): count arrivals per window.
-        return RawHistory(aggregate_requests(frame[time_col], request_window_s), f"file:{path} (requests)")
-    times = frame[time_col]
-    if pd.api.types.is_numeric_dtype(times):
-        times = pd.Timestamp(origin) + pd.to_timedelta(times, unit="s")
-    out = pd.DataFrame({"timestamp": times, "rate_rps": pd.to_numeric(frame[rate_col], errors="coerce")})
-    return RawHistory(out, f"file:{path}")
+    out, mapped = map_columns(frame, mapping, str(path))
+    kind = " (requests)" if "per request" in mapped.get("value", "") else ""
+    return RawHistory(out, f"file:{path}{kind}", mapping=mapped)
 
 
 def when(value: datetime | str, now: datetime | None = None) -> datetime:
@@ -204,7 +375,7 @@ def prometheus_retention(
     """How long the server keeps data, as it states it ("15d", "15d or 1GiB"); None when it does not say."""
     base = url.rstrip("/")
     # runtimeinfo states the retention in force; the flag reads "0s" when left at Prometheus's default.
-    for path, field in (
+    for path, key in (
         ("/api/v1/status/runtimeinfo", "storageRetention"),
         ("/api/v1/status/flags", "storage.tsdb.retention.time"),
     ):
@@ -212,7 +383,7 @@ def prometheus_retention(
             data = httpx.get(base + path, timeout=timeout_s, headers=headers).json().get("data") or {}
         except (httpx.HTTPError, ValueError, AttributeError):
             continue
-        value = data.get(field) if isinstance(data, dict) else None
+        value = data.get(key) if isinstance(data, dict) else None
         if value and value != "0s":
             return str(value)
     return None

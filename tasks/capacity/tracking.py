@@ -19,15 +19,15 @@ RUN_NAME = "capacity-plan"
 
 
 def backtest_metrics(backtest: BacktestResult) -> dict[str, float]:
-    """Per candidate forecaster: sMAPE, MASE, and raw and calibrated coverage per level (in percent in the name)."""
+    """Per cross-validated forecaster: sMAPE and MASE; for the chosen one, its conformal half-width per level
+    (relative to the forecast, level in percent in the name)."""
     metrics = {}
     for c in backtest.candidates.values():
-        prefix = c.name.replace("-", "_")
+        prefix = "chosen" if c.name == backtest.winner else c.name.replace("-", "_")
         metrics[f"{prefix}_smape"] = c.smape
         metrics[f"{prefix}_mase"] = c.mase
-        for level in c.coverage:
-            metrics[f"{prefix}_coverage_{int(level * 100)}"] = c.coverage[level]
-            metrics[f"{prefix}_calibrated_coverage_{int(level * 100)}"] = c.calibrated_coverage[level]
+    for level, width in backtest.half_widths.items():
+        metrics[f"chosen_half_width_{int(level * 100)}"] = width
     return metrics
 
 

@@ -42,8 +42,9 @@ def test_defaults_match_spec() -> None:
         0.95,
         10.0,
     )
-    assert (cap.backtest_folds, cap.backtest_horizon_days, cap.backtest_min_train_days) == (4, 2.0, 7.0)
-    assert (cap.calibration_tolerance, cap.burst_quantile, cap.replay_holdout_days) == (0.05, 0.99, 2.0)
+    assert (cap.backtest_folds, cap.backtest_horizon_days, cap.backtest_min_train_days) == (6, 2.0, 5.0)
+    assert cap.backtest_step_days == 1.0
+    assert (cap.ensemble_size, cap.burst_quantile, cap.replay_holdout_days) == (2, 0.99, 2.0)
     gate = policy.rollout_gate
     assert (gate.approval_timeout_s, gate.risk_window_s, gate.performance_warmup_s) == (86400, 60.0, 2.0)
     stress = policy.test_suite.stress
@@ -75,8 +76,8 @@ def test_the_edge_loads_the_policy_file_at_call_time(tmp_path: Path, monkeypatch
         encoding="utf-8",
     )
     series = pd.Series(1.0, index=pd.date_range("2024-01-01", periods=10 * 24, freq="1h"))  # 10 days
-    # 10 - 4*2 < 7 days of training: one fold
-    assert fc.fold_count(series, 4, 2.0, default_policy().capacity) == 1
+    # six 2-day folds a day apart leave 10 - 2 - 5 = 3 < 5 days to fit on; four leave 5
+    assert fc.fold_count(series, 6, 2.0, default_policy().capacity) == 4
     assert AppArgs.model_validate(default_policy().app_args()).max_batch_size == 16
     monkeypatch.setenv("INFEROPS_POLICY_FILE", str(override))
     default_policy.cache_clear()
@@ -89,7 +90,7 @@ def test_the_edge_loads_the_policy_file_at_call_time(tmp_path: Path, monkeypatch
         assert args.batching().max_batch_size == 3 and args.model == "digits-cnn"
         # explicit wins
         assert AppArgs.model_validate(default_policy().app_args(max_batch_size=5)).max_batch_size == 5
-        assert fc.fold_count(series, 4, 2.0, default_policy().capacity) == 4  # 10 - 4*2 >= 1 day of training
+        assert fc.fold_count(series, 6, 2.0, default_policy().capacity) == 6  # 3 >= 1 day of training
         assert default_policy().capacity.backtest_min_train_days == 1.0
     finally:
         monkeypatch.delenv("INFEROPS_POLICY_FILE")

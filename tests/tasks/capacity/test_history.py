@@ -15,7 +15,16 @@ import mlflow
 import pandas as pd
 import pytest
 
-from tasks.capacity.history import HistoryError, load_file, load_mlflow_metric, load_prometheus, when
+from tasks.capacity import data_quality as dq
+from tasks.capacity.history import (
+    ColumnMapping,
+    HistoryError,
+    load_file,
+    load_mlflow_metric,
+    load_prometheus,
+    when,
+)
+from tasks.policy import default_policy
 from tasks.records.store import ensure_experiment
 from tests.shared_data import shared_file
 
@@ -28,7 +37,7 @@ def test_servegen_offsets_become_timestamps() -> None:
 
 def test_per_request_trace_is_aggregated() -> None:
     path = shared_file("traces", "azure_llm_2023_conv.csv")
-    raw = load_file(path, request_window_s=60)
+    raw = load_file(path, ColumnMapping(request_window_s=60))
     total = (raw.frame["rate_rps"] * 60).sum()
     assert total == pytest.approx(len(pd.read_csv(path)))
 
@@ -48,6 +57,88 @@ def test_parquet_and_bad_files(tmp_path: Path) -> None:
         load_file(tmp_path / "nocol.csv")
     with pytest.raises(HistoryError, match="does not exist"):
         load_file(tmp_path / "missing.csv")
+
+
+def _per_container_trace(path: Path, days: int = 15) -> pd.DataFrame:
+    """A per-container QPS trace as public ones come: `timestamp_anon,value,container_ip,request_type`, epoch
+    seconds, three containers and two request types sharing every 10-minute timestamp."""
+    stamps = pd.date_range("2025-03-03", periods=days * 144, freq="600s")
+    epoch = (stamps - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
+    rows = []
+    for k, ip in enumerate(["10.0.0.1", "10.0.0.2", "10.0.0.3"]):
+        for kind, scale in (("embed", 1.0), ("rerank", 0.25)):
+            rows.append(
+                pd.DataFrame(
+                    {
+                        "timestamp_anon": epoch,
+                        "value": (k + 1) * scale * 10.0,
+                        "container_ip": ip,
+                        "request_type": kind,
+                    }
+                )
+            )
+    frame = pd.concat(rows).sample(frac=1.0, random_state=0)  # rows arrive in no order
+    frame.to_csv(path, index=False)
+    return frame
+
+
+def test_per_container_trace_maps_filters_and_sums_and_the_report_says_so(tmp_path: Path) -> None:
+    path = tmp_path / "containers.csv"
+    _per_container_trace(path)
+    with pytest.raises(HistoryError, match="no time column.*--time-column"):
+        load_file(path)
+    mapping = ColumnMapping(
+        time_column="timestamp_anon", value_column="value", time_unit="s", filters={"request_type": "embed"}
+    )
+    raw = load_file(path, mapping)
+    assert len(raw.frame) == 15 * 144  # one window per timestamp
+    assert raw.frame["timestamp"].iloc[0] == pd.Timestamp("2025-03-03")
+    assert raw.frame["timestamp"].is_monotonic_increasing
+    assert (raw.frame["rate_rps"] == 10.0 + 20.0 + 30.0).all()  # the three embed containers, summed
+    peak = load_file(
+        path, ColumnMapping(time_column="timestamp_anon", value_column="value", time_unit="s", combine="max")
+    ).frame["rate_rps"]
+    assert (peak == 30.0).all()  # every container and request type, the largest
+    policy = default_policy().capacity
+    report = dq.validate_history(raw, policy, report_dir=tmp_path)
+    assert report.verdict == "pass", report.reason
+    text = dq.render_validation_markdown(report)
+    assert "## Column mapping" in text
+    assert "timestamp_anon (named by --time-column), read as epoch s" in text
+    assert "request_type=embed: kept" in text and "combined by sum" in text
+    assert len(dq.prepare_series(raw, report, policy)) == 15 * 144
+
+
+def test_bad_mappings_name_the_column_the_value_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "containers.csv"
+    frame = _per_container_trace(path, days=2)
+    base = {"time_column": "timestamp_anon", "value_column": "value", "time_unit": "s"}
+    with pytest.raises(HistoryError, match="time column 'stamp' .*not in the file.*timestamp_anon"):
+        load_file(path, ColumnMapping(**{**base, "time_column": "stamp"}))
+    with pytest.raises(HistoryError, match="value column 'qps' .*not in the file"):
+        load_file(path, ColumnMapping(**{**base, "value_column": "qps"}))
+    with pytest.raises(HistoryError, match="filter request_type=chat leaves no rows.*embed"):
+        load_file(path, ColumnMapping(**{**base, "filters": {"request_type": "chat"}}))
+    with pytest.raises(HistoryError, match="filter column 'zone'"):
+        load_file(path, ColumnMapping(**{**base, "filters": {"zone": "a"}}))
+    # epoch seconds read as milliseconds: 1970, a wrong unit, said before anything is forecast
+    with pytest.raises(HistoryError, match="read as epoch ms runs from 1970.*--time-unit"):
+        load_file(path, ColumnMapping(**{**base, "time_unit": "ms"}))
+    # epoch seconds read as seconds from the start: 55 years after the origin
+    with pytest.raises(HistoryError, match="look like epoch timestamps; pass --time-unit s"):
+        load_file(path, ColumnMapping(**{**base, "time_unit": "offset-s"}))
+    broken = frame.astype({"timestamp_anon": "object"})
+    broken.iloc[3, 0] = "yesterday"
+    broken.to_csv(tmp_path / "broken.csv", index=False)
+    with pytest.raises(HistoryError, match="time column 'timestamp_anon' value 'yesterday' \\(row 5\\)"):
+        load_file(tmp_path / "broken.csv", ColumnMapping(**base))
+    with pytest.raises(HistoryError, match="time unit 'hours' is not one of"):
+        ColumnMapping.from_dict({**base, "time_unit": "hours"})
+    with pytest.raises(HistoryError, match="unknown key"):
+        ColumnMapping.from_dict({"time_col": "x"})
+    with pytest.raises(HistoryError, match="is not COL=VALUE"):
+        ColumnMapping.parse_filters(["request_type"])
+    assert ColumnMapping.parse_filters(["request_type=embed"]) == {"request_type": "embed"}
 
 
 class _Prometheus(BaseHTTPRequestHandler):

@@ -24,13 +24,13 @@ def planned() -> tuple[
     series = pd.Series(50.0 + 10.0 * np.sin(np.arange(len(idx)) * 2 * np.pi / 144), index=idx)
     fit, holdout = fc.split_holdout(series, 1.0)
     name = "seasonal-naive-daily"
-    forecast = fc.make_forecaster(name, POLICY.confidence_levels).fit(fit).predict(fc.future_index(fit, 2.0))
-    levels = POLICY.confidence_levels
-    score = fc.CandidateScore(
-        name, 0.1, 0.5, dict.fromkeys(levels, 0.9), dict.fromkeys(levels, 1.0), dict.fromkeys(levels, 0.9), 1
-    )
-    backtest = fc.BacktestResult({name: score}, name, None, 0.0, 1.0, 1, "the only candidate")
-    planning = fc.PlanningForecast(backtest, forecast, forecast, name)
+    index = fc.future_index(fit, 2.0)
+    members = fc.forecast_members(fit, [name], index)
+    half_widths = {0.8: 0.1, 0.9: 0.15, 0.95: 0.2}
+    forecast = fc.banded(index, members[name].to_numpy(), half_widths, name)
+    score = fc.CandidateScore(name, 0.1, 0.5, 1)
+    backtest = fc.BacktestResult({name: score}, name, None, 0.0, 1.0, 1, "the only candidate", half_widths)
+    planning = fc.PlanningForecast(backtest, forecast, members, name)
     analysis = fc.TrendAnalysis(fit, holdout, planning, fc.analyse_trends(fit, forecast, POLICY))
     knee = cap.KneeReading("m", 20.0, "test")
     options = [cap.replica_option(knee, 1.0)]
@@ -78,7 +78,7 @@ def test_plan_record_holds_the_plan(planned) -> None:
             record.metrics["recommended_units"] == rec.units
             and record.metrics["monthly_cost"] == rec.monthly_cost
         )
-        assert record.metrics["seasonal_naive_daily_calibrated_coverage_95"] == 0.9
+        assert record.metrics["chosen_smape"] == 0.1 and record.metrics["chosen_half_width_95"] == 0.2
         assert record.metrics["replay_exceed_share"] == decision.replay.exceed_share
         assert record.texts == {"capacity_plan.md": markdown}
         assert record.dicts["ray_serve_autoscaling.json"] == decision.autoscaling.ray_config()
