@@ -64,9 +64,19 @@ SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
     "measurement-suite/load-test-weekly": {"model": MODEL, "rate": 5, "duration_s": 4},
     "measurement-suite/stress-test-monthly": {"model": MODEL, "stress_budget_s": 12},
     "measurement-suite/stability-test-quarterly": {"model": MODEL, "rate": 5, "duration_s": 8},
-    # A fresh Prometheus holds minutes and a plan needs weeks (policy capacity): this run plans on the bundled
-    # history; reading a quarter from a real Prometheus is tests/tasks/capacity/test_prometheus_history.py's.
-    "capacity-planning/capacity-planning-quarterly": {"model": MODEL, "prometheus": None},
+    # A fresh Prometheus holds minutes and a plan needs weeks (policy capacity): these runs plan on the bundled
+    # synthetic history (its path added at launch); reading a quarter from a real Prometheus is
+    # tests/tasks/capacity/test_prometheus_history.py's. The yearly plan applies its autoscaling to production.
+    "capacity-planning/capacity-trends-quarterly": {"model": MODEL, "prometheus": None, "synthetic": True},
+    "capacity-planning/capacity-model-half-yearly": {"model": MODEL, "prometheus": None, "synthetic": True},
+    # Applying autoscaling to a live deployment is tests/flows/test_capacity_planning.py's: here production keeps
+    # the replicas its release set (a 2-core box cannot start a year's worth of them).
+    "capacity-planning/capacity-plan-yearly": {
+        "model": MODEL,
+        "prometheus": None,
+        "synthetic": True,
+        "apply": False,
+    },
     "phase-gate/phase-gate": {
         "model": MODEL,
         "stability_duration_s": 4,
@@ -398,11 +408,18 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
                 resume_flow_run(run.id, run_input={"approve": True, "comment": "rehearsal: approved"})
                 approvals.append({"deployment": name, "paused_at_s": round(time.monotonic() - t_deploy, 1)})
 
-            gate_name, capacity_name = (
-                "phase-gate/phase-gate",
-                "capacity-planning/capacity-planning-quarterly",
-            )
-            last = {n: launch(n, SHORT[n]) for n in (capacity_name, gate_name)}
+            gate_name = "phase-gate/phase-gate"
+            from tasks.capacity.synthetic import write_synthetic_history
+
+            history = write_synthetic_history(r.work / "synthetic_history.csv")
+            # the plans first: the release below moves the champion, and a plan rests on the champion's own knee
+            capacity = {
+                n: launch(n, {**SHORT[n], "history": str(history)})
+                for n in SHORT
+                if n.startswith("capacity-planning/")
+            }
+            results |= wait_runs(client, capacity, t_deploy)
+            last = {gate_name: launch(gate_name, SHORT[gate_name])}
             results |= wait_runs(client, last, t_deploy, on_paused=approve)
             out["approvals"] = approvals
             out["runs"] = results

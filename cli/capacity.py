@@ -33,6 +33,35 @@ def plan(
         "--holdout-days",
         help="Tail held out of the fit and replayed against the plan (default: policy capacity.replay_holdout_days).",
     ),
+    time_column: str | None = typer.Option(
+        None, "--time-column", help="The file's time column (default: timestamp, ts, time, ds, ... by name)."
+    ),
+    value_column: str | None = typer.Option(
+        None,
+        "--value-column",
+        help="The file's request-rate column (default: rate_rps, rps, qps, value, ... by name; none: one row "
+        "per request, counted per window).",
+    ),
+    time_unit: str = typer.Option(
+        "auto",
+        "--time-unit",
+        help="auto | offset-s (seconds from the start) | s | ms | us | ns (epoch) | iso (date text).",
+    ),
+    filters: list[str] = typer.Option(
+        [], "--filter", help="COL=VALUE: keep only these rows (repeat for several columns)."
+    ),
+    combine: str = typer.Option(
+        "sum",
+        "--combine",
+        help="sum | mean | max: rows sharing a timestamp (per-container traces) become one.",
+    ),
+    apply: bool = typer.Option(
+        False, "--apply", help="Apply the plan's Ray Serve autoscaling to the live deployment at --url."
+    ),
+    url: str | None = typer.Option(None, "--url", help="The endpoint whose deployment --apply changes."),
+    api_key: str | None = typer.Option(
+        None, "--api-key", help="Admin key for --apply (default: INFEROPS_API_KEY)."
+    ),
     as_json: bool = typer.Option(
         False, "--json", help="print the plan as JSON (for scripts) instead of tables"
     ),
@@ -41,16 +70,29 @@ def plan(
     # Lazy: the capacity model pulls in pandas and MLflow, which `inferops --help` should not wait for.
     from cli.render import console as make_console
     from cli.render import print_json, print_plan
+    from tasks.capacity import autoscaling as autoscale
     from tasks.capacity import data_quality as dq
     from tasks.capacity import forecasting as fc
     from tasks.capacity import plan as cap
-    from tasks.capacity.history import HistoryError, load_file
+    from tasks.capacity.history import ColumnMapping, HistoryError, load_file
 
     started = time.perf_counter()
     console = make_console()
     policy = default_policy()
+    if apply and not url:
+        console.print("[red]error:[/red] --apply needs --url (the endpoint whose deployment is autoscaled)")
+        raise typer.Exit(2)
     try:
-        raw = load_file(history)
+        mapping = ColumnMapping.from_dict(
+            {
+                "time_column": time_column,
+                "value_column": value_column,
+                "time_unit": time_unit,
+                "filters": ColumnMapping.parse_filters(filters),
+                "combine": combine,
+            }
+        )
+        raw = load_file(history, mapping)
     except HistoryError as exc:
         report = dq.failed_load_report(str(history), exc, policy.capacity)
         console.print(f"[red]error:[/red] {exc}\nvalidation report: {report.report_path}")
@@ -65,6 +107,7 @@ def plan(
             policy.optimization.hardware_cost_per_hour,
             policy.capacity,
             knee_source="--knee-rps",
+            max_batch=policy.serving.max_batch_size,
         )
     except (dq.DataQualityError, cap.KneeNotFoundError) as exc:
         console.print(f"[red]error:[/red] {exc}")
@@ -77,7 +120,24 @@ def plan(
     decision = cap.decide(analysis, options, plans, policy.capacity, policy.rollout_gate.sla_p99_ms)
 
     result = cap.plan_output(report, analysis, decision, "", cap.plan_table(plans), started)
+    applied = None
+    if apply:
+        from serving.auth import client_key
+        from serving.client import EndpointError
+
+        try:
+            applied = autoscale.apply_autoscaling(url or "", client_key(api_key), model, decision.autoscaling)
+        except EndpointError as exc:
+            console.print(f"[red]error:[/red] the autoscaling was not applied: {exc}")
+            raise typer.Exit(2) from None
+    app = applied.app if applied else autoscale.DEFAULT_APP
+    deployment = applied.deployment if applied else autoscale.DEFAULT_DEPLOYMENT
+    serve_file = autoscale.write_serve_config(model, decision.autoscaling, app=app, deployment=deployment)
+    result |= {"serve_config": str(serve_file), "applied": applied.autoscaling_config if applied else None}
     if as_json:
         print_json(result)
     else:
         print_plan(result, console)
+        console.print(
+            applied.sentence() if applied else f"autoscaling written to {serve_file} (apply: --apply --url)"
+        )

@@ -163,8 +163,9 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
     step("quarterly capacity plan on a bundled synthetic history")
     from cli.render import print_plan
     from flows.capacity_planning import capacity_planning
+    from tasks.capacity.synthetic import write_synthetic_history
 
-    plan = capacity_planning(model=model)
+    plan = capacity_planning(model=model, history=str(write_synthetic_history()), synthetic=True)
     print_plan(plan, console)
     summary["capacity plan"] = plan["recommendation"]["reason"]
 

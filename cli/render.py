@@ -185,18 +185,26 @@ def print_gate(out: dict[str, Any], to: Console | None = None) -> None:
 
 
 def plan_rows(table: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The plan table pivoted for reading: one row per scenario and confidence, units ($/month) per option."""
+    """The plan table pivoted for reading: one row per scenario and confidence, units ($/month) per option, the
+    cheapest option that covers the row marked with *."""
     rows: dict[tuple[str, float], dict[str, Any]] = {}
+    cheapest: dict[tuple[str, float], dict[str, Any]] = {}
     for r in table:
+        key = (r["scenario"], r["level"])
+        if key not in cheapest or r["monthly_cost"] < cheapest[key]["monthly_cost"]:
+            cheapest[key] = r
+    for r in table:
+        key = (r["scenario"], r["level"])
         row = rows.setdefault(
-            (r["scenario"], r["level"]),
+            key,
             {
                 "scenario": r["scenario"],
                 "confidence": f"{r['level']:g}",
                 "demand req/s": f"{r['demand_rps']:,.1f}",
             },
         )
-        row[f"{r['option']} ({r['label']})"] = f"{r['units']} (${r['monthly_cost']:,.0f})"
+        mark = " *" if cheapest[key] is r else ""
+        row[f"{r['option']} ({r['label']})"] = f"{r['units']} (${r['monthly_cost']:,.0f}){mark}"
     return list(rows.values())
 
 
@@ -216,7 +224,10 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
 
 def print_plan(plan: dict[str, Any], to: Console | None = None) -> None:
     view = to or console()
-    view.print(render_table("capacity plan: units ($/month) per option", plan_rows(plan["plan_table"])))
+    title = "capacity plan" + (" on synthetic history (a demo)" if plan.get("synthetic") else "")
+    view.print(
+        render_table(f"{title}: units ($/month) per option, * the cheapest", plan_rows(plan["plan_table"]))
+    )
     for line in plan_lines(plan):
         view.print(line, highlight=False)
 

@@ -1,20 +1,24 @@
-"""Quarterly capacity planning: history -> validation -> trends -> capacity model -> scenarios -> plans ->
-recommendation. Orchestration only: the logic lives in tasks/capacity."""
+"""Capacity planning (seed 7.5): history -> validation -> trends (quarterly) -> capacity model (half-yearly) ->
+scenarios -> plans -> recommendation -> autoscaling (yearly). Orchestration only: the logic lives in tasks/capacity."""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
 import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
+from serving.auth import client_key
+from serving.network import checked_url
+from tasks.capacity import autoscaling as autoscale
 from tasks.capacity import data_quality as dq
 from tasks.capacity import forecasting as fc
 from tasks.capacity import plan as cap
 from tasks.capacity import tracking
 from tasks.capacity.history import (
+    ColumnMapping,
     Coverage,
     HistoryError,
     RawHistory,
@@ -22,7 +26,6 @@ from tasks.capacity.history import (
     load_prometheus,
     render_coverage_markdown,
 )
-from tasks.capacity.synthetic import write_synthetic_history
 from tasks.policy import Capacity, Policy, default_policy
 from tasks.records import names, runs
 
@@ -36,13 +39,27 @@ def _publish_validation(report: dq.ValidationReport) -> None:
 
 
 @task(name="collect-history")
-def collect_history(history: str | None, prometheus: dict[str, Any] | None, policy: Capacity) -> RawHistory:
-    """Read the history (file, Prometheus, or the bundled synthetic one); an unreadable source still gets a report."""
-    source = history or str(write_synthetic_history())
+def collect_history(
+    history: str | None,
+    prometheus: dict[str, Any] | None,
+    mapping: dict[str, Any] | None,
+    policy: Capacity,
+) -> RawHistory:
+    """Read the history (a file with its column mapping, or Prometheus); an unreadable source still gets a report."""
+    source = str(prometheus or history)
     try:
-        raw = load_prometheus(**prometheus) if prometheus else load_file(source)
+        if not history and not prometheus:
+            raise HistoryError(
+                "no history to plan on: pass history= (a CSV/Parquet file) or prometheus= (url, query, start, "
+                "end, step_s); the demo passes its synthetic history explicitly"
+            )
+        raw = (
+            load_prometheus(**prometheus)
+            if prometheus
+            else load_file(str(history), ColumnMapping.from_dict(mapping))
+        )
     except HistoryError as exc:
-        _publish_validation(dq.failed_load_report(str(prometheus or source), exc, policy))
+        _publish_validation(dq.failed_load_report(source, exc, policy))
         raise
     if raw.coverage:
         # Before validation: a server that keeps too little history says so even when the plan stops there.
@@ -77,8 +94,57 @@ def model_capacity(
 ) -> tuple[cap.KneeReading, list[cap.CapacityOption], str]:
     """The measured knee per replica (MLflow or given) and per-GPU estimates from the ONNX graph."""
     return cap.capacity_options(
-        model, knee_rps, onnx_path, policy.optimization.hardware_cost_per_hour, policy.capacity
+        model,
+        knee_rps,
+        onnx_path,
+        policy.optimization.hardware_cost_per_hour,
+        policy.capacity,
+        max_batch=policy.serving.max_batch_size,
     )
+
+
+@task(name="publish-trends")
+def publish_trends(
+    analysis: fc.TrendAnalysis, report: dq.ValidationReport, synthetic: bool
+) -> dict[str, Any]:
+    """The quarterly trend report: the forecasters' cross-validation and the trends, as an artifact."""
+    markdown = cap.render_trends_markdown(report, analysis, synthetic)
+    create_markdown_artifact(
+        key=names.artifact_key("capacity-trends"), markdown=markdown, description="capacity trends"
+    )
+    create_table_artifact(
+        key=names.artifact_key("capacity-backtest"),
+        table=analysis.planning.backtest.table(),
+        description="forecaster cross-validation",
+    )
+    return cap.trends_output(report, analysis)
+
+
+@task(name="publish-capacity-model")
+def publish_capacity_model(
+    knee: cap.KneeReading, options: list[cap.CapacityOption], note: str
+) -> dict[str, Any]:
+    """The half-yearly capacity model: the champion's knee, each option's rate and label, the memory checks."""
+    create_table_artifact(
+        key=names.artifact_key("capacity-model"),
+        table=[cap.option_row(o) for o in options],
+        description=f"capacity per unit; {note}"[:2000],
+    )
+    return cap.capacity_model_output(knee, options, note)
+
+
+@task(name="apply-autoscaling")
+def apply_autoscaling(
+    model: str, decision: cap.PlanDecision, url: str | None, api_key: str | None
+) -> tuple[str, autoscale.AppliedAutoscaling | None]:
+    """Write the plan's autoscaling as a Serve config file; with `url`, apply it to the live deployment and read
+    it back from Serve."""
+    applied = autoscale.apply_autoscaling(url, api_key, model, decision.autoscaling) if url else None
+    app = applied.app if applied else autoscale.DEFAULT_APP
+    deployment = applied.deployment if applied else autoscale.DEFAULT_DEPLOYMENT
+    path = autoscale.write_serve_config(model, decision.autoscaling, app=app, deployment=deployment)
+    print(applied.sentence() if applied else f"autoscaling written to {path}; apply it with --apply --url")
+    return str(path), applied
 
 
 @task(name="build-scenarios")
@@ -126,9 +192,10 @@ def publish_plan(
     decision: cap.PlanDecision,
     coverage: Coverage | None,
     policy: Capacity,
+    synthetic: bool = False,
 ) -> tuple[str, list[dict[str, Any]]]:
     """Markdown and table artifacts with stable keys, and one MLflow run with plots, plan table and metrics."""
-    markdown = cap.render_plan_markdown(report, knee, analysis, decision, options)
+    markdown = cap.render_plan_markdown(report, knee, analysis, decision, options, synthetic)
     markdown += render_coverage_markdown(coverage)  # "" for a file: only a server tells what it keeps
     table = cap.plan_table(plans)
     create_markdown_artifact(
@@ -159,30 +226,52 @@ def capacity_planning(
     holdout_days: float | None = None,
     suite_file: str | None = None,
     prometheus: dict[str, Any] | None = None,
+    history_mapping: dict[str, Any] | None = None,
+    stage: Literal["trends", "capacity-model", "plan"] = "plan",
+    apply: bool = False,
+    url: str | None = None,
+    api_key: str | None = None,
+    synthetic: bool = False,
 ) -> dict[str, Any]:
-    """Seed 7.5, quarterly: plan GPUs/replicas for the forecast demand of the next horizon.
+    """Seed 7.5: trends (quarterly), the capacity model (half-yearly), the plan (yearly) for the forecast demand.
 
-    `scenario`, `confidence` and `holdout_days` (the tail held out of the fit and replayed against the plan)
-    default to policy capacity.plan_scenario, capacity.plan_confidence and capacity.replay_holdout_days.
+    `history` (with `history_mapping`: time_column, value_column, time_unit, filters, combine) or `prometheus`
+    is required; `synthetic` says the history is made up (the demo) and the plan's title says so. `apply` sets the
+    plan's autoscaling on the live deployment at `url`. `scenario`, `confidence` and `holdout_days` default to
+    policy capacity.plan_scenario, capacity.plan_confidence and capacity.replay_holdout_days.
     """
     started = time.perf_counter()
     policy = default_policy()
-    raw = collect_history(history, prometheus, policy.capacity)
+    url, api_key = checked_url(url, "url"), client_key(api_key)
+    if apply and not url:
+        raise ValueError(
+            "apply=True needs url= (the endpoint whose deployment the autoscaling is applied to)"
+        )
+    raw = collect_history(history, prometheus, history_mapping, policy.capacity)
     series, report = validate_history(raw, suite_file, policy.capacity)
     analysis = analyse_trends(series, holdout_days, policy.capacity)
+    if stage == "trends":
+        return publish_trends(analysis, report, synthetic)
     knee, options, note = model_capacity(model, knee_rps, onnx_path, policy)
     if note:
         print(note)
+    if stage == "capacity-model":
+        return publish_capacity_model(knee, options, note)
     scenarios = build_scenarios(analysis, policy.capacity)
     plans = gpu_expansion_plans(scenarios, options, policy.capacity)
     decision = recommend(analysis, options, plans, scenario, confidence, policy)
+    serve_file, applied = apply_autoscaling(model, decision, url if apply else None, api_key)
     run_id, table = publish_plan(
-        report, analysis, knee, options, plans, decision, raw.coverage, policy.capacity
+        report, analysis, knee, options, plans, decision, raw.coverage, policy.capacity, synthetic
     )
     print(decision.recommendation.reason)
-    return cap.plan_output(report, analysis, decision, run_id, table, started)
+    out = cap.plan_output(report, analysis, decision, run_id, table, started)
+    applied_config = applied.autoscaling_config if applied else None
+    return out | {"serve_config": serve_file, "applied": applied_config, "synthetic": synthetic}
 
 
 if __name__ == "__main__":
-    result = capacity_planning(knee_rps=50.0)
+    from tasks.capacity.synthetic import write_synthetic_history
+
+    result = capacity_planning(history=str(write_synthetic_history()), synthetic=True, knee_rps=50.0)
     print(result["recommendation"])

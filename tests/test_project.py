@@ -23,9 +23,18 @@ def test_every_deployment_entrypoint_is_a_flow_with_those_parameters() -> None:
         accepted = set(flow.parameters.properties)
         unknown = set(deployment.get("parameters", {})) - accepted
         assert not unknown, f"{deployment['name']}: parameters {unknown} not accepted by {func}"
-    assert {"optimization-cycle-weekly", "phase-gate", "capacity-planning-quarterly"} <= names
-    capacity = next(d for d in spec["deployments"] if d["name"] == "capacity-planning-quarterly")
-    assert capacity["schedules"][0]["cron"] == "0 6 1 1,4,7,10 *" and capacity["schedules"][0]["timezone"]
+    assert {"optimization-cycle-weekly", "phase-gate"} <= names
+    # the seed's capacity cadence: trends quarterly, the capacity model half-yearly, the plan yearly
+    by_name = {d["name"]: d for d in spec["deployments"]}
+    cadence = {
+        "capacity-trends-quarterly": ("trends", "0 6 1 1,4,7,10 *"),
+        "capacity-model-half-yearly": ("capacity-model", "0 7 1 1,7 *"),
+        "capacity-plan-yearly": ("plan", "0 8 1 1 *"),
+    }
+    for name, (stage, cron) in cadence.items():
+        assert by_name[name]["parameters"]["stage"] == stage
+        assert by_name[name]["schedules"][0]["cron"] == cron and by_name[name]["schedules"][0]["timezone"]
+    assert by_name["capacity-plan-yearly"]["parameters"]["apply"] is True
 
 
 def test_deployments_take_where_production_is_from_prefect_variables_and_gate_what_they_change() -> None:
@@ -44,10 +53,9 @@ def test_deployments_take_where_production_is_from_prefect_variables_and_gate_wh
     assert (
         params["stability-test-quarterly"]["metrics_url"] == "{{ prefect.variables.inferops_prometheus_url }}"
     )
-    assert (
-        params["capacity-planning-quarterly"]["prometheus"]["url"]
-        == "{{ prefect.variables.inferops_prometheus_url }}"
-    )
+    for name in ("capacity-trends-quarterly", "capacity-model-half-yearly", "capacity-plan-yearly"):
+        assert params[name]["prometheus"]["url"] == "{{ prefect.variables.inferops_prometheus_url }}"
+    assert params["capacity-plan-yearly"]["url"] == "{{ prefect.variables.inferops_endpoint_url }}"
     for variable in ("inferops_endpoint_url", "inferops_prometheus_url"):
         assert f"prefect variable set {variable}" in text  # how to set it is documented beside its use
 

@@ -25,6 +25,9 @@ TREND_TAIL_DAYS = 7.0
 SEASON_DAYS = {"daily": 1.0, "weekly": 7.0}
 WEEKLY = {"mstl-daily-weekly", "seasonal-naive-weekly"}
 ENSEMBLE_PREFIX = "ensemble"
+# statsforecast's `refit`: False fits each model once, on the first fold, and runs it forward over the later
+# origins (the library's cheaper cross-validation).
+REFIT_EVERY_FOLD = False
 
 for _noisy in ("cmdstanpy", "prophet"):
     logging.getLogger(_noisy).setLevel(logging.ERROR)
@@ -235,7 +238,9 @@ def cross_validate(series: pd.Series, names: list[str], folds: int, horizon: int
     frame = _frame(series)
     if models:
         sf = StatsForecast(models=models, freq=f"{int(freq)}s", n_jobs=1)
-        cv = sf.cross_validation(df=frame, h=horizon, n_windows=folds, step_size=step).reset_index(drop=True)
+        cv = sf.cross_validation(
+            df=frame, h=horizon, n_windows=folds, step_size=step, refit=REFIT_EVERY_FOLD
+        ).reset_index(drop=True)
     else:
         cuts = [len(frame) - horizon - k * step for k in range(folds - 1, -1, -1)]
         cv = pd.concat(

@@ -11,13 +11,12 @@ from typing import Any, Literal
 import mlflow
 import numpy as np
 import pandas as pd
-from mlflow.exceptions import MlflowException
 
 from serving.variants import ensure_variant
 from tasks.capacity.data_quality import ValidationReport
 from tasks.capacity.forecasting import Forecast, TrendAnalysis
 from tasks.policy import Capacity
-from tasks.records import names
+from tasks.records import names, registry
 from tasks.records.store import configure
 
 HOURS_PER_MONTH = 730.0  # unit conversion (8760 h / 12), not policy
@@ -27,6 +26,9 @@ HOURS_PER_MONTH = 730.0  # unit conversion (8760 h / 12), not policy
 CURRENT_PEAK_QUANTILE = 0.99
 # Tokens per text request assumed by the GPU estimate when the graph's length is symbolic.
 ESTIMATE_SEQ_LEN = 128
+# The memory check sizes the largest call: the serving max batch of requests this long (BERT-family encoders'
+# position limit).
+MEMORY_SEQ_LEN = 512
 # ONNX TensorProto element types -> bytes per element (float, uint8, int8, int32, int64, float16, double, bf16).
 ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 16: 2}
 StrategyName = Literal["preventive", "hybrid", "elastic", "shrink"]
@@ -54,19 +56,16 @@ class KneeReading:
 
 
 def champion_knee(model: str, *, experiment: str = names.BENCH_EXPERIMENT) -> KneeReading:
-    """The latest stress-test `knee_rps` for the model's champion (by sha256 when a champion alias exists)."""
+    """The latest stress-test `knee_rps` of the model's champion: the stress run tagged with the sha256 the
+    registry's `champion` alias holds (any version's latest when the model has no champion yet)."""
     client = mlflow.MlflowClient(configure())
-    champion_sha, note = None, "no registered champion alias; using the latest stress run of the model"
-    for name in (model, f"inferops-{model}"):
-        try:
-            version = client.get_model_version_by_alias(name, "champion")
-        except MlflowException:
-            continue
-        champion_sha = version.tags.get(names.TAG_SHA256)
-        if champion_sha is None and version.run_id:
-            champion_sha = client.get_run(version.run_id).data.tags.get(names.TAG_SHA256)
-        note = f"champion {name} v{version.version} (sha256 {str(champion_sha)[:12]})"
-        break
+    champion = registry.alias_version(model, registry.CHAMPION)
+    champion_sha = champion.sha256 if champion is not None and champion.sha256 else None
+    note = (
+        f"champion {model} v{champion.version} (sha256 {champion_sha[:12]})"
+        if champion is not None and champion_sha
+        else "no registered champion alias; using the latest stress run of the model"
+    )
     exp = client.get_experiment_by_name(experiment)
     how = (
         f"run `inferops bench stress --model {model}` to measure it, or pass the knee explicitly "
@@ -124,15 +123,19 @@ def _dims(value_info: Any) -> list[int] | None:
     return [int(d.dim_value) for d in shape.dim]
 
 
-def _symbolic_default(name: str, seq_len: int) -> int:
+def _symbolic_default(name: str, seq_len: int, batch: int = 1) -> int:
     # One request is batch 1; sequence-like dims take a typical request length.
-    return seq_len if any(k in name.lower() for k in ("seq", "len", "token")) else 1
+    return seq_len if any(k in name.lower() for k in ("seq", "len", "token")) else batch
 
 
 def onnx_cost(
-    path: str | Path, dim_values: dict[str, int] | None = None, seq_len: int = ESTIMATE_SEQ_LEN
+    path: str | Path,
+    dim_values: dict[str, int] | None = None,
+    seq_len: int = ESTIMATE_SEQ_LEN,
+    batch: int = 1,
 ) -> ModelCost:
-    """FLOPs (MatMul, Gemm, Conv) and bytes per request of an ONNX model, symbolic input dims fixed first."""
+    """FLOPs (MatMul, Gemm, Conv) and bytes of an ONNX model for one call of `batch` requests of `seq_len`
+    tokens (symbolic input dims fixed first; `dim_values` names any of them explicitly)."""
     import onnx
 
     try:
@@ -143,7 +146,7 @@ def onnx_cost(
         for dim in inp.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.dim_value = (dim_values or {}).get(
-                    dim.dim_param, _symbolic_default(dim.dim_param, seq_len)
+                    dim.dim_param, _symbolic_default(dim.dim_param, seq_len, batch)
                 )
     try:
         # ORT's symbolic inference resolves Reshape/attention shapes that onnx's own pass leaves unknown.
@@ -202,15 +205,58 @@ class CapacityOption:
     basis: str
 
 
+@dataclass(frozen=True)
+class MemoryCheck:
+    """Whether a GPU holds the model at its largest call: weights + activations at the max batch and sequence
+    length (every intermediate tensor counted at once: no reuse, the safe side), and the headroom left."""
+
+    gpu: str
+    need_bytes: int
+    capacity_bytes: int
+    batch: int
+    seq_len: int
+
+    @property
+    def fits(self) -> bool:
+        return self.need_bytes <= self.capacity_bytes
+
+    @property
+    def headroom(self) -> float:
+        return 1.0 - self.need_bytes / self.capacity_bytes
+
+    def sentence(self) -> str:
+        need, have = self.need_bytes / 2**30, self.capacity_bytes / 2**30
+        at = f"batch {self.batch} x {self.seq_len} tokens"
+        if self.fits:
+            return f"{self.gpu}: {need:,.2f} GiB at {at} fits in {have:g} GiB ({self.headroom:.0%} headroom)"
+        return (
+            f"{self.gpu}: {need:,.2f} GiB at {at} does not fit in {have:g} GiB "
+            f"({-self.headroom:.0%} over): refused; shard the model or pick a larger GPU"
+        )
+
+
+def memory_checks(largest_call: ModelCost, policy: Capacity, batch: int, seq_len: int) -> list[MemoryCheck]:
+    """Every GPU of the catalogue against the model's largest call (`onnx_cost` at the max batch and length)."""
+    return [
+        MemoryCheck(gpu, largest_call.bytes, int(spec.memory_gb * 2**30), batch, seq_len)
+        for gpu, spec in policy.gpu_catalog.items()
+    ]
+
+
 def gpu_options(
     cost: ModelCost,
     policy: Capacity,
     precision: str = "fp16",
     measured: dict[str, float] | None = None,
+    memory: list[MemoryCheck] | None = None,
 ) -> list[CapacityOption]:
-    """Per GPU type: min(compute-bound, memory-bound) rate x gpu_efficiency, or the measured rate when present."""
+    """Per GPU type: min(compute-bound, memory-bound) rate x gpu_efficiency, or the measured rate when present;
+    a GPU whose memory check failed is left out (the check says why)."""
+    refused = {m.gpu for m in memory or [] if not m.fits}
     out = []
     for gpu, spec in policy.gpu_catalog.items():
+        if gpu in refused:
+            continue
         if measured and gpu in measured:
             out.append(
                 CapacityOption(gpu, measured[gpu], spec.price_per_hour, "measured", "stress knee on this GPU")
@@ -249,10 +295,12 @@ def capacity_options(
     policy: Capacity,
     *,
     knee_source: str = "explicit knee_rps parameter",
+    max_batch: int = 1,
 ) -> tuple[KneeReading, list[CapacityOption], str]:
     """The measured knee per replica (`knee_rps`, else the champion's stress knee in MLflow) and per-GPU estimates
     from the ONNX graph (`onnx_path`, else the model's onnx-fp32 variant), with a note on what the GPU rates rest
-    on or why there are none. `price_per_hour` prices the replica (policy optimization.hardware_cost_per_hour)."""
+    on or why there are none. `price_per_hour` prices the replica (policy optimization.hardware_cost_per_hour); a
+    GPU that cannot hold `max_batch` requests of MEMORY_SEQ_LEN tokens (weights + activations) is left out."""
     knee = KneeReading(model, float(knee_rps), knee_source) if knee_rps is not None else champion_knee(model)
     options = [replica_option(knee, price_per_hour)]
     path, note = onnx_path, ""
@@ -263,10 +311,13 @@ def capacity_options(
             note = f"no GPU estimates: ONNX graph for {model!r} unavailable ({exc}); pass onnx_path"
     if path is not None:
         cost = onnx_cost(path)
-        options += gpu_options(cost, policy)
+        checks = memory_checks(
+            onnx_cost(path, seq_len=MEMORY_SEQ_LEN, batch=max_batch), policy, max_batch, MEMORY_SEQ_LEN
+        )
+        options += gpu_options(cost, policy, memory=checks)
         note = (
             f"GPU rates estimated from {Path(path).name}: {cost.flops / 1e9:.3g} GFLOP, "
-            f"{cost.bytes / 1e6:.3g} MB per request"
+            f"{cost.bytes / 1e6:.3g} MB per request; memory: " + "; ".join(c.sentence() for c in checks)
         )
     return knee, options, note
 
@@ -624,20 +675,86 @@ def plan_table(rows: list[PlanRow]) -> list[dict[str, Any]]:
     ]
 
 
+SYNTHETIC_TITLE = " — on synthetic history (a demo, not your traffic)"
+
+
+def _trend_values(analysis: TrendAnalysis) -> dict[str, float]:
+    return {k: v for k, v in asdict(analysis.trends).items() if isinstance(v, float)}
+
+
+def _backtest_markdown(analysis: TrendAnalysis) -> list[str]:
+    rows = analysis.planning.backtest.table()
+    if not rows:
+        return []
+    keys = list(rows[0])
+    lines = [
+        "",
+        "## Forecasters (cross-validation)",
+        "",
+        "| " + " | ".join(keys) + " |",
+        "|" + "---|" * len(keys),
+    ]
+    return lines + ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in rows]
+
+
+def render_trends_markdown(report: ValidationReport, analysis: TrendAnalysis, synthetic: bool = False) -> str:
+    """The quarterly trend report: history, the chosen forecaster and why, growth, volatility, burstiness."""
+    lines = [
+        "# Capacity trends" + (SYNTHETIC_TITLE if synthetic else ""),
+        "",
+        f"- history: `{report.source}` (validation: {report.verdict}: {report.reason})",
+        f"- forecaster: {analysis.planning.backtest.reason}",
+        "- trends: " + ", ".join(f"{k} {v:.3g}" for k, v in _trend_values(analysis).items()),
+    ]
+    return "\n".join(lines + _backtest_markdown(analysis)) + "\n"
+
+
+def trends_output(report: ValidationReport, analysis: TrendAnalysis) -> dict[str, Any]:
+    """The trends stage's result: the forecaster, its cross-validation and the trends."""
+    return {
+        "stage": "trends",
+        "forecaster": analysis.planning.forecaster,
+        "forecaster_reason": analysis.planning.backtest.reason,
+        "backtest": analysis.planning.backtest.table(),
+        "trends": _trend_values(analysis),
+        "validation": {"verdict": report.verdict, "report_path": report.report_path},
+    }
+
+
+def option_row(option: CapacityOption) -> dict[str, Any]:
+    return {
+        "option": option.name,
+        "req/s per unit": round(option.unit_rps, 2),
+        "label": option.label,
+        "$/h": option.price_per_hour,
+        "basis": option.basis,
+    }
+
+
+def capacity_model_output(knee: KneeReading, options: list[CapacityOption], note: str) -> dict[str, Any]:
+    """The capacity-model stage's result: the knee it rests on and every option's rate, label and price."""
+    return {
+        "stage": "capacity-model",
+        "knee": asdict(knee),
+        "options": [option_row(o) for o in options],
+        "note": note,
+    }
+
+
 def render_plan_markdown(
     report: ValidationReport,
     knee: KneeReading,
     analysis: TrendAnalysis,
     decision: PlanDecision,
     options: list[CapacityOption],
+    synthetic: bool = False,
 ) -> str:
     """The capacity plan as markdown: inputs, forecaster, strategy, recommendation, autoscaling, replay."""
-    backtest_rows = analysis.planning.backtest.table()
-    trends = {k: v for k, v in asdict(analysis.trends).items() if isinstance(v, float)}
+    trends = _trend_values(analysis)
     strategy, rec = decision.strategy, decision.recommendation
     autoscaling, replay = decision.autoscaling, decision.replay
     lines = [
-        "# Capacity plan",
+        "# Capacity plan" + (SYNTHETIC_TITLE if synthetic else ""),
         "",
         f"- history: `{report.source}` (validation: {report.verdict}: {report.reason})",
         f"- capacity per replica: {knee.knee_rps:g} req/s at the SLA ({knee.source}; {knee.reason or 'explicit'})",
@@ -659,11 +776,7 @@ def render_plan_markdown(
     lines += [
         f"| {o.name} | {o.unit_rps:,.1f} | {o.label} | {o.price_per_hour:g} | {o.basis} |" for o in options
     ]
-    if backtest_rows:
-        keys = list(backtest_rows[0])
-        lines += ["", "## Backtest", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-        lines += ["| " + " | ".join(str(r[k]) for k in keys) + " |" for r in backtest_rows]
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + _backtest_markdown(analysis)) + "\n"
 
 
 def plot_forecast(history: pd.Series, forecast: Forecast, holdout: pd.Series | None = None) -> Any:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow
@@ -18,14 +19,36 @@ from tests.console_text import raw_lines, render
 from tests.prometheus_server import ServeTraffic
 
 
+@pytest.fixture(scope="module", autouse=True)
+def quick_forecasters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """These tests check the flow's wiring, run after run: the cheap half of the policy's forecasters is enough
+    (tests/tasks/capacity/test_forecasting.py cross-validates the whole set on the real traces)."""
+    from tasks.policy import default_policy
+
+    policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
+    policy.write_text(
+        "capacity:\n  forecasters: [mstl-daily, autotheta, seasonal-naive-daily, seasonal-naive-weekly]\n",
+        encoding="utf-8",
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFEROPS_POLICY_FILE", str(policy))
+        default_policy.cache_clear()
+        yield
+    default_policy.cache_clear()
+
+
 def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> None:
     # Prefect (and the flow module that imports it) is imported inside the tests, as the harness fixture does,
     # so collecting the suite does not load Prefect's settings before the temporary API exists.
     from prefect.artifacts import Artifact
 
     from flows.capacity_planning import capacity_planning
+    from tasks.capacity.synthetic import write_synthetic_history
 
-    result = capacity_planning(knee_rps=20.0, model="tiny", onnx_path=str(tiny_onnx))
+    history = str(write_synthetic_history())
+    result = capacity_planning(
+        history=history, synthetic=True, knee_rps=20.0, model="tiny", onnx_path=str(tiny_onnx)
+    )
     print(
         f"flow wall time on the synthetic history: {result['wall_s']:.1f} s; forecaster {result['forecaster']}"
     )
@@ -33,6 +56,9 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
     shown = render(print_plan, result)  # what `make run` prints for the plan: a table and sentences
     assert not raw_lines(shown), raw_lines(shown)
     assert "recommendation:" in shown and "ray serve autoscaling: min_replicas=" in shown
+    assert "capacity plan on synthetic history (a demo)" in shown and " *" in shown  # the cheapest, marked
+    assert result["forecaster"].startswith("ensemble(") and result["applied"] is None
+    assert Path(result["serve_config"]).read_text().count("autoscaling_config") == 1
     assert Path(result["validation"]["report_path"]).exists()
     rec = result["recommendation"]
     assert rec["units"] >= rec["covering_units"] >= 1
@@ -41,6 +67,20 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
     assert {row["option"] for row in result["plan_table"]} == {"current-replica", "V100", "A100", "H100"}
     for key in ("capacity-validation", "capacity-plan", "capacity-plan-table", "capacity-backtest"):
         assert Artifact.get(key) is not None, key
+    plan_md = Artifact.get("capacity-plan").data
+    assert plan_md.startswith("# Capacity plan — on synthetic history (a demo, not your traffic)")
+
+    # the seed's cadence: trends (quarterly) and the capacity model (half-yearly) stop where their stage ends
+    trends = capacity_planning(history=history, stage="trends")
+    assert trends["stage"] == "trends" and trends["forecaster"] == result["forecaster"]
+    assert {"volatility", "burstiness", "observed_growth"} <= set(trends["trends"])
+    model = capacity_planning(
+        history=history, stage="capacity-model", knee_rps=20.0, model="tiny", onnx_path=str(tiny_onnx)
+    )
+    assert (
+        model["stage"] == "capacity-model" and [o["option"] for o in model["options"]][0] == "current-replica"
+    )
+    assert "fits in" in model["note"] and Artifact.get("capacity-model") is not None
 
     client = mlflow.MlflowClient(configure())
     run = client.get_run(result["mlflow_run_id"])
@@ -68,8 +108,52 @@ def test_flow_fails_clearly_on_missing_knee_and_empty_file(prefect_harness: None
         capacity_planning(history=str(empty), knee_rps=10.0)
     after = set((get_settings().data_dir / "capacity" / "validation").glob("empty-csv-*.json"))
     assert after - before, "the validation report must be written even for an unreadable file"
+    with pytest.raises(HistoryError, match="no history to plan on: pass history="):
+        capacity_planning(knee_rps=10.0)  # never a silent synthetic history
+    from tasks.capacity.synthetic import write_synthetic_history
+
     with pytest.raises(KneeNotFoundError, match="'ghost'.*inferops bench stress"):
-        capacity_planning(model="ghost", onnx_path=None)
+        capacity_planning(history=str(write_synthetic_history()), model="ghost", onnx_path=None)
+    with pytest.raises(ValueError, match="apply=True needs url="):
+        capacity_planning(history=str(write_synthetic_history()), knee_rps=10.0, apply=True)
+
+
+def test_the_plan_applies_its_autoscaling_to_a_live_deployment_and_reads_it_back(
+    prefect_harness: None, ray_session: None
+) -> None:
+    from ray import serve
+
+    from flows.capacity_planning import capacity_planning
+    from serving.app import run_local
+    from serving.client import InferopsClient
+    from tasks.capacity.synthetic import write_synthetic_history
+
+    url = run_local(
+        {"model": "digits-cnn", "api_keys": ["plan-key"]},
+        name="capacity-apply-test",
+        route_prefix="/capacity-apply",
+    )
+    try:
+        result = capacity_planning(
+            history=str(write_synthetic_history()),
+            synthetic=True,
+            model="digits-cnn",
+            knee_rps=100.0,
+            apply=True,
+            url=url,
+            api_key="plan-key",
+        )
+        asked = result["autoscaling"]
+        assert result["applied"] == asked and 1 <= asked["min_replicas"] <= asked["max_replicas"]
+        held = InferopsClient(url, "plan-key").serving_config("digits-cnn")
+        assert held["autoscaling_config"] == asked | held["autoscaling_config"]  # Serve may add its defaults
+        assert (
+            all(held["autoscaling_config"][k] == v for k, v in asked.items()) and held["num_replicas"] is None
+        )
+        text = Path(result["serve_config"]).read_text()
+        assert f"name: {held['app']}" in text and f"name: {held['deployment']}" in text
+    finally:
+        serve.delete("capacity-apply-test")
 
 
 def test_flow_reads_a_quarter_from_a_real_prometheus_and_says_how_little_it_keeps(

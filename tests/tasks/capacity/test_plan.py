@@ -142,9 +142,11 @@ def test_capacity_options_from_given_knee_and_onnx_graph(tiny_onnx: Path) -> Non
     replica = options[0]
     assert (replica.unit_rps, replica.price_per_hour, replica.label) == (20.0, 1.5, "measured")
     cost = cap.onnx_cost(tiny_onnx)
-    assert note == (
+    assert note.startswith(
         f"GPU rates estimated from tiny.onnx: {cost.flops / 1e9:.3g} GFLOP, {cost.bytes / 1e6:.3g} MB per request"
+        "; memory: V100: "
     )
+    assert "fits in 32 GiB" in note and "does not fit" not in note
     # No graph given and none buildable: the plan still stands on the measured knee, and the note says why.
     knee, options, note = cap.capacity_options(
         "nosuchmodel", 5.0, None, 1.5, POLICY, knee_source="--knee-rps"
@@ -154,3 +156,54 @@ def test_capacity_options_from_given_knee_and_onnx_graph(tiny_onnx: Path) -> Non
         note.startswith("no GPU estimates: ONNX graph for 'nosuchmodel' unavailable")
         and "pass onnx_path" in note
     )
+
+
+def test_memory_check_refuses_a_gpu_the_model_cannot_fit(tmp_path: Path) -> None:
+    """Weights + activations at the largest call must fit; a GPU that cannot hold them is no option."""
+    import torch
+
+    path = tmp_path / "batched.onnx"
+    model = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8)).eval()
+    torch.onnx.export(
+        model,
+        (torch.zeros(1, 64),),
+        str(path),
+        input_names=["x"],
+        output_names=["y"],
+        dynamic_axes={"x": {0: "batch"}, "y": {0: "batch"}},
+        dynamo=False,
+    )
+    small = cap.onnx_cost(path, batch=16, seq_len=cap.MEMORY_SEQ_LEN)
+    one = cap.onnx_cost(path)
+    assert small.weight_bytes == one.weight_bytes and small.activation_bytes == 16 * one.activation_bytes
+    fits = cap.memory_checks(small, POLICY, 16, cap.MEMORY_SEQ_LEN)
+    assert all(c.fits and c.headroom > 0.99 for c in fits)
+    # 40 GiB of weights: more than a V100's 32 GiB, less than an 80 GiB A100 or H100
+    large = cap.ModelCost(flops=1e12, weight_bytes=40 * 2**30, activation_bytes=2**30, nodes_counted=1)
+    checks = {c.gpu: c for c in cap.memory_checks(large, POLICY, 16, cap.MEMORY_SEQ_LEN)}
+    assert not checks["V100"].fits and checks["A100"].fits and checks["H100"].fits
+    assert (
+        checks["V100"]
+        .sentence()
+        .startswith("V100: 41.00 GiB at batch 16 x 512 tokens does not fit in 32 GiB")
+    )
+    assert "refused" in checks["V100"].sentence()
+    assert checks["A100"].headroom == pytest.approx(1 - 41 / 80)
+    options = [o.name for o in cap.gpu_options(large, POLICY, memory=list(checks.values()))]
+    assert options == ["A100", "H100"]
+
+
+def test_champion_knee_is_the_registered_champions_not_the_latest_run(tiny_onnx: Path) -> None:
+    from tasks.records import registry
+
+    model = "knee-champion"
+    champion = registry.register(model, tiny_onnx, {"variant": "onnx-fp32"})
+    registry.promote(model)
+    ensure_experiment(names.BENCH_EXPERIMENT)
+    for sha, knee in ((champion.sha256, 42.5), ("cd" * 32, 99.0)):  # another version's run comes last
+        with mlflow.start_run():
+            mlflow.set_tags({"inferops.suite": "stress", "inferops.model": model, "inferops.sha256": sha})
+            mlflow.log_metric("knee_rps", knee)
+    reading = cap.champion_knee(model)
+    assert reading.knee_rps == 42.5 and reading.sha256 == champion.sha256
+    assert reading.reason == f"champion {model} v{champion.version} (sha256 {champion.sha256[:12]})"
