@@ -211,7 +211,14 @@ def publish_plan(
         table=analysis.planning.backtest.table(),
         description="forecaster backtest",
     )
-    record = tracking.plan_record(report, analysis, knee, decision, markdown, table, policy, coverage)
+    record = tracking.plan_record(report, analysis, knee, decision, markdown, table, policy, coverage, plans)
+    create_markdown_artifact(
+        key=names.artifact_key("capacity-plots"),
+        markdown="\n".join(
+            cap.figure_markdown(name.removesuffix(".png"), fig) for name, fig in record.figures.items()
+        ),
+        description="history + forecast with its bands; demand vs each option's capacity",
+    )
     return runs.log_run(record), table
 
 

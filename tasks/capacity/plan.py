@@ -802,9 +802,14 @@ def plot_forecast(history: pd.Series, forecast: Forecast, holdout: pd.Series | N
 
 
 def plot_capacity_vs_demand(
-    history: pd.Series, forecast: Forecast, rec: Recommendation, target_utilisation: float
+    history: pd.Series,
+    forecast: Forecast,
+    rec: Recommendation,
+    target_utilisation: float,
+    rows: list[PlanRow] | None = None,
 ) -> Any:
-    """Demand (history + central forecast) against the plan's capacity and its target-utilisation line."""
+    """Demand (history + central forecast) against each option's capacity for the plan's scenario (`rows`: the
+    plan rows; the recommendation alone when None) and the recommendation's target-utilisation line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -813,8 +818,14 @@ def plot_capacity_vs_demand(
     fig, ax = plt.subplots(figsize=(11, 4))
     ax.plot(history.index, history.to_numpy(), lw=0.7, color="black", label="demand (history)")
     ax.plot(forecast.index, forecast.yhat, lw=0.7, color="tab:blue", label="demand (forecast)")
+    chosen = [r for r in rows or [] if r.scenario == rec.scenario and math.isclose(r.level, rec.level)]
+    for r in chosen:
+        if r.option != rec.option:
+            ax.axhline(
+                r.units * r.unit_rps, lw=0.8, ls=":", label=f"{r.option}: {r.units} x {r.unit_rps:,.0f} req/s"
+            )
     capacity = rec.units * rec.unit_rps
-    ax.axhline(capacity, color="tab:red", label=f"capacity {rec.units} x {rec.option}")
+    ax.axhline(capacity, color="tab:red", label=f"recommended: {rec.units} x {rec.option}")
     ax.axhline(
         capacity * target_utilisation, color="tab:orange", ls="--", label=f"{target_utilisation:.0%} target"
     )
@@ -822,3 +833,14 @@ def plot_capacity_vs_demand(
     ax.legend(loc="upper left", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def figure_markdown(title: str, figure: Any) -> str:
+    """A figure as markdown with the PNG inline (a Prefect markdown artifact shows it in the UI)."""
+    import base64
+    import io
+
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    data = base64.b64encode(buffer.getvalue()).decode("ascii")
+    return f"### {title}\n\n![{title}](data:image/png;base64,{data})\n"

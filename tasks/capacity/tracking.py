@@ -10,7 +10,13 @@ import pandas as pd
 from tasks.capacity.data_quality import ValidationReport
 from tasks.capacity.forecasting import BacktestResult, TrendAnalysis
 from tasks.capacity.history import Coverage
-from tasks.capacity.plan import KneeReading, PlanDecision, plot_capacity_vs_demand, plot_forecast
+from tasks.capacity.plan import (
+    KneeReading,
+    PlanDecision,
+    PlanRow,
+    plot_capacity_vs_demand,
+    plot_forecast,
+)
 from tasks.policy import Capacity
 from tasks.records import names
 from tasks.records.runs import RunRecord
@@ -52,6 +58,7 @@ def plan_record(
     table: list[dict[str, Any]],
     policy: Capacity,
     coverage: Coverage | None = None,
+    rows: list[PlanRow] | None = None,
 ) -> RunRecord:
     """The plan's MLflow run: what it was planned on and decided, the backtest, the report and two plots."""
     planning, trends, rec = analysis.planning, analysis.trends, decision.recommendation
@@ -101,7 +108,7 @@ def plan_record(
         figures={
             "forecast.png": plot_forecast(analysis.fit, planning.forecast, analysis.holdout),
             "capacity_vs_demand.png": plot_capacity_vs_demand(
-                analysis.fit, planning.forecast, rec, policy.target_utilisation
+                analysis.fit, planning.forecast, rec, policy.target_utilisation, rows
             ),
         },
     )

@@ -67,6 +67,8 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
     assert {row["option"] for row in result["plan_table"]} == {"current-replica", "V100", "A100", "H100"}
     for key in ("capacity-validation", "capacity-plan", "capacity-plan-table", "capacity-backtest"):
         assert Artifact.get(key) is not None, key
+    plots = Artifact.get("capacity-plots").data
+    assert plots.count("](data:image/png;base64,") == 2 and "### forecast" in plots
     plan_md = Artifact.get("capacity-plan").data
     assert plan_md.startswith("# Capacity plan — on synthetic history (a demo, not your traffic)")
 
