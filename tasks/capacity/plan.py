@@ -264,12 +264,12 @@ def gpu_options(
             continue
         peak = (spec.int8_tops if precision == "int8" else spec.fp16_tflops) * 1e12
         compute = peak / cost.flops if cost.flops > 0 else math.inf
-        memory = spec.memory_bandwidth_gbs * 1e9 / cost.bytes if cost.bytes > 0 else math.inf
-        rate = min(compute, memory) * policy.gpu_efficiency
-        bound = "compute" if compute <= memory else "memory"
+        bandwidth = spec.memory_bandwidth_gbs * 1e9 / cost.bytes if cost.bytes > 0 else math.inf
+        rate = min(compute, bandwidth) * policy.gpu_efficiency
+        bound = "compute" if compute <= bandwidth else "memory"
         basis = (
             f"roofline: {cost.flops / 1e9:.3g} GFLOP and {cost.bytes / 1e6:.3g} MB per request at batch 1; "
-            f"{bound}-bound ({compute:,.0f} vs {memory:,.0f} req/s) x efficiency {policy.gpu_efficiency}; {spec.source}"
+            f"{bound}-bound ({compute:,.0f} vs {bandwidth:,.0f} req/s) x efficiency {policy.gpu_efficiency}; {spec.source}"
         )
         out.append(CapacityOption(gpu, rate, spec.price_per_hour, "estimated", basis))
     return out
