@@ -46,6 +46,8 @@ rollout_gate:
   sla_p99_ms: 2000.0
 rollout_risk:
   perf_deviation_rollback: 10.0
+capacity:  # the wiring is rehearsed, not the forecasters (benchmarks/forecast.py scores the whole set)
+  forecasters: [mstl-daily, autotheta, seasonal-naive-daily, seasonal-naive-weekly]
 """
 SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
     "optimization-cycle/optimization-cycle-weekly": {
@@ -392,11 +394,17 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             say("weekly cycle (alone, as on a Monday 03:00) ...")
             runs = {cycle_name: launch(cycle_name, SHORT[cycle_name])}
             results = wait_runs(client, runs, t_deploy)
+            from tasks.capacity.synthetic import write_synthetic_history
+
+            history = write_synthetic_history(r.work / "synthetic_history.csv")
+            trends_name = "capacity-planning/capacity-trends-quarterly"
             suites = [n for n in SHORT if n.startswith("measurement-suite/")]
-            say("load, stress and stability suites on production, together ...")
-            results |= wait_runs(client, {n: launch(n, SHORT[n]) for n in suites}, t_deploy)
+            say("load, stress and stability suites on production, and the capacity trends, together ...")
+            together = {n: launch(n, SHORT[n]) for n in suites}
+            together[trends_name] = launch(trends_name, {**SHORT[trends_name], "history": str(history)})
+            results |= wait_runs(client, together, t_deploy)
             say(
-                "the capacity plan (on the champion's fresh knee) and a release through phase-gate, approved "
+                "the capacity model and plan (on the champion's fresh knee), then a release through phase-gate, approved "
                 "in the UI's place ..."
             )
             out["release_candidate"] = register_candidate(r)
@@ -409,14 +417,11 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
                 approvals.append({"deployment": name, "paused_at_s": round(time.monotonic() - t_deploy, 1)})
 
             gate_name = "phase-gate/phase-gate"
-            from tasks.capacity.synthetic import write_synthetic_history
-
-            history = write_synthetic_history(r.work / "synthetic_history.csv")
             # the plans first: the release below moves the champion, and a plan rests on the champion's own knee
             capacity = {
                 n: launch(n, {**SHORT[n], "history": str(history)})
                 for n in SHORT
-                if n.startswith("capacity-planning/")
+                if n.startswith("capacity-planning/") and n != trends_name
             }
             results |= wait_runs(client, capacity, t_deploy)
             last = {gate_name: launch(gate_name, SHORT[gate_name])}

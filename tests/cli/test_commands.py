@@ -39,12 +39,20 @@ def test_a_release_approval_without_a_prefect_server_is_refused_before_the_gate_
     assert registry.alias_version("approval-cli-model", registry.CHAMPION) is None  # nothing was changed
 
 
-def test_capacity_plan_maps_a_per_container_trace_and_refuses_a_wrong_column(tmp_path, tiny_onnx) -> None:
+def test_capacity_plan_maps_a_per_container_trace_and_refuses_a_wrong_column(
+    tmp_path, tiny_onnx, monkeypatch
+) -> None:
     """`inferops capacity plan` on a trace as public ones come (several rows per timestamp, epoch seconds)."""
     import numpy as np
     import pandas as pd
 
     from cli import app
+    from tasks.policy import default_policy
+
+    quick = tmp_path / "policy.yaml"  # the mapping is under test, not the forecasters: the cheap ones do
+    quick.write_text("capacity:\n  forecasters: [mstl-daily, seasonal-naive-daily]\n", encoding="utf-8")
+    monkeypatch.setenv("INFEROPS_POLICY_FILE", str(quick))
+    default_policy.cache_clear()
 
     stamps = pd.date_range("2025-03-03", periods=16 * 144, freq="600s")
     epoch = (stamps - pd.Timestamp("1970-01-01")) // pd.Timedelta(seconds=1)
@@ -69,3 +77,5 @@ def test_capacity_plan_maps_a_per_container_trace_and_refuses_a_wrong_column(tmp
     )
     assert peak["demand_rps"] > 2 * 30  # the three containers' rates summed (each alone peaks at 30 x k)
     assert plan["applied"] is None and plan["serve_config"].endswith("serve-autoscaling-minilm.yaml")
+    monkeypatch.delenv("INFEROPS_POLICY_FILE")
+    default_policy.cache_clear()

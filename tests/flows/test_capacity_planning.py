@@ -18,6 +18,9 @@ from tasks.records.store import configure
 from tests.console_text import raw_lines, render
 from tests.prometheus_server import ServeTraffic
 
+# The demo's synthetic history cut to 18 days: past the policy's 14-day minimum and its outage at day 17.4.
+SHORT_HISTORY_DAYS = 18
+
 
 @pytest.fixture(scope="module", autouse=True)
 def quick_forecasters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
@@ -45,7 +48,7 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
     from flows.capacity_planning import capacity_planning
     from tasks.capacity.synthetic import write_synthetic_history
 
-    history = str(write_synthetic_history())
+    history = str(write_synthetic_history(days=SHORT_HISTORY_DAYS))
     result = capacity_planning(
         history=history, synthetic=True, knee_rps=20.0, model="tiny", onnx_path=str(tiny_onnx)
     )
@@ -115,9 +118,13 @@ def test_flow_fails_clearly_on_missing_knee_and_empty_file(prefect_harness: None
     from tasks.capacity.synthetic import write_synthetic_history
 
     with pytest.raises(KneeNotFoundError, match="'ghost'.*inferops bench stress"):
-        capacity_planning(history=str(write_synthetic_history()), model="ghost", onnx_path=None)
+        capacity_planning(
+            history=str(write_synthetic_history(days=SHORT_HISTORY_DAYS)), model="ghost", onnx_path=None
+        )
     with pytest.raises(ValueError, match="apply=True needs url="):
-        capacity_planning(history=str(write_synthetic_history()), knee_rps=10.0, apply=True)
+        capacity_planning(
+            history=str(write_synthetic_history(days=SHORT_HISTORY_DAYS)), knee_rps=10.0, apply=True
+        )
 
 
 def test_the_plan_applies_its_autoscaling_to_a_live_deployment_and_reads_it_back(
@@ -137,7 +144,7 @@ def test_the_plan_applies_its_autoscaling_to_a_live_deployment_and_reads_it_back
     )
     try:
         result = capacity_planning(
-            history=str(write_synthetic_history()),
+            history=str(write_synthetic_history(days=SHORT_HISTORY_DAYS)),
             synthetic=True,
             model="digits-cnn",
             knee_rps=100.0,
