@@ -70,6 +70,8 @@ def plan(
     # Lazy: the capacity model pulls in pandas and MLflow, which `inferops --help` should not wait for.
     from cli.render import console as make_console
     from cli.render import print_json, print_plan
+    from serving.auth import client_key
+    from serving.client import EndpointError
     from tasks.capacity import autoscaling as autoscale
     from tasks.capacity import data_quality as dq
     from tasks.capacity import forecasting as fc
@@ -120,24 +122,16 @@ def plan(
     decision = cap.decide(analysis, options, plans, policy.capacity, policy.rollout_gate.sla_p99_ms)
 
     result = cap.plan_output(report, analysis, decision, "", cap.plan_table(plans), started)
-    applied = None
-    if apply:
-        from serving.auth import client_key
-        from serving.client import EndpointError
-
-        try:
-            applied = autoscale.apply_autoscaling(url or "", client_key(api_key), model, decision.autoscaling)
-        except EndpointError as exc:
-            console.print(f"[red]error:[/red] the autoscaling was not applied: {exc}")
-            raise typer.Exit(2) from None
-    app = applied.app if applied else autoscale.DEFAULT_APP
-    deployment = applied.deployment if applied else autoscale.DEFAULT_DEPLOYMENT
-    serve_file = autoscale.write_serve_config(model, decision.autoscaling, app=app, deployment=deployment)
-    result |= {"serve_config": str(serve_file), "applied": applied.autoscaling_config if applied else None}
+    try:
+        published = autoscale.publish_autoscaling(
+            model, decision.autoscaling, url if apply else None, client_key(api_key)
+        )
+    except EndpointError as exc:
+        console.print(f"[red]error:[/red] the autoscaling was not applied: {exc}")
+        raise typer.Exit(2) from None
+    result |= autoscale.output(published)
     if as_json:
         print_json(result)
     else:
         print_plan(result, console)
-        console.print(
-            applied.sentence() if applied else f"autoscaling written to {serve_file} (apply: --apply --url)"
-        )
+        console.print(published.sentence())

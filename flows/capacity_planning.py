@@ -136,15 +136,12 @@ def publish_capacity_model(
 @task(name="apply-autoscaling")
 def apply_autoscaling(
     model: str, decision: cap.PlanDecision, url: str | None, api_key: str | None
-) -> tuple[str, autoscale.AppliedAutoscaling | None]:
+) -> autoscale.PublishedAutoscaling:
     """Write the plan's autoscaling as a Serve config file; with `url`, apply it to the live deployment and read
     it back from Serve."""
-    applied = autoscale.apply_autoscaling(url, api_key, model, decision.autoscaling) if url else None
-    app = applied.app if applied else autoscale.DEFAULT_APP
-    deployment = applied.deployment if applied else autoscale.DEFAULT_DEPLOYMENT
-    path = autoscale.write_serve_config(model, decision.autoscaling, app=app, deployment=deployment)
-    print(applied.sentence() if applied else f"autoscaling written to {path}; apply it with --apply --url")
-    return str(path), applied
+    published = autoscale.publish_autoscaling(model, decision.autoscaling, url, api_key)
+    print(published.sentence())
+    return published
 
 
 @task(name="build-scenarios")
@@ -267,14 +264,13 @@ def capacity_planning(
     scenarios = build_scenarios(analysis, policy.capacity)
     plans = gpu_expansion_plans(scenarios, options, policy.capacity)
     decision = recommend(analysis, options, plans, scenario, confidence, policy)
-    serve_file, applied = apply_autoscaling(model, decision, url if apply else None, api_key)
+    published = apply_autoscaling(model, decision, url if apply else None, api_key)
     run_id, table = publish_plan(
         report, analysis, knee, options, plans, decision, raw.coverage, policy.capacity, synthetic
     )
     print(decision.recommendation.reason)
     out = cap.plan_output(report, analysis, decision, run_id, table, started)
-    applied_config = applied.autoscaling_config if applied else None
-    return out | {"serve_config": serve_file, "applied": applied_config, "synthetic": synthetic}
+    return out | autoscale.output(published) | {"synthetic": synthetic}
 
 
 if __name__ == "__main__":

@@ -727,6 +727,15 @@ class InferenceIngress:
             return _packed(await self.extra[model].infer_tensor.remote(array, use_cache))  # type: ignore[no-any-return]
         raise self._unknown(model)
 
+    async def _admin(self, model: str, method: str, *args: Any) -> dict[str, Any]:
+        """An admin call on `model`'s deployment: this replica's runtime for the primary model, else the extra
+        model's deployment (its ModelServer has the runtime's method names)."""
+        if model == self.runtime.name:
+            return await getattr(self.runtime, method)(*args)  # type: ignore[no-any-return]
+        if model in self.extra:
+            return await getattr(self.extra[model], method).remote(*args)  # type: ignore[no-any-return]
+        raise self._unknown(model)
+
     async def configure_model(
         self,
         model: str,
@@ -736,34 +745,18 @@ class InferenceIngress:
     ) -> dict[str, Any]:
         """Serving knobs for every replica of `model`'s deployment (batching, cache, threads, replicas or
         autoscaling)."""
-        if model == self.runtime.name:
-            return await self.runtime.configure(patch, num_replicas, autoscaling)
-        if model in self.extra:
-            return await self.extra[model].configure.remote(patch, num_replicas, autoscaling)  # type: ignore[no-any-return]
-        raise self._unknown(model)
+        return await self._admin(model, "configure", patch, num_replicas, autoscaling)
 
     async def serving_config(self, model: str) -> dict[str, Any]:
         """`model`'s deployment config as Serve holds it, read by a replica of that deployment."""
-        if model == self.runtime.name:
-            return await self.runtime.serving_config()
-        if model in self.extra:
-            return await self.extra[model].serving_config.remote()  # type: ignore[no-any-return]
-        raise self._unknown(model)
+        return await self._admin(model, "serving_config")
 
     async def switch_model(self, model: str, request: dict[str, Any]) -> dict[str, Any]:
         """Hot switch (also reachable by handle: `handle.switch_model.remote("minilm", {"variant": ...})`)."""
-        if model == self.runtime.name:
-            return await self.runtime.switch(request)
-        if model in self.extra:
-            return await self.extra[model].switch.remote(request)  # type: ignore[no-any-return]
-        raise self._unknown(model)
+        return await self._admin(model, "switch", request)
 
     async def rollback_model(self, model: str) -> dict[str, Any]:
-        if model == self.runtime.name:
-            return await self.runtime.rollback()
-        if model in self.extra:
-            return await self.extra[model].rollback.remote()  # type: ignore[no-any-return]
-        raise self._unknown(model)
+        return await self._admin(model, "rollback")
 
 
 # ---- deployment config updates (how a change made on one replica reaches all of them) --------------------------

@@ -82,3 +82,39 @@ def apply_autoscaling(
     with InferopsClient(url, api_key) as client:
         held = client.apply_autoscaling(model, config.ray_config(), timeout_s=timeout_s)
     return AppliedAutoscaling(url, model, held["app"], held["deployment"], dict(held["autoscaling_config"]))
+
+
+@dataclass(frozen=True)
+class PublishedAutoscaling:
+    """Where the plan's autoscaling went: the Serve config file, and the live deployment when it was applied."""
+
+    serve_config: Path
+    applied: AppliedAutoscaling | None
+
+    def sentence(self) -> str:
+        if self.applied:
+            return self.applied.sentence()
+        return f"autoscaling written to {self.serve_config}; apply it with --apply --url"
+
+
+def publish_autoscaling(
+    model: str, config: AutoscalingConfig, url: str | None = None, api_key: str | None = None
+) -> PublishedAutoscaling:
+    """Apply the autoscaling at `url` (when given) and write it as a Serve config file naming the app and
+    deployment that hold it (Serve's own names once applied, else `inferops serve`'s)."""
+    applied = apply_autoscaling(url, api_key, model, config) if url else None
+    path = write_serve_config(
+        model,
+        config,
+        app=applied.app if applied else DEFAULT_APP,
+        deployment=applied.deployment if applied else DEFAULT_DEPLOYMENT,
+    )
+    return PublishedAutoscaling(path, applied)
+
+
+def output(published: PublishedAutoscaling) -> dict[str, Any]:
+    """The plan output's keys for it: the file written and the config the live deployment holds (None: not applied)."""
+    return {
+        "serve_config": str(published.serve_config),
+        "applied": published.applied.autoscaling_config if published.applied else None,
+    }

@@ -13,7 +13,6 @@ import pandas as pd
 
 from tasks.policy import Capacity
 
-PROPHET_SAMPLES = 300
 # Multiplicative seasonality measured worse on the ServeGen traces.
 PROPHET_SEASONALITY_MODE: Literal["additive", "multiplicative"] = "additive"
 # Conformal scores are errors relative to the forecast (demand's spread grows with its level); the forecast is
