@@ -127,44 +127,6 @@ def test_flow_fails_clearly_on_missing_knee_and_empty_file(prefect_harness: None
         )
 
 
-def test_the_plan_applies_its_autoscaling_to_a_live_deployment_and_reads_it_back(
-    prefect_harness: None, ray_session: None
-) -> None:
-    from ray import serve
-
-    from flows.capacity_planning import capacity_planning
-    from serving.app import run_local
-    from serving.client import InferopsClient
-    from tasks.capacity.synthetic import write_synthetic_history
-
-    url = run_local(
-        {"model": "digits-cnn", "api_keys": ["plan-key"]},
-        name="capacity-apply-test",
-        route_prefix="/capacity-apply",
-    )
-    try:
-        result = capacity_planning(
-            history=str(write_synthetic_history(days=SHORT_HISTORY_DAYS)),
-            synthetic=True,
-            model="digits-cnn",
-            knee_rps=100.0,
-            apply=True,
-            url=url,
-            api_key="plan-key",
-        )
-        asked = result["autoscaling"]
-        assert result["applied"] == asked and 1 <= asked["min_replicas"] <= asked["max_replicas"]
-        held = InferopsClient(url, "plan-key").serving_config("digits-cnn")
-        assert held["autoscaling_config"] == asked | held["autoscaling_config"]  # Serve may add its defaults
-        assert (
-            all(held["autoscaling_config"][k] == v for k, v in asked.items()) and held["num_replicas"] is None
-        )
-        text = Path(result["serve_config"]).read_text()
-        assert f"name: {held['app']}" in text and f"name: {held['deployment']}" in text
-    finally:
-        serve.delete("capacity-apply-test")
-
-
 def test_flow_reads_a_quarter_from_a_real_prometheus_and_says_how_little_it_keeps(
     prefect_harness: None, serve_traffic_in_prometheus: ServeTraffic
 ) -> None:
