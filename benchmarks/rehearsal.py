@@ -37,6 +37,7 @@ from serving.network import free_port  # noqa: E402
 
 MODEL = "digits-cnn"  # trains in seconds: the rehearsal is about the wiring, not the model
 API_KEY = "rehearsal-key"
+ADMIN_KEY = "rehearsal-admin-key"
 POOL = "inferops-pool"
 BIN = Path(sys.executable).parent
 # Thresholds a shared 2-core box meets while six flow runs share it: the rehearsal checks that every deployment
@@ -214,8 +215,9 @@ def servers(work: Path) -> Iterator[Rehearsal]:
         "PREFECT_RESULTS_PERSIST_BY_DEFAULT": "true",  # the runs' return values, read back below
         "INFEROPS_DATA_DIR": str(work / "inferops-data"),
         "INFEROPS_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{ports['mlflow']}",
-        "INFEROPS_API_KEYS": json.dumps([API_KEY]),
-        "INFEROPS_API_KEY": API_KEY,
+        # what a team sets on the serving host and the worker alike: server and client read the same variables
+        "INFEROPS_API_KEYS": API_KEY,
+        "INFEROPS_ADMIN_KEYS": ADMIN_KEY,
         "INFEROPS_POLICY_FILE": str(policy),
         "INFEROPS_HOME": str(ROOT),
         "PYTHONUNBUFFERED": "1",

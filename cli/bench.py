@@ -18,7 +18,7 @@ app = typer.Typer(
 URL = typer.Option(..., "--url", help="Base URL (e.g. http://127.0.0.1:8000) or full endpoint URL.")
 MODEL = typer.Option("minilm", "--model", help="Model name sent in each request body.")
 API_KEY = typer.Option(
-    None, "--api-key", envvar="INFEROPS_API_KEY", help="Sent as 'Authorization: Bearer KEY'."
+    None, "--api-key", help="Sent as 'Authorization: Bearer KEY' (default: the first of INFEROPS_API_KEYS)."
 )
 PATH = typer.Option(DEFAULT_ENDPOINT_PATH, "--path", help="Endpoint path appended to a bare base URL.")
 VARIANT = typer.Option("unknown", "--variant", help="Variant served (recorded in MLflow).")

@@ -60,7 +60,7 @@ def plan(
     ),
     url: str | None = typer.Option(None, "--url", help="The endpoint whose deployment --apply changes."),
     api_key: str | None = typer.Option(
-        None, "--api-key", help="Admin key for --apply (default: INFEROPS_API_KEY)."
+        None, "--api-key", help="Admin key for --apply (default: the first of INFEROPS_ADMIN_KEYS)."
     ),
     as_json: bool = typer.Option(
         False, "--json", help="print the plan as JSON (for scripts) instead of tables"
@@ -70,7 +70,7 @@ def plan(
     # Lazy: the capacity model pulls in pandas and MLflow, which `inferops --help` should not wait for.
     from cli.render import console as make_console
     from cli.render import print_json, print_plan
-    from serving.auth import client_key
+    from serving.auth import client_admin_key
     from serving.client import EndpointError
     from tasks.capacity import autoscaling as autoscale
     from tasks.capacity import data_quality as dq
@@ -124,7 +124,7 @@ def plan(
     result = cap.plan_output(report, analysis, decision, "", cap.plan_table(plans), started)
     try:
         published = autoscale.publish_autoscaling(
-            model, decision.autoscaling, url if apply else None, client_key(api_key)
+            model, decision.autoscaling, url if apply else None, client_admin_key(api_key)
         )
     except EndpointError as exc:
         console.print(f"[red]error:[/red] the autoscaling was not applied: {exc}")

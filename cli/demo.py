@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import secrets
 import time
 from typing import Any
 
@@ -88,11 +87,18 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
     from ray import serve
 
     from serving.app import run_local
+
+    # The keys `inferops serve` uses: the configured ones, else a pair made in the data dir on the first run.
+    from serving.auth import client_key, ensure_local_keys
     from serving.variants import ensure_variant
     from tasks.records import registry
 
-    api_key = os.environ.get("INFEROPS_API_KEY") or secrets.token_urlsafe(24)
-    os.environ["INFEROPS_API_KEY"] = api_key
+    made = ensure_local_keys()
+    api_key = client_key()
+    if api_key is None:
+        raise typer.BadParameter("no inference key: set INFEROPS_API_KEYS or remove INFEROPS_API_KEYS_FILE")
+    for path in made.files:
+        console.print(f"made {path.name} in {path.parent} (mode 0600): the endpoint's keys", highlight=False)
     ray.init(
         address=settings.ray_address, include_dashboard=False, configure_logging=False, log_to_driver=False
     )

@@ -6,8 +6,10 @@ import os
 
 import typer
 
+# No envvar of its own: the client reads INFEROPS_API_KEYS / INFEROPS_ADMIN_KEYS (or the data dir's key files),
+# the same variables the server reads, and calls admin routes with the admin key.
 API_KEY = typer.Option(
-    None, "--api-key", envvar="INFEROPS_API_KEY", help="endpoint API key (admin routes need it)"
+    None, "--api-key", help="endpoint inference key (default: the first of INFEROPS_API_KEYS)"
 )
 JSON = typer.Option(False, "--json", help="print the result as JSON (for scripts) instead of tables")
 

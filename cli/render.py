@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -249,7 +250,7 @@ def example_curl(url: str, model: str, kind: str, keyed: bool) -> str:
     """A call that works when pasted: embeddings for a text model, the model's metadata for a tensor model."""
     from serving import routes
 
-    auth = ' -H "Authorization: Bearer $INFEROPS_API_KEY"' if keyed else ""
+    auth = ' -H "Authorization: Bearer $KEY"' if keyed else ""
     if kind == "text":
         body = json.dumps({"model": model, "input": ["hello world"]})
         return (
@@ -272,8 +273,16 @@ def ray_line(
     return f"  ray:     {gcs_address} ({how}{metrics}); a worker gating releases here: {worker}"
 
 
-def serve_banner(url: str, meta: dict[str, Any], replicas: int, ingress: str, keyed: bool) -> list[str]:
-    """What `inferops serve` serves, as the endpoint itself reports it, and how to call it."""
+def serve_banner(
+    url: str,
+    meta: dict[str, Any],
+    replicas: int,
+    ingress: str,
+    keyed: bool,
+    key_files: list[Path] | None = None,
+    made: list[Path] | None = None,
+) -> list[str]:
+    """What `inferops serve` serves, as the endpoint itself reports it, and how to call it (with which key)."""
     from serving import routes
 
     version = f", registry version {meta['registry_version']}" if meta.get("registry_version") else ""
@@ -292,15 +301,23 @@ def serve_banner(url: str, meta: dict[str, Any], replicas: int, ingress: str, ke
         f"  knobs:   {knobs_text(knobs)}",
         f"  engine:  {engine}",
         f"  OpenAPI: {url}{routes.DOCS.path()}    health: {url}{routes.READY.path()}",
-        f"  try:     {example_curl(url, meta['name'], meta['kind'], keyed)}",
     ]
     if keyed:
-        lines.append(
-            "  key:     export INFEROPS_API_KEY=<one of the keys in INFEROPS_API_KEYS or INFEROPS_API_KEYS_FILE>"
+        source = (
+            f"KEY=$(grep -v '^#' {key_files[0]} | head -1 | cut -d' ' -f1)"
+            if key_files
+            else "KEY=<one of INFEROPS_API_KEYS>"
         )
-    else:
+        lines.append(f"  key:     {source}")
+    lines.append(f"  try:     {example_curl(url, meta['name'], meta['kind'], keyed)}")
+    for path in made or []:
         lines.append(
-            "  note:    no API keys configured (INFEROPS_API_KEYS / INFEROPS_API_KEYS_FILE): access is open"
+            f"  made:    {path} (mode 0600) on this first run; clients on this machine read it, elsewhere "
+            f"set {'INFEROPS_ADMIN_KEYS' if 'admin' in path.name else 'INFEROPS_API_KEYS'} to its key"
+        )
+    if not keyed:
+        lines.append(
+            "  WARNING: --allow-anonymous: inference answers anyone (admin routes still need an admin key)"
         )
     return lines
 

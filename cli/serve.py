@@ -55,6 +55,11 @@ def serve(
     cache_entries: int | None = typer.Option(
         None, help="response-cache entries per replica, 0 = off (default: policy serving.cache_entries)"
     ),
+    allow_anonymous: bool = typer.Option(
+        False,
+        "--allow-anonymous",
+        help="development only: answer inference requests that carry no key (admin routes still need one)",
+    ),
 ) -> None:
     """Serve a model over HTTP (Open Inference Protocol v2 + OpenAI embeddings) until Ctrl-C."""
     from serving.settings import get_settings
@@ -63,6 +68,31 @@ def serve(
     settings = get_settings()
     policy = default_policy()
     from serving.app import ingress_env
+    from serving.auth import (
+        API_KEYS_FILE,
+        KeyFileError,
+        access_from_settings,
+        default_key_file,
+        ensure_local_keys,
+    )
+
+    # Keys are required: the configured ones (INFEROPS_API_KEYS / INFEROPS_ADMIN_KEYS or their files), else a pair
+    # made in the data dir on the first run. --allow-anonymous opens inference only, and makes no inference key.
+    try:
+        made = [] if allow_anonymous else ensure_local_keys(settings).files
+        if allow_anonymous and not settings.admin_keys and not settings.admin_keys_file:
+            made = [p for p in ensure_local_keys(settings).files if "admin" in p.name]
+        access = access_from_settings(allow_anonymous=allow_anonymous)
+    except (KeyFileError, OSError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(code=2) from None
+    if not access.inference.enabled and not allow_anonymous:
+        typer.echo(
+            "error: no API key is configured and none could be made: set INFEROPS_API_KEYS, or pass "
+            "--allow-anonymous to serve without keys (development only)",
+            err=True,
+        )
+        raise typer.Exit(code=2)
 
     try:
         env, chosen = ingress_env(ingress or settings.ingress)
@@ -76,7 +106,7 @@ def serve(
 
     from cli.render import ray_line, serve_banner
     from serving.app import run_local
-    from serving.auth import client_key, keyring_from_settings
+    from serving.auth import client_key
     from serving.client import InferopsClient
 
     knobs = policy.serving.default_knobs()
@@ -96,7 +126,9 @@ def serve(
         "cache_entries": cache_entries,
     }
     served: dict[str, Any] = {**knobs, **{k: v for k, v in given.items() if v is not None}}
-    args = policy.app_args(**served, model=model, variant=variant, extra_models=extra_model)
+    args = policy.app_args(
+        **served, model=model, variant=variant, extra_models=extra_model, allow_anonymous=allow_anonymous
+    )
     # SIGTERM (a service manager, `kill`) stops like Ctrl-C: Serve and the local Ray are shut down, exit status 0.
     signal.signal(signal.SIGTERM, _interrupt)
     try:
@@ -111,10 +143,13 @@ def serve(
             _metrics_export_port=None if joined else metrics_port,
         )
         url = run_local(args, name="inferops", host=host, port=port)
-        keyed = keyring_from_settings().enabled
+        keyed = access.inference.enabled
         with InferopsClient(url, client_key()) as client:
             meta = client.metadata(client.models()[0])
-        for line in serve_banner(url, meta, int(args.get("num_replicas") or 1), chosen, keyed):
+        key_file = settings.api_keys_file or default_key_file(settings, API_KEYS_FILE)
+        files = [key_file] if not settings.api_keys and key_file.exists() else []
+        replicas_n = int(args.get("num_replicas") or 1)
+        for line in serve_banner(url, meta, replicas_n, chosen, keyed, files, made):
             typer.echo(line)
         typer.echo(
             ray_line(

@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
-from serving.auth import client_key
+from serving.auth import client_admin_key
 from serving.network import checked_url
 from tasks.capacity import autoscaling as autoscale
 from tasks.capacity import data_quality as dq
@@ -246,7 +246,7 @@ def capacity_planning(
     """
     started = time.perf_counter()
     policy = default_policy()
-    url, api_key = checked_url(url, "url"), client_key(api_key)
+    url, api_key = checked_url(url, "url"), client_admin_key(api_key)
     if apply and not url:
         raise ValueError(
             "apply=True needs url= (the endpoint whose deployment the autoscaling is applied to)"

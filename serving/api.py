@@ -16,12 +16,23 @@ import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictFloat,
+    StrictInt,
+    StrictStr,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic_core import PydanticCustomError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from serving import routes
-from serving.auth import KeyRing, RateLimiter, presented_key, retry_after_header
+from serving.auth import Access, KeyRing, Verdict, presented_key, retry_after_header
 from serving.config import BatchSize, BatchWaitS, CacheEntries, EndpointLimits, Replicas, Threads
 
 try:  # orjson is several times faster for big float arrays; json is the fallback
@@ -104,6 +115,14 @@ class EmbeddingsResponse(BaseModel):
     usage: Usage
 
 
+class RequestedOutput(BaseModel):
+    """An output the client asks for by name (the protocol's `$request_output`)."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=MAX_NAME_CHARS)
+    parameters: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool] | None = None
+
+
 class InferTensor(BaseModel):
     """One named tensor of the Open Inference Protocol (flat, row-major `data`)."""
 
@@ -112,7 +131,7 @@ class InferTensor(BaseModel):
     shape: list[int] = Field(min_length=1, max_length=MAX_TENSOR_RANK)
     datatype: Literal["BYTES", "FP32", "FP64", "FP16", "INT64", "INT32"]
     data: list[str] | list[float]
-    parameters: dict[str, str | int | float | bool] | None = None
+    parameters: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool] | None = None
 
 
 class InferRequest(BaseModel):
@@ -121,8 +140,8 @@ class InferRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     id: str | None = Field(default=None, max_length=MAX_NAME_CHARS)
     inputs: list[InferTensor] = Field(min_length=1, max_length=1)
-    outputs: list[dict[str, str]] | None = Field(default=None, max_length=8)
-    parameters: dict[str, str | int | float | bool] | None = None
+    outputs: list[RequestedOutput] | None = Field(default=None, max_length=8)
+    parameters: dict[str, StrictStr | StrictInt | StrictFloat | StrictBool] | None = None
 
 
 class InferOutput(BaseModel):
@@ -205,10 +224,13 @@ class InferenceService(Protocol):
     """What the ingress replica provides to the routes (implemented in serving/app.py)."""
 
     limits: EndpointLimits
-    keyring: KeyRing
-    limiter: RateLimiter | None
+    access: Access
 
     def model_names(self) -> list[str]: ...
+
+    async def rate_limit(self, key_id: str) -> tuple[bool, float]:
+        """(allowed, retry_after_s) for one request of `key_id`, counted across every replica."""
+        ...
 
     async def health(self) -> dict[str, Any]: ...
 
@@ -226,6 +248,7 @@ class InferenceService(Protocol):
         patch: dict[str, Any],
         num_replicas: int | None,
         autoscaling: dict[str, Any] | None = None,
+        expect_version: str | None = None,
     ) -> dict[str, Any]: ...
 
     async def serving_config(self, model: str) -> dict[str, Any]: ...
@@ -421,6 +444,92 @@ def tensor_from_input(
     return array.astype(np.float32, copy=False)
 
 
+# Parameters the protocol or this server gives a meaning to; anything else is refused rather than ignored, so a
+# misspelt `truncate` fails loudly instead of silently serving something else.
+REQUEST_PARAMETERS: dict[str, dict[str, type]] = {"text": {"truncate": bool}, "tensor": {}}
+TENSOR_PARAMETERS: dict[str, type] = {"content_type": str}
+# The protocol's binary tensor extension (raw bytes after the JSON): not implemented here, so named when refused.
+BINARY_EXTENSION = ("binary_data", "binary_data_size", "binary_data_output")
+
+
+def _check_parameters(params: dict[str, Any] | None, allowed: dict[str, type], field: str) -> None:
+    for name, value in (params or {}).items():
+        if name in BINARY_EXTENSION:
+            raise RequestRejected(
+                400,
+                f"{field}.{name}",
+                "binary_extension",
+                None,
+                "the binary tensor data extension is not supported here: send the tensor as JSON `data`",
+            )
+        if name not in allowed:
+            raise RequestRejected(
+                400,
+                f"{field}.{name}",
+                "known_parameter",
+                sorted(allowed),
+                f"unknown parameter {name!r}; this model takes {sorted(allowed) or 'no parameters'}",
+            )
+        want = allowed[name]
+        if not isinstance(value, want) or (want is not bool and isinstance(value, bool)):
+            raise RequestRejected(
+                400,
+                f"{field}.{name}",
+                "parameter_type",
+                want.__name__,
+                f"parameter {name!r} must be a {want.__name__}, got {type(value).__name__}",
+            )
+
+
+def check_infer_request(req: InferRequest, meta: dict[str, Any]) -> None:
+    """The Open Inference Protocol's rules against the model's own metadata: known parameters of the right type,
+    requested outputs that exist, the input's datatype as the model declares it, and a shape its data fills."""
+    kind = meta.get("kind", "tensor")
+    _check_parameters(req.parameters, REQUEST_PARAMETERS.get(kind, {}), "parameters")
+    tensor = req.inputs[0]
+    field = f"inputs[0]({tensor.name})"
+    _check_parameters(tensor.parameters, TENSOR_PARAMETERS, f"{field}.parameters")
+    outputs = [str(o.get("name")) for o in meta.get("outputs") or []]
+    for i, wanted in enumerate(req.outputs or []):
+        if outputs and wanted.name not in outputs:
+            raise RequestRejected(
+                400, f"outputs[{i}].name", "known_output", outputs, f"model has no output {wanted.name!r}"
+            )
+        _check_parameters(wanted.parameters, {}, f"outputs[{i}].parameters")
+    declared = (meta.get("inputs") or [{}])[0]
+    want_type = declared.get("datatype")
+    if want_type and tensor.datatype != want_type:
+        raise RequestRejected(
+            400,
+            f"{field}.datatype",
+            "datatype",
+            want_type,
+            f"model {meta.get('name')!r} takes {want_type}, not {tensor.datatype} (see GET /v2/models/<name>)",
+        )
+    want_shape = declared.get("shape")
+    if want_shape and len(tensor.shape) != len(want_shape):
+        raise RequestRejected(
+            400,
+            f"{field}.shape",
+            "model_shape",
+            want_shape,
+            f"shape {tensor.shape} has rank {len(tensor.shape)}; the model's input has rank {len(want_shape)}",
+        )
+    if any(d < 0 for d in tensor.shape):
+        raise RequestRejected(
+            400, f"{field}.shape", "non_negative", 0, f"shape {tensor.shape} has a negative dimension"
+        )
+    count = math.prod(tensor.shape)
+    if len(tensor.data) != count:
+        raise RequestRejected(
+            400,
+            f"{field}.data",
+            "shape_match",
+            count,
+            f"data has {len(tensor.data)} values, shape {tensor.shape} needs {count}",
+        )
+
+
 def server_timing(timings_s: dict[str, float]) -> str:
     """W3C Server-Timing header value, milliseconds, fixed phase order."""
     return ", ".join(f"{phase};dur={timings_s.get(phase, 0.0) * 1000.0:.3f}" for phase in TIMING_PHASES)
@@ -462,6 +571,42 @@ def _json_response(payload: Any, reply: dict[str, Any], started: float, items: i
     return Response(body, media_type="application/json", headers=headers)
 
 
+def refusal(access: Access, key: str | None, verdict: Verdict, admin: bool) -> RequestRejected:
+    """Why a key was refused, without saying anything about other keys (and never the key itself)."""
+    if admin and not access.admin.enabled:
+        return RequestRejected(
+            403,
+            "Authorization",
+            "admin_key",
+            None,
+            "admin routes are closed: the server has no admin key; set INFEROPS_ADMIN_KEYS (comma-separated) "
+            "or INFEROPS_ADMIN_KEYS_FILE where it runs",
+        )
+    if admin and verdict is Verdict.INVALID and access.inference.check(key):
+        return RequestRejected(
+            403,
+            "Authorization",
+            "admin_key",
+            None,
+            "this key may call inference routes only: admin routes (switch, rollback, serving) need an admin "
+            "key from INFEROPS_ADMIN_KEYS",
+        )
+    if verdict is Verdict.EXPIRED:
+        exc = RequestRejected(
+            401, "Authorization", "key_expired", None, "this API key has expired: ask for a new one"
+        )
+    else:
+        exc = RequestRejected(
+            401,
+            "Authorization",
+            "api_key",
+            None,
+            "missing or invalid API key: send 'Authorization: Bearer <key>'",
+        )
+    exc.headers = {"WWW-Authenticate": "Bearer"}
+    return exc
+
+
 def create_api(service: InferenceService) -> FastAPI:
     """The FastAPI app for one ingress replica; routes close over `service`."""
     app = FastAPI(
@@ -482,27 +627,24 @@ def create_api(service: InferenceService) -> FastAPI:
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return error_response(RequestRejected(exc.status_code, "path", "route", None, str(exc.detail)))
 
-    def authorize(request: Request) -> None:
+    async def authorize(request: Request, admin: bool = False) -> None:
+        """401 without a valid key, 403 for an inference key on an admin route, 429 past the shared rate."""
         key = presented_key(request.headers.get("authorization"), request.headers.get("x-api-key"))
-        if not service.keyring.check(key):
-            exc = RequestRejected(
-                401,
-                "Authorization",
-                "api_key",
-                None,
-                "missing or invalid API key: send 'Authorization: Bearer <key>'",
-            )
-            exc.headers = {"WWW-Authenticate": "Bearer"}
-            raise exc
-        if service.limiter is not None:
-            allowed, retry = service.limiter.allow(KeyRing.fingerprint(key) if key else "anonymous")
+        access = service.access
+        verdict = access.check_admin(key) if admin else access.check_inference(key)
+        if verdict is not Verdict.OK:
+            raise refusal(access, key, verdict, admin)
+        # inference is metered; admin keys belong to operators and their changes are serialized anyway
+        if not admin and service.limits.rate_limit_per_key_per_s:
+            allowed, retry = await service.rate_limit(KeyRing.fingerprint(key) if key else "anonymous")
             if not allowed:
                 exc = RequestRejected(
                     429,
                     "Authorization",
                     "rate_limit_per_key_per_s",
-                    service.limiter.rate,
-                    "rate limit exceeded for this key",
+                    service.limits.rate_limit_per_key_per_s,
+                    "rate limit exceeded for this key (counted across every replica); retry after the "
+                    "Retry-After seconds",
                 )
                 exc.headers = {"Retry-After": retry_after_header(retry)}
                 raise exc
@@ -540,7 +682,7 @@ def create_api(service: InferenceService) -> FastAPI:
 
     @app.get(routes.MODEL.template, tags=["models"])
     async def model_metadata(name: str, request: Request) -> dict[str, Any]:
-        authorize(request)
+        await authorize(request)
         return await service.metadata(name)
 
     @app.post(
@@ -550,11 +692,12 @@ def create_api(service: InferenceService) -> FastAPI:
         openapi_extra=body_schema(InferRequest),
     )
     async def infer(name: str, request: Request) -> Response:
-        authorize(request)
+        await authorize(request)
         meta = await service.metadata(name)  # 404 for an unknown model before reading the body
         req: InferRequest = validate_model(
             InferRequest, await read_json_body(request, service.limits.max_body_bytes)
         )
+        check_infer_request(req, meta)
         tensor = req.inputs[0]
         if meta["kind"] == "text":
             if tensor.datatype != "BYTES" or any(not isinstance(v, str) for v in tensor.data):
@@ -590,7 +733,7 @@ def create_api(service: InferenceService) -> FastAPI:
         openapi_extra=body_schema(EmbeddingsRequest),
     )
     async def embeddings(request: Request) -> Response:
-        authorize(request)
+        await authorize(request)
         req: EmbeddingsRequest = validate_model(
             EmbeddingsRequest, await read_json_body(request, service.limits.max_body_bytes)
         )
@@ -621,7 +764,7 @@ def create_api(service: InferenceService) -> FastAPI:
 
     @app.post(routes.SWITCH.template, tags=["admin"], openapi_extra=body_schema(SwitchRequest))
     async def switch(name: str, request: Request) -> JSONResponse:
-        authorize(request)
+        await authorize(request, admin=True)
         req: SwitchRequest = validate_model(
             SwitchRequest, await read_json_body(request, service.limits.max_body_bytes)
         )
@@ -632,7 +775,7 @@ def create_api(service: InferenceService) -> FastAPI:
     async def configure(name: str, request: Request) -> JSONResponse:
         """Batching, cache, threads and replica count or autoscaling for every replica of `name`; 202: Serve
         applies it."""
-        authorize(request)
+        await authorize(request, admin=True)
         await service.metadata(name)  # 404 for an unknown model before reading the body
         req: ServingUpdate = validate_model(
             ServingUpdate, await read_json_body(request, service.limits.max_body_bytes)
@@ -642,19 +785,24 @@ def create_api(service: InferenceService) -> FastAPI:
         autoscaling = patch.pop("autoscaling", None)
         if not patch and replicas is None and autoscaling is None:
             raise RequestRejected(400, "body", "non_empty", None, "name at least one knob to change")
-        result = await service.configure_model(name, patch, replicas, autoscaling)
-        return JSONResponse(result, status_code=202 if result.get("persisted") else 409)
+        # compare-and-swap: `If-Match: <the ETag of GET .../serving>` changes nothing if the config moved since
+        expect = request.headers.get("if-match", "").strip().strip('"') or None
+        result = await service.configure_model(name, patch, replicas, autoscaling, expect)
+        status = 202 if result.get("persisted") else 409  # 409 with `conflict`: a newer config won
+        headers = {"ETag": f'"{result["version"]}"'} if result.get("version") else None
+        return JSONResponse(result, status_code=status, headers=headers)
 
     @app.get(routes.SERVING_CONFIG.template, tags=["admin"])
     async def serving_config(name: str, request: Request) -> JSONResponse:
         """`name`'s deployment config as Serve holds it (replicas, autoscaling, user_config); 409: not readable."""
-        authorize(request)
+        await authorize(request, admin=True)
         result = await service.serving_config(name)
-        return JSONResponse(result, status_code=409 if "reason" in result else 200)
+        headers = {"ETag": f'"{result["version"]}"'} if result.get("version") else None
+        return JSONResponse(result, status_code=409 if "reason" in result else 200, headers=headers)
 
     @app.post(routes.ROLLBACK.template, tags=["admin"])
     async def rollback(name: str, request: Request) -> JSONResponse:
-        authorize(request)
+        await authorize(request, admin=True)
         result = await service.rollback_model(name)
         return JSONResponse(result, status_code=200 if result["verdict"] == "switched" else 409)
 

@@ -28,10 +28,16 @@ from ray.serve.handle import DeploymentHandle
 
 from serving.api import RequestRejected, create_api
 from serving.artifacts import slug
-from serving.auth import RateLimiter, keyring_from_settings
+from serving.auth import Access, access_from_settings, require_keys
 from serving.batching import plan_buckets, run_buckets
 from serving.cache import ResponseCache, input_key
 from serving.config import BatchSize, BatchWaitS, CacheEntries, EndpointLimits, Threads, floor_defaults
+from serving.coordination import (
+    ReplicaRateLimit,
+    config_writer,
+    deployment_serving_config,
+    serve_client,
+)
 from serving.engines import gpu_providers, load_engine, ort_module
 from serving.metrics import GpuExporter, ServingMetrics
 from serving.model_switch import EngineSlot, ModelSource, SwitchError, SwitchResult, resolve_source
@@ -129,6 +135,11 @@ class AppArgs(BaseModel):
     )
     api_keys: list[str] = Field(default_factory=list, repr=False)
     api_keys_file: str | None = None
+    admin_keys: list[str] = Field(default_factory=list, repr=False)
+    admin_keys_file: str | None = None
+    allow_anonymous: bool = Field(
+        default=False, description="development only: answer inference requests without a key"
+    )
     max_body_bytes: int | None = Field(default=None, gt=0)
     max_items: int | None = Field(default=None, gt=0)
     max_text_chars: int | None = Field(default=None, gt=0)
@@ -140,7 +151,13 @@ class AppArgs(BaseModel):
         default_factory=lambda: floor_defaults().endpoint.health_check_timeout_s, gt=0
     )
 
-    _csv = field_validator("extra_models", "api_keys", mode="before")(_split_csv)
+    _csv = field_validator("extra_models", "api_keys", "admin_keys", mode="before")(_split_csv)
+
+    def access(self) -> Access:
+        """The keys this app accepts: its own args plus the INFEROPS_* variables where it runs."""
+        return access_from_settings(
+            self.api_keys, self.api_keys_file, self.admin_keys, self.admin_keys_file, self.allow_anonymous
+        )
 
     def batching(self) -> ServingConfig:
         return ServingConfig(
@@ -534,12 +551,18 @@ class ModelRuntime:
         return await asyncio.to_thread(persist_replica_config, patch)
 
     async def configure(
-        self, patch: dict[str, Any], num_replicas: int | None, autoscaling: dict[str, Any] | None = None
+        self,
+        patch: dict[str, Any],
+        num_replicas: int | None,
+        autoscaling: dict[str, Any] | None = None,
+        expect_version: str | None = None,
     ) -> dict[str, Any]:
         """Change serving knobs on every replica of this deployment: validated here, applied by Serve."""
         # raises naming the bad field
         merged = ServingConfig.model_validate({**self.config.model_dump(), **patch})
-        persisted = await asyncio.to_thread(persist_replica_config, patch, num_replicas, autoscaling)
+        persisted = await asyncio.to_thread(
+            persist_replica_config, patch, num_replicas, autoscaling, expect_version
+        )
         return {
             "requested": {
                 **patch,
@@ -565,6 +588,14 @@ def _replica_id() -> str:
     """Which replica answered (tests use it to show reconfigure did not restart it)."""
     ctx = serve.get_replica_context()
     return f"{ctx.replica_tag if ctx else 'local'}/pid{os.getpid()}"
+
+
+def _app_name() -> str:
+    """The Serve app this replica belongs to (names its shared actors)."""
+    try:
+        return str(serve.get_replica_context().app_name)
+    except Exception:  # not inside a replica
+        return "local"
 
 
 def _merge_timings(per_item: list[dict[str, float]]) -> dict[str, float]:
@@ -631,9 +662,13 @@ class ModelServer:
             return {"rejected": exc.as_tuple()}
 
     async def configure(
-        self, patch: dict[str, Any], num_replicas: int | None, autoscaling: dict[str, Any] | None = None
+        self,
+        patch: dict[str, Any],
+        num_replicas: int | None,
+        autoscaling: dict[str, Any] | None = None,
+        expect_version: str | None = None,
     ) -> dict[str, Any]:
-        return await self.runtime.configure(patch, num_replicas, autoscaling)
+        return await self.runtime.configure(patch, num_replicas, autoscaling, expect_version)
 
     async def serving_config(self) -> dict[str, Any]:
         return await self.runtime.serving_config()
@@ -655,9 +690,10 @@ class InferenceIngress:
     ) -> None:
         self.args = AppArgs.model_validate(args)
         self.limits = self.args.limits()
-        self.keyring = keyring_from_settings(self.args.api_keys, self.args.api_keys_file)
+        self.access = self.args.access()
+        require_keys(self.access)  # a replica with no key and no allow_anonymous would answer anyone: refuse
         rate = self.limits.rate_limit_per_key_per_s
-        self.limiter = RateLimiter(rate) if rate else None
+        self.limiter = ReplicaRateLimit(_app_name(), rate) if rate else None
         options = EngineOptions(
             intra_op_threads=self.args.intra_op_threads,
             allow_spinning=self.args.allow_spinning,
@@ -681,6 +717,9 @@ class InferenceIngress:
         await self.runtime.check_health()
 
     # -- the InferenceService protocol used by serving/api.py --
+
+    async def rate_limit(self, key_id: str) -> tuple[bool, float]:
+        return await self.limiter.allow(key_id) if self.limiter is not None else (True, 0.0)
 
     def model_names(self) -> list[str]:
         return [self.runtime.name, *self.extra]
@@ -742,10 +781,11 @@ class InferenceIngress:
         patch: dict[str, Any],
         num_replicas: int | None,
         autoscaling: dict[str, Any] | None = None,
+        expect_version: str | None = None,
     ) -> dict[str, Any]:
         """Serving knobs for every replica of `model`'s deployment (batching, cache, threads, replicas or
-        autoscaling)."""
-        return await self._admin(model, "configure", patch, num_replicas, autoscaling)
+        autoscaling); with `expect_version`, only if its config is still that version."""
+        return await self._admin(model, "configure", patch, num_replicas, autoscaling, expect_version)
 
     async def serving_config(self, model: str) -> dict[str, Any]:
         """`model`'s deployment config as Serve holds it, read by a replica of that deployment."""
@@ -762,60 +802,21 @@ class InferenceIngress:
 # ---- deployment config updates (how a change made on one replica reaches all of them) --------------------------
 
 
-def declared_apps(app_name: str) -> dict[str, dict[str, Any]]:
-    """`live_app_configs()`, refused when `app_name` is not among them (nothing to read or update)."""
-    apps = live_app_configs()
-    if app_name not in apps:
-        raise RuntimeError(
-            f"application {app_name!r} was not deployed from a config (serve deploy / inferops serve)"
-        )
-    return apps
-
-
 def update_deployment(
     app_name: str,
     deployment: str,
     user_config_patch: dict[str, Any],
     num_replicas: int | None = None,
     autoscaling: dict[str, Any] | None = None,
+    expect_version: str | None = None,
 ) -> dict[str, Any]:
-    """Merge `user_config_patch` (and a replica count or an autoscaling config) into one deployment of a
-    declaratively deployed app.
-
-    Only `user_config`, `num_replicas` and `autoscaling_config` change, which Serve applies without restarting
-    anything: running replicas get `reconfigure()`, new ones start with the same user_config.
-    """
-    apps = declared_apps(app_name)
-    deployments = apps[app_name].setdefault("deployments", [])
-    target = next((d for d in deployments if d.get("name") == deployment), None)
-    if target is None:
-        target = {"name": deployment}
-        deployments.append(target)
-    target["user_config"] = {**(target.get("user_config") or {}), **user_config_patch}
-    # Serve's DeploymentSchema refuses an int num_replicas beside an autoscaling_config: each drops the other
-    if autoscaling is not None:
-        target["autoscaling_config"] = autoscaling
-        target.pop("num_replicas", None)
-    elif num_replicas is not None:
-        target["num_replicas"] = num_replicas
-        target.pop("autoscaling_config", None)
-    submit_app_configs(list(apps.values()))
-    return {"app": app_name, "deployment": deployment}
-
-
-def deployment_serving_config(app_name: str, deployment: str) -> dict[str, Any]:
-    """One deployment's replica count, autoscaling and user_config in the app's declarative config (None:
-    the config leaves it to the code, which builds a fixed count without autoscaling)."""
-    apps = declared_apps(app_name)
-    deployments = apps[app_name].get("deployments") or []
-    target: dict[str, Any] = next((d for d in deployments if d.get("name") == deployment), {})
-    return {
-        "app": app_name,
-        "deployment": deployment,
-        "num_replicas": target.get("num_replicas"),
-        "autoscaling_config": target.get("autoscaling_config"),
-        "user_config": target.get("user_config") or {},
-    }
+    """Change one deployment of a declaratively deployed app, through the cluster's one config writer (so
+    concurrent changes are applied one after another, none lost); see `update_deployment_now`."""
+    return ray.get(  # type: ignore[no-any-return]
+        config_writer().update.remote(
+            app_name, deployment, user_config_patch, num_replicas, autoscaling, expect_version
+        )
+    )
 
 
 def local_copy(source: ModelSource) -> ModelSource:
@@ -832,7 +833,10 @@ def local_copy(source: ModelSource) -> ModelSource:
 
 
 def persist_replica_config(
-    patch: dict[str, Any], num_replicas: int | None = None, autoscaling: dict[str, Any] | None = None
+    patch: dict[str, Any],
+    num_replicas: int | None = None,
+    autoscaling: dict[str, Any] | None = None,
+    expect_version: str | None = None,
 ) -> dict[str, Any]:
     """From inside a replica: write `patch` into this deployment's user_config so every replica converges."""
     try:
@@ -840,10 +844,12 @@ def persist_replica_config(
     except Exception as exc:  # not inside a Serve replica (a unit test driving ModelRuntime directly)
         return {"persisted": False, "reason": f"not running in a Serve replica ({type(exc).__name__})"}
     try:
-        where = update_deployment(ctx.app_name, ctx.deployment, patch, num_replicas, autoscaling)
+        where = update_deployment(
+            ctx.app_name, ctx.deployment, patch, num_replicas, autoscaling, expect_version
+        )
     except Exception as exc:  # e.g. an app started with serve.run: this replica changed, the others did not
         return {"persisted": False, "reason": f"{type(exc).__name__}: {exc}"}
-    return {"persisted": True, **where}
+    return {"persisted": not where.get("conflict"), **where}
 
 
 def replica_serving_config() -> dict[str, Any]:
@@ -872,6 +878,7 @@ def _parse_model_ref(ref: str) -> tuple[str, str | None]:
 def build_app(args: dict[str, Any]) -> Application:
     """Typed builder for `serve run serving.app:build_app model=minilm` and `serve build` configs."""
     parsed = AppArgs.model_validate(args)
+    require_keys(parsed.access())  # before anything loads: an endpoint open to anyone is refused, saying why
     primary = resolve_source(
         parsed.model,
         variant=parsed.variant or _default_variant(parsed.model),
@@ -959,6 +966,7 @@ def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: st
     version and replace them.
     """
     parsed = AppArgs.model_validate(args)
+    require_keys(parsed.access())  # refused here, before Serve's config is touched
     batching = parsed.batching().model_dump()
     deployments = [{"name": "InferenceIngress", "user_config": batching}]
     for ref in parsed.extra_models:
@@ -978,39 +986,8 @@ def deploy(
 ) -> None:
     """Deploy or update one app declaratively, keeping the other declaratively deployed apps as they are."""
     mine = app_config(args, name=name, route_prefix=route_prefix)
-    apps = [
-        cfg
-        for app_name, cfg in live_app_configs().items()
-        if app_name != name and cfg.get("route_prefix", "/") != mine["route_prefix"]
-    ]
-    apps.append(mine)
-    submit_app_configs(apps)._wait_for_application_running(name, timeout_s=int(timeout_s))
-
-
-def _serve_client() -> Any:
-    from ray.serve.context import _get_global_client
-
-    client = _get_global_client()
-    if client is None:
-        raise RuntimeError("Serve is not running: call serve.start() first")
-    return client
-
-
-def live_app_configs() -> dict[str, dict[str, Any]]:
-    """The config of every declaratively deployed app that still runs (the controller's checkpoint still lists
-    apps deleted since), by name, as `serve deploy` would take it back."""
-    live = set(serve.status().applications)
-    current = ray.get(_serve_client()._controller.get_app_configs.remote())
-    return {name: cfg.model_dump(exclude_unset=True) for name, cfg in current.items() if name in live}
-
-
-def submit_app_configs(apps: list[dict[str, Any]]) -> Any:
-    """Submit the whole declarative config (Serve replaces it as one); returns the client for waiting."""
-    from ray.serve.schema import ServeDeploySchema
-
-    client = _serve_client()
-    client.deploy_apps(ServeDeploySchema.model_validate({"applications": apps}))
-    return client
+    ray.get(config_writer().deploy.remote(mine))
+    serve_client()._wait_for_application_running(name, timeout_s=int(timeout_s))
 
 
 def run_local(

@@ -116,11 +116,17 @@ class InferopsClient:
         url: str,
         api_key: str | None = None,
         *,
+        admin_key: str | None = None,
         timeout_s: float = DEFAULT_TIMEOUT_S,
         connections: int = CONNECTIONS,
     ) -> None:
+        from serving.auth import client_admin_key
+
         self.url = url.rstrip("/")
         self.api_key = api_key
+        # Admin routes take an admin key: the one given, else the one the server's variables name on this machine
+        # (INFEROPS_ADMIN_KEYS, its file, the data dir's), else the inference key (refused with 403 if it is one).
+        self.admin_key = client_admin_key(admin_key) or api_key
         self.timeout_s = timeout_s
         limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
         self._http = httpx.Client(base_url=self.url, timeout=timeout_s, limits=limits)
@@ -136,9 +142,11 @@ class InferopsClient:
 
     # ---- raw calls: one per route, the response as the server sent it (for HTTP-level checks) ----------------
 
-    def headers(self, key: str | None = "") -> dict[str, str]:
-        """Auth header for `key` ('' = the client's key, None = no key at all)."""
-        return auth_headers(self.api_key if key == "" else key)
+    def headers(self, key: str | None = "", admin: bool = False) -> dict[str, str]:
+        """Auth header for `key` ('' = the client's key for the route's role, None = no key at all)."""
+        if key == "":
+            key = self.admin_key if admin else self.api_key
+        return auth_headers(key)
 
     def call(
         self,
@@ -151,13 +159,14 @@ class InferopsClient:
         headers: dict[str, str] | None = None,
         timeout: float | None = None,
     ) -> httpx.Response:
-        """Send one request to `route` (for model `name`) with the client's key (`key=None`: no key)."""
+        """Send one request to `route` (for model `name`) with the client's key for the route's role (`key=None`:
+        no key)."""
         return self._http.request(
             route.method,
             route.path(name),
             json=json,
             content=content,
-            headers={**self.headers(key), **(headers or {})},
+            headers={**self.headers(key, route.admin), **(headers or {})},
             timeout=timeout if timeout is not None else self.timeout_s,
         )
 

@@ -8,10 +8,11 @@ from urllib.parse import quote
 
 @dataclass(frozen=True)
 class Route:
-    """An HTTP method and a path template with `{name}` for the model."""
+    """An HTTP method, a path template with `{name}` for the model, and whether it needs an admin key."""
 
     method: str
     template: str
+    admin: bool = False  # needs an admin key (changes or reads how the deployment serves)
 
     def path(self, name: str | None = None) -> str:
         """The path for one model; the name is percent-encoded so `onnx:/a/b.onnx` stays one path segment."""
@@ -29,9 +30,9 @@ MODEL = Route("GET", "/v2/models/{name}")
 MODEL_READY = Route("GET", "/v2/models/{name}/ready")
 INFER = Route("POST", "/v2/models/{name}/infer")
 EMBEDDINGS = Route("POST", "/v1/embeddings")
-SWITCH = Route("POST", "/admin/models/{name}/switch")
-SERVING = Route("PUT", "/admin/models/{name}/serving")
-SERVING_CONFIG = Route("GET", "/admin/models/{name}/serving")
-ROLLBACK = Route("POST", "/admin/models/{name}/rollback")
+SWITCH = Route("POST", "/admin/models/{name}/switch", admin=True)
+SERVING = Route("PUT", "/admin/models/{name}/serving", admin=True)
+SERVING_CONFIG = Route("GET", "/admin/models/{name}/serving", admin=True)
+ROLLBACK = Route("POST", "/admin/models/{name}/rollback", admin=True)
 DOCS = Route("GET", "/docs")
 OPENAPI = Route("GET", "/openapi.json")

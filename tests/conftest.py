@@ -21,6 +21,14 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 # Prefect server: set before anything imports Prefect, inherited by every subprocess.
 os.environ["PREFECT_HOME"] = tempfile.mkdtemp(prefix="inferops-test-prefect-home-")
 os.environ.pop("PREFECT_API_URL", None)
+# Keys are required: every endpoint a test starts accepts these (besides its own), and every client finds them in
+# the same variables, as on a configured machine. The user's own keys never reach a test.
+TEST_API_KEY = "test-session-inference-key"
+TEST_ADMIN_KEY = "test-session-admin-key"
+for _var in ("INFEROPS_API_KEYS_FILE", "INFEROPS_ADMIN_KEYS_FILE", "INFEROPS_ALLOW_ANONYMOUS"):
+    os.environ.pop(_var, None)
+os.environ["INFEROPS_API_KEYS"] = TEST_API_KEY
+os.environ["INFEROPS_ADMIN_KEYS"] = TEST_ADMIN_KEY
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -24,6 +24,7 @@ from tasks.policy import default_policy
 from tests.servers import subprocess_server
 
 API_KEY = "gate-test-key"
+ADMIN_KEY = "gate-test-admin-key"
 FAKE_MODEL = "fake-cnn"
 FEATURES = 4
 HEALTHY_SHA = "a" * 64
@@ -32,16 +33,18 @@ HEALTHY_SHA = "a" * 64
 def build_fake_app(control: Path) -> Any:
     """`create_api` over a fake InferenceService driven by `control` (JSON, re-read on every request)."""
     from serving.api import RequestRejected, create_api
-    from serving.auth import RateLimiter, build_keyring
+    from serving.auth import Access, build_keyring
 
     ep = default_policy().endpoint
     weights = np.random.default_rng(0).standard_normal((FEATURES, 3)).astype(np.float32)
 
     class FakeService:
         limits = ep
-        keyring = build_keyring([API_KEY])
-        limiter: RateLimiter | None = None
+        access = Access(build_keyring([API_KEY]), build_keyring([ADMIN_KEY]))
         held: list[bytes] = []
+
+        async def rate_limit(self, key_id: str) -> tuple[bool, float]:
+            return True, 0.0
 
         def cfg(self) -> dict[str, Any]:
             return dict(json.loads(control.read_text()))

@@ -79,7 +79,7 @@ def apply_autoscaling(
     url: str, api_key: str | None, model: str, config: AutoscalingConfig, timeout_s: float = 120.0
 ) -> AppliedAutoscaling:
     """PUT the autoscaling to `model`'s deployment and wait until Serve holds it (EndpointError otherwise)."""
-    with InferopsClient(url, api_key) as client:
+    with InferopsClient(url, admin_key=api_key) as client:  # an admin route: the key is an admin key
         held = client.apply_autoscaling(model, config.ray_config(), timeout_s=timeout_s)
     return AppliedAutoscaling(url, model, held["app"], held["deployment"], dict(held["autoscaling_config"]))
 

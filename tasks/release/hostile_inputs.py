@@ -38,7 +38,9 @@ FILE_ROUTE_TEMPLATES = (
     "/v2/models/{model}/..%2f..%2f..%2fetc%2fpasswd",
 )
 
-Kind = Literal["input", "file_access"]
+# input: a bad body on an inference route; admin_input: a bad body on an admin route (sent with the admin key);
+# auth: a bad or misplaced key, refused with exactly the status named; file_access: a fetch of model files.
+Kind = Literal["input", "admin_input", "auth", "file_access"]
 
 
 @dataclass(frozen=True)
@@ -306,6 +308,189 @@ def file_access(model: str, files: list[str]) -> list[HostileRequest]:
     ]
 
 
+def _bearer(key: str) -> tuple[tuple[str, str], ...]:
+    return (("Content-Type", "application/json"), ("Authorization", f"Bearer {key}"))
+
+
+def auth_attacks(
+    model: str,
+    inference_key: str,
+    admin_key: str,
+    *,
+    expired_key: str | None = None,
+    keys_required: bool = True,
+    limits: EndpointLimits | None = None,
+) -> list[HostileRequest]:
+    """Forged, expired, malformed and misplaced keys on every keyed route, and bad bodies on the admin routes.
+
+    Admin routes refuse an inference key with 403 and anything else that is not an admin key with 401; inference
+    routes refuse a forged or expired key with 401 (and no key, unless the endpoint allows anonymous calls).
+    """
+    emb = routes.EMBEDDINGS.template
+    infer = routes.INFER.path(model)
+    meta = routes.MODEL.path(model)
+    inference_routes = [
+        ("embeddings", "POST", emb, _json({"model": model, "input": "hi"})),
+        ("oip infer", "POST", infer, _json(_oip("text", [1], "BYTES", ["hi"]))),
+        ("model metadata", "GET", meta, b""),
+    ]
+    admin_routes = [
+        ("switch", routes.SWITCH.method, routes.SWITCH.path(model), _json({"variant": "onnx-fp32"})),
+        ("serving knobs", routes.SERVING.method, routes.SERVING.path(model), _json({"cache_entries": 1})),
+        ("serving config", routes.SERVING_CONFIG.method, routes.SERVING_CONFIG.path(model), b""),
+        ("rollback", routes.ROLLBACK.method, routes.ROLLBACK.path(model), b""),
+    ]
+    plain: tuple[tuple[str, str], ...] = (("Content-Type", "application/json"),)
+    bad_keys: list[tuple[str, tuple[tuple[str, str], ...], str]] = [
+        ("forged key", _bearer("forged-" + inference_key[:4]), "api_key"),
+        ("key as Basic auth", (*plain, ("Authorization", f"Basic {inference_key}")), "api_key"),
+        ("empty Bearer", (*plain, ("Authorization", "Bearer ")), "api_key"),
+        ("key in a query string only", plain, "api_key"),
+    ]
+    if expired_key:
+        bad_keys.append(("expired key", _bearer(expired_key), "key_expired"))
+    out: list[HostileRequest] = []
+    for route_name, method, path, body in inference_routes:
+        for key_name, headers, rule in bad_keys:
+            if key_name == "key in a query string only":
+                if not keys_required:
+                    continue  # anonymous calls are allowed there: no key is not an error
+                path_q = f"{path}?api_key={inference_key}"
+                out.append(
+                    HostileRequest(
+                        f"{route_name}: {key_name}", method, path_q, body, 401, rule, "auth", headers=headers
+                    )
+                )
+                continue
+            out.append(
+                HostileRequest(
+                    f"{route_name}: {key_name}", method, path, body, 401, rule, "auth", headers=headers
+                )
+            )
+        if keys_required:
+            out.append(
+                HostileRequest(
+                    f"{route_name}: no key", method, path, body, 401, "api_key", "auth", headers=plain
+                )
+            )
+    for route_name, method, path, body in admin_routes:
+        out.append(
+            HostileRequest(
+                f"admin {route_name}: no key", method, path, body, 401, "api_key", "auth", headers=plain
+            )
+        )
+        out.append(
+            HostileRequest(
+                f"admin {route_name}: inference key",
+                method,
+                path,
+                body,
+                403,
+                "admin_key",
+                "auth",
+                headers=_bearer(inference_key),
+            )
+        )
+        for key_name, headers, rule in bad_keys:
+            if key_name != "key in a query string only":
+                out.append(
+                    HostileRequest(
+                        f"admin {route_name}: {key_name}",
+                        method,
+                        path,
+                        body,
+                        401,
+                        rule,
+                        "auth",
+                        headers=headers,
+                    )
+                )
+    big = (limits.max_body_bytes if limits else 8 << 20) + 1
+    admin = _bearer(admin_key)
+    switch, serving = routes.SWITCH.path(model), routes.SERVING.path(model)
+    out += [
+        HostileRequest(
+            "admin switch: oversized body",
+            "POST",
+            switch,
+            _padded_to(big, b'{"variant": "', b'"}'),
+            413,
+            "max_body_bytes",
+            "admin_input",
+            headers=admin,
+        ),
+        HostileRequest(
+            "admin switch: not JSON", "POST", switch, b"{variant", 400, "json", "admin_input", headers=admin
+        ),
+        HostileRequest(
+            "admin switch: malformed sha256",
+            "POST",
+            switch,
+            _json({"path": "/etc/passwd", "sha256": "../../x"}),
+            400,
+            "string_pattern_mismatch",
+            "admin_input",
+            headers=admin,
+        ),
+        HostileRequest(
+            "admin switch: unknown field",
+            "POST",
+            switch,
+            _json({"variant": "x", "shell": "rm"}),
+            400,
+            "extra_forbidden",
+            "admin_input",
+            headers=admin,
+        ),
+        HostileRequest(
+            "admin serving: negative batch",
+            "PUT",
+            serving,
+            _json({"max_batch_size": -1}),
+            400,
+            "greater_than_equal",
+            "admin_input",
+            headers=admin,
+        ),
+        HostileRequest(
+            "admin serving: both replicas and autoscaling",
+            "PUT",
+            serving,
+            _json(
+                {
+                    "num_replicas": 2,
+                    "autoscaling": {"min_replicas": 1, "max_replicas": 2, "target_ongoing_requests": 2},
+                }
+            ),
+            400,
+            "exclusive",
+            "admin_input",
+            headers=admin,
+        ),
+        HostileRequest(
+            "admin serving: empty change",
+            "PUT",
+            serving,
+            _json({}),
+            400,
+            "non_empty",
+            "admin_input",
+            headers=admin,
+        ),
+        HostileRequest(
+            "admin serving: unknown model",
+            "PUT",
+            routes.SERVING.path("no-such-model"),
+            _json({"cache_entries": 1}),
+            404,
+            "known_model",
+            "admin_input",
+            headers=admin,
+        ),
+    ]
+    return out
+
+
 def corpus(
     model: str,
     kind: Literal["text", "tensor"],
@@ -336,7 +521,7 @@ def send(url: str, request: HostileRequest, api_key: str | None, timeout_s: floa
     """Send one hostile request exactly as written; a server that hangs up early still counts if it answered."""
     conn, prefix = _connection(url, timeout_s)
     headers = dict(request.headers)
-    if api_key:
+    if api_key and "Authorization" not in headers and request.kind != "auth":
         headers["Authorization"] = f"Bearer {api_key}"
     sent_error = ""
     try:
@@ -376,7 +561,11 @@ def judge(
             False,
             f"no HTTP answer ({response.error or 'connection dropped'}); expected {request.expect_status}",
         )
-    if status in (401, 403) and request.kind == "input":
+    if request.kind == "auth":  # the status is the contract: 401 for who you are, 403 for what you may do
+        if status != request.expect_status:
+            return False, f"got {status}, expected {request.expect_status} ({request.rule})"
+        return True, f"refused with {status}"
+    if status in (401, 403) and request.kind in ("input", "admin_input"):
         return (
             False,
             f"got {status}: refused for the key, so the input itself was never judged (check the API key)",

@@ -29,11 +29,10 @@ def test_serve_banner_says_what_the_endpoint_serves() -> None:
         "provider": "CPUExecutionProvider",
     }
     lines = serve_banner("http://127.0.0.1:8000", meta, 2, "haproxy", keyed=True)
+    assert lines[4] == "  key:     KEY=<one of INFEROPS_API_KEYS>"
     assert "onnx-int8-dynamic-perchannel (sha256 abababababab, registry version 3" in lines[0]
     assert "2 replica(s) x 1 thread(s), batch <= 4, cache 4096 entries" in lines[1]
-    assert (
-        "/v1/embeddings" in lines[4] and '"model": "minilm"' in lines[4] and "$INFEROPS_API_KEY" in lines[4]
-    )
+    assert "/v1/embeddings" in lines[5] and '"model": "minilm"' in lines[5] and "Bearer $KEY" in lines[5]
     assert (
         example_curl("http://h", "digits-cnn", "tensor", keyed=False)
         == "curl -s http://h/v2/models/digits-cnn"

@@ -21,7 +21,7 @@ REHEARSAL_TIMEOUT_S = 1200
 def rehearsal(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) -> dict:
     work = tmp_path_factory.mktemp("rehearsal")
     env = {**os.environ, "PATH": f"{Path(prometheus_binary).parent}:{os.environ.get('PATH', '')}"}
-    for key in ("PREFECT_API_URL", "INFEROPS_POLICY_FILE", "INFEROPS_DATA_DIR", "INFEROPS_API_KEY"):
+    for key in ("PREFECT_API_URL", "INFEROPS_POLICY_FILE", "INFEROPS_DATA_DIR"):
         env.pop(key, None)  # the rehearsal sets its own; nothing of this session's leaks in
     done = subprocess.run(
         [sys.executable, "benchmarks/rehearsal.py", "--json", "--workdir", str(work)],

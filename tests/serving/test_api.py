@@ -26,8 +26,18 @@ TEXTS = [
 ]
 
 
-def _args(**batching: Any) -> dict[str, Any]:
-    return {"model": "minilm", "variant": "onnx-fp32", "api_keys": KEY, "extra_models": _EXTRA, **batching}
+EXPIRED_KEY = "test-key-expired"
+
+
+def _args(key_file: str, **batching: Any) -> dict[str, Any]:
+    return {
+        "model": "minilm",
+        "variant": "onnx-fp32",
+        "api_keys": KEY,
+        "api_keys_file": key_file,
+        "extra_models": _EXTRA,
+        **batching,
+    }
 
 
 _EXTRA: list[str] = []
@@ -35,7 +45,7 @@ _EXTRA_SKIP: str | None = None
 
 
 @pytest.fixture(scope="module")
-def served(ray_session: None) -> Iterator[dict[str, Any]]:
+def served(ray_session: None, tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """One app for the whole module: minilm in the ingress, digits-cnn as a second deployment when it builds."""
     global _EXTRA_SKIP
     from ray import serve
@@ -48,9 +58,13 @@ def served(ray_session: None) -> Iterator[dict[str, Any]]:
         _EXTRA.append("digits-cnn:onnx-fp32")
     except Exception as exc:  # the zoo's digits model is another module's; say why multi-model is skipped
         _EXTRA_SKIP = f"digits-cnn variant could not be built: {type(exc).__name__}: {exc}"[:300]
-    url = run_local(_args(max_batch_size=4, batch_wait_timeout_s=0.05), name=APP, port=free_port())
+    key_file = tmp_path_factory.mktemp("keys") / "api-keys"
+    key_file.write_text(f"{EXPIRED_KEY} expires=2020-01-01\n")
+    url = run_local(
+        _args(str(key_file), max_batch_size=4, batch_wait_timeout_s=0.05), name=APP, port=free_port()
+    )
     client = InferopsClient(url, KEY, timeout_s=60)
-    yield {"url": url, "client": client}
+    yield {"url": url, "client": client, "key_file": str(key_file)}
     client.close()
     serve.delete(APP)
     _EXTRA.clear()
@@ -165,11 +179,13 @@ def test_x_api_key_header_is_accepted(served: dict[str, Any]) -> None:
 def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(
     served: dict[str, Any],
 ) -> None:
-    from tasks.release.hostile_inputs import corpus, judge, send
+    from tasks.release.hostile_inputs import auth_attacks, corpus, judge, send
+    from tests.conftest import TEST_ADMIN_KEY
 
     client: InferopsClient = served["client"]
     limits = default_policy().endpoint
     requests = corpus("minilm", "text", limits, files=["onnx-fp32.onnx"])
+    requests += auth_attacks("minilm", KEY, TEST_ADMIN_KEY, expired_key=EXPIRED_KEY, limits=limits)
     meta = client.call(routes.MODEL, "digits-cnn")
     if meta.status_code == 200:
         requests += corpus("digits-cnn", "tensor", limits, input_shape=meta.json()["input_shape"])
@@ -179,13 +195,14 @@ def test_hostile_corpus_gets_4xx_naming_the_rule_and_the_replica_keeps_serving(
         ok, why = judge(req, resp)
         if not ok:
             failures.append(f"{req.name}: {why} {resp.body[:200]!r}")
-        elif req.kind == "input" and resp.status is not None and resp.body.startswith(b"{"):
+        elif req.kind != "file_access" and resp.status is not None and resp.body.startswith(b"{"):
             import json
 
             error = json.loads(resp.body).get("error", {})
             if not {"field", "rule", "limit", "message"} <= set(error):
                 failures.append(f"{req.name}: error body lacks field/rule/limit: {resp.body[:200]!r}")
-    assert not failures, "\n".join(failures)
+    assert not failures, f"{len(failures)} of {len(requests)} cases:\n" + "\n".join(failures)
+    print(f"hostile battery, keyed endpoint: {len(requests)} cases, all refused with a 4xx")
     # the replica is alive and still right after all of that
     resp = client.call(routes.EMBEDDINGS, json={"model": "minilm", "input": TEXTS[:1]})
     assert resp.status_code == 200
@@ -252,7 +269,7 @@ def test_reconfigure_of_batching_takes_effect_without_restart(served: dict[str, 
     sizes = {int(k) for k in client.metadata("minilm")["recent_batch_sizes"]}
     assert max(sizes) <= 4
 
-    run_local(_args(max_batch_size=32, batch_wait_timeout_s=0.1), name=APP)
+    run_local(_args(served["key_file"], max_batch_size=32, batch_wait_timeout_s=0.1), name=APP)
     after = client.metadata("minilm")
     assert after["batching"] == {**before["batching"], "max_batch_size": 32, "batch_wait_timeout_s": 0.1}
     assert after["replica"] == before["replica"], "reconfigure must not restart the replica"
