@@ -1,0 +1,1 @@
+"""Checks of the deployable infra: manifests, schemas and images."""
