@@ -185,7 +185,7 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
         "Prefect": ".venv/bin/prefect server start   then open http://127.0.0.1:4200",
         "serve again": f".venv/bin/inferops serve --model models:/{model}@champion",
         "status": ".venv/bin/inferops status",
-        "notebook": "notebooks/browse_results.ipynb",
+        "notebooks": "notebooks/optimization_cycles.ipynb, notebooks/capacity_plan.ipynb",
     }
     console.print(summary_panel(summary))
     return summary
