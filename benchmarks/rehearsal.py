@@ -88,6 +88,8 @@ SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
         "benchmark_duration_s": 2,
         "approval_timeout_s": 600,
     },
+    # Nothing in a fresh store is past its retention: the run reads every run's class and deletes nothing.
+    "history-retention/history-retention-weekly": {"dry_run": False},
 }
 START_S, RUN_S = 240.0, 900.0
 
@@ -428,6 +430,11 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             results |= wait_runs(client, capacity, t_deploy)
             last = {gate_name: launch(gate_name, SHORT[gate_name])}
             results |= wait_runs(client, last, t_deploy, on_paused=approve)
+            say("history retention (weekly, Sunday 04:00) ...")
+            retention_name = "history-retention/history-retention-weekly"
+            results |= wait_runs(
+                client, {retention_name: launch(retention_name, SHORT[retention_name])}, t_deploy
+            )
             out["approvals"] = approvals
             out["runs"] = results
             cycle_run = results[cycle_name]["flow_run"]

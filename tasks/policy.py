@@ -10,10 +10,10 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from serving.config import EndpointLimits, ServingDefaults, defaults_data
 
@@ -292,17 +292,39 @@ class Risk(_Strict):
         return self
 
 
+# Seed 7.3.7's record classes (tasks/records/names.py RETENTION_CLASSES names the same four for the runs): a key
+# outside them would be a typo that keeps nothing, and 0 days would purge a class as soon as it is written.
+RETENTION_CLASSES = ("optimization_plans", "performance_data", "implementation_logs", "rollback_records")
+RetentionDays = Annotated[int, Field(ge=1)] | None  # None: kept permanently
+
+
 class Policy(_Strict):
     rollout_gate: RolloutGate
     rollout_risk: RolloutRisk
     optimization: Optimization
     test_suite: TestSuite
-    history_retention_days: dict[str, int | None]
+    history_retention_days: dict[str, RetentionDays]  # class -> days
     monitoring: Monitoring
     capacity: Capacity
     risk: Risk
     endpoint: EndpointLimits
     serving: ServingDefaults
+
+    @field_validator("history_retention_days")
+    @classmethod
+    def _every_class_has_a_retention(cls, days: dict[str, int | None]) -> dict[str, int | None]:
+        unknown = [c for c in days if c not in RETENTION_CLASSES]
+        if unknown:
+            raise ValueError(
+                f"unknown retention class {', '.join(map(repr, unknown))}: the classes are "
+                f"{', '.join(RETENTION_CLASSES)} (seed 7.3.7); fix the spelling"
+            )
+        missing = [c for c in RETENTION_CLASSES if c not in days]
+        if missing:
+            raise ValueError(
+                f"no retention for {', '.join(missing)}: give each class its days (null = permanent)"
+            )
+        return days
 
     def app_args(self, **args: Any) -> dict[str, Any]:
         """Arguments for the serving app (`serving.app.AppArgs`) that carry this policy's serving defaults and

@@ -11,6 +11,7 @@ OPTIMIZATION_EXPERIMENT = "inferops-optimization"
 GATE_EXPERIMENT = "inferops-gate"
 CAPACITY_EXPERIMENT = "inferops-capacity"
 REGISTRY_EXPERIMENT = "inferops-registry"
+RETENTION_EXPERIMENT = "inferops-retention"  # what each purge deleted: the audit trail of history retention
 
 # ---- run tags ------------------------------------------------------------------------------------------------
 TAG_KIND = "inferops.kind"
@@ -63,6 +64,19 @@ OPTIMIZATION_PLANS = "optimization_plans"
 PERFORMANCE_DATA = "performance_data"
 IMPLEMENTATION_LOGS = "implementation_logs"
 ROLLBACK_RECORDS = "rollback_records"
+RETENTION_CLASSES = (OPTIMIZATION_PLANS, PERFORMANCE_DATA, IMPLEMENTATION_LOGS, ROLLBACK_RECORDS)
+# The class a run of each experiment gets unless its record names another: the cycle's parent run of the optimization
+# experiment is its plan, while each candidate under it says it is performance data; a rollback in the registry
+# experiment says it is a rollback record. A registration is a step of rolling a version out, and its run (the
+# artifact the version serves from) is kept by the purge anyway for as long as the version exists.
+EXPERIMENT_RETENTION = {
+    BENCH_EXPERIMENT: PERFORMANCE_DATA,  # benchmark, load, stress, stability suites and named baselines
+    OPTIMIZATION_EXPERIMENT: OPTIMIZATION_PLANS,  # the cycle: baseline, plan, report
+    GATE_EXPERIMENT: IMPLEMENTATION_LOGS,  # the gate, its approval, the promotion, the risk window
+    CAPACITY_EXPERIMENT: OPTIMIZATION_PLANS,  # capacity plans
+    REGISTRY_EXPERIMENT: IMPLEMENTATION_LOGS,  # registrations (rollbacks are rollback records)
+    RETENTION_EXPERIMENT: IMPLEMENTATION_LOGS,  # a purge's own record: it must not be kept forever itself
+}
 
 
 # ---- Prefect artifact keys -------------------------------------------------------------------------------------

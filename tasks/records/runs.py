@@ -16,7 +16,12 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.utils.validation import MAX_PARAM_VAL_LENGTH, MAX_TAG_VAL_LENGTH
 
-from tasks.records.names import TAG_PREFECT_FLOW_RUN
+from tasks.records.names import (
+    EXPERIMENT_RETENTION,
+    RETENTION_CLASSES,
+    TAG_PREFECT_FLOW_RUN,
+    TAG_RETENTION_CLASS,
+)
 from tasks.records.store import configure, ensure_experiment
 
 # MLflow refuses a tag value over MAX_TAG_VAL_LENGTH characters (a param over MAX_PARAM_VAL_LENGTH): longer reasons
@@ -47,6 +52,37 @@ class RunRecord:
     figures: dict[str, Any] = field(default_factory=dict)  # file -> matplotlib figure (closed once logged)
     files: dict[str, Path] = field(default_factory=dict)  # artifact folder -> local file
     failed: bool = False
+    # seed 7.3.7: how long the run is kept (a key of policy history_retention_days); None: the class its
+    # `inferops.retention_class` tag names, else its experiment's (names.EXPERIMENT_RETENTION)
+    retention_class: str | None = None
+
+
+class RetentionClassError(ValueError):
+    """A run that would be written without a retention class the policy knows."""
+
+
+def retention_class(record: RunRecord) -> str:
+    """The class `record`'s run is kept as: its own, else its tag's, else its experiment's; refused if unknown."""
+    tagged = record.tags.get(TAG_RETENTION_CLASS)
+    if record.retention_class and tagged and tagged != record.retention_class:
+        raise RetentionClassError(
+            f"run record {record.name!r}: retention_class {record.retention_class!r} disagrees with its "
+            f"{TAG_RETENTION_CLASS} tag {tagged!r}; set one of them"
+        )
+    chosen = record.retention_class or tagged or EXPERIMENT_RETENTION.get(record.experiment)
+    if chosen is None:
+        raise RetentionClassError(
+            f"run record {record.name!r} of experiment {record.experiment!r} has no retention class: give it "
+            f"retention_class= one of {', '.join(RETENTION_CLASSES)} (the keys of policy history_retention_days), "
+            "or map the experiment in tasks/records/names.py EXPERIMENT_RETENTION"
+        )
+    if chosen not in RETENTION_CLASSES:
+        raise RetentionClassError(
+            f"run record {record.name!r} of experiment {record.experiment!r}: retention class {chosen!r} is not "
+            f"one of {', '.join(RETENTION_CLASSES)} (the keys of policy history_retention_days); use one of them "
+            "(a new class needs a key in policy.yaml history_retention_days and in names.RETENTION_CLASSES)"
+        )
+    return str(chosen)
 
 
 def _client() -> MlflowClient:
@@ -99,10 +135,14 @@ def flow_run_tags() -> dict[str, str]:
 
 
 def log_run(record: RunRecord, *, parent_run_id: str | None = None, finish: bool = True) -> str:
-    """Create the run (nested under `parent_run_id` when given), write the record, and end it; returns its id."""
+    """Create the run (nested under `parent_run_id` when given) tagged with its retention class, write the record,
+    and end it; returns its id."""
+    kept_as = retention_class(record)  # refused before anything is written
     client = _client()
     experiment_id = ensure_experiment(record.experiment)
-    tags = {PARENT_TAG: parent_run_id} if parent_run_id else {}
+    tags = {TAG_RETENTION_CLASS: kept_as}
+    if parent_run_id:
+        tags[PARENT_TAG] = parent_run_id
     tags |= flow_run_tags()
     run = client.create_run(experiment_id, run_name=record.name, tags=tags)
     run_id = str(run.info.run_id)
