@@ -5,7 +5,9 @@
 - measure/: load generation, the four test suites, system and GPU metrics, bottlenecks, workloads.
 - records/: the MLflow store, run records, the model registry (the rollout state) and every name written there.
 - optimize/: candidates, in-process trials, evaluation, validation, the decision matrix, the search, ROI, report.
-- release/: the phase gate and its checks, hostile inputs, approval, freeze, rollout, rollout risk, monitoring.
+- release/: the phase gate and its checks, hostile inputs, approval, freeze, rollout, rollout risk.
+- monitoring/: the four monitoring layers read from Prometheus, alert rules and Alertmanager routing, dynamic
+  thresholds, anomaly detection.
 - capacity/: history, data quality, forecasting, the capacity model and plan.
 - risk/: the risk register and its scores.
 

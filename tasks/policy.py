@@ -189,11 +189,23 @@ class AlertType(_Strict):
     handle_within_min: float = Field(gt=0)
 
 
+class Anomaly(_Strict):
+    """The anomaly detector's parameters (tasks/monitoring/anomaly.py DetectorConfig)."""
+
+    window: int = Field(ge=2)
+    warmup: int = Field(ge=2)
+    threshold: float = Field(gt=0)
+    range_floor: float = Field(ge=0)
+    range_margin: float = Field(ge=0)
+    cooldown: int = Field(ge=0)
+
+
 class Monitoring(_Strict):
     layers: dict[str, Layer]
     alert_types: dict[str, AlertType]
     gpu_temperature_warning_c: float
     gpu_temperature_critical_c: float
+    anomaly: Anomaly
 
 
 class Strategy(_Strict):
