@@ -105,7 +105,7 @@ def serve(
     from ray import serve as ray_serve
 
     from cli.render import ray_line, serve_banner
-    from serving.app import run_local
+    from serving.app import PRODUCTION_APP, run_local
     from serving.auth import client_key
     from serving.client import InferopsClient
 
@@ -142,7 +142,7 @@ def serve(
             configure_logging=False,
             _metrics_export_port=None if joined else metrics_port,
         )
-        url = run_local(args, name="inferops", host=host, port=port)
+        url = run_local(args, name=PRODUCTION_APP, host=host, port=port)
         keyed = access.inference.enabled
         with InferopsClient(url, client_key()) as client:
             meta = client.metadata(client.models()[0])

@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.phase_gate import phase_gate
+from serving.app import PRODUCTION_APP
 from serving.auth import client_key
 from serving.client import InferopsClient
 from serving.network import checked_url
@@ -19,6 +20,7 @@ from tasks.decision import Decision
 from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.bottlenecks import render_markdown as render_breakdown
 from tasks.measure.workload import Workload, read_workload
+from tasks.monitoring.rules import RefusedFile, ServedBaseline, render_rules, write_rules
 from tasks.optimize import baseline as cycle_baseline
 from tasks.optimize import report
 from tasks.optimize.baseline import CycleBaseline
@@ -31,7 +33,6 @@ from tasks.optimize.validation import CandidateResult
 from tasks.policy import Policy, default_policy
 from tasks.records import names, registry, runs
 from tasks.release.freeze import frozen_reason
-from tasks.release.monitoring import monitoring_rules, write_monitoring
 from tasks.release.rollout import RolloutRefused, rollout
 from tasks.risk.assessment import assess
 
@@ -143,9 +144,22 @@ def switch_endpoint(url: str, model: str, api_key: str | None, knobs: dict[str, 
 
 
 @task(name="set-up-monitoring")
-def set_up_monitoring(model: str, sha256: str, p99_ms: float, policy: Policy, run_id: str) -> str:
-    """Alert rules for latency, GPU temperature and accuracy of the new champion, written for Prometheus."""
-    path = write_monitoring(model, monitoring_rules(model, sha256, p99_ms, policy))
+def set_up_monitoring(model: str, served: dict[str, Any] | None, policy: Policy, run_id: str) -> str:
+    """The alert rules of production with the new champion (the four types of SPEC §4), its latency baseline the
+    P99 production served in the release's risk window, written for Prometheus once promtool passes them."""
+    window = (served or {}).get("risk_window") or {}
+    if not window.get("p99_ms") or not window.get("throughput_rps"):
+        return (
+            "not written: no served baseline (the rules judge latency against what production serves, which a "
+            "gated release measures in its risk window: run with gate=True and a url)"
+        )
+    baseline = ServedBaseline(
+        float(window["p99_ms"]), float(window["throughput_rps"]), "the release's risk window on production"
+    )
+    try:
+        path = write_rules(PRODUCTION_APP, model, render_rules(PRODUCTION_APP, model, baseline, policy))
+    except RefusedFile as exc:
+        return f"not written: {exc}"
     runs.write(
         run_id, runs.RunRecord("monitoring", names.OPTIMIZATION_EXPERIMENT, files={"monitoring": path})
     )
@@ -270,8 +284,7 @@ def optimization_cycle(
             promotion = promote_champion(model)
             served = switch_endpoint(url, model, api_key, champion.serving_knobs()) if url else None
     if promotion and champion is not None:
-        sha256 = outcome.measured[champion.name].sha256
-        rules = set_up_monitoring(model, sha256, champion.median_p99_ms, policy, run_id)
+        rules = set_up_monitoring(model, served, policy, run_id)
     else:
         registry.discard_challenger(model)
     final = report.final_state(outcome, base, promotion, gated, served, rules)

@@ -39,6 +39,8 @@ from serving.coordination import (
     serve_client,
 )
 from serving.engines import gpu_providers, load_engine, ort_module
+from serving.fidelity import FIDELITY_PERIOD_S, FIDELITY_POLL_S, Golden, golden_set
+from serving.fidelity import probe as probe_fidelity
 from serving.metrics import GpuExporter, ServingMetrics
 from serving.model_switch import EngineSlot, ModelSource, SwitchError, SwitchResult, resolve_source
 from serving.resolver import is_registry_uri
@@ -265,6 +267,8 @@ class ModelRuntime:
         self.recent_batch_sizes: deque[int] = deque(maxlen=RECENT_BATCHES)
         self.recent_efficiency: deque[float] = deque(maxlen=RECENT_BATCHES)
         self.apply_batching(config)
+        self.fidelity: dict[str, Any] = {"value": None, "reason": "not probed yet"}
+        self._fidelity_task: asyncio.Task[None] | None = None
 
     @property
     def name(self) -> str:
@@ -283,8 +287,35 @@ class ModelRuntime:
             handler.set_batch_wait_timeout_s(config.batch_wait_timeout_s)  # type: ignore[attr-defined]
         self.cache.resize(config.cache_entries)
 
+    def start_fidelity_probe(self) -> None:
+        """Probe the served model against its FP32 reference now, after every model change, and every
+        FIDELITY_PERIOD_S, in the background (the replica's event loop runs it; the engine call is a thread)."""
+        if self._fidelity_task is None:
+            self._fidelity_task = asyncio.get_running_loop().create_task(self._fidelity_loop())
+
+    async def _fidelity_loop(self) -> None:
+        golden: Golden | str | None = None
+        probed: tuple[str, float] = ("", 0.0)
+        while True:
+            sha = self.slot.source.sha256
+            if sha != probed[0] or time.monotonic() - probed[1] > FIDELITY_PERIOD_S:
+                try:
+                    if golden is None or (isinstance(golden, Golden) and golden.model != self.name):
+                        golden = await asyncio.to_thread(golden_set, self.name)
+                    if isinstance(golden, str):
+                        self.fidelity = {"value": None, "reason": golden}
+                    else:
+                        value = await asyncio.to_thread(probe_fidelity, self.slot.engine, golden)
+                        self.metrics.observe_fidelity(value)
+                        self.fidelity = {"value": round(value, 6), "sha256": sha, "n": len(golden.reference)}
+                except Exception as exc:  # a probe that fails must not take the replica down; it says why
+                    self.fidelity = {"value": None, "reason": f"probe failed: {type(exc).__name__}: {exc}"}
+                probed = (sha, time.monotonic())
+            await asyncio.sleep(FIDELITY_POLL_S)
+
     async def apply_config(self, config: ServingConfig) -> SwitchResult | None:
         """Everything in `user_config`: batching and cache in place, then threads / model by load-and-swap."""
+        self.start_fidelity_probe()
         self.apply_batching(config)
         threads = config.intra_op_threads or self.options.intra_op_threads
         source = ModelSource(**config.source) if config.source else self.slot.source
@@ -325,6 +356,7 @@ class ModelRuntime:
             "recent_batch_sizes": dict(sorted(Counter(self.recent_batch_sizes).items())),
             "padding_efficiency": float(np.mean(self.recent_efficiency)) if self.recent_efficiency else None,
             "switch_history": [r.as_dict() for r in self.slot.history[-5:]],
+            "accuracy_fidelity": self.fidelity,
             "replica": _replica_id(),
         }
         if engine.kind == "text":
@@ -954,11 +986,17 @@ def ingress_env(mode: str) -> tuple[dict[str, str], str]:
     return env, chosen
 
 
+# The production app's name (`inferops serve`, the KubeRay config): Ray Serve's `application` label on its metrics.
+PRODUCTION_APP = "inferops"
+
+
 def http_url(host: str, port: int) -> str:
     return f"http://{host}:{port}"
 
 
-def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: str = "/") -> dict[str, Any]:
+def app_config(
+    args: dict[str, Any], *, name: str = PRODUCTION_APP, route_prefix: str = "/"
+) -> dict[str, Any]:
     """One application entry of a Serve config (what `serve build` writes), batching in `user_config`.
 
     Deployed through the declarative path, a change that touches only `user_config` is applied by
@@ -982,7 +1020,7 @@ def app_config(args: dict[str, Any], *, name: str = "inferops", route_prefix: st
 
 
 def deploy(
-    args: dict[str, Any], *, name: str = "inferops", timeout_s: float = 300.0, route_prefix: str = "/"
+    args: dict[str, Any], *, name: str = PRODUCTION_APP, timeout_s: float = 300.0, route_prefix: str = "/"
 ) -> None:
     """Deploy or update one app declaratively, keeping the other declaratively deployed apps as they are."""
     mine = app_config(args, name=name, route_prefix=route_prefix)
@@ -993,7 +1031,7 @@ def deploy(
 def run_local(
     args: dict[str, Any],
     *,
-    name: str = "inferops",
+    name: str = PRODUCTION_APP,
     host: str = "127.0.0.1",
     port: int = 8000,
     route_prefix: str = "/",
