@@ -88,6 +88,8 @@ SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
         "benchmark_duration_s": 2,
         "approval_timeout_s": 600,
     },
+    # Reads the four layers of production from the rehearsal's Prometheus (its variable), as every five minutes.
+    "monitoring/monitoring-5min": {"model": MODEL},
     # Nothing in a fresh store is past its retention: the run reads every run's class and deletes nothing.
     "history-retention/history-retention-weekly": {"dry_run": False},
 }
@@ -405,6 +407,9 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             suites = [n for n in SHORT if n.startswith("measurement-suite/")]
             say("load, stress and stability suites on production, and the capacity trends, together ...")
             together = {n: launch(n, SHORT[n]) for n in suites}
+            together["monitoring/monitoring-5min"] = launch(
+                "monitoring/monitoring-5min", SHORT["monitoring/monitoring-5min"]
+            )
             together[trends_name] = launch(trends_name, {**SHORT[trends_name], "history": str(history)})
             results |= wait_runs(client, together, t_deploy)
             say(
@@ -442,6 +447,12 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             out["cycle"] = summarize_cycle(result_of(client, cycle_run))
             out["release"] = summarize_gate(result_of(client, results[gate_name]["flow_run"]))
             out["production"] = serving_now(r)
+            monitoring = result_of(client, results["monitoring/monitoring-5min"]["flow_run"])
+            out["monitoring"] = (
+                {k: monitoring.get(k) for k in ("coverage", "by_layer", "missing")}
+                if isinstance(monitoring, dict)
+                else {"error": str(monitoring)[:300]}
+            )
         if keep:
             say("servers stay up for browsing; Ctrl-C to stop them")
             with contextlib.suppress(KeyboardInterrupt):

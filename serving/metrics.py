@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from serving.fidelity import FIDELITY_GAUGE
 from serving.gpu import THROTTLE_REASONS, GpuSample, gpu_status, own_gpus
 
 log = logging.getLogger(__name__)
@@ -88,6 +89,19 @@ class ServingMetrics:
             description="Model switch attempts, by outcome.",
             tag_keys=("model", "outcome"),  # type: ignore[arg-type]
         )
+        self.fidelity: Any = None  # made on the first probe: a model without a reference exports no gauge
+
+    def observe_fidelity(self, value: float) -> None:
+        if self.fidelity is None:
+            from ray.serve.metrics import Gauge
+
+            self.fidelity = Gauge(
+                FIDELITY_GAUGE,
+                description="Served outputs on the golden set against the FP32 reference: mean cosine (text) "
+                "or top-1 agreement (tensor).",
+                tag_keys=("model",),
+            )
+        self.fidelity.set(value, tags=self.tags)
 
     def observe_batch(self, size: int, compute_s: float, efficiency: float | None) -> None:
         self.batch_size.observe(size, tags=self.tags)

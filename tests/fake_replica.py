@@ -33,14 +33,15 @@ HEALTHY_SHA = "a" * 64
 def build_fake_app(control: Path) -> Any:
     """`create_api` over a fake InferenceService driven by `control` (JSON, re-read on every request)."""
     from serving.api import RequestRejected, create_api
-    from serving.auth import Access, build_keyring
+    from serving.auth import access_from_settings
 
     ep = default_policy().endpoint
     weights = np.random.default_rng(0).standard_normal((FEATURES, 3)).astype(np.float32)
 
     class FakeService:
         limits = ep
-        access = Access(build_keyring([API_KEY]), build_keyring([ADMIN_KEY]))
+        # its own keys plus the INFEROPS_* variables it runs with, as a real app's replicas read them
+        access = access_from_settings(api_keys=[API_KEY], admin_keys=[ADMIN_KEY])
         held: list[bytes] = []
 
         async def rate_limit(self, key_id: str) -> tuple[bool, float]:

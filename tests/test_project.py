@@ -56,6 +56,7 @@ def test_deployments_take_where_production_is_from_prefect_variables_and_gate_wh
     for name in ("capacity-trends-quarterly", "capacity-model-half-yearly", "capacity-plan-yearly"):
         assert params[name]["prometheus"]["url"] == "{{ prefect.variables.inferops_prometheus_url }}"
     assert params["capacity-plan-yearly"]["url"] == "{{ prefect.variables.inferops_endpoint_url }}"
+    assert params["monitoring-5min"]["prometheus"] == "{{ prefect.variables.inferops_prometheus_url }}"
     for variable in ("inferops_endpoint_url", "inferops_prometheus_url"):
         assert f"prefect variable set {variable}" in text  # how to set it is documented beside its use
 

@@ -75,3 +75,12 @@ def test_a_release_waits_for_a_person_then_reaches_production(rehearsal: dict) -
     # what production answers with now is the approved candidate, by sha256
     assert rehearsal["production"]["sha256"] == candidate["sha256"]
     assert rehearsal["production"]["origin"] == f"models:/digits-cnn/{candidate['version']}"
+
+
+def test_the_monitoring_deployment_finds_every_required_series_of_production(rehearsal: dict) -> None:
+    """Read from the rehearsal's real Prometheus scraping production's Ray node: every series the policy requires
+    of a CPU deployment exists (GPU series are not applicable here), the accuracy-fidelity gauge included."""
+    monitoring = rehearsal["monitoring"]
+    assert monitoring.get("missing") == [], monitoring
+    assert monitoring["coverage"] == 1.0
+    assert set(monitoring["by_layer"]) == {"business", "application", "system", "infrastructure"}

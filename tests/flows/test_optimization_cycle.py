@@ -15,6 +15,7 @@ import mlflow
 import pytest
 
 from cli.render import print_cycle
+from serving.auth import client_key
 from serving.client import InferopsClient
 from serving.variants import ensure_variant
 from tasks.records import registry
@@ -160,7 +161,8 @@ def test_killed_cycle_leaves_old_champion_serving(
 
     url = run_local({"model": f"models:/{MODEL}@champion"}, name="cycle-kill-test", port=8000)
     try:
-        served = InferopsClient(url).metadata(MODEL)
+        # the session's keys (INFEROPS_API_KEYS), as on a configured host: the client finds them where the app does
+        served = InferopsClient(url, client_key()).metadata(MODEL)
         champion = registry.alias_version(MODEL, registry.CHAMPION)
         assert champion is not None and served["sha256"] == champion.sha256
         script = (
@@ -190,7 +192,7 @@ def test_killed_cycle_leaves_old_champion_serving(
         )
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(timeout=30)
-        after = InferopsClient(url).metadata(MODEL)
+        after = InferopsClient(url, client_key()).metadata(MODEL)
         assert after["sha256"] == champion.sha256
         assert registry.alias_version(MODEL, registry.CHAMPION) == champion
     finally:
