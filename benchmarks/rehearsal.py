@@ -191,13 +191,31 @@ def banner_value(server: Server, marker: str) -> str | None:
     return None
 
 
-def prometheus_config(path: Path, ray_metrics: str) -> Path:
+def prometheus_config(path: Path, ray_metrics: str, rules_dir: Path) -> Path:
+    """Scrape production's Ray node every second and load the alert rules the weekly cycle writes (the worker's
+    data dir), as a team's Prometheus would from where inferops writes them."""
     path.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
+        f"rule_files:\n  - '{rules_dir}/*.rules.yml'\n"
         "scrape_configs:\n  - job_name: ray\n    static_configs:\n"
         f"      - targets: ['{ray_metrics}']\n"
     )
     return path
+
+
+def loaded_rules(prometheus: str) -> dict[str, Any]:
+    """Ask Prometheus to re-read its rule files (what a config-reloader does), then what it has loaded."""
+    import httpx
+
+    httpx.post(f"{prometheus}/-/reload", timeout=30).raise_for_status()
+    groups = httpx.get(f"{prometheus}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    rules = [rule for group in groups for rule in group["rules"]]
+    return {
+        "files": sorted({group["file"] for group in groups}),
+        "alerts": sorted(r["name"] for r in rules if r["type"] == "alerting"),
+        "recording": sorted(r["name"] for r in rules if r["type"] == "recording"),
+        "unhealthy": [f"{r['name']}: {r.get('lastError')}" for r in rules if r.get("health") == "err"],
+    }
 
 
 @contextlib.contextmanager
@@ -236,7 +254,9 @@ def servers(work: Path) -> Iterator[Rehearsal]:
     )
     os.environ.update({k: env[k] for k in env if k.startswith("PREFECT_")})
     r = Rehearsal(work, env)
-    scrape_config = prometheus_config(work / "prometheus.yml", f"127.0.0.1:{ports['ray_metrics']}")
+    scrape_config = prometheus_config(
+        work / "prometheus.yml", f"127.0.0.1:{ports['ray_metrics']}", work / "inferops-data" / "monitoring"
+    )
     try:
         prefect = r.start(
             "prefect-server",
@@ -285,6 +305,7 @@ def servers(work: Path) -> Iterator[Rehearsal]:
                 f"--config.file={scrape_config}",
                 f"--storage.tsdb.path={work / 'prometheus-data'}",
                 f"--web.listen-address=127.0.0.1:{ports['prometheus']}",
+                "--web.enable-lifecycle",  # POST /-/reload picks up the rules the cycle writes
             ],
         )
         r.urls = {
@@ -397,9 +418,12 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
                 return run_deployment(name, parameters=params, timeout=0, client=None)
 
             cycle_name = "optimization-cycle/optimization-cycle-weekly"
+            say("production's own traffic first (a Monday 03:00 production has some), seen by Prometheus ...")
+            warm_production(r)
             say("weekly cycle (alone, as on a Monday 03:00) ...")
             runs = {cycle_name: launch(cycle_name, SHORT[cycle_name])}
             results = wait_runs(client, runs, t_deploy)
+            out["prometheus_rules"] = loaded_rules(r.urls["prometheus"])
             from tasks.capacity.synthetic import write_synthetic_history
 
             history = write_synthetic_history(r.work / "synthetic_history.csv")
@@ -461,6 +485,45 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
         return out
 
 
+def warm_production(r: Rehearsal, requests: int = 40, timeout_s: float = 120.0) -> None:
+    """Production answers some requests and Prometheus holds its series (requests, batches, the fidelity probe)
+    before the cycle checks that production is monitored."""
+    import httpx
+    import numpy as np
+
+    from serving.client import InferopsClient
+
+    wanted = (
+        "ray_serve_num_http_requests_total",
+        "ray_inferops_batch_size_count",
+        "ray_inferops_accuracy_fidelity",
+    )
+    pixels = np.zeros((1, 1, 8, 8), dtype=np.float32)
+    deadline = time.monotonic() + timeout_s
+    with InferopsClient(r.urls["serve"], API_KEY) as client:
+        while True:
+            for _ in range(requests):
+                client.infer(MODEL, pixels)
+            seen = [
+                bool(
+                    httpx.get(
+                        f"{r.urls['prometheus']}/api/v1/query",
+                        params={"query": f'count({m}{{application="inferops"}})'},
+                        timeout=10,
+                    ).json()["data"]["result"]
+                )
+                for m in wanted
+            ]
+            if all(seen):
+                return
+            if time.monotonic() > deadline:
+                missing = [m for m, ok in zip(wanted, seen, strict=True) if not ok]
+                raise RuntimeError(
+                    f"production's series did not reach Prometheus within {timeout_s:.0f} s: {missing}"
+                )
+            time.sleep(2)
+
+
 def register_candidate(r: Rehearsal) -> dict[str, Any]:
     """A new version of the model, registered `challenger` on the MLflow server (what a team's training job does)."""
     code = (
@@ -515,6 +578,8 @@ def summarize_cycle(out: Any) -> dict[str, Any]:
         "champion": out.get("champion"),
         "final_champion": final.get("champion"),
         "gate": summarize_gate(final["gate"]) if final.get("gate") else None,
+        "monitoring_rules": final.get("monitoring_rules"),
+        "monitoring_checked": (out.get("checklist") or {}).get("monitoring configured"),
     }
 
 

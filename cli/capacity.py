@@ -59,8 +59,8 @@ def plan(
         False, "--apply", help="Apply the plan's Ray Serve autoscaling to the live deployment at --url."
     ),
     url: str | None = typer.Option(None, "--url", help="The endpoint whose deployment --apply changes."),
-    api_key: str | None = typer.Option(
-        None, "--api-key", help="Admin key for --apply (default: the first of INFEROPS_ADMIN_KEYS)."
+    admin_key: str | None = typer.Option(
+        None, "--admin-key", help="Admin key for --apply (default: the first of INFEROPS_ADMIN_KEYS)."
     ),
     as_json: bool = typer.Option(
         False, "--json", help="print the plan as JSON (for scripts) instead of tables"
@@ -124,7 +124,7 @@ def plan(
     result = cap.plan_output(report, analysis, decision, "", cap.plan_table(plans), started)
     try:
         published = autoscale.publish_autoscaling(
-            model, decision.autoscaling, url if apply else None, client_admin_key(api_key)
+            model, decision.autoscaling, url if apply else None, client_admin_key(admin_key)
         )
     except EndpointError as exc:
         console.print(f"[red]error:[/red] the autoscaling was not applied: {exc}")

@@ -135,11 +135,11 @@ def publish_capacity_model(
 
 @task(name="apply-autoscaling")
 def apply_autoscaling(
-    model: str, decision: cap.PlanDecision, url: str | None, api_key: str | None
+    model: str, decision: cap.PlanDecision, url: str | None, admin_key: str | None
 ) -> autoscale.PublishedAutoscaling:
     """Write the plan's autoscaling as a Serve config file; with `url`, apply it to the live deployment and read
     it back from Serve."""
-    published = autoscale.publish_autoscaling(model, decision.autoscaling, url, api_key)
+    published = autoscale.publish_autoscaling(model, decision.autoscaling, url, admin_key)
     print(published.sentence())
     return published
 
@@ -234,19 +234,20 @@ def capacity_planning(
     stage: Literal["trends", "capacity-model", "plan"] = "plan",
     apply: bool = False,
     url: str | None = None,
-    api_key: str | None = None,
+    admin_key: str | None = None,
     synthetic: bool = False,
 ) -> dict[str, Any]:
     """Seed 7.5: trends (quarterly), the capacity model (half-yearly), the plan (yearly) for the forecast demand.
 
     `history` (with `history_mapping`: time_column, value_column, time_unit, filters, combine) or `prometheus`
     is required; `synthetic` says the history is made up (the demo) and the plan's title says so. `apply` sets the
-    plan's autoscaling on the live deployment at `url`. `scenario`, `confidence` and `holdout_days` default to
+    plan's autoscaling on the live deployment at `url` through its admin API (`admin_key`, default the first of
+    INFEROPS_ADMIN_KEYS). `scenario`, `confidence` and `holdout_days` default to
     policy capacity.plan_scenario, capacity.plan_confidence and capacity.replay_holdout_days.
     """
     started = time.perf_counter()
     policy = default_policy()
-    url, api_key = checked_url(url, "url"), client_admin_key(api_key)
+    url, admin_key = checked_url(url, "url"), client_admin_key(admin_key)
     if apply and not url:
         raise ValueError(
             "apply=True needs url= (the endpoint whose deployment the autoscaling is applied to)"
@@ -264,7 +265,7 @@ def capacity_planning(
     scenarios = build_scenarios(analysis, policy.capacity)
     plans = gpu_expansion_plans(scenarios, options, policy.capacity)
     decision = recommend(analysis, options, plans, scenario, confidence, policy)
-    published = apply_autoscaling(model, decision, url if apply else None, api_key)
+    published = apply_autoscaling(model, decision, url if apply else None, admin_key)
     run_id, table = publish_plan(
         report, analysis, knee, options, plans, decision, raw.coverage, policy.capacity, synthetic
     )

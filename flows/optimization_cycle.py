@@ -20,6 +20,7 @@ from tasks.decision import Decision
 from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.bottlenecks import render_markdown as render_breakdown
 from tasks.measure.workload import Workload, read_workload
+from tasks.monitoring.collect import collect
 from tasks.monitoring.rules import RefusedFile, ServedBaseline, render_rules, write_rules
 from tasks.optimize import baseline as cycle_baseline
 from tasks.optimize import report
@@ -80,14 +81,41 @@ def generate_plan(
     return plan
 
 
+@task(name="check-monitoring", retries=1, retry_delay_seconds=10)
+def production_monitoring(
+    prometheus: str, url: str, api_key: str | None, model: str, policy: Policy
+) -> tuple[bool, str]:
+    """Whether Prometheus holds the series the policy requires of production (the gate's coverage minimum)."""
+    with InferopsClient(url, api_key) as client:
+        provider = str(client.check_serves(model).get("provider", ""))
+    gpu = any(p in provider for p in ("CUDA", "Tensorrt"))
+    report = collect(prometheus, PRODUCTION_APP, model, policy.monitoring, gpu=gpu)
+    minimum = policy.rollout_gate.completion.monitoring_coverage_min
+    coverage = report.coverage()
+    return coverage is not None and coverage >= minimum, report.sentence(minimum)
+
+
 @task(name="pre-implementation-checklist")
 def pre_checklist(
-    baseline: CycleBaseline, bottleneck: Breakdown, plan: list[Candidate], policy: Policy, url: str | None
+    baseline: CycleBaseline,
+    bottleneck: Breakdown,
+    plan: list[Candidate],
+    policy: Policy,
+    url: str | None,
+    monitoring: tuple[bool, str] | None,
 ) -> list[Decision]:
     """Seed 7.3.9: every item backed by something this cycle measured or recorded; a failed item stops the flow."""
     champion = registry.alias_version(baseline.model, registry.CHAMPION)
     facts = cycle_facts(
-        baseline, bottleneck, plan, policy, assess(policy.risk), frozen_reason(baseline.model), champion, url
+        baseline,
+        bottleneck,
+        plan,
+        policy,
+        assess(policy.risk),
+        frozen_reason(baseline.model),
+        champion,
+        url,
+        monitoring,
     )
     return check_checklist(facts)
 
@@ -205,7 +233,7 @@ def publish_report(
             [r.row() for r in outcome.results], key=names.artifact_key("optimization-candidates", model)
         )
     return report.cycle_output(
-        model, base, bottleneck.focus_area, outcome, final, promotion, roi, run_id, wall_s
+        model, base, bottleneck.focus_area, outcome, final, promotion, roi, run_id, wall_s, checklist
     )
 
 
@@ -231,8 +259,10 @@ def optimization_cycle(
     gate_risk_window_s: float | None = None,
     gate_benchmark_s: float | None = None,
     require_approval: bool | None = None,
+    prometheus: str | None = None,
 ) -> dict[str, Any]:
-    """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it."""
+    """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it.
+    `prometheus`: where production's metrics are; the checklist then measures that production is monitored."""
     started = time.monotonic()
     policy = default_policy()
     settings = CycleSettings.resolve(
@@ -248,13 +278,15 @@ def optimization_cycle(
         cache_options=cache_options,
     )
     url, api_key = checked_url(url, "url"), client_key(api_key)
+    prometheus = checked_url(prometheus, "prometheus")
     # a bad request log stops the cycle before anything is recorded
     workload = load_workload(model, request_log)
     run_id = open_cycle_run(model, workload)
     base = establish_baseline(model, settings, url, api_key, workload)
     bottleneck = identify_bottlenecks(base)
     plan = generate_plan(base, candidates, settings, run_id)
-    checklist = pre_checklist(base, bottleneck, plan, policy, url)
+    watched = production_monitoring(prometheus, url, api_key, model, policy) if prometheus and url else None
+    checklist = pre_checklist(base, bottleneck, plan, policy, url, watched)
 
     def trial(candidate: Candidate) -> tuple[CandidateResult, Measured | None]:
         return apply_and_validate(candidate, base, settings.repeats, policy, run_id, workload)

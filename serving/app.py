@@ -311,6 +311,10 @@ class ModelRuntime:
                 except Exception as exc:  # a probe that fails must not take the replica down; it says why
                     self.fidelity = {"value": None, "reason": f"probe failed: {type(exc).__name__}: {exc}"}
                 probed = (sha, time.monotonic())
+            elif self.fidelity.get("value") is not None:
+                # Ray exports a gauge only while it is set: a value set before the node's metrics agent was up
+                # (a replica of a cluster just started) would otherwise never reach Prometheus
+                self.metrics.observe_fidelity(float(self.fidelity["value"]))
             await asyncio.sleep(FIDELITY_POLL_S)
 
     async def apply_config(self, config: ServingConfig) -> SwitchResult | None:

@@ -9,6 +9,7 @@ model's. A model with no FP32 reference in the zoo (an `onnx:` file) has no prob
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -43,12 +44,38 @@ def golden_set(model: str, n: int = GOLDEN_N) -> Golden | str:
         return Golden(model, "text", inputs, minilm_reference(tuple(inputs)))
     if spec.torch_module is None or spec.kind != "tensor":
         return f"model {model!r} has no FP32 PyTorch reference to compare the served engine with"
+    array = np.ascontiguousarray(inputs, dtype=np.float32)
+    return Golden(model, "tensor", array, _tensor_reference(spec, array))
+
+
+def _tensor_reference(spec: Any, inputs: np.ndarray) -> np.ndarray:
+    """The FP32 PyTorch outputs for `inputs`, cached in the data dir by the inputs' digest: PyTorch is loaded
+    once per data dir, not in every replica (an ONNX replica does not otherwise import it)."""
+    import hashlib
+
+    from serving.artifacts import ArtifactError, slug, verify_artifact, write_artifact
+    from serving.settings import get_settings
+
+    digest = hashlib.sha256(inputs.tobytes()).hexdigest()[:16]
+    path = get_settings().models_dir / slug(spec.name) / f"golden-reference-{digest}.npy"
+    if path.exists():
+        try:
+            verify_artifact(path)
+            return np.asarray(np.load(path), dtype=np.float32)
+        except ArtifactError:
+            pass  # a damaged cache is rebuilt below
     import torch
 
     module = spec.torch_module().eval()
     with torch.inference_mode():
-        reference = module(torch.from_numpy(np.asarray(inputs, dtype=np.float32))).numpy()
-    return Golden(model, "tensor", inputs, np.asarray(reference, dtype=np.float32))
+        reference = np.asarray(module(torch.from_numpy(inputs)).numpy(), dtype=np.float32)
+
+    def _save(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.save(fh, reference)
+
+    write_artifact(path, _save, {"model": spec.name, "transform": "golden-reference", "n": len(inputs)})
+    return reference
 
 
 def fidelity(kind: str, served: np.ndarray, reference: np.ndarray) -> float:

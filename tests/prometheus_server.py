@@ -132,11 +132,15 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def prometheus_server(binary: str, targets: list[str]) -> Iterator[PrometheusServer]:
-    """Start Prometheus on a free loopback port with a temporary TSDB, wait for `/-/ready`, stop it afterwards."""
+def prometheus_server(
+    binary: str, targets: list[str], interval_s: int = SCRAPE_INTERVAL_S
+) -> Iterator[PrometheusServer]:
+    """Start Prometheus on a free loopback port with a temporary TSDB, wait for `/-/ready`, stop it afterwards.
+    Late in a test session a Ray node exports every app the session ever ran: a longer `interval_s` (the scrape
+    timeout too) leaves time to read it all."""
     with tempfile.TemporaryDirectory(prefix="inferops-test-prometheus-") as tmp:
         folder = Path(tmp)
-        (folder / "prometheus.yml").write_text(config_text(targets))
+        (folder / "prometheus.yml").write_text(config_text(targets, interval_s))
         port = free_port()
         server = PrometheusServer(f"http://127.0.0.1:{port}", folder / "prometheus.log")
         command = [

@@ -47,6 +47,9 @@ def test_deployments_take_where_production_is_from_prefect_variables_and_gate_wh
     assert "127.0.0.1" not in flat and "localhost" not in flat
     assert params["optimization-cycle-weekly"]["gate"] is True
     assert params["optimization-cycle-weekly"]["url"] == "{{ prefect.variables.inferops_endpoint_url }}"
+    assert (
+        params["optimization-cycle-weekly"]["prometheus"] == "{{ prefect.variables.inferops_prometheus_url }}"
+    )
     gate = params["phase-gate"]
     assert "url" not in gate and gate["production_url"] == "{{ prefect.variables.inferops_endpoint_url }}"
     assert gate["require_approval"] is True

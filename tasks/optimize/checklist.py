@@ -49,6 +49,7 @@ def cycle_facts(
     frozen: str | None,
     champion: VersionRef | None,
     url: str | None,
+    monitoring: tuple[bool, str] | None = None,
 ) -> dict[str, tuple[bool, str]]:
     """The evidence for each checklist item, from what the cycle measured and recorded so far."""
     trial = baseline.measured.trial
@@ -85,8 +86,13 @@ def cycle_facts(
             baseline.reference_value > 0,
             f"evaluator {baseline.measured.metric} runs; FP32 reference {baseline.reference_value:.4f}",
         ),
-        "monitoring configured": (
+        # measured where a Prometheus is given (the weekly deployment passes one): production's coverage of the
+        # series the policy requires; a cycle run by hand without one says it did not measure
+        "monitoring configured": monitoring
+        or (
             True,
-            f"endpoint {url} answers" if url else "in-process measurement (no endpoint given)",
+            f"not measured: no Prometheus given (endpoint {url} answers; pass prometheus=<url> to measure)"
+            if url
+            else "in-process measurement: no endpoint to monitor",
         ),
     }

@@ -246,6 +246,7 @@ def cycle_output(
     roi: dict[str, float],
     run_id: str,
     wall_s: float,
+    checklist: list[Decision] | None = None,
 ) -> dict[str, Any]:
     """The flow's return value (what the CLI prints and scripts read)."""
     champion = outcome.champion
@@ -260,4 +261,5 @@ def cycle_output(
         "bottleneck": bottleneck_focus,
         "mlflow_run_id": run_id,
         "wall_s": round(wall_s, 1),
+        "checklist": {d.name: d.reason for d in checklist or []},
     }

@@ -63,6 +63,15 @@ def test_the_weekly_cycle_gates_releases_to_production_and_watches_it_there(rehe
     window = gate["risk_window"]
     assert window["throughput_rps"] > 0 and window["error_rate"] == 0.0 and not gate["rolled_back"]
     assert gate["benchmark_run"]  # the release's benchmark, production's new baseline
+    # before changing anything the cycle measured that Prometheus holds every series the policy requires
+    assert rehearsal["cycle"]["monitoring_checked"].startswith("monitoring coverage of inferops is 100%")
+    # the release wrote production's alert rules, and the rehearsal's Prometheus loaded them, every one healthy
+    rules = rehearsal["prometheus_rules"]
+    assert rules["files"] == [rehearsal["cycle"]["monitoring_rules"]]
+    assert {"ServeP99OverSLA", "ServeP99OffBaseline", "ServiceUnavailable", "AccuracyFidelityLow"} <= set(
+        rules["alerts"]
+    )
+    assert "inferops:serve_p99_ms:5m" in rules["recording"] and rules["unhealthy"] == []
 
 
 def test_a_release_waits_for_a_person_then_reaches_production(rehearsal: dict) -> None:

@@ -21,7 +21,7 @@ def test_the_plan_applies_its_autoscaling_to_a_live_deployment_and_reads_it_back
     from tasks.capacity.synthetic import write_synthetic_history
 
     url = run_local(
-        {"model": "digits-cnn", "api_keys": ["plan-key"]},
+        {"model": "digits-cnn", "api_keys": ["plan-key"], "admin_keys": ["plan-admin-key"]},
         name="capacity-apply-test",
         route_prefix="/capacity-apply",
     )
@@ -33,11 +33,11 @@ def test_the_plan_applies_its_autoscaling_to_a_live_deployment_and_reads_it_back
             knee_rps=100.0,
             apply=True,
             url=url,
-            api_key="plan-key",
+            admin_key="plan-admin-key",  # an admin route: the inference key would get 403
         )
         asked = result["autoscaling"]
         assert result["applied"] == asked and 1 <= asked["min_replicas"] <= asked["max_replicas"]
-        held = InferopsClient(url, "plan-key").serving_config("digits-cnn")
+        held = InferopsClient(url, "plan-key", admin_key="plan-admin-key").serving_config("digits-cnn")
         assert held["autoscaling_config"] == asked | held["autoscaling_config"]  # Serve may add its defaults
         assert (
             all(held["autoscaling_config"][k] == v for k, v in asked.items()) and held["num_replicas"] is None

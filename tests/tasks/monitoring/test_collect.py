@@ -17,6 +17,7 @@ from tasks.policy import default_policy
 from tests.conftest import TEST_API_KEY
 
 APP = "inferops-collect-test"
+SCRAPE_S = 5  # a node late in the session exports hundreds of series: time to scrape them all
 MODEL = "digits-cnn"
 
 
@@ -30,7 +31,7 @@ def scraped(ray_session: None, prometheus_binary: str) -> Iterator[dict[str, Any
     from tests.prometheus_server import prometheus_server, wait_until
 
     port = ray._private.worker.global_worker.node.metrics_export_port
-    with prometheus_server(prometheus_binary, [f"127.0.0.1:{port}"]) as prometheus:
+    with prometheus_server(prometheus_binary, [f"127.0.0.1:{port}"], interval_s=SCRAPE_S) as prometheus:
         url = run_local(
             default_policy().app_args(model=MODEL, variant="onnx-fp32"),
             name=APP,
@@ -59,7 +60,11 @@ def scraped(ray_session: None, prometheus_binary: str) -> Iterator[dict[str, Any
                 "ray_inferops_accuracy_fidelity",
                 "ray_inferops_batch_size_count",
             ):
-                wait_until(lambda metric=metric: exported(metric), 90, f"{metric} in Prometheus")
+                wait_until(
+                    lambda metric=metric: exported(metric),
+                    120,
+                    f"{metric} in Prometheus ({scrapes(prometheus.url)})",
+                )
             # Ray exports its counters every few seconds: traffic shows as a rate once two exports differ, so keep
             # sending while waiting for it
             qps = probes(APP, MODEL)["qps"].query
@@ -73,6 +78,27 @@ def scraped(ray_session: None, prometheus_binary: str) -> Iterator[dict[str, Any
             yield {"prometheus": prometheus.url, "meta": meta}
         finally:
             serve.delete(APP)
+
+
+def scrapes(prometheus: str) -> str:
+    """How the scrapes of the Ray node go (for a failure message): up, duration, samples."""
+    from tasks.monitoring.collect import instant
+
+    facts = {q: instant(prometheus, q) for q in ("up", "scrape_duration_seconds", "scrape_samples_scraped")}
+    return ", ".join(f"{q}={[round(v, 3) for _, v in got]}" for q, got in facts.items())
+
+
+def test_the_alert_rules_read_series_this_deployment_exports(scraped: dict[str, Any]) -> None:
+    """The names the alert rules read are those a real Ray Serve exports, and every recording rule evaluates."""
+    from tasks.monitoring import rules
+    from tasks.monitoring.collect import instant
+
+    prometheus = scraped["prometheus"]
+    found = rules.selectors(APP, MODEL)
+    for key in ("requests", "latency_bucket", "replica_rss"):
+        assert instant(prometheus, f"last_over_time({found[key]}[5m])"), key
+    for record in rules.recording_rules(APP, MODEL):
+        assert instant(prometheus, record["expr"].replace("[1h]", "[5m]")), record["record"]
 
 
 def test_every_required_series_of_a_cpu_deployment_is_found(scraped: dict[str, Any]) -> None:

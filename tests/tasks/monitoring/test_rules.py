@@ -691,18 +691,3 @@ def test_write_rules_publishes_a_checked_file_and_refuses_a_broken_one(
     with pytest.raises(r.RefusedFile, match="promtool: refused"):
         write_rules(APP, "broken", broken)
     assert not path.with_name("inferops-broken.rules.yml").exists()
-
-
-@pytest.mark.slow
-def test_selectors_match_a_live_scrape(serve_traffic_in_prometheus: Any) -> None:
-    """The names the rules read are the names a real Ray Serve exports, and the recording rules evaluate."""
-    from tests.prometheus_server import instant
-
-    traffic = serve_traffic_in_prometheus
-    found = selectors(traffic.app, MODEL)
-    for key in ("requests", "latency_bucket"):
-        assert instant(traffic.prometheus_url, f"last_over_time({found[key]}[10m])"), key
-    assert instant(traffic.prometheus_url, f"max_over_time({found['replica_rss']}[10m])"), "replica_rss"
-    for record in r.recording_rules(traffic.app, MODEL):
-        window = record["expr"].replace("[5m]", "[10m]").replace("[1h]", "[10m]")
-        assert instant(traffic.prometheus_url, window), record["record"]
