@@ -30,12 +30,11 @@ def publish(report: LayerReport) -> dict[str, Any]:
         markdown=render_markdown(report, minimum),
         description=report.sentence(minimum),
     )
-    coverage = report.coverage()
     return {
         "app": report.app,
         "model": report.model,
-        "coverage": coverage,
-        "meets_minimum": coverage is not None and coverage >= minimum,
+        "coverage": report.coverage(),
+        "meets_minimum": report.meets(minimum),
         "by_layer": {layer: report.coverage(layer) for layer in report.layers()},
         "missing": [f"{r.layer}/{r.metric}" for r in report.missing],
         "readings": [r.row() for r in report.readings],

@@ -91,8 +91,7 @@ def production_monitoring(
     gpu = any(p in provider for p in ("CUDA", "Tensorrt"))
     report = collect(prometheus, PRODUCTION_APP, model, policy.monitoring, gpu=gpu)
     minimum = policy.rollout_gate.completion.monitoring_coverage_min
-    coverage = report.coverage()
-    return coverage is not None and coverage >= minimum, report.sentence(minimum)
+    return report.meets(minimum), report.sentence(minimum)
 
 
 @task(name="pre-implementation-checklist")

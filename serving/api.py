@@ -390,15 +390,12 @@ def check_texts(texts: list[str], limits: EndpointLimits, field: str = "input") 
 def tensor_from_input(
     tensor: InferTensor, limits: EndpointLimits, expected_shape: list[int | None] | None
 ) -> np.ndarray:
-    """A numeric OIP input -> ndarray, checking dtype, shape, element count, finiteness and the model's shape."""
+    """A numeric OIP input -> ndarray, checking dtype, batch size, finiteness and the model's shape. Runs after
+    `check_infer_request`, which owns the protocol's shape rules (no negative dimension, data filling the shape)."""
     field = f"inputs[0]({tensor.name})"
     if tensor.datatype == "BYTES":
         raise RequestRejected(
             400, f"{field}.datatype", "datatype", "FP32", "this model takes a numeric tensor, not BYTES"
-        )
-    if any(d < 0 for d in tensor.shape):
-        raise RequestRejected(
-            400, f"{field}.shape", "non_negative", 0, f"shape {tensor.shape} has a negative dimension"
         )
     count = math.prod(tensor.shape)
     if count == 0:
@@ -412,14 +409,6 @@ def tensor_from_input(
             "max_items",
             limits.max_items,
             f"batch of {tensor.shape[0]} exceeds {limits.max_items}",
-        )
-    if len(tensor.data) != count:
-        raise RequestRejected(
-            400,
-            f"{field}.data",
-            "shape_match",
-            count,
-            f"data has {len(tensor.data)} values, shape {tensor.shape} needs {count}",
         )
     if any(isinstance(v, str) for v in tensor.data):
         raise RequestRejected(

@@ -141,6 +141,11 @@ class LayerReport:
         pool = [r for r in self.readings if r.applicable and (layer is None or r.layer == layer)]
         return sum(r.present for r in pool) / len(pool) if pool else None
 
+    def meets(self, minimum: float) -> bool:
+        """Whether coverage reaches `minimum` (the gate's monitoring_coverage_min); nothing applicable does not."""
+        overall = self.coverage()
+        return overall is not None and overall >= minimum
+
     @property
     def missing(self) -> list[Reading]:
         return [r for r in self.readings if r.applicable and not r.present]
@@ -152,7 +157,7 @@ class LayerReport:
         overall = self.coverage()
         if overall is None:
             return f"no required series is applicable to {self.app}"
-        verdict = "meets" if overall >= minimum else "is below"
+        verdict = "meets" if self.meets(minimum) else "is below"
         gaps = ", ".join(f"{r.layer}/{r.metric}" for r in self.missing) or "none"
         return (
             f"monitoring coverage of {self.app} is {overall:.0%} ({verdict} the {minimum:.0%} the gate requires); "
