@@ -10,6 +10,7 @@ its own deployment (own process, own batch queue, own metrics) behind the same r
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import subprocess
 import time
@@ -39,11 +40,13 @@ from serving.coordination import (
     serve_client,
 )
 from serving.engines import gpu_providers, load_engine, ort_module
-from serving.fidelity import FIDELITY_PERIOD_S, FIDELITY_POLL_S, Golden, golden_set
+from serving.fidelity import FIDELITY_PERIOD_S, FIDELITY_POLL_S, Golden, golden_set, prepare_reference
 from serving.fidelity import probe as probe_fidelity
 from serving.metrics import GpuExporter, ServingMetrics
 from serving.model_switch import EngineSlot, ModelSource, SwitchError, SwitchResult, resolve_source
 from serving.resolver import is_registry_uri
+
+log = logging.getLogger(__name__)
 
 # Batch size, wait, in-flight cap, threads and bucketing overhead default to the floor's defaults.yaml (the
 # policy's `serving:` base); the edge that starts the app passes the policy's values as arguments.
@@ -940,6 +943,10 @@ def build_app(args: dict[str, Any]) -> Application:
             ray_actor_options=actor_options,
             **parsed.health_checks(),
         ).bind(source, options.model_dump())
+    for name in (primary.model, *extra):
+        reason = prepare_reference(name)
+        if reason:
+            log.info("no accuracy-fidelity probe for %s: %s", name, reason)
     return InferenceIngress.options(  # type: ignore[attr-defined]
         num_replicas=parsed.num_replicas,
         max_ongoing_requests=parsed.max_ongoing_requests,

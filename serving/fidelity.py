@@ -48,6 +48,14 @@ def golden_set(model: str, n: int = GOLDEN_N) -> Golden | str:
     return Golden(model, "tensor", array, _tensor_reference(spec, array))
 
 
+def prepare_reference(model: str) -> str | None:
+    """Compute and cache the model's FP32 reference where the app is built, before any replica starts: a replica
+    that had to load PyTorch for it (tens of seconds on two cores) would slow the requests it serves meanwhile.
+    Returns why there is no reference, or None."""
+    golden = golden_set(model)
+    return golden if isinstance(golden, str) else None
+
+
 def _tensor_reference(spec: Any, inputs: np.ndarray) -> np.ndarray:
     """The FP32 PyTorch outputs for `inputs`, cached in the data dir by the inputs' digest: PyTorch is loaded
     once per data dir, not in every replica (an ONNX replica does not otherwise import it)."""

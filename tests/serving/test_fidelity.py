@@ -36,3 +36,20 @@ def test_digits_has_a_golden_set_and_a_model_without_reference_says_why_not(
     assert golden.kind == "tensor" and golden.reference.shape == (8, 10)
     assert "no zoo entry" in str(golden_set("onnx:/nowhere/model.onnx"))
     assert "no FP32 PyTorch reference" in str(golden_set(f"onnx:{tiny_onnx}"))
+
+
+def test_building_the_app_caches_the_reference_so_no_replica_loads_pytorch(models_cache: object) -> None:
+    import hashlib
+
+    from serving.app import build_app
+    from serving.artifacts import read_manifest, verify_artifact
+    from serving.settings import get_settings
+    from serving.zoo import get_model
+
+    inputs = np.ascontiguousarray(get_model("digits-cnn").example_inputs(32), dtype=np.float32)
+    digest = hashlib.sha256(inputs.tobytes()).hexdigest()[:16]
+    cached = get_settings().models_dir / "digits-cnn" / f"golden-reference-{digest}.npy"
+    cached.unlink(missing_ok=True)
+    build_app({"model": "digits-cnn"})
+    verify_artifact(cached)
+    assert read_manifest(cached)["transform"] == "golden-reference"
