@@ -49,6 +49,10 @@ rollout_risk:
   perf_deviation_rollback: 10.0
 capacity:  # the wiring is rehearsed, not the forecasters (benchmarks/forecast.py scores the whole set)
   forecasters: [mstl-daily, autotheta, seasonal-naive-daily, seasonal-naive-weekly]
+monitoring:  # the slowdown is rolled back within a minute or two, not the production 5 min + Alertmanager's 1 min
+  pending: {ServeP99OffBaseline: 10s}
+  alert_types:
+    threshold: {handle_within_min: 0.5}
 """
 SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
     "optimization-cycle/optimization-cycle-weekly": {
@@ -94,6 +98,9 @@ SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
     "history-retention/history-retention-weekly": {"dry_run": False},
 }
 START_S, RUN_S = 240.0, 900.0
+REMEDIATION = "remediation/remediation-on-alert"
+SLOWDOWN_FACTOR = 2.0  # the slowed champion answers in about twice the rollback threshold
+ROLLBACK_TIMEOUT_S = 300.0
 
 
 @dataclass
@@ -191,12 +198,13 @@ def banner_value(server: Server, marker: str) -> str | None:
     return None
 
 
-def prometheus_config(path: Path, ray_metrics: str, rules_dir: Path) -> Path:
-    """Scrape production's Ray node every second and load the alert rules the weekly cycle writes (the worker's
-    data dir), as a team's Prometheus would from where inferops writes them."""
+def prometheus_config(path: Path, ray_metrics: str, rules_dir: Path, alertmanager: str) -> Path:
+    """Scrape production's Ray node every second, load the alert rules the weekly cycle writes (the worker's data
+    dir), as a team's Prometheus would from where inferops writes them, and send alerts to Alertmanager."""
     path.write_text(
         "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n"
         f"rule_files:\n  - '{rules_dir}/*.rules.yml'\n"
+        f"alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['{alertmanager}']\n"
         "scrape_configs:\n  - job_name: ray\n    static_configs:\n"
         f"      - targets: ['{ray_metrics}']\n"
     )
@@ -226,7 +234,10 @@ def servers(work: Path) -> Iterator[Rehearsal]:
     )
     if prometheus is None:
         raise SystemExit("prometheus is not installed: `apt-get install prometheus` (Debian), then run again")
-    ports = {k: free_port() for k in ("prefect", "mlflow", "serve", "ray_metrics", "prometheus")}
+    ports = {
+        k: free_port()
+        for k in ("prefect", "mlflow", "serve", "ray_metrics", "prometheus", "alertmanager", "receiver")
+    }
     policy = work / "policy.yaml"
     policy.write_text(REHEARSAL_POLICY)
     env = {
@@ -255,7 +266,10 @@ def servers(work: Path) -> Iterator[Rehearsal]:
     os.environ.update({k: env[k] for k in env if k.startswith("PREFECT_")})
     r = Rehearsal(work, env)
     scrape_config = prometheus_config(
-        work / "prometheus.yml", f"127.0.0.1:{ports['ray_metrics']}", work / "inferops-data" / "monitoring"
+        work / "prometheus.yml",
+        f"127.0.0.1:{ports['ray_metrics']}",
+        work / "inferops-data" / "monitoring",
+        f"127.0.0.1:{ports['alertmanager']}",
     )
     try:
         prefect = r.start(
@@ -313,6 +327,8 @@ def servers(work: Path) -> Iterator[Rehearsal]:
             "mlflow": f"http://127.0.0.1:{ports['mlflow']}",
             "serve": f"http://127.0.0.1:{ports['serve']}",
             "prometheus": f"http://127.0.0.1:{ports['prometheus']}",
+            "alertmanager": f"http://127.0.0.1:{ports['alertmanager']}",
+            "receiver": f"http://127.0.0.1:{ports['receiver']}",
         }
         wait_for("health", lambda: http_ok(r.urls["prefect"] + "/api/health"), prefect)
         wait_for("health", lambda: http_ok(r.urls["mlflow"] + "/health"), mlflow)
@@ -396,7 +412,8 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             [str(BIN / "prefect"), "worker", "start", "--pool", POOL, "--type", "process"],
             # Ray (>= 2.59) turns token auth on for the cluster `inferops serve` starts; the token is this user's
             # ~/.ray/auth_token, which the worker on the same host reads once told the mode.
-            {"RAY_ADDRESS": r.urls["ray"], "RAY_AUTH_MODE": "token"},
+            # polling every 2 s (10 by default): a remediation run starts within seconds of its alert
+            {"RAY_ADDRESS": r.urls["ray"], "RAY_AUTH_MODE": "token", "PREFECT_WORKER_QUERY_SECONDS": "2"},
         )
         wait_for("polling", lambda: "started" in worker.log.read_text(errors="replace").lower(), worker)
         t_deploy = time.monotonic()
@@ -464,6 +481,11 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             results |= wait_runs(
                 client, {retention_name: launch(retention_name, SHORT[retention_name])}, t_deploy
             )
+            say(
+                "a slowed champion promoted on production, rolled back by the alert chain without a person ..."
+            )
+            out["remediation"] = slowdown_rolled_back(r, client, say)
+            results[REMEDIATION] = out["remediation"]["run"]
             out["approvals"] = approvals
             out["runs"] = results
             cycle_run = results[cycle_name]["flow_run"]
@@ -524,6 +546,167 @@ def warm_production(r: Rehearsal, requests: int = 40, timeout_s: float = 120.0) 
             time.sleep(2)
 
 
+def start_alerting(r: Rehearsal) -> None:
+    """Alertmanager with the config `inferops alerts config` writes, and the receiver it notifies (`inferops alerts
+    receive`), sharing one token file as a team's would."""
+    binary = shutil.which("prometheus-alertmanager") or shutil.which("alertmanager")
+    binary = binary or next((b for b in ("/usr/bin/prometheus-alertmanager",) if Path(b).exists()), None)
+    if binary is None:
+        raise SystemExit(
+            "alertmanager is not installed: `apt-get install prometheus-alertmanager`, then run again"
+        )
+    token = r.work / "alert-receiver-token"
+    am_port = r.urls["alertmanager"].rsplit(":", 1)[1]
+    receiver_port = r.urls["receiver"].rsplit(":", 1)[1]
+    done = subprocess.run(
+        [str(BIN / "inferops"), "alerts", "config", "--webhook-url", r.urls["receiver"] + "/alerts",
+         "--token-file", str(token)],
+        cwd=ROOT, env=r.env, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    if done.returncode != 0:
+        raise RuntimeError(f"inferops alerts config failed:\n{done.stdout}\n{done.stderr}")
+    receiver = r.start(
+        "alert-receiver",
+        [str(BIN / "inferops"), "alerts", "receive", "--port", receiver_port, "--token-file", str(token)],
+    )
+    alertmanager = r.start(
+        "alertmanager",
+        [
+            binary,
+            f"--config.file={r.work / 'inferops-data' / 'monitoring' / 'alertmanager.yml'}",
+            f"--storage.path={r.work / 'alertmanager-data'}",
+            f"--web.listen-address=127.0.0.1:{am_port}",
+            "--cluster.listen-address=",  # one Alertmanager, no gossip port to collide with a test session's
+        ],
+    )
+    wait_for("health", lambda: http_ok(r.urls["receiver"] + "/healthz"), receiver)
+    wait_for("readiness", lambda: http_ok(r.urls["alertmanager"] + "/-/ready"), alertmanager)
+
+
+def promote_slowed(r: Rehearsal, delay_ms: float) -> dict[str, Any]:
+    """What a bad release looks like from production: a version of the served model that answers the same, about
+    `delay_ms` slower per call, registered, promoted champion and rolled out to production as a release would."""
+    code = (
+        "import json, sys\n"
+        "from pathlib import Path\n"
+        # appended, not first: benchmarks/serving.py must not shadow the serving package
+        f"sys.path.append({str(ROOT / 'benchmarks')!r})\n"
+        "from slow_model import slowed_copy\n"
+        "from serving.artifacts import sha256_file\n"
+        "from serving.client import InferopsClient\n"
+        "from serving.variants import ensure_variant\n"
+        "from tasks.records import registry\n"
+        "from tasks.release.rollout import rollout\n"
+        f"a = ensure_variant({MODEL!r}, 'onnx-fp32')\n"
+        f"path, ms = slowed_copy(a.path, Path({str(r.work / 'slowed.onnx')!r}), {delay_ms!r})\n"
+        "manifest = {**a.manifest, 'variant': 'onnx-fp32-slowed', 'sha256': sha256_file(path)}\n"
+        f"v = registry.register({MODEL!r}, path, manifest)\n"
+        f"moved = registry.promote({MODEL!r})\n"
+        f"with InferopsClient({r.urls['serve']!r}, {API_KEY!r}) as client:\n"
+        f"    done = rollout(client, {MODEL!r}, v)\n"
+        "print(json.dumps({'version': v.version, 'sha256': v.sha256, 'call_ms': ms, 'how': done.how,\n"
+        "                  'previous_champion': moved['previous_champion']}))\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=r.env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"promoting the slowed version failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
+def slowdown_rolled_back(r: Rehearsal, client: Any, say: Callable[[str], None]) -> dict[str, Any]:
+    """Promote a slowed champion, send production its usual trickle of requests, and time the chain: Prometheus
+    fires ServeP99OffBaseline, Alertmanager notifies the receiver, the receiver starts a remediation run, the run
+    rolls the registry and the endpoint back. No step here touches the registry or the endpoint after the
+    promotion: the rehearsal only watches."""
+    import threading
+
+    import httpx
+    import numpy as np
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    from serving.client import InferopsClient
+
+    rules = httpx.get(f"{r.urls['prometheus']}/api/v1/rules", timeout=30).json()["data"]["groups"]
+    rule = next(x for g in rules for x in g["rules"] if x["name"] == "ServeP99OffBaseline")
+    threshold_ms = float(rule["annotations"]["threshold"])
+    before = serving_now(r)
+    start_alerting(r)
+    slowed = promote_slowed(r, threshold_ms * SLOWDOWN_FACTOR)
+    t0 = time.monotonic()
+    say(
+        f"  v{slowed['version']} answers in {slowed['call_ms']:.0f} ms a call (rollback threshold {threshold_ms:g} ms), "
+        f"promoted over v{slowed['previous_champion']} and serving ({slowed['how']})"
+    )
+    stop, answered = threading.Event(), []
+
+    def trickle() -> None:
+        pixels = np.zeros((1, 1, 8, 8), dtype=np.float32)
+        with InferopsClient(r.urls["serve"], API_KEY, timeout_s=60) as c:
+            while not stop.is_set():
+                with contextlib.suppress(Exception):  # a request cut by the switch back is not the point here
+                    c.infer(MODEL, pixels)
+                    answered.append(time.monotonic() - t0)
+                stop.wait(0.5)
+
+    load = threading.Thread(target=trickle, daemon=True)
+    load.start()
+    timings: dict[str, float | None] = {"firing_s": None, "run_started_s": None, "rolled_back_s": None}
+    run_id = None
+    deadline = t0 + ROLLBACK_TIMEOUT_S
+    try:
+        while time.monotonic() < deadline:
+            now = round(time.monotonic() - t0, 1)
+            if timings["firing_s"] is None:
+                alerts = httpx.get(f"{r.urls['prometheus']}/api/v1/alerts", timeout=10).json()["data"][
+                    "alerts"
+                ]
+                if any(
+                    a["labels"]["alertname"] == "ServeP99OffBaseline" and a["state"] == "firing"
+                    for a in alerts
+                ):
+                    timings["firing_s"] = now
+            if run_id is None:
+                found = client.read_flow_runs(
+                    deployment_filter=DeploymentFilter(
+                        name=DeploymentFilterName(any_=[REMEDIATION.split("/")[1]])
+                    )
+                )
+                if found:
+                    run_id, timings["run_started_s"] = found[0].id, now
+            current = serving_now(r)
+            if current["sha256"] == before["sha256"]:
+                timings["rolled_back_s"] = now
+                break
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        load.join(timeout=90)
+    runs = {REMEDIATION: type("Run", (), {"id": run_id})()} if run_id else {}
+    finished = wait_runs(client, runs, t0, timeout_s=120) if runs else {}
+    run = finished.get(REMEDIATION, {"state": "NOT STARTED", "from_deploy_s": None, "flow_run": None})
+    result = result_of(client, str(run_id)) if run_id and run["state"] == "Completed" else None
+    recorded: dict[str, Any] = {}
+    if isinstance(result, dict) and result.get("mlflow_run"):
+        from mlflow import MlflowClient
+
+        mlflow_run = MlflowClient(r.urls["mlflow"]).get_run(result["mlflow_run"])
+        recorded = {"tags": dict(mlflow_run.data.tags), "status": mlflow_run.info.status}
+    return {
+        "recorded": recorded,
+        "threshold_ms": threshold_ms,
+        "slowed": slowed,
+        "before": before,
+        "after": serving_now(r),
+        "answered": len(answered),
+        **timings,
+        "run": run,
+        "result": result if isinstance(result, dict) else {"error": str(result)[:300]},
+        "receiver_log": (r.work / "alert-receiver.log").read_text(errors="replace")[-2000:],
+    }
+
+
 def register_candidate(r: Rehearsal) -> dict[str, Any]:
     """A new version of the model, registered `challenger` on the MLflow server (what a team's training job does)."""
     code = (
@@ -567,6 +750,7 @@ def summarize_gate(out: Any) -> dict[str, Any]:
         "risk_actions": [a["action"] for a in out.get("risk_actions") or []],
         "rolled_back": release.get("rolled_back"),
         "benchmark_run": (release.get("benchmark") or {}).get("mlflow_run_id"),
+        "monitoring": release.get("monitoring"),
     }
 
 
@@ -615,6 +799,15 @@ def print_report(out: dict[str, Any]) -> None:
             highlight=False,
         )
     console.print(f"production serves: {out['production']}", highlight=False)
+    fix = out.get("remediation") or {}
+    if fix:
+        console.print(
+            f"slowed champion v{fix['slowed']['version']} ({fix['slowed']['call_ms']:.0f} ms a call vs the "
+            f"{fix['threshold_ms']:g} ms rollback threshold): alert firing after {fix['firing_s']} s, remediation run "
+            f"after {fix['run_started_s']} s, production back on v{fix['after'].get('registry_version')} after "
+            f"{fix['rolled_back_s']} s ({fix['run']['state']})",
+            highlight=False,
+        )
 
 
 def main() -> None:

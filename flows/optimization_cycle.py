@@ -11,6 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.phase_gate import phase_gate
+from flows.release import production_monitoring
 from serving.app import PRODUCTION_APP
 from serving.auth import client_key
 from serving.client import InferopsClient
@@ -20,7 +21,6 @@ from tasks.decision import Decision
 from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.bottlenecks import render_markdown as render_breakdown
 from tasks.measure.workload import Workload, read_workload
-from tasks.monitoring.collect import collect
 from tasks.monitoring.rules import RefusedFile, ServedBaseline, render_rules, write_rules
 from tasks.optimize import baseline as cycle_baseline
 from tasks.optimize import report
@@ -79,19 +79,6 @@ def generate_plan(
     plan = plan_candidates(baseline.model, baseline.candidate, include)
     runs.write(run_id, report.baseline_record(baseline.model, baseline, settings, plan))
     return plan
-
-
-@task(name="check-monitoring", retries=1, retry_delay_seconds=10)
-def production_monitoring(
-    prometheus: str, url: str, api_key: str | None, model: str, policy: Policy
-) -> tuple[bool, str]:
-    """Whether Prometheus holds the series the policy requires of production (the gate's coverage minimum)."""
-    with InferopsClient(url, api_key) as client:
-        provider = str(client.check_serves(model).get("provider", ""))
-    gpu = any(p in provider for p in ("CUDA", "Tensorrt"))
-    report = collect(prometheus, PRODUCTION_APP, model, policy.monitoring, gpu=gpu)
-    minimum = policy.rollout_gate.completion.monitoring_coverage_min
-    return report.meets(minimum), report.sentence(minimum)
 
 
 @task(name="pre-implementation-checklist")
@@ -309,6 +296,7 @@ def optimization_cycle(
                 else require_approval,
                 api_key=api_key,
                 parent_run_id=run_id,
+                prometheus=prometheus,
             )
             promotion, served = report.gated_release(gated)
         else:

@@ -201,11 +201,14 @@ def phase_gate(
     approval_timeout_s: int | None = None,
     benchmark_duration_s: float | None = None,
     parent_run_id: str | None = None,
+    prometheus: str | None = None,
 ) -> dict[str, Any]:
     """Gate `model@candidate_alias` on its own temporary app (or the endpoint at `url` that already serves it); on a
     pass (and an approval, where the policy asks for one) promote it and release it to `production_url`: roll out,
     watch under production's traffic, roll back on the risk triggers, benchmark the release. Without a production
-    URL the gated endpoint itself is watched. `parent_run_id`: nest the gate's MLflow run under it (the cycle)."""
+    URL the gated endpoint itself is watched. `parent_run_id`: nest the gate's MLflow run under it (the cycle).
+    `prometheus`: where production's metrics are; the release's completion criterion "monitoring coverage" is
+    measured there."""
     started = time.monotonic()
     url, production_url = checked_url(url, "url"), checked_url(production_url, "production_url")
     policy = default_policy()
@@ -251,7 +254,14 @@ def phase_gate(
                 done = risk_actions(model, url, key, baseline, current, run_id, policy)
     if promotion is not None and production_url is not None:
         released = release(
-            model, production_url, api_key, baseline, run_id, settings.risk_window_s, benchmark_duration_s
+            model,
+            production_url,
+            api_key,
+            baseline,
+            run_id,
+            settings.risk_window_s,
+            benchmark_duration_s,
+            checked_url(prometheus, "prometheus"),
         )
         done = released["risk_actions"]
     outcome = tracking.gate_outcome(

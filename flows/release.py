@@ -10,7 +10,9 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 
 from flows.measurement import measurement_suite
+from serving.app import PRODUCTION_APP
 from serving.client import InferopsClient
+from tasks.monitoring.collect import collect
 from tasks.policy import Policy, default_policy
 from tasks.records import names, registry, runs
 from tasks.release import checks as gate_checks
@@ -79,6 +81,19 @@ def risk_actions(
     return done
 
 
+@task(name="check-monitoring", retries=1, retry_delay_seconds=10)
+def production_monitoring(
+    prometheus: str, url: str, api_key: str | None, model: str, policy: Policy
+) -> tuple[bool, str]:
+    """Whether Prometheus holds the series the policy requires of production (the gate's coverage minimum)."""
+    with InferopsClient(url, api_key) as client:
+        provider = str(client.check_serves(model).get("provider", ""))
+    gpu = any(p in provider for p in ("CUDA", "Tensorrt"))
+    report = collect(prometheus, PRODUCTION_APP, model, policy.monitoring, gpu=gpu)
+    minimum = policy.rollout_gate.completion.monitoring_coverage_min
+    return report.meets(minimum), report.sentence(minimum)
+
+
 @flow(name="release", log_prints=True)
 def release(
     model: str,
@@ -88,9 +103,11 @@ def release(
     run_id: str,
     risk_window_s: float,
     benchmark_duration_s: float | None = None,
+    prometheus: str | None = None,
 ) -> dict[str, Any]:
     """Production serves the promoted champion, is watched for `risk_window_s` and rolled back on the seed's
-    triggers; a release that stays is benchmarked and recorded as production's baseline."""
+    triggers; a release that stays is benchmarked and recorded as production's baseline. `prometheus`: the
+    completion criterion "monitoring coverage" is measured there for the release that stays."""
     policy = default_policy()
     served = roll_out(url, api_key, model, policy)
     current = risk_window(url, api_key, model, risk_window_s, policy)
@@ -107,4 +124,10 @@ def release(
             sha256=served["sha256"],
             baseline=names.release_baseline(model),
         )
-    return tracking.release_outcome(url, served, current, done, benchmark)
+    watched = None
+    if prometheus and not rolled_back(done):
+        ok, sentence = production_monitoring(prometheus, url, api_key, model, policy)
+        watched = {"meets": ok, "sentence": sentence}
+        if not ok:  # not the model's fault: it keeps serving, and the release says it is not complete
+            get_run_logger().warning("release incomplete: %s", sentence)
+    return tracking.release_outcome(url, served, current, done, benchmark, watched)

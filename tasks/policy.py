@@ -206,6 +206,8 @@ class Monitoring(_Strict):
     gpu_temperature_warning_c: float
     gpu_temperature_critical_c: float
     anomaly: Anomaly
+    # alert name -> how long its condition holds before it fires (Prometheus `for`), over the rules file's defaults
+    pending: dict[str, str] = Field(default_factory=dict)
 
 
 class Strategy(_Strict):

@@ -80,6 +80,7 @@ ALERT_ACCURACY = "AccuracyFidelityLow"
 ALERT_TARGET_DOWN = "RayMetricsTargetDown"
 ALERT_UNAVAILABLE = "ServiceUnavailable"
 ALERT_SUCCESS_RATE = "SuccessRateLow"
+ALERT_UTILISATION = "ReplicaUtilisationHigh"
 
 # How long a condition must hold before it pages (`for`): long enough that one scrape, a restart or a batch of slow
 # requests does not page, short enough to leave most of the type's handling time to the responder (business 3 min,
@@ -97,7 +98,14 @@ FOR = {
     ALERT_TARGET_DOWN: "1m",
     ALERT_UNAVAILABLE: "2m",
     ALERT_SUCCESS_RATE: "5m",
+    ALERT_UTILISATION: "10m",
 }
+DURATION = re.compile(r"^([0-9]+(ms|s|m|h|d|w|y))+$")  # a Prometheus duration
+# A replica's CPU share as Ray reports it (ray_component_cpu_percentage: 100 = one core), over this window: a burst
+# of a minute is not a reason to add replicas, a sustained load is.
+UTILISATION_WINDOW = "10m"
+GPU_UTILISATION = RAY_PREFIX + next(m for m, _, attr in GPU_GAUGES if attr == "utilisation_percent")
+REPLICA_CPU = "ray_component_cpu_percentage"
 TREND_WINDOW = "1h"  # the P99's slope is fitted over the last hour ...
 TREND_HORIZON_S = 3600  # ... and extrapolated one hour ahead
 # A leak is a slope that holds over the last hour AND the last quarter hour: a replica added to a node steps the
@@ -142,6 +150,8 @@ def selectors(application: str, model: str, ray_job: str = RAY_JOB) -> dict[str,
         "server_errors": f'{SERVE_ERRORS}{{{app},error_code=~"{SERVER_ERROR_CODES}"}}',
         "latency_bucket": f"{SERVE_LATENCY_BUCKET}{{{app}}}",
         "replica_rss": f"{REPLICA_RSS}{{Component=~{_label(REPLICA_COMPONENT_PREFIX + application + ':.*')}}}",
+        "replica_cpu": f"{REPLICA_CPU}{{Component=~{_label(REPLICA_COMPONENT_PREFIX + application + ':.*')}}}",
+        "gpu_utilisation": f"{GPU_UTILISATION}{{{app}}}",
         "gpu_temperature": f"{GPU_TEMPERATURE}{{{app}}}",
         "accuracy_fidelity": f"{ACCURACY_FIDELITY}{{{app},model={_label(model)}}}",
         "ray_up": f"up{{job={_label(ray_job)}}}",
@@ -218,13 +228,17 @@ def _alert(
     description: str,
     application: str,
     model: str,
+    threshold: float | None = None,
     **extra: str,
 ) -> dict[str, Any]:
     kind = policy.monitoring.alert_types[alert_type]
+    numbers = {"value": "{{ $value }}"}  # what the receiver reads back (tasks/monitoring/remediation.py)
+    if threshold is not None:
+        numbers["threshold"] = _number(threshold)
     return {
         "alert": name,
         "expr": expr,
-        "for": FOR[name],
+        "for": pending(policy, name),
         "labels": {
             "severity": level,
             "type": alert_type,
@@ -238,8 +252,26 @@ def _alert(
             "description": description,
             "channels": ", ".join(kind.channels),
             "handle_within": duration(kind.handle_within_min),
+            **numbers,
         },
     }
+
+
+def pending(policy: Policy, alert: str) -> str:
+    """How long `alert`'s condition must hold before it fires: the policy's monitoring.pending, else FOR."""
+    given = policy.monitoring.pending
+    unknown = sorted(set(given) - set(FOR))
+    if unknown:
+        raise ValueError(
+            f"policy monitoring.pending names {', '.join(map(repr, unknown))}, which no rule has: use alert names of "
+            f"the rules file ({', '.join(sorted(FOR))})"
+        )
+    value = given.get(alert, FOR[alert])
+    if not isinstance(value, str) or not DURATION.match(value):
+        raise ValueError(
+            f"policy monitoring.pending.{alert} is {value!r}, not a Prometheus duration: write e.g. 30s, 5m or 1h"
+        )
+    return value
 
 
 def recording_rules(application: str, model: str) -> list[dict[str, Any]]:
@@ -326,10 +358,22 @@ def render_rules(
         expr: str,
         summary: str,
         description: str,
+        threshold: float | None = None,
         **extra: str,
     ) -> dict[str, Any]:
         return _alert(
-            policy, name, alert_type, level, layer, expr, summary, description, application, model, **extra
+            policy,
+            name,
+            alert_type,
+            level,
+            layer,
+            expr,
+            summary,
+            description,
+            application,
+            model,
+            threshold,
+            **extra,
         )
 
     threshold_rules = [
@@ -342,6 +386,7 @@ def render_rules(
             f"{application} served P99 {ms} ms is over the {sla:g} ms SLA",
             f"Served P99 of {application} ({RECORD_P99}, Ray Serve's latency histogram) is {ms} ms; the SLA is "
             f"{sla:g} ms (policy rollout_gate.sla_p99_ms), judged at the histogram's {sla_at:g} ms boundary.",
+            threshold=sla_at,
         ),
         alert(
             ALERT_P99_OFF_BASELINE,
@@ -355,6 +400,7 @@ def render_rules(
             f"baseline is {baseline.p99_ms:g} ms at {baseline.rate_rps:g} req/s ({baseline.source}), and the "
             f"rollback threshold is {off:g} ms (+{risk.perf_deviation_rollback:.0%}, policy "
             f"rollout_risk.perf_deviation_rollback), judged at the histogram's {off_at:g} ms boundary.",
+            threshold=off_at,
             action="rollback",
         ),
         alert(
@@ -367,7 +413,23 @@ def render_rules(
             f"{RECORD_ERROR_RATIO} of {application} is {_value('%.4f')} (5xx answers / all answers over 5 min); the "
             f"threshold is {risk.error_rate_alert:g} (policy rollout_risk.error_rate_alert): fix urgently and "
             "stop further changes.",
+            threshold=risk.error_rate_alert,
             action="freeze",
+        ),
+        alert(
+            ALERT_UTILISATION,
+            "threshold",
+            threshold[0],
+            "system",
+            f"max(avg_over_time({s['replica_cpu']}[{UTILISATION_WINDOW}]) / 100 or "
+            f"avg_over_time({s['gpu_utilisation']}[{UTILISATION_WINDOW}]) / 100) > {_number(risk.utilisation_scale_out)}",
+            f"{application} replicas run at {_value('%.2f')} of their capacity: scale out",
+            f"The busiest replica of {application} (CPU: {REPLICA_CPU}, 1 = one core; GPU: {GPU_UTILISATION}) averaged "
+            f"{_value('%.2f')} over {UTILISATION_WINDOW}; above {risk.utilisation_scale_out:g} (policy "
+            "rollout_risk.utilisation_scale_out) SPEC §2 adds replicas: a recommendation is recorded, the capacity "
+            "plan sizes it.",
+            threshold=risk.utilisation_scale_out,
+            action="scale_out",
         ),
         alert(
             ALERT_GPU_WARNING,

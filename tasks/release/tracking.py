@@ -157,8 +157,10 @@ def release_outcome(
     current: Observation,
     actions: list[dict[str, Any]],
     benchmark: dict[str, Any] | None,
+    monitoring: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The release flow's return value: what production serves, how its risk window went, its new baseline."""
+    """The release flow's return value: what production serves, how its risk window went, its new baseline, and
+    (given Prometheus) whether the completion criterion "monitoring coverage" holds for it."""
     return {
         "url": url,
         "served": {
@@ -169,4 +171,5 @@ def release_outcome(
         "risk_actions": actions,
         "rolled_back": rolled_back(actions),
         "benchmark": benchmark,
+        "monitoring": monitoring,
     }

@@ -63,6 +63,8 @@ def test_the_weekly_cycle_gates_releases_to_production_and_watches_it_there(rehe
     window = gate["risk_window"]
     assert window["throughput_rps"] > 0 and window["error_rate"] == 0.0 and not gate["rolled_back"]
     assert gate["benchmark_run"]  # the release's benchmark, production's new baseline
+    # the completion criterion "monitoring coverage > 95%", measured on production for the release that stays
+    assert gate["monitoring"]["meets"], gate["monitoring"]
     # before changing anything the cycle measured that Prometheus holds every series the policy requires
     assert rehearsal["cycle"]["monitoring_checked"].startswith("monitoring coverage of inferops is 100%")
     # the release wrote production's alert rules, and the rehearsal's Prometheus loaded them, every one healthy
@@ -79,6 +81,7 @@ def test_a_release_waits_for_a_person_then_reaches_production(rehearsal: dict) -
     assert [a["deployment"] for a in rehearsal["approvals"]] == ["phase-gate/phase-gate"]
     assert release["decided_by"] == "human" and release["promoted"] and release["passed"]
     assert release["gated_at"].endswith("/gate-digits-cnn")  # never measured on production itself
+    assert release["monitoring"]["meets"], release["monitoring"]  # its deployment passes Prometheus' address
     candidate = rehearsal["release_candidate"]
     assert release["served_version"] == candidate["version"]
     # what production answers with now is the approved candidate, by sha256
@@ -93,3 +96,34 @@ def test_the_monitoring_deployment_finds_every_required_series_of_production(reh
     assert monitoring.get("missing") == [], monitoring
     assert monitoring["coverage"] == 1.0
     assert set(monitoring["by_layer"]) == {"business", "application", "system", "infrastructure"}
+
+
+def test_a_slowed_champion_is_rolled_back_by_the_alert_chain_without_a_person(rehearsal: dict) -> None:
+    """Prometheus fires ServeP99OffBaseline on the served latency of a slowed champion, Alertmanager notifies the
+    receiver, the receiver starts a run of remediation-on-alert, the run rolls the registry and the endpoint back:
+    the rehearsal itself only promoted the slowed version and sent requests."""
+    fix = rehearsal["remediation"]
+    slowed, before, after = fix["slowed"], fix["before"], fix["after"]
+    assert slowed["call_ms"] > fix["threshold_ms"]  # the slowed version is really slower than the threshold
+    assert slowed["previous_champion"] == before["registry_version"] and slowed["how"] == "switch"
+    assert fix["run"]["state"] == "Completed", f"{fix}\n{rehearsal['logs']}"
+    # in order: the alert fired, then the run started, then production was back on the release before
+    assert (
+        fix["firing_s"] is not None and fix["run_started_s"] is not None and fix["rolled_back_s"] is not None
+    ), fix
+    assert fix["firing_s"] <= fix["run_started_s"] <= fix["rolled_back_s"]
+    assert after["sha256"] == before["sha256"] and after["registry_version"] == before["registry_version"]
+    done = fix["result"]
+    assert done["action"] == "rollback" and done["done"] and done["endpoint"]["switched"]
+    assert done["registry"]["from_version"] == slowed["version"]
+    assert done["registry"]["to_version"] == before["registry_version"]
+    assert "ServeP99OffBaseline" in done["reason"] and done["mlflow_run"]
+    assert (
+        f"remediation run {fix['run']['flow_run']}" in fix["receiver_log"]
+    )  # the receiver says what it started
+    # recorded in MLflow with the alert that caused it, and the Prefect run that carried it out
+    tags = fix["recorded"]["tags"]
+    assert fix["recorded"]["status"] == "FINISHED"
+    assert tags["inferops.kind"] == "remediation" and tags["inferops.alert"] == "ServeP99OffBaseline"
+    assert tags["inferops.retention_class"] == "rollback_records"
+    assert tags["inferops.prefect.flow_run_id"] == fix["run"]["flow_run"]

@@ -135,12 +135,19 @@ def rule(rendered: dict[str, Any], name: str) -> dict[str, Any]:
 QUERY = re.compile(r'\{\{ with printf "[^"]*" "([^"]+)" \$labels\.application \| query \}\}.*?\{\{ end \}\}')
 VALUE = re.compile(r'\{\{ \$value \| printf "([^"]+)" \}\}')
 LABEL = re.compile(r"\{\{ \$labels\.(\w+) \}\}")
+BARE_VALUE = "{{ $value }}"
+
+
+def go_float(value: float) -> str:
+    """A float as Go's template engine prints it: the shortest form that reads back, without a trailing .0."""
+    text = repr(float(value))
+    return text[:-2] if text.endswith(".0") else text
 
 
 def expand(text: str, value: float, labels: dict[str, str], queried: dict[str, float]) -> str:
     """What Prometheus' template engine makes of the few template forms the rules use."""
     text = QUERY.sub(lambda m: f"{queried[m.group(1)]:.2f}", text)
-    text = VALUE.sub(lambda m: m.group(1) % value, text)
+    text = VALUE.sub(lambda m: m.group(1) % value, text).replace(BARE_VALUE, go_float(value))
     return LABEL.sub(lambda m: labels.get(m.group(1), "<no value>"), text)
 
 
@@ -484,7 +491,27 @@ def success_rate(x: dict[str, Any]) -> list[Case]:
     ]
 
 
+def utilisation(x: dict[str, Any]) -> list[Case]:
+    other = {**RSS, "Component": "ray::ServeReplica:other-app:Ingress"}
+    return [
+        Case(
+            "a replica at 95% of a core for 30 min, then 40%",
+            [series(r.REPLICA_CPU, RSS, "95x30 40x60"), series(r.REPLICA_CPU, other, "99x90")],
+            [
+                ("25m", r.ALERT_UTILISATION, [fired(x, r.ALERT_UTILISATION, 0.95)]),
+                ("60m", r.ALERT_UTILISATION, []),
+            ],
+        ),
+        Case(
+            "bursts of 5 min at 100% between quiet ones",
+            [series(r.REPLICA_CPU, RSS, " ".join(["100x4 30x4"] * 10))],
+            [(t, r.ALERT_UTILISATION, []) for t in ("20m", "40m", "60m")],
+        ),
+    ]
+
+
 SCENARIOS: dict[str, Callable[..., list[Case]]] = {
+    "utilisation": utilisation,
     "p99_over_sla": p99_over_sla,
     "p99_off_baseline": p99_off_baseline,
     "error_rate": error_rate,
