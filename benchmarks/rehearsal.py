@@ -693,8 +693,17 @@ def slowdown_rolled_back(r: Rehearsal, client: Any, say: Callable[[str], None]) 
 
         mlflow_run = MlflowClient(r.urls["mlflow"]).get_run(result["mlflow_run"])
         recorded = {"tags": dict(mlflow_run.data.tags), "status": mlflow_run.info.status}
+    incident: dict[str, Any] = {}
+    if isinstance(result, dict) and result.get("incident") is not None:
+        from tasks.risk.incidents import IncidentStore
+
+        found = IncidentStore(f"sqlite:///{r.work / 'inferops-data' / 'incidents.db'}").get(
+            int(result["incident"])
+        )
+        incident = {**found.row(), "steps": [(s.step, s.by) for s in found.steps], "source": found.source}
     return {
         "recorded": recorded,
+        "incident": incident,
         "threshold_ms": threshold_ms,
         "slowed": slowed,
         "before": before,

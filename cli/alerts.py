@@ -69,12 +69,16 @@ def receive(
     """Serve the webhook Alertmanager notifies: each firing alert whose rule names an action (rollback, freeze,
     scale_out) starts one run of the remediation deployment on the Prefect server (PREFECT_API_URL)."""
 
+    import logging
+
     import uvicorn
     from rich.console import Console
 
     from tasks.monitoring.receiver import ALERTS_PATH, create_receiver, deployment_starter
     from tasks.monitoring.remediation import read_tokens
     from tasks.monitoring.remediation import token_file as ensure_token
+    from tasks.policy import default_policy
+    from tasks.risk.incidents import IncidentStore
 
     console = Console()
     path, made = ensure_token(token_file)
@@ -92,8 +96,23 @@ def receive(
         f"alert receiver on http://{host}:{port}{ALERTS_PATH} -> runs of {deployment} (token: {path})",
         highlight=False,
     )
+    # each run started and each refusal, on the receiver's own stream (the root logger is not ours to configure)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s:     %(message)s"))
+    said = logging.getLogger("tasks.monitoring.receiver")
+    said.addHandler(handler)
+    said.setLevel(logging.INFO)
+    said.propagate = False
     uvicorn.run(
-        create_receiver(tokens, deployment_starter(deployment)), host=host, port=port, log_level="info"
+        create_receiver(
+            tokens,
+            deployment_starter(deployment),
+            incidents=IncidentStore(),
+            alert_levels=default_policy().risk.alert_levels,
+        ),
+        host=host,
+        port=port,
+        log_level="info",
     )
 
 

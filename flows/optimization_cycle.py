@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.phase_gate import phase_gate
-from flows.release import production_monitoring
+from flows.release import production_monitoring, serves_on_gpu
 from serving.app import PRODUCTION_APP
 from serving.auth import client_key
 from serving.client import InferopsClient
@@ -21,6 +21,7 @@ from tasks.decision import Decision
 from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.bottlenecks import render_markdown as render_breakdown
 from tasks.measure.workload import Workload, read_workload
+from tasks.monitoring.collect import MonitoringError
 from tasks.monitoring.rules import RefusedFile, ServedBaseline, render_rules, write_rules
 from tasks.optimize import baseline as cycle_baseline
 from tasks.optimize import report
@@ -158,9 +159,18 @@ def switch_endpoint(url: str, model: str, api_key: str | None, knobs: dict[str, 
 
 
 @task(name="set-up-monitoring")
-def set_up_monitoring(model: str, served: dict[str, Any] | None, policy: Policy, run_id: str) -> str:
+def set_up_monitoring(
+    model: str,
+    served: dict[str, Any] | None,
+    policy: Policy,
+    run_id: str,
+    prometheus: str | None = None,
+    url: str | None = None,
+    api_key: str | None = None,
+) -> str:
     """The alert rules of production with the new champion (the four types of SPEC §4), its latency baseline the
-    P99 production served in the release's risk window, written for Prometheus once promtool passes them."""
+    P99 production served in the release's risk window, written for Prometheus once promtool passes them and (given
+    `prometheus`) once every series they read is there."""
     window = (served or {}).get("risk_window") or {}
     if not window.get("p99_ms") or not window.get("throughput_rps"):
         return (
@@ -171,8 +181,10 @@ def set_up_monitoring(model: str, served: dict[str, Any] | None, policy: Policy,
         float(window["p99_ms"]), float(window["throughput_rps"]), "the release's risk window on production"
     )
     try:
-        path = write_rules(PRODUCTION_APP, model, render_rules(PRODUCTION_APP, model, baseline, policy))
-    except RefusedFile as exc:
+        gpu = serves_on_gpu(url, api_key, model) if prometheus and url else False
+        rendered = render_rules(PRODUCTION_APP, model, baseline, policy)
+        path = write_rules(PRODUCTION_APP, model, rendered, prometheus=prometheus, gpu=gpu)
+    except (RefusedFile, MonitoringError) as exc:
         return f"not written: {exc}"
     runs.write(
         run_id, runs.RunRecord("monitoring", names.OPTIMIZATION_EXPERIMENT, files={"monitoring": path})
@@ -303,7 +315,7 @@ def optimization_cycle(
             promotion = promote_champion(model)
             served = switch_endpoint(url, model, api_key, champion.serving_knobs()) if url else None
     if promotion and champion is not None:
-        rules = set_up_monitoring(model, served, policy, run_id)
+        rules = set_up_monitoring(model, served, policy, run_id, prometheus, url, api_key)
     else:
         registry.discard_challenger(model)
     final = report.final_state(outcome, base, promotion, gated, served, rules)

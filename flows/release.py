@@ -81,15 +81,21 @@ def risk_actions(
     return done
 
 
+def serves_on_gpu(url: str, api_key: str | None, model: str) -> bool:
+    """Whether production's replicas run `model` on a GPU (then its GPU series are required and watched)."""
+    with InferopsClient(url, api_key) as client:
+        provider = str(client.check_serves(model).get("provider", ""))
+    return any(p in provider for p in ("CUDA", "Tensorrt"))
+
+
 @task(name="check-monitoring", retries=1, retry_delay_seconds=10)
 def production_monitoring(
     prometheus: str, url: str, api_key: str | None, model: str, policy: Policy
 ) -> tuple[bool, str]:
     """Whether Prometheus holds the series the policy requires of production (the gate's coverage minimum)."""
-    with InferopsClient(url, api_key) as client:
-        provider = str(client.check_serves(model).get("provider", ""))
-    gpu = any(p in provider for p in ("CUDA", "Tensorrt"))
-    report = collect(prometheus, PRODUCTION_APP, model, policy.monitoring, gpu=gpu)
+    report = collect(
+        prometheus, PRODUCTION_APP, model, policy.monitoring, gpu=serves_on_gpu(url, api_key, model)
+    )
     minimum = policy.rollout_gate.completion.monitoring_coverage_min
     return report.meets(minimum), report.sentence(minimum)
 

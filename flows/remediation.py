@@ -12,10 +12,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from serving.client import InferopsClient
 from serving.network import required_url
-from tasks.monitoring.remediation import event_from, remediation_markdown, risk_action
+from tasks.monitoring.remediation import event_from, mitigated_incident, remediation_markdown, risk_action
 from tasks.policy import default_policy
 from tasks.records import names, runs
 from tasks.release.rollout_risk import apply_risk_action
+from tasks.risk.incidents import IncidentStore
 
 
 @task(name="open-record")
@@ -64,6 +65,21 @@ def carry_out(
         )
 
 
+@task(name="record-incident")
+def mitigate_incident(alert: dict[str, Any], done: dict[str, Any]) -> int | None:
+    """The alert's incident, mitigated by inferops (opened first if the receiver had not): MTTR and the
+    automation rate come from these records."""
+    if not done.get("done"):
+        return None
+    incident = mitigated_incident(
+        event_from(alert),
+        IncidentStore(),
+        default_policy().risk.alert_levels,
+        f"{done['action']}: {done['reason']}",
+    )
+    return int(incident.id)
+
+
 @task(name="close-record")
 def close_record(run_id: str, alert: dict[str, Any], done: dict[str, Any]) -> None:
     event = event_from(alert)
@@ -92,9 +108,10 @@ def remediation(
     url = required_url(url or "", "url")
     run_id = open_record(alert, action, model)
     done = carry_out(alert, action, model, url, api_key, run_id)
-    close_record(run_id, alert, done)
+    incident = mitigate_incident(alert, done)
+    close_record(run_id, alert, {**done, "incident": incident})
     say = get_run_logger().info
     say(f"{action} on {model}: {'done' if done.get('done') else 'NOT done'} ({done.get('reason')})")
     if not done.get("done"):
         raise RuntimeError(f"{action} on {model} was not carried out: {json.dumps(done, default=str)[:800]}")
-    return {**done, "mlflow_run": run_id}
+    return {**done, "mlflow_run": run_id, "incident": incident}

@@ -296,6 +296,10 @@ class Risk(_Strict):
     response_levels: dict[str, ResponseLevel]
     mttr_target_min: float = Field(gt=0)
     availability_target: float = Field(gt=0, le=1)
+    # an alert's severity -> the response level of the incident it opens (SPEC §4 levels, §6 response levels)
+    alert_levels: dict[str, str] = Field(
+        default_factory=lambda: {"warning": "L1", "critical": "L2", "emergency": "L3"}
+    )
 
     @model_validator(mode="after")
     def _factors_in_range(self) -> Risk:

@@ -189,7 +189,7 @@ def instant(prometheus: str, query: str, timeout_s: float = TIMEOUT_S) -> list[t
 def _exists(prometheus: str, query: str) -> bool:
     """Whether the series behind `query` exist, traffic or not (a rate over no requests is empty, the series
     is still there): asked of the raw selectors inside it."""
-    selectors = _selectors(query)
+    selectors = series_selectors(query)
     return bool(selectors) and all(instant(prometheus, f"count({s})") for s in selectors)
 
 
@@ -197,7 +197,7 @@ def _exists(prometheus: str, query: str) -> bool:
 CREATED_ON_FIRST_EVENT = (ERRORS, f"ray_{GPU_THROTTLED}")
 
 
-def _selectors(query: str) -> list[str]:
+def series_selectors(query: str) -> list[str]:
     """The `metric{labels}` selectors of a query (the series it reads), without functions or ranges."""
     import re
 

@@ -21,6 +21,7 @@ from tasks.monitoring.remediation import (
     actionable,
     authenticate,
     parse_notification,
+    record_incident,
 )
 
 log = logging.getLogger(__name__)
@@ -51,11 +52,29 @@ def deployment_starter(deployment: str = REMEDIATION_DEPLOYMENT) -> Starter:
     return start
 
 
-def create_receiver(tokens: Sequence[str], start: Starter, ledger: Ledger | None = None) -> Starlette:
-    """The webhook app: POST /alerts (Alertmanager's payload, bearer-authenticated) and GET /healthz."""
+def create_receiver(
+    tokens: Sequence[str],
+    start: Starter,
+    ledger: Ledger | None = None,
+    incidents: Any = None,
+    alert_levels: dict[str, str] | None = None,
+) -> Starlette:
+    """The webhook app: POST /alerts (Alertmanager's payload, bearer-authenticated) and GET /healthz. Given an
+    IncidentStore, every alert firing opens its incident (once) at the level of its severity (`alert_levels`), and
+    an incident inferops mitigated is resolved when its alert resolves."""
     if not tokens:
         raise ValueError("the receiver needs a bearer token: give it the token file Alertmanager sends from")
     ledger = ledger or Ledger()
+
+    def incident_of(event: AlertEvent) -> int | None:
+        if incidents is None:
+            return None
+        try:  # the record must never stand between an alert and its remediation
+            found = record_incident(event, incidents, alert_levels or {})
+        except Exception as exc:
+            log.error("incident of %s not recorded: %s", event.key, exc)
+            return None
+        return None if found is None else int(found.id)
 
     async def alerts(request: Request) -> JSONResponse:
         try:

@@ -16,6 +16,7 @@ import hmac
 import json
 import math
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
@@ -62,6 +63,16 @@ class AlertEvent:
     @property
     def model(self) -> str | None:
         return self.labels.get("model")
+
+    def started(self) -> float:
+        """When the alert started firing (epoch seconds): Alertmanager's startsAt, RFC 3339 with up to 9 digits."""
+        from datetime import datetime
+
+        text = re.sub(r"(\.\d{6})\d+", r"\1", self.starts_at).replace("Z", "+00:00")
+        try:
+            return datetime.fromisoformat(text).timestamp()
+        except ValueError:
+            return time.time()
 
     def number(self, annotation: str) -> float:
         """An annotation the rules file fills with a number (`value`, `threshold`); NaN when absent or not one."""
@@ -191,6 +202,48 @@ def actionable(event: AlertEvent) -> str | None:
     if not event.model:
         return "it has no model label: the rules file labels every alert with the model it watches"
     return None
+
+
+def incident_level(event: AlertEvent, alert_levels: dict[str, str]) -> str:
+    """The response level of the incident an alert opens, from its severity (policy risk.alert_levels)."""
+    severity = event.labels.get("severity", "")
+    if severity not in alert_levels:
+        raise ValueError(
+            f"alert {event.alertname} has severity {severity!r}, which policy risk.alert_levels does not map to a "
+            f"response level ({', '.join(f'{k}: {v}' for k, v in alert_levels.items())}); add it"
+        )
+    return alert_levels[severity]
+
+
+def record_incident(event: AlertEvent, store: Any, alert_levels: dict[str, str]) -> Any:
+    """The incident of one alert firing: opened when it fires (once per firing), resolved by inferops when
+    Alertmanager says it resolved; a person takes the steps after (recover, post-mortem)."""
+    from tasks.risk.incidents import AUTOMATIC
+
+    if event.status == "firing":
+        return store.open(
+            event.annotations.get("summary") or event.alertname,
+            incident_level(event, alert_levels),
+            model=event.model,
+            source=event.key,
+            detected_at=min(event.started(), time.time()),
+            note=f"alert {event.alertname} ({event.labels.get('severity', '?')}) fired {event.starts_at}",
+        )
+    incident = store.find_source(event.key)
+    # resolved by inferops only what inferops mitigated: an alert that cleared by itself waits for a person
+    if incident is None or incident.state != "mitigated" or incident.by("mitigated") != AUTOMATIC:
+        return incident
+    return store.advance(incident.id, "resolved", by=AUTOMATIC, note=f"alert {event.alertname} resolved")
+
+
+def mitigated_incident(event: AlertEvent, store: Any, alert_levels: dict[str, str], what: str) -> Any:
+    """The incident of an alert firing that an automatic action mitigated (opened first if the receiver had not)."""
+    from tasks.risk.incidents import AUTOMATIC, STEPS
+
+    incident = store.find_source(event.key) or record_incident(event, store, alert_levels)
+    if STEPS.index(incident.state) >= STEPS.index("mitigated"):
+        return incident
+    return store.advance_to(incident.id, "mitigated", by=AUTOMATIC, note=what)
 
 
 # ---- the ledger of alerts acted on ---------------------------------------------------------------------------------

@@ -638,7 +638,43 @@ def write_checked(final: Path, text: str, check: Any, manifest: dict[str, Any]) 
     return final
 
 
-def write_rules(application: str, model: str, rules: dict[str, Any]) -> Path:
-    """Write the rules beside the data (atomically, only if promtool passes them) for Prometheus to load."""
+def unseen_selectors(prometheus: str, rules: dict[str, Any], *, gpu: bool) -> list[str]:
+    """Every `rule reads selector` of `rules` whose selector holds no series on a live Prometheus: a metric or label
+    the deployment does not export, on which the rule would never fire. Exempt: series Ray creates at their first
+    event (the first 5xx, the first throttle), and GPU series of a deployment without GPUs (`gpu` False)."""
+    from tasks.monitoring.collect import instant, series_selectors
+
+    gpu_only = {RAY_PREFIX + name for name, _, _ in GPU_GAUGES}
+    unseen = []
+    for group in rules.get("groups", []):
+        for rule in group.get("rules", []):
+            name = rule.get("alert") or rule.get("record")
+            for selector in series_selectors(str(rule.get("expr", ""))):
+                if not gpu and selector.split("{", 1)[0] in gpu_only:
+                    continue
+                if not instant(prometheus, f"count({selector})"):
+                    unseen.append(f"{name} reads {selector}")
+    return list(dict.fromkeys(unseen))
+
+
+def write_rules(
+    application: str,
+    model: str,
+    rules: dict[str, Any],
+    *,
+    prometheus: str | None = None,
+    gpu: bool = False,
+) -> Path:
+    """Write the rules beside the data (atomically, only if promtool passes them) for Prometheus to load. Given the
+    Prometheus that scrapes the deployment, a file whose rules read series it does not hold is refused too, and the
+    file Prometheus loads now stays as it was."""
     final = get_settings().data_dir / "monitoring" / f"{slug(application)}-{slug(model)}.rules.yml"
+    if prometheus:
+        unseen = unseen_selectors(prometheus, rules, gpu=gpu)
+        if unseen:
+            raise RefusedFile(
+                f"{final.name} not written: {len(unseen)} selector(s) hold no series on {prometheus}: "
+                f"{'; '.join(unseen[:6])}. The rules must name the Serve app as deployed (application label) and "
+                "the served model; check that Prometheus scrapes the Ray nodes"
+            )
     return write_checked(final, rules_yaml(rules), check_rules, {"application": application, "model": model})

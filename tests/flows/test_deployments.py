@@ -127,3 +127,12 @@ def test_a_slowed_champion_is_rolled_back_by_the_alert_chain_without_a_person(re
     assert tags["inferops.kind"] == "remediation" and tags["inferops.alert"] == "ServeP99OffBaseline"
     assert tags["inferops.retention_class"] == "rollback_records"
     assert tags["inferops.prefect.flow_run_id"] == fix["run"]["flow_run"]
+    # the alert opened its incident at its level (critical: L2), and inferops mitigated it: the automation rate and
+    # MTTR are computed from these steps
+    incident = fix["incident"]
+    assert (
+        incident["level"] == "L2"
+        and incident["state"] == "mitigated"
+        and incident["mitigated by"] == "inferops"
+    )
+    assert incident["source"].endswith(done["reason"].split("fired ", 1)[1].split(")", 1)[0])

@@ -12,7 +12,7 @@ import pytest
 from serving import routes
 from serving.client import InferopsClient
 from serving.network import free_port
-from tasks.monitoring.collect import MonitoringError, _selectors, collect, probes, render_markdown
+from tasks.monitoring.collect import MonitoringError, collect, probes, render_markdown, series_selectors
 from tasks.policy import default_policy
 from tests.conftest import TEST_API_KEY
 
@@ -130,7 +130,7 @@ def test_every_selector_names_a_series_this_deployment_exports(scraped: dict[str
 
     gpu_free = {name: p for name, p in probes(APP, MODEL).items() if not p.gpu}
     for name, probe in gpu_free.items():
-        for selector in _selectors(probe.query):
+        for selector in series_selectors(probe.query):
             assert instant(scraped["prometheus"], f"count({selector})"), f"{name}: {selector} selects nothing"
 
 
@@ -147,3 +147,29 @@ def test_unreachable_prometheus_and_unknown_metrics_say_what_to_fix() -> None:
     )
     with pytest.raises(MonitoringError, match="names 'vibes'"):
         collect("http://127.0.0.1:1", APP, MODEL, bad, gpu=False)
+
+
+def test_a_rules_file_reading_series_the_deployment_does_not_export_is_refused(
+    scraped: dict[str, Any],
+) -> None:
+    """The bug this checks against: rules filtering on the model's name as the app read nothing and never fire."""
+    from serving.settings import get_settings
+    from tasks.monitoring import rules
+
+    prometheus, policy = scraped["prometheus"], default_policy()
+    baseline = rules.ServedBaseline(50.0, 10.0, "test")
+    good = rules.render_rules(APP, MODEL, baseline, policy)
+    assert rules.unseen_selectors(prometheus, good, gpu=False) == []
+    wrong = rules.render_rules("minilm", MODEL, baseline, policy)  # the model's name where the app's belongs
+    unseen = rules.unseen_selectors(prometheus, wrong, gpu=False)
+    assert any(
+        'inferops:serve_p99_ms:5m reads ray_serve_http_request_latency_ms_bucket{application="minilm"}' in u
+        for u in unseen
+    ), unseen
+    target = get_settings().data_dir / "monitoring" / f"minilm-{MODEL}.rules.yml"
+    with pytest.raises(rules.RefusedFile, match="hold no series"):
+        rules.write_rules("minilm", MODEL, wrong, prometheus=prometheus)
+    assert not target.exists()  # nothing half-written for Prometheus to load
+    # an unreachable Prometheus writes nothing either, and says which
+    with pytest.raises(MonitoringError, match="cannot be reached"):
+        rules.write_rules(APP, MODEL, good, prometheus=f"http://127.0.0.1:{free_port()}")
