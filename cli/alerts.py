@@ -24,6 +24,13 @@ def config(
     smtp_smarthost: str | None = typer.Option(None, help="host:port of an SMTP server: email receivers too"),
     smtp_from: str | None = typer.Option(None),
     email_to: str | None = typer.Option(None),
+    credentials_path: str | None = typer.Option(
+        None,
+        help="the token file's path where Alertmanager runs, if not the local one (a container's secret)",
+    ),
+    out: Path | None = typer.Option(
+        None, help="write here instead of the data dir (e.g. infra/alertmanager/)"
+    ),
 ) -> None:
     """Write the Alertmanager config (routes per level, inhibition, the webhook to the receiver), checked by amtool."""
     from rich.console import Console
@@ -35,17 +42,17 @@ def config(
 
     console = Console()
     policy = default_policy()
-    path, made = ensure_token(token_file)
+    path, made = (Path(credentials_path), False) if credentials_path else ensure_token(token_file)
     try:
         rendered = render_alertmanager(
             policy,
             webhook_url=webhook_url,
-            bearer_token_file=path.resolve(),
+            bearer_token_file=path if credentials_path else path.resolve(),
             smtp_smarthost=smtp_smarthost,
             smtp_from=smtp_from,
             email_to=email_to,
         )
-        written = write_alertmanager(rendered, policy)
+        written = write_alertmanager(rendered, policy, out)
     except (ValueError, RefusedFile) as exc:
         console.print(f"[red]error:[/red] {exc}", highlight=False)
         raise typer.Exit(2) from None

@@ -22,7 +22,7 @@ from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.bottlenecks import render_markdown as render_breakdown
 from tasks.measure.workload import Workload, read_workload
 from tasks.monitoring.collect import MonitoringError
-from tasks.monitoring.rules import RefusedFile, ServedBaseline, render_rules, write_rules
+from tasks.monitoring.rules import RefusedFile, ServedBaseline, reload_prometheus, render_rules, write_rules
 from tasks.optimize import baseline as cycle_baseline
 from tasks.optimize import report
 from tasks.optimize.baseline import CycleBaseline
@@ -189,6 +189,8 @@ def set_up_monitoring(
     runs.write(
         run_id, runs.RunRecord("monitoring", names.OPTIMIZATION_EXPERIMENT, files={"monitoring": path})
     )
+    if prometheus:
+        get_run_logger().info(reload_prometheus(prometheus))
     return str(path)
 
 

@@ -17,6 +17,7 @@ from tasks.monitoring.rules import (
     ALERT_TARGET_DOWN,
     ALERT_UNAVAILABLE,
     SEVERITIES,
+    RefusedFile,
     ToolVerdict,
     levels,
     run_tool,
@@ -201,8 +202,20 @@ def check_alertmanager(path: str | Path) -> ToolVerdict:
     return run_tool("amtool", "prometheus-alertmanager", ["check-config", str(path)])
 
 
-def write_alertmanager(config: dict[str, Any], policy: Policy) -> Path:
-    """Write the config beside the data (atomically, only if amtool passes it) for Alertmanager to load."""
+def write_alertmanager(config: dict[str, Any], policy: Policy, path: Path | None = None) -> Path:
+    """Write the config beside the data, or at `path` (atomically, only if amtool passes it), for Alertmanager."""
+    if (
+        path is not None
+    ):  # a file kept in a repository (infra/): checked, then replaced whole, no manifest beside it
+        text = alertmanager_yaml(config, policy)
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(text, encoding="utf-8")
+        verdict = check_alertmanager(tmp)
+        if verdict.ok is False:
+            tmp.unlink()
+            raise RefusedFile(f"{path.name} not written: {verdict.sentence()}")
+        tmp.replace(path)
+        return path
     final = get_settings().data_dir / "monitoring" / "alertmanager.yml"
     return write_checked(
         final, alertmanager_yaml(config, policy), check_alertmanager, {"kind": "alertmanager"}

@@ -657,6 +657,22 @@ def unseen_selectors(prometheus: str, rules: dict[str, Any], *, gpu: bool) -> li
     return list(dict.fromkeys(unseen))
 
 
+def reload_prometheus(prometheus: str, timeout_s: float = 30.0) -> str:
+    """Ask Prometheus to re-read its rule files (POST /-/reload, with --web.enable-lifecycle); what it answered."""
+    import httpx
+
+    try:
+        answer = httpx.post(prometheus.rstrip("/") + "/-/reload", timeout=timeout_s)
+    except httpx.HTTPError as exc:
+        return f"Prometheus at {prometheus} not reloaded ({type(exc).__name__}): it reads the rules at its next restart"
+    if answer.status_code == 200:
+        return f"Prometheus at {prometheus} reloaded its rules"
+    return (
+        f"Prometheus at {prometheus} refused the reload (HTTP {answer.status_code}: start it with "
+        "--web.enable-lifecycle, or reload it yourself)"
+    )
+
+
 def write_rules(
     application: str,
     model: str,

@@ -29,7 +29,6 @@ RAYSERVICE = INFRA / "kuberay" / "rayservice.yaml"
 SECRET = INFRA / "kuberay" / "secret.example.yaml"
 WORKER = INFRA / "prefect" / "worker.yaml"
 PROMETHEUS = INFRA / "prometheus" / "prometheus.yml"
-ALERTS = INFRA / "prometheus" / "alerts.yml"
 ALERTMANAGER = INFRA / "alertmanager" / "alertmanager.yml"
 OWN_REGISTRY = "ghcr.io/inferops/"
 # ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?message}, ${VAR?message}: the forms compose interpolates.
