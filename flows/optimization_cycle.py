@@ -181,8 +181,8 @@ def set_up_monitoring(
         float(window["p99_ms"]), float(window["throughput_rps"]), "the release's risk window on production"
     )
     try:
-        gpu = serves_on_gpu(url, api_key, model) if prometheus and url else False
-        rendered = render_rules(PRODUCTION_APP, model, baseline, policy)
+        gpu = serves_on_gpu(url, api_key, model) if url else False
+        rendered = render_rules(PRODUCTION_APP, model, baseline, policy, gpu=gpu)
         path = write_rules(PRODUCTION_APP, model, rendered, prometheus=prometheus, gpu=gpu)
     except (RefusedFile, MonitoringError) as exc:
         return f"not written: {exc}"

@@ -71,12 +71,16 @@ def mitigate_incident(alert: dict[str, Any], done: dict[str, Any]) -> int | None
     automation rate come from these records."""
     if not done.get("done"):
         return None
-    incident = mitigated_incident(
-        event_from(alert),
-        IncidentStore(),
-        default_policy().risk.alert_levels,
-        f"{done['action']}: {done['reason']}",
-    )
+    try:  # the action is done whatever happens to its record: a record that fails is said, not a failed run
+        incident = mitigated_incident(
+            event_from(alert),
+            IncidentStore(),
+            default_policy().risk.alert_levels,
+            f"{done['action']}: {done['reason']}",
+        )
+    except Exception as exc:
+        get_run_logger().warning("incident not recorded: %s: %s", type(exc).__name__, exc)
+        return None
     return int(incident.id)
 
 
@@ -107,9 +111,16 @@ def remediation(
     """Carry out what one alert firing asks (`alert`: as the receiver passes it) on the endpoint at `url`."""
     url = required_url(url or "", "url")
     run_id = open_record(alert, action, model)
-    done = carry_out(alert, action, model, url, api_key, run_id)
-    incident = mitigate_incident(alert, done)
-    close_record(run_id, alert, {**done, "incident": incident})
+    done: dict[str, Any] = {"action": action, "done": False, "reason": "not carried out"}
+    incident = None
+    try:
+        done = carry_out(alert, action, model, url, api_key, run_id)
+        incident = mitigate_incident(alert, done)
+    except Exception as exc:  # the MLflow run says so, and is closed as failed, whatever stopped the action
+        done = {**done, "done": False, "detail": f"{type(exc).__name__}: {exc}"}
+        raise
+    finally:
+        close_record(run_id, alert, {**done, "incident": incident})
     say = get_run_logger().info
     say(f"{action} on {model}: {'done' if done.get('done') else 'NOT done'} ({done.get('reason')})")
     if not done.get("done"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import threading
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
@@ -27,6 +28,7 @@ from tasks.monitoring.remediation import (
 log = logging.getLogger(__name__)
 REMEDIATION_DEPLOYMENT = "remediation/remediation-on-alert"
 ALERTS_PATH = "/alerts"
+START_TIMEOUT_S = 30.0  # a Prefect API that does not answer a run's creation in this long counts as down
 
 Starter = Callable[[AlertEvent], Coroutine[Any, Any, str]]
 
@@ -76,6 +78,16 @@ def create_receiver(
             return None
         return None if found is None else int(found.id)
 
+    guard, in_flight = threading.Lock(), set()  # firings being started by this process right now
+
+    def claim(event: AlertEvent) -> bool:
+        """Whether this delivery starts the firing's run: not acted on (the ledger), not being started now."""
+        with guard:
+            if event.key in in_flight or ledger.seen(event):
+                return False
+            in_flight.add(event.key)
+            return True
+
     async def alerts(request: Request) -> JSONResponse:
         try:
             authenticate(request.headers.get("authorization"), tokens)
@@ -84,43 +96,52 @@ def create_receiver(
             log.warning("notification refused (%s): %s", exc.status, exc)
             return JSONResponse({"error": str(exc)}, status_code=exc.status)
         out: dict[str, list[dict[str, Any]]] = {"started": [], "already_handled": [], "ignored": []}
-        loop = asyncio.get_running_loop()
         for event in events:
+            incident = await asyncio.to_thread(incident_of, event)
             reason = actionable(event)
             if reason is not None:
                 out["ignored"].append(
-                    {"alertname": event.alertname, "status": event.status, "reason": reason}
+                    {
+                        "alertname": event.alertname,
+                        "status": event.status,
+                        "reason": reason,
+                        "incident": incident,
+                    }
                 )
                 continue
-
-            def run_sync(e: AlertEvent) -> str:
-                return asyncio.run_coroutine_threadsafe(start(e), loop).result()
-
-            try:
-                # the ledger's lock is a file lock: held in a thread, while the start runs on this loop
-                entry = await asyncio.to_thread(ledger.claim, event, run_sync)
-            except Exception as exc:  # Alertmanager retries a delivery answered 5xx
-                log.error("remediation of %s not started: %s", event.key, exc)
-                return JSONResponse(
-                    {**out, "error": f"remediation of {event.alertname} not started: {exc}"}, status_code=503
-                )
             row = {
                 "alertname": event.alertname,
                 "action": event.action,
                 "model": event.model,
                 "key": event.key,
+                "incident": incident,
             }
-            if entry is None:
+            if not await asyncio.to_thread(claim, event):
                 out["already_handled"].append(row)
-            else:
-                log.info(
-                    "%s on %s: remediation run %s (%s)",
-                    event.alertname,
-                    event.model,
-                    entry.flow_run,
-                    event.action,
+                continue
+            # No lock is held while Prefect is asked: two receivers starting one firing get the same run back
+            # (the idempotency key), and a Prefect that hangs costs this delivery START_TIMEOUT_S, not the others.
+            try:
+                flow_run = await asyncio.wait_for(start(event), START_TIMEOUT_S)
+                await asyncio.to_thread(ledger.record, event, flow_run)
+            except (
+                Exception
+            ) as exc:  # not recorded: Alertmanager retries a delivery answered 5xx, and that acts
+                log.error("remediation of %s not started: %s: %s", event.key, type(exc).__name__, exc)
+                return JSONResponse(
+                    {
+                        **out,
+                        "error": f"remediation of {event.alertname} not started: {type(exc).__name__}: {exc}",
+                    },
+                    status_code=503,
                 )
-                out["started"].append({**row, "flow_run": entry.flow_run})
+            finally:
+                with guard:
+                    in_flight.discard(event.key)
+            log.info(
+                "%s on %s: remediation run %s (%s)", event.alertname, event.model, flow_run, event.action
+            )
+            out["started"].append({**row, "flow_run": flow_run})
         return JSONResponse(out)
 
     async def healthz(request: Request) -> JSONResponse:

@@ -19,7 +19,7 @@ import os
 import re
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -65,14 +65,8 @@ class AlertEvent:
         return self.labels.get("model")
 
     def started(self) -> float:
-        """When the alert started firing (epoch seconds): Alertmanager's startsAt, RFC 3339 with up to 9 digits."""
-        from datetime import datetime
-
-        text = re.sub(r"(\.\d{6})\d+", r"\1", self.starts_at).replace("Z", "+00:00")
-        try:
-            return datetime.fromisoformat(text).timestamp()
-        except ValueError:
-            return time.time()
+        """When the alert started firing (epoch seconds), from Alertmanager's startsAt (checked when read)."""
+        return _epoch(self.starts_at)
 
     def number(self, annotation: str) -> float:
         """An annotation the rules file fills with a number (`value`, `threshold`); NaN when absent or not one."""
@@ -86,7 +80,8 @@ class AlertEvent:
 
 
 def read_tokens(path: str | Path) -> list[str]:
-    """The receiver's bearer tokens, one per line (the same file Alertmanager's `credentials_file` reads)."""
+    """The receiver's bearer tokens, one per line. Alertmanager's `credentials_file` sends the whole file as one
+    token: give it a file with one line; several lines are for rotating the receiver (old and new accepted)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -115,8 +110,9 @@ def token_file(path: str | Path | None = None) -> tuple[Path, bool]:
     path = Path(path) if path else get_settings().data_dir / "keys" / "alert-receiver-token"
     if path.exists():
         return path, False
-    path.parent.mkdir(parents=True, exist_ok=True)
-    os.chmod(path.parent, 0o700)
+    if not path.parent.exists():
+        path.parent.mkdir(parents=True)
+        os.chmod(path.parent, 0o700)  # only a folder made here: never loosen or tighten someone else's
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(secrets.token_urlsafe(32) + "\n")
@@ -147,6 +143,26 @@ def _field(obj: dict[str, Any], name: str, kind: type, where: str) -> Any:
     return value
 
 
+def _epoch(text: str) -> float:
+    """RFC 3339 (Alertmanager writes up to 9 fractional digits) as epoch seconds; ValueError if it is not one."""
+    from datetime import datetime
+
+    parsed = datetime.fromisoformat(re.sub(r"(\.\d{6})\d+", r"\1", text).replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        raise ValueError("no time zone")
+    return parsed.timestamp()
+
+
+def _timestamp(text: str, where: str) -> str:
+    try:
+        _epoch(text)
+    except ValueError as exc:
+        raise NotificationRefused(
+            f"{where} {text!r} is not an RFC 3339 time ({exc}): Alertmanager writes e.g. 2026-12-02T03:00:00.123Z"
+        ) from None
+    return text
+
+
 def parse_notification(body: bytes) -> list[AlertEvent]:
     """The alerts of an Alertmanager webhook payload; a payload that is not one is refused, naming the field."""
     if len(body) > MAX_PAYLOAD_BYTES:
@@ -173,6 +189,8 @@ def parse_notification(body: bytes) -> list[AlertEvent]:
             raise NotificationRefused(f"{where} is not an object")
         labels = _field(alert, "labels", dict, where)
         annotations = alert.get("annotations") or {}
+        if not isinstance(annotations, dict):
+            raise NotificationRefused(f"{where}.annotations is {type(annotations).__name__}, not an object")
         status = _field(alert, "status", str, where)
         if status not in ("firing", "resolved"):
             raise NotificationRefused(f"{where}.status {status!r} is neither 'firing' nor 'resolved'")
@@ -183,7 +201,7 @@ def parse_notification(body: bytes) -> list[AlertEvent]:
                 alertname=_field(labels, "alertname", str, f"{where}.labels"),
                 status=status,
                 fingerprint=_field(alert, "fingerprint", str, where),
-                starts_at=_field(alert, "startsAt", str, where),
+                starts_at=_timestamp(_field(alert, "startsAt", str, where), f"{where}.startsAt"),
                 labels=dict(labels),
                 annotations=dict(annotations),
             )
@@ -256,9 +274,7 @@ class Entry:
     action: str
     model: str
     received_at: float
-    flow_run: str | None = None
-    error: str | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    flow_run: str
 
 
 class Ledger:
@@ -295,22 +311,19 @@ class Ledger:
             fh.flush()
             os.fsync(fh.fileno())
 
-    def claim(self, event: AlertEvent, start: Any) -> Entry | None:
-        """Start `event`'s remediation with `start(event) -> flow run id` unless its firing was acted on already
-        (then None). The claim and the start happen under the lock, so two deliveries cannot both start one."""
+    def seen(self, event: AlertEvent) -> bool:
+        """Whether `event`'s firing was acted on already."""
         with self._locked():
-            if any(e.get("key") == event.key for e in self.entries()):
-                return None
-            entry = Entry(event.key, event.alertname, str(event.action), str(event.model), time.time())
-            try:
-                entry.flow_run = str(start(event))
-            except Exception as exc:  # recorded, then raised: Alertmanager retries a failed delivery
-                entry.error = f"{type(exc).__name__}: {exc}"
-                raise
-            finally:
-                if entry.flow_run is not None:
-                    self._append(asdict(entry))
-            return entry
+            return any(e.get("key") == event.key for e in self.entries())
+
+    def record(self, event: AlertEvent, flow_run: str) -> Entry:
+        """Append that `event`'s firing started `flow_run`."""
+        entry = Entry(
+            event.key, event.alertname, str(event.action), str(event.model), time.time(), str(flow_run)
+        )
+        with self._locked():
+            self._append(asdict(entry))
+        return entry
 
 
 # ---- carrying one out, and its record ------------------------------------------------------------------------------

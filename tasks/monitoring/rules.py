@@ -305,9 +305,12 @@ def render_rules(
     band: RateBand | None = None,
     ray_job: str = RAY_JOB,
     latency_buckets_ms: tuple[float, ...] = SERVE_LATENCY_BUCKETS_MS,
+    gpu: bool = False,
+    replica_cpus: float = 1.0,
 ) -> dict[str, Any]:
     """The rules file (as a dict) for one deployment: `application` is the Serve app's name (Serve's `application`
-    label), `model` the model it serves; without a `band` (no history yet) the anomaly alert is left out."""
+    label), `model` the model it serves; without a `band` (no history yet) the anomaly alert is left out. `gpu`: the
+    replicas run on GPUs (their utilisation is the GPU's), else `replica_cpus` is each replica's CPU reservation."""
     if not isinstance(application, str) or not APP_NAME.match(application):
         raise ValueError(
             f"application {application!r} is not a Serve app name of letters, digits, '-' and '_': pass the app's "
@@ -315,6 +318,11 @@ def render_rules(
         )
     if not isinstance(model, str) or not model.strip():
         raise ValueError(f"model {model!r} is empty: pass the served model's name")
+    if not isinstance(replica_cpus, int | float) or not replica_cpus > 0:
+        raise ValueError(
+            f"replica_cpus {replica_cpus!r} must be a positive number: pass each replica's CPU reservation "
+            "(ray_actor_options num_cpus; 1 by default)"
+        )
     if not isinstance(baseline, ServedBaseline):
         raise ValueError(f"baseline must be a ServedBaseline, got {type(baseline).__name__}")
     monitoring, risk = policy.monitoring, policy.rollout_risk
@@ -421,13 +429,21 @@ def render_rules(
             "threshold",
             threshold[0],
             "system",
-            f"max(avg_over_time({s['replica_cpu']}[{UTILISATION_WINDOW}]) / 100 or "
-            f"avg_over_time({s['gpu_utilisation']}[{UTILISATION_WINDOW}]) / 100) > {_number(risk.utilisation_scale_out)}",
+            f"max(avg_over_time({s['gpu_utilisation']}[{UTILISATION_WINDOW}])) / 100 > "
+            f"{_number(risk.utilisation_scale_out)}"
+            if gpu
+            else f"max(avg_over_time({s['replica_cpu']}[{UTILISATION_WINDOW}])) / {_number(100 * replica_cpus)} > "
+            f"{_number(risk.utilisation_scale_out)}",
             f"{application} replicas run at {_value('%.2f')} of their capacity: scale out",
-            f"The busiest replica of {application} (CPU: {REPLICA_CPU}, 1 = one core; GPU: {GPU_UTILISATION}) averaged "
-            f"{_value('%.2f')} over {UTILISATION_WINDOW}; above {risk.utilisation_scale_out:g} (policy "
-            "rollout_risk.utilisation_scale_out) SPEC §2 adds replicas: a recommendation is recorded, the capacity "
-            "plan sizes it.",
+            f"The busiest replica of {application} ("
+            + (
+                f"GPU: {GPU_UTILISATION}"
+                if gpu
+                else f"CPU: {REPLICA_CPU} over its {replica_cpus:g} reserved CPU"
+            )
+            + f") averaged {_value('%.2f')} of its capacity over {UTILISATION_WINDOW}; above "
+            f"{risk.utilisation_scale_out:g} (policy rollout_risk.utilisation_scale_out) SPEC §2 adds replicas: a "
+            "recommendation is recorded, the capacity plan sizes it.",
             threshold=risk.utilisation_scale_out,
             action="scale_out",
         ),
@@ -641,7 +657,9 @@ def write_checked(final: Path, text: str, check: Any, manifest: dict[str, Any]) 
 def unseen_selectors(prometheus: str, rules: dict[str, Any], *, gpu: bool) -> list[str]:
     """Every `rule reads selector` of `rules` whose selector holds no series on a live Prometheus: a metric or label
     the deployment does not export, on which the rule would never fire. Exempt: series Ray creates at their first
-    event (the first 5xx, the first throttle), and GPU series of a deployment without GPUs (`gpu` False)."""
+    event (the first 5xx, the first throttle), and GPU series of a deployment without GPUs (`gpu` False). Ask once
+    the deployment has served traffic (the cycle does, after the release's risk window): Serve creates its request
+    series at the first request, the fidelity gauge at the first probe."""
     from tasks.monitoring.collect import instant, series_selectors
 
     gpu_only = {RAY_PREFIX + name for name, _, _ in GPU_GAUGES}

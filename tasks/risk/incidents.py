@@ -343,33 +343,40 @@ class IncidentFigures:
 def figures(
     incidents: Sequence[Incident], policy: Risk, window_s: float, now: float | None = None
 ) -> IncidentFigures:
-    """The seed's figures from the records: MTTR = mean detected → resolved of the resolved incidents, MTTA = mean
-    detected → responding, availability = 1 − outage time (L3/L4 incidents, detected → recovered, or until now
-    while not recovered) over the window, automation rate = share of mitigated incidents mitigated by inferops."""
+    """The seed's figures from the records, over the `window_s` before `now`: MTTR = mean detected → resolved of
+    the incidents opened in the window and resolved, MTTA = mean detected → responding, availability = 1 − the time
+    an L3/L4 incident was open (detected → recovered, or → resolved when no recovery was recorded, or until now),
+    overlapping incidents counted once and those opened before the window counted from its start, automation rate =
+    share of the window's mitigated incidents mitigated by inferops."""
     if not window_s > 0:
         raise IncidentError(f"window_s must be positive, got {window_s!r}: pass the period the figures cover")
     now = time.time() if now is None else now
     start = now - window_s
+    opened = [i for i in incidents if start <= i.opened_at <= now]
 
     def mean_minutes(a: str, b: str) -> float | None:
         spans = [
-            (i.at(b) or 0) - (i.at(a) or 0) for i in incidents if i.at(a) is not None and i.at(b) is not None
+            (i.at(b) or 0) - (i.at(a) or 0) for i in opened if i.at(a) is not None and i.at(b) is not None
         ]
         return round(sum(spans) / len(spans) / 60, 2) if spans else None
 
-    down = 0.0
-    for incident in incidents:
-        if incident.level not in OUTAGE_LEVELS:
-            continue
-        began = max(incident.at("detected") or incident.opened_at, start)
-        ended = min(incident.at("recovered") or incident.at("resolved") or now, now)
-        down += max(0.0, ended - began)
-    mitigated = [i for i in incidents if i.at("mitigated") is not None]
+    outages = sorted(
+        (max(i.at("detected") or i.opened_at, start), min(i.at("recovered") or i.at("resolved") or now, now))
+        for i in incidents
+        if i.level in OUTAGE_LEVELS
+    )
+    down, reached = 0.0, start
+    for began, ended in outages:  # merged: two incidents of one outage are one outage
+        began = max(began, reached)
+        if ended > began:
+            down += ended - began
+            reached = ended
+    mitigated = [i for i in opened if i.at("mitigated") is not None]
     automated = [i for i in mitigated if i.by("mitigated") == AUTOMATIC]
     return IncidentFigures(
         window_s=window_s,
-        incidents=len(incidents),
-        resolved=sum(1 for i in incidents if i.at("resolved") is not None),
+        incidents=len(opened),
+        resolved=sum(1 for i in opened if i.at("resolved") is not None),
         mttr_min=mean_minutes("detected", "resolved"),
         mtta_min=mean_minutes("detected", "responding"),
         availability=max(0.0, 1.0 - down / window_s),

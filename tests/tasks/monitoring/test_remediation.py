@@ -3,6 +3,7 @@ alert firing however often it is delivered, and nothing started for a forged, re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from pathlib import Path
@@ -122,6 +123,11 @@ def test_forged_and_missing_tokens_are_refused_and_start_nothing(receiver: Any) 
         (payload({**alert(), "fingerprint": ""}), "alerts[0].fingerprint"),
         (payload({**alert(), "status": "pending"}), "alerts[0].status 'pending'"),
         (payload({k: v for k, v in alert().items() if k != "startsAt"}), "alerts[0].startsAt is missing"),
+        (
+            payload({**alert(), "startsAt": "yesterday"}),
+            "alerts[0].startsAt 'yesterday' is not an RFC 3339 time",
+        ),
+        (payload({**alert(), "annotations": ["a"]}), "alerts[0].annotations is list"),
         (payload({**alert(), "labels": {"severity": "critical"}}), "alerts[0].labels.alertname is missing"),
     ],
 )
@@ -164,19 +170,40 @@ def test_a_start_that_fails_is_not_recorded_so_alertmanagers_retry_acts(tmp_path
 
 def test_concurrent_deliveries_of_one_firing_start_one_run(tmp_path: Path) -> None:
     ledger, started = Ledger(tmp_path / "ledger.jsonl"), []
-    event = parse_notification(payload(alert()))[0]
 
-    def slow_start(e: AlertEvent) -> str:
-        started.append(e)
-        threading.Event().wait(0.2)  # a start that takes a while: a second delivery arrives meanwhile
+    async def slow_start(event: AlertEvent) -> str:
+        started.append(event)
+        await asyncio.sleep(0.3)  # a start that takes a while: the other deliveries arrive meanwhile
         return "run-1"
 
-    threads = [threading.Thread(target=ledger.claim, args=(event, slow_start)) for _ in range(4)]
+    client = TestClient(create_receiver([TOKEN], slow_start, ledger))
+    answers: list[Any] = []
+    threads = [
+        threading.Thread(target=lambda: answers.append(post(client, payload(alert())))) for _ in range(4)
+    ]
     for t in threads:
         t.start()
     for t in threads:
         t.join()
-    assert len(started) == 1 and len(ledger.entries()) == 1
+    assert len(started) == 1 and [e["flow_run"] for e in ledger.entries()] == ["run-1"]
+    assert sorted(len(a.json()["started"]) for a in answers) == [0, 0, 0, 1]
+
+
+def test_a_start_that_hangs_is_cut_and_answered_503_so_alertmanager_retries(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks.monitoring import receiver
+
+    monkeypatch.setattr(receiver, "START_TIMEOUT_S", 0.2)
+
+    async def hangs(event: AlertEvent) -> str:
+        await asyncio.sleep(30)
+        return "never"
+
+    ledger = Ledger(tmp_path / "ledger.jsonl")
+    answer = post(TestClient(create_receiver([TOKEN], hangs, ledger)), payload(alert()))
+    assert answer.status_code == 503 and "TimeoutError" in answer.json()["error"]
+    assert ledger.entries() == []
 
 
 def test_bearer_tokens_and_token_files(tmp_path: Path) -> None:
@@ -212,3 +239,28 @@ def test_an_alert_becomes_the_release_risk_action_it_names() -> None:
     assert (freeze.level, freeze.action) == ("medium", "alert_and_freeze")
     with pytest.raises(ValueError, match="starts no remediation"):
         risk_action(parse_notification(payload(alert(status="resolved")))[0])
+
+
+def test_every_firing_opens_its_incident_and_one_inferops_mitigated_is_resolved_with_its_alert(
+    tmp_path: Path,
+) -> None:
+    from tasks.monitoring.remediation import mitigated_incident
+    from tasks.policy import default_policy
+    from tasks.risk.incidents import IncidentStore
+
+    store, levels = (
+        IncidentStore(f"sqlite:///{tmp_path / 'incidents.db'}"),
+        default_policy().risk.alert_levels,
+    )
+    starts = Starts()
+    client = TestClient(create_receiver([TOKEN], starts, Ledger(tmp_path / "l.jsonl"), store, levels))
+    quiet = alert("ServeP99OverSLA", fingerprint="0a", severity="warning")
+    del quiet["labels"]["action"]
+    answer = post(client, payload(alert(), quiet)).json()
+    rolled, watched = answer["started"][0]["incident"], answer["ignored"][0]["incident"]
+    assert store.get(rolled).level == "L2" and store.get(watched).level == "L1"  # critical, warning
+    assert post(client, payload(alert())).json()["already_handled"][0]["incident"] == rolled  # the same one
+    mitigated_incident(starts.events[0], store, levels, "rollback: v4 -> v3")  # what the remediation run does
+    post(client, payload(alert(status="resolved"), {**quiet, "status": "resolved"}))
+    assert store.get(rolled).state == "resolved" and store.get(rolled).by("resolved") == "inferops"
+    assert store.get(watched).state == "notified"  # nobody mitigated it: a person closes it

@@ -718,3 +718,12 @@ def test_write_rules_publishes_a_checked_file_and_refuses_a_broken_one(
     with pytest.raises(r.RefusedFile, match="promtool: refused"):
         write_rules(APP, "broken", broken)
     assert not path.with_name("inferops-broken.rules.yml").exists()
+
+
+def test_utilisation_is_the_gpus_on_gpu_replicas_and_the_reserved_cpus_elsewhere(policy: Policy) -> None:
+    on_gpu = rule(render_rules(APP, MODEL, SERVED, policy, gpu=True), r.ALERT_UTILISATION)["expr"]
+    assert r.GPU_UTILISATION in on_gpu and r.REPLICA_CPU not in on_gpu  # a spinning host thread is not load
+    on_cpu = rule(render_rules(APP, MODEL, SERVED, policy, replica_cpus=4), r.ALERT_UTILISATION)["expr"]
+    assert r.REPLICA_CPU in on_cpu and " / 400 > " in on_cpu and r.GPU_UTILISATION not in on_cpu
+    with pytest.raises(ValueError, match="replica_cpus 0"):
+        render_rules(APP, MODEL, SERVED, policy, replica_cpus=0)

@@ -78,15 +78,22 @@ def test_figures_come_from_the_recorded_steps() -> None:
         (30, "recovered"),
     ):
         with_store.advance(outage.id, step, by="carol", at=now - 2 * day + minutes * 60)
-    found = figures(with_store.list(), policy, window_s=30 * day, now=now)
-    assert found.incidents == 2 and found.resolved == 2
-    assert found.mttr_min == pytest.approx((5 + 25) / 2)
-    assert found.mtta_min == pytest.approx((1 + 2) / 2)  # the automatic one responded within its first minute
-    assert found.availability == pytest.approx(
-        1 - 30 * 60 / (30 * day)
-    )  # only the L3 outage counts, until recovered
-    assert found.automation_rate == 0.5
-    assert any("MTTR 15.0 min (meets the < 20 min target)" in s for s in found.sentences())
+    # a second incident of the same outage, and one that began before the window and is still open
+    same = with_store.open(
+        "replicas restarting", "L4", detected_at=now - 2 * day + 600, at=now - 2 * day + 600
+    )
+    with_store.advance_to(same.id, "resolved", by="carol", at=now - 2 * day + 1200)
+    before = with_store.open("node lost", "L3", detected_at=now - 40 * day, at=now - 40 * day)
+    found = figures([quick, outage, same, before], policy, window_s=30 * day, now=now)
+    assert found.availability == 0.0  # the old one, never recovered, is down the whole window
+    found = figures([with_store.get(i.id) for i in (quick, outage, same)], policy, window_s=30 * day, now=now)
+    assert found.incidents == 3 and found.resolved == 3
+    assert found.mttr_min == pytest.approx((5 + 25 + 10) / 3, abs=0.01)
+    assert found.mtta_min == pytest.approx((1 + 2 + 10) / 3, abs=0.01)
+    # the L3 outage's 30 min, the L4 inside it counted once, the L2 no outage
+    assert found.availability == pytest.approx(1 - 30 * 60 / (30 * day))
+    assert found.automation_rate == pytest.approx(1 / 3, abs=1e-3)
+    assert any("MTTR 13.3 min (meets the < 20 min target)" in s for s in found.sentences())
     with pytest.raises(IncidentError, match="window_s"):
         figures([], policy, window_s=0)
 
