@@ -274,12 +274,24 @@ class Capacity(_Strict):
         return self
 
 
+# Seed 7.6.1's risk classes: category/subcategory.
+RISK_CATEGORIES = (
+    "technical/performance",
+    "technical/gpu",
+    "operational/people",
+    "operational/process",
+    "external/vendor",
+    "external/environment",
+)
+
+
 class RiskEntry(_Strict):
     name: str
     probability: int = Field(ge=1, le=5)
     impact: int = Field(ge=1, le=5)
     weight: float = Field(ge=0, le=1)
     gpu_factor: float
+    category: str | None = None  # one of RISK_CATEGORIES
 
 
 class ResponseLevel(_Strict):
@@ -307,6 +319,27 @@ class Risk(_Strict):
         for entry in self.risk_register:
             if not lo <= entry.gpu_factor <= hi:
                 raise ValueError(f"risk {entry.name!r}: gpu_factor {entry.gpu_factor} outside [{lo}, {hi}]")
+            if entry.category is not None and entry.category not in RISK_CATEGORIES:
+                raise ValueError(
+                    f"risk {entry.name!r}: category {entry.category!r} is not one of seed 7.6.1's "
+                    f"({', '.join(RISK_CATEGORIES)})"
+                )
+        names = [e.name for e in self.risk_register]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(
+                f"risk register names {', '.join(map(repr, twice))} more than once: one entry each"
+            )
+        if self.risk_register and not sum(e.weight for e in self.risk_register) > 0:
+            raise ValueError(
+                "risk register weights sum to 0: give each risk its business weight (they are normalised by their sum)"
+            )
+        unknown = {k: v for k, v in self.alert_levels.items() if v not in self.response_levels}
+        if unknown:
+            raise ValueError(
+                f"alert_levels maps {', '.join(f'{k} to {v!r}' for k, v in unknown.items())}, not a response level "
+                f"({', '.join(self.response_levels)})"
+            )
         return self
 
 
