@@ -546,6 +546,17 @@ def warm_production(r: Rehearsal, requests: int = 40, timeout_s: float = 120.0) 
             time.sleep(2)
 
 
+def run_in_env(r: Rehearsal, code: str, what: str) -> dict[str, Any]:
+    """Run `code` in a fresh interpreter with the rehearsal's environment (its MLflow server, data dir, keys);
+    its last stdout line is JSON."""
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=r.env, capture_output=True, text=True, timeout=300
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{done.stderr[-2000:]}")
+    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+
+
 def start_alerting(r: Rehearsal) -> None:
     """Alertmanager with the config `inferops alerts config` writes, and the receiver it notifies (`inferops alerts
     receive`), sharing one token file as a team's would."""
@@ -607,12 +618,7 @@ def promote_slowed(r: Rehearsal, delay_ms: float) -> dict[str, Any]:
         "print(json.dumps({'version': v.version, 'sha256': v.sha256, 'call_ms': ms, 'how': done.how,\n"
         "                  'previous_champion': moved['previous_champion']}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=r.env, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"promoting the slowed version failed:\n{done.stderr[-2000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_in_env(r, code, "promoting the slowed version")
 
 
 def slowdown_rolled_back(r: Rehearsal, client: Any, say: Callable[[str], None]) -> dict[str, Any]:
@@ -653,7 +659,7 @@ def slowdown_rolled_back(r: Rehearsal, client: Any, say: Callable[[str], None]) 
     load = threading.Thread(target=trickle, daemon=True)
     load.start()
     timings: dict[str, float | None] = {"firing_s": None, "run_started_s": None, "rolled_back_s": None}
-    run_id = None
+    found_run: Any = None
     deadline = t0 + ROLLBACK_TIMEOUT_S
     try:
         while time.monotonic() < deadline:
@@ -667,14 +673,14 @@ def slowdown_rolled_back(r: Rehearsal, client: Any, say: Callable[[str], None]) 
                     for a in alerts
                 ):
                     timings["firing_s"] = now
-            if run_id is None:
+            if found_run is None:
                 found = client.read_flow_runs(
                     deployment_filter=DeploymentFilter(
                         name=DeploymentFilterName(any_=[REMEDIATION.split("/")[1]])
                     )
                 )
                 if found:
-                    run_id, timings["run_started_s"] = found[0].id, now
+                    found_run, timings["run_started_s"] = found[0], now
             current = serving_now(r)
             if current["sha256"] == before["sha256"]:
                 timings["rolled_back_s"] = now
@@ -683,7 +689,8 @@ def slowdown_rolled_back(r: Rehearsal, client: Any, say: Callable[[str], None]) 
     finally:
         stop.set()
         load.join(timeout=90)
-    runs = {REMEDIATION: type("Run", (), {"id": run_id})()} if run_id else {}
+    run_id = found_run.id if found_run is not None else None
+    runs = {REMEDIATION: found_run} if found_run is not None else {}
     finished = wait_runs(client, runs, t0, timeout_s=120) if runs else {}
     run = finished.get(REMEDIATION, {"state": "NOT STARTED", "from_deploy_s": None, "flow_run": None})
     result = result_of(client, str(run_id)) if run_id and run["state"] == "Completed" else None
@@ -726,12 +733,7 @@ def register_candidate(r: Rehearsal) -> dict[str, Any]:
         f"v = registry.register({MODEL!r}, a.path, a.manifest)\n"
         "print(json.dumps({'version': v.version, 'sha256': v.sha256, 'variant': v.variant}))\n"
     )
-    done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=r.env, capture_output=True, text=True, timeout=300
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"registering the release candidate failed:\n{done.stderr[-2000:]}")
-    return dict(json.loads(done.stdout.strip().splitlines()[-1]))
+    return run_in_env(r, code, "registering the release candidate")
 
 
 def serving_now(r: Rehearsal) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import getpass
 import time
+from collections.abc import Callable
 
 import typer
 
@@ -62,40 +63,30 @@ def open_(
     console().print(f"incident {incident.id} opened at {level}{within}; next: responding", highlight=False)
 
 
-@app.command("ack")
-def ack(incident_id: int, by: str | None = BY, note: str = NOTE) -> None:
-    """Someone responds (MTTA ends here)."""
-    _step(incident_id, "responding", by, note)
+# command -> (the step it takes, its help): one command per step after the opening four
+STEP_COMMANDS = {
+    "ack": ("responding", "Someone responds (MTTA ends here)."),
+    "locate": ("located", "The cause is found."),
+    "mitigate": ("mitigated", "The impact is stopped (a rollback, a freeze, more replicas)."),
+    "resolve": ("resolved", "The cause is fixed (MTTR ends here)."),
+    "recover": ("recovered", "The service is back to normal."),
+    "postmortem": (
+        "postmortem",
+        "The post-mortem is written (pass where, in --note): the incident is closed.",
+    ),
+}
 
 
-@app.command("locate")
-def locate(incident_id: int, by: str | None = BY, note: str = NOTE) -> None:
-    """The cause is found."""
-    _step(incident_id, "located", by, note)
+def _step_command(step: str, doc: str) -> Callable[..., None]:
+    def command(incident_id: int, by: str | None = BY, note: str = NOTE) -> None:
+        _step(incident_id, step, by, note)
+
+    command.__doc__ = doc
+    return command
 
 
-@app.command("mitigate")
-def mitigate(incident_id: int, by: str | None = BY, note: str = NOTE) -> None:
-    """The impact is stopped (a rollback, a freeze, more replicas)."""
-    _step(incident_id, "mitigated", by, note)
-
-
-@app.command("resolve")
-def resolve(incident_id: int, by: str | None = BY, note: str = NOTE) -> None:
-    """The cause is fixed (MTTR ends here)."""
-    _step(incident_id, "resolved", by, note)
-
-
-@app.command("recover")
-def recover(incident_id: int, by: str | None = BY, note: str = NOTE) -> None:
-    """The service is back to normal."""
-    _step(incident_id, "recovered", by, note)
-
-
-@app.command("postmortem")
-def postmortem(incident_id: int, by: str | None = BY, note: str = NOTE) -> None:
-    """The post-mortem is written (pass where, in --note): the incident is closed."""
-    _step(incident_id, "postmortem", by, note)
+for _name, (_step_name, _doc) in STEP_COMMANDS.items():
+    app.command(_name)(_step_command(_step_name, _doc))
 
 
 @app.command("list")

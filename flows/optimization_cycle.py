@@ -11,7 +11,7 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.phase_gate import phase_gate
-from flows.release import production_monitoring, serves_on_gpu
+from flows.release import production_monitoring
 from serving.app import PRODUCTION_APP
 from serving.auth import client_key
 from serving.client import InferopsClient
@@ -21,7 +21,7 @@ from tasks.decision import Decision
 from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.bottlenecks import render_markdown as render_breakdown
 from tasks.measure.workload import Workload, read_workload
-from tasks.monitoring.collect import MonitoringError
+from tasks.monitoring.collect import MonitoringError, serves_on_gpu
 from tasks.monitoring.rules import RefusedFile, ServedBaseline, reload_prometheus, render_rules, write_rules
 from tasks.optimize import baseline as cycle_baseline
 from tasks.optimize import report

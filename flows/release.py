@@ -12,7 +12,7 @@ from prefect.artifacts import create_markdown_artifact
 from flows.measurement import measurement_suite
 from serving.app import PRODUCTION_APP
 from serving.client import InferopsClient
-from tasks.monitoring.collect import collect
+from tasks.monitoring.collect import collect, serves_on_gpu
 from tasks.policy import Policy, default_policy
 from tasks.records import names, registry, runs
 from tasks.release import checks as gate_checks
@@ -79,13 +79,6 @@ def risk_actions(
         description=f"rollout risk control on {url}",
     )
     return done
-
-
-def serves_on_gpu(url: str, api_key: str | None, model: str) -> bool:
-    """Whether production's replicas run `model` on a GPU (then its GPU series are required and watched)."""
-    with InferopsClient(url, api_key) as client:
-        provider = str(client.check_serves(model).get("provider", ""))
-    return any(p in provider for p in ("CUDA", "Tensorrt"))
 
 
 @task(name="check-monitoring", retries=1, retry_delay_seconds=10)

@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from serving.client import InferopsClient
 from serving.metrics import GPU_THROTTLED
 from tasks.policy import Monitoring
 
@@ -262,3 +263,10 @@ def render_markdown(report: LayerReport, minimum: float) -> str:
     lines += [markdown_table([r.row() for r in report.readings]), ""]
     lines += [f"Read from {report.prometheus}; GPU series are required only of replicas on a GPU."]
     return "\n".join(lines)
+
+
+def serves_on_gpu(url: str, api_key: str | None, model: str) -> bool:
+    """Whether production's replicas run `model` on a GPU (then its GPU series are required and watched)."""
+    with InferopsClient(url, api_key) as client:
+        provider = str(client.check_serves(model).get("provider", ""))
+    return any(p in provider for p in ("CUDA", "Tensorrt"))
