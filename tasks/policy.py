@@ -285,6 +285,10 @@ RISK_CATEGORIES = (
 )
 
 
+# The live evidence a register entry may name as raising its probability (read by tasks/risk/evidence.py).
+SIGNALS = ("incidents", "alerts", "error_rate", "latency", "headroom", "fidelity")
+
+
 class RiskEntry(_Strict):
     name: str
     probability: int = Field(ge=1, le=5)
@@ -292,6 +296,8 @@ class RiskEntry(_Strict):
     weight: float = Field(ge=0, le=1)
     gpu_factor: float
     category: str | None = None  # one of RISK_CATEGORIES
+    # the live evidence that can raise its probability above the register's (tasks/risk/evidence.py SIGNALS)
+    signals: list[str] = Field(default_factory=lambda: ["incidents", "alerts"])
 
 
 class ResponseLevel(_Strict):
@@ -299,6 +305,41 @@ class ResponseLevel(_Strict):
     trigger: str
     respond_within_min: float = Field(gt=0)
     team: str
+    escalate_to: str | None = None  # the next level up (SPEC §6), None at the top
+    escalate_after_min: float | None = Field(default=None, gt=0)  # still unmitigated this long: escalate
+    escalate_when: str = (
+        ""  # the seed's rule in words, for what no record measures (impact grows, core business)
+    )
+
+
+class Probabilities(_Strict):
+    """Evidence -> probability 1-5: the value at or above the k-th of four ascending thresholds is level k + 1."""
+
+    incidents_per_30d: tuple[float, float, float, float]
+    alerts_per_30d: tuple[float, float, float, float]
+    error_rate: tuple[float, float, float, float]
+    latency_ratio: tuple[float, float, float, float]  # live P99 / the release's recorded P99
+    headroom: tuple[float, float, float, float]  # forecast peak demand / capacity at the measured knee
+    fidelity_loss: tuple[float, float, float, float]  # 1 - the fidelity probe's agreement
+
+    @model_validator(mode="after")
+    def _ascending(self) -> Probabilities:
+        for key, values in self.model_dump().items():
+            if list(values) != sorted(values) or values[0] < 0:
+                raise ValueError(
+                    f"probabilities.{key} {list(values)} must be four non-negative thresholds in ascending order"
+                )
+        return self
+
+
+class LiveRisk(_Strict):
+    """Where the live assessment reads its inputs, and what it does with a high risk (SPEC §6)."""
+
+    history_days: float = Field(gt=0)  # incident and alert history the rates are taken over
+    probe_s: float = Field(gt=0)  # the probe load on the endpoint, at rollout_gate.target_qps
+    max_age_days: float = Field(gt=0)  # the cycle's "risk assessed" item wants one no older than this
+    high_risk_level: str  # the response level of the incident a risk at high opens
+    probabilities: Probabilities
 
 
 class Risk(_Strict):
@@ -312,6 +353,7 @@ class Risk(_Strict):
     alert_levels: dict[str, str] = Field(
         default_factory=lambda: {"warning": "L1", "critical": "L2", "emergency": "L3"}
     )
+    live: LiveRisk
 
     @model_validator(mode="after")
     def _factors_in_range(self) -> Risk:
@@ -333,6 +375,25 @@ class Risk(_Strict):
         if self.risk_register and not sum(e.weight for e in self.risk_register) > 0:
             raise ValueError(
                 "risk register weights sum to 0: give each risk its business weight (they are normalised by their sum)"
+            )
+        for entry in self.risk_register:
+            odd = [s for s in entry.signals if s not in SIGNALS]
+            if odd:
+                raise ValueError(
+                    f"risk {entry.name!r}: signals {', '.join(map(repr, odd))} unknown; use any of "
+                    f"{', '.join(SIGNALS)}"
+                )
+        levels = [*self.response_levels, None]
+        for key, level in self.response_levels.items():
+            if level.escalate_to not in levels or level.escalate_to == key:
+                raise ValueError(
+                    f"response_levels.{key}.escalate_to {level.escalate_to!r} is not another response level "
+                    f"({', '.join(self.response_levels)})"
+                )
+        if self.live.high_risk_level not in self.response_levels:
+            raise ValueError(
+                f"live.high_risk_level {self.live.high_risk_level!r} is not a response level "
+                f"({', '.join(self.response_levels)})"
             )
         unknown = {k: v for k, v in self.alert_levels.items() if v not in self.response_levels}
         if unknown:

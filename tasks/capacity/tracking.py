@@ -64,6 +64,8 @@ def plan_record(
     planning, trends, rec = analysis.planning, analysis.trends, decision.recommendation
     metrics: dict[str, float | None] = {
         "recommended_units": rec.units,
+        "demand_rps": rec.demand_rps,  # the chosen scenario's forecast at the plan's confidence
+        "current_units": rec.current_units,
         "monthly_cost": rec.monthly_cost,
         "growth_observed": trends.observed_growth,
         "growth_forecast": trends.forecast_growth,

@@ -238,12 +238,16 @@ def record_incident(event: AlertEvent, store: Any, alert_levels: dict[str, str])
     Alertmanager says it resolved; a person takes the steps after (recover, post-mortem)."""
     from tasks.risk.incidents import AUTOMATIC
 
+    recorded = event.labels.get("incident", "")
+    if recorded.isdigit():  # raised by inferops for an incident it already opened (a risk at high): that one
+        return store.get(int(recorded))
     if event.status == "firing":
         return store.open(
             event.annotations.get("summary") or event.alertname,
             incident_level(event, alert_levels),
             model=event.model,
             source=event.key,
+            category=event.labels.get("risk_category"),
             detected_at=min(event.started(), time.time()),
             note=f"alert {event.alertname} ({event.labels.get('severity', '?')}) fired {event.starts_at}",
         )

@@ -82,6 +82,15 @@ ALERT_UNAVAILABLE = "ServiceUnavailable"
 ALERT_SUCCESS_RATE = "SuccessRateLow"
 ALERT_UTILISATION = "ReplicaUtilisationHigh"
 
+# The seed 7.6.1 risk class each alert is evidence of (label `risk_category`): the risk assessment counts the
+# alerts of a class (tasks/risk/evidence.py), an incident an alert opens carries it; unnamed ones are performance.
+RISK_CATEGORY = {
+    ALERT_GPU_WARNING: "technical/gpu",
+    ALERT_GPU_CRITICAL: "technical/gpu",
+    ALERT_TARGET_DOWN: "external/environment",
+}
+DEFAULT_RISK_CATEGORY = "technical/performance"
+
 # How long a condition must hold before it pages (`for`): long enough that one scrape, a restart or a batch of slow
 # requests does not page, short enough to leave most of the type's handling time to the responder (business 3 min,
 # anomaly 10 min, threshold 20 min, trend 1 h). Policy keys to be (see the report); here so no number hides in logic.
@@ -245,6 +254,7 @@ def _alert(
             "layer": layer,
             "application": application,
             "model": model,
+            "risk_category": RISK_CATEGORY.get(name, DEFAULT_RISK_CATEGORY),
             **extra,
         },
         "annotations": {

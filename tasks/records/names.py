@@ -13,6 +13,7 @@ CAPACITY_EXPERIMENT = "inferops-capacity"
 REGISTRY_EXPERIMENT = "inferops-registry"
 RETENTION_EXPERIMENT = "inferops-retention"  # what each purge deleted: the audit trail of history retention
 REMEDIATION_EXPERIMENT = "inferops-remediation"  # every automatic action an alert caused (AIOps L5)
+RISK_EXPERIMENT = "inferops-risk"  # every risk assessment: inputs, evidence, scores, the heat map
 
 # ---- run tags ------------------------------------------------------------------------------------------------
 TAG_KIND = "inferops.kind"
@@ -32,6 +33,8 @@ TAG_GATE_VERDICT = "inferops.gate.verdict"
 TAG_GATE_REASON = "inferops.gate.reason"
 TAG_GATE_PROMOTED = "inferops.gate.promoted"
 TAG_RISK_ACTIONS = "inferops.risk.actions"
+TAG_RISK_LEVEL = "inferops.risk.level"  # a risk assessment's overall level
+TAG_RISK_HIGH = "inferops.risk.high"  # the risks it found at high, or "none"
 TAG_ALERT = "inferops.alert"  # the alert (its name) an automatic action answered
 TAG_ALERT_KEY = "inferops.alert.key"  # that alert firing: Alertmanager fingerprint @ start
 TAG_APPROVAL_PREFIX = "inferops.approval."
@@ -79,6 +82,7 @@ EXPERIMENT_RETENTION = {
     CAPACITY_EXPERIMENT: OPTIMIZATION_PLANS,  # capacity plans
     REGISTRY_EXPERIMENT: IMPLEMENTATION_LOGS,  # registrations (rollbacks are rollback records)
     RETENTION_EXPERIMENT: IMPLEMENTATION_LOGS,  # a purge's own record: it must not be kept forever itself
+    RISK_EXPERIMENT: OPTIMIZATION_PLANS,  # an assessment plans the response: kept as long as plans
     REMEDIATION_EXPERIMENT: IMPLEMENTATION_LOGS,  # a freeze or a recommendation (a rollback says it is a rollback record)
 }
 

@@ -51,7 +51,22 @@ INCIDENTS = sa.Table(
     sa.Column("model", sa.String(200)),
     sa.Column("source", sa.String(300)),  # what detected it: an alert firing's key, a risk assessment's run
     sa.Column("opened_at", sa.Float, nullable=False),
+    sa.Column(
+        "category", sa.String(100)
+    ),  # seed 7.6.1's risk class (tasks/policy.py RISK_CATEGORIES), if known
     sa.UniqueConstraint("source", name="uq_incident_source"),  # one incident per alert firing
+)
+# Columns added after the table's first release: added to an older database when a store opens it.
+_ADDED_COLUMNS = {"category": "VARCHAR(100)"}
+ESCALATIONS = sa.Table(
+    "inferops_incident_escalations",
+    _meta,
+    sa.Column("incident_id", sa.Integer, sa.ForeignKey("inferops_incidents.id"), primary_key=True),
+    sa.Column("at", sa.Float, primary_key=True),
+    sa.Column("from_level", sa.String(4), nullable=False),
+    sa.Column("to_level", sa.String(4), nullable=False),
+    sa.Column("by", sa.String(200), nullable=False),
+    sa.Column("reason", sa.Text, nullable=False),
 )
 TRANSITIONS = sa.Table(
     "inferops_incident_steps",
@@ -86,6 +101,8 @@ class Incident:
     source: str | None
     opened_at: float
     steps: tuple[Step, ...] = field(default=())
+    category: str | None = None
+    escalations: tuple[tuple[float, str, str, str], ...] = ()  # (at, from level, to level, reason)
 
     def at(self, step: str) -> float | None:
         return next((s.at for s in self.steps if s.step == step), None)
@@ -108,6 +125,7 @@ class Incident:
             "state": self.state,
             "title": self.title,
             "model": self.model or "",
+            "category": self.category or "",
             "opened": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(self.opened_at)),
             "ack min": minutes("detected", "responding"),
             "repair min": minutes("detected", "resolved"),
@@ -132,6 +150,11 @@ class IncidentStore:
         self.url = url or database_url()
         self.engine = sa.create_engine(self.url)
         _meta.create_all(self.engine)
+        have = {c["name"] for c in sa.inspect(self.engine).get_columns(INCIDENTS.name)}
+        with self._tx() as conn:
+            for name, kind in _ADDED_COLUMNS.items():
+                if name not in have:
+                    conn.execute(sa.text(f"ALTER TABLE {INCIDENTS.name} ADD COLUMN {name} {kind}"))
 
     @contextmanager
     def _tx(self) -> Iterator[sa.Connection]:
@@ -145,6 +168,7 @@ class IncidentStore:
         *,
         model: str | None = None,
         source: str | None = None,
+        category: str | None = None,
         detected_at: float | None = None,
         by: str = AUTOMATIC,
         note: str = "",
@@ -170,7 +194,7 @@ class IncidentStore:
             if found is not None:
                 return found
         try:
-            new_id = self._insert(title, level, model, source, detected, now, by, note)
+            new_id = self._insert(title, level, model, source, category, detected, now, by, note)
         except sa.exc.IntegrityError:
             found = self.find_source(source) if source else None  # another receiver opened it a moment ago
             if found is None:
@@ -184,6 +208,7 @@ class IncidentStore:
         level: str,
         model: str | None,
         source: str | None,
+        category: str | None,
         detected: float,
         now: float,
         by: str,
@@ -197,6 +222,7 @@ class IncidentStore:
                     state=OPENING[-1],
                     model=model,
                     source=source,
+                    category=category,
                     opened_at=detected,
                 )
             )
@@ -282,6 +308,11 @@ class IncidentStore:
                 .order_by(TRANSITIONS.c.at)
             ).mappings()
             ordered = sorted(steps, key=lambda s: STEPS.index(s["step"]))
+            raised = conn.execute(
+                sa.select(ESCALATIONS)
+                .where(ESCALATIONS.c.incident_id == incident_id)
+                .order_by(ESCALATIONS.c.at)
+            ).mappings()
             return Incident(
                 row["id"],
                 row["title"],
@@ -291,7 +322,59 @@ class IncidentStore:
                 row["source"],
                 row["opened_at"],
                 tuple(Step(s["step"], s["at"], s["by"], s["note"]) for s in ordered),
+                row["category"],
+                tuple((e["at"], e["from_level"], e["to_level"], e["reason"]) for e in raised),
             )
+
+    def escalate(
+        self, incident_id: int, level: str, *, by: str, reason: str, at: float | None = None
+    ) -> Incident:
+        """Raise an open incident's level (SPEC §6 escalation), recorded with when, by whom and why; a level that
+        is not higher, or an incident already resolved, is refused and nothing changes."""
+        if level not in LEVELS:
+            raise IncidentError(
+                f"level {level!r} is not one of {', '.join(LEVELS)} (SPEC §6 response levels)"
+            )
+        if not reason.strip():
+            raise IncidentError(
+                "reason is empty: say why the incident escalates, e.g. 'unmitigated after 60 min'"
+            )
+        incident = self.get(incident_id)
+        if STEPS.index(incident.state) >= STEPS.index("resolved"):
+            raise IncidentError(
+                f"incident {incident_id} is {incident.state}: a resolved incident does not escalate"
+            )
+        if LEVELS.index(level) <= LEVELS.index(incident.level):
+            raise IncidentError(
+                f"incident {incident_id} is at {incident.level}: escalating means a higher level than that, not {level}"
+            )
+        when = time.time() if at is None else float(at)
+        with self._tx() as conn:
+            conn.execute(
+                ESCALATIONS.insert().values(
+                    incident_id=incident_id,
+                    at=when,
+                    from_level=incident.level,
+                    to_level=level,
+                    by=by.strip() or AUTOMATIC,
+                    reason=reason.strip(),
+                )
+            )
+            conn.execute(INCIDENTS.update().where(INCIDENTS.c.id == incident_id).values(level=level))
+        return self.get(incident_id)
+
+    def open_incidents(self, source_prefix: str | None = None) -> list[Incident]:
+        """Incidents not yet resolved, oldest first; only those whose source starts with `source_prefix` if given."""
+        query = (
+            sa.select(INCIDENTS.c.id)
+            .where(INCIDENTS.c.state.in_(STEPS[: STEPS.index("resolved")]))
+            .order_by(INCIDENTS.c.opened_at)
+        )
+        if source_prefix:
+            query = query.where(INCIDENTS.c.source.startswith(source_prefix, autoescape=True))
+        with self.engine.connect() as conn:
+            ids = [int(i) for i in conn.execute(query).scalars()]
+        return [self.get(i) for i in ids]
 
     def find_source(self, source: str) -> Incident | None:
         with self.engine.connect() as conn:
