@@ -47,6 +47,8 @@ rollout_gate:
   sla_p99_ms: 2000.0
 rollout_risk:
   perf_deviation_rollback: 10.0
+optimization:  # a ~0.2 ms batch's P99 spread on a busy 2-core box must not decide whether the release is rehearsed
+  scoring: {spread_risk_weight: 0}
 capacity:  # the wiring is rehearsed, not the forecasters (benchmarks/forecast.py scores the whole set)
   forecasters: [mstl-daily, autotheta, seasonal-naive-daily, seasonal-naive-weekly]
 monitoring:  # the slowdown is rolled back within a minute or two, not the production 5 min + Alertmanager's 1 min
@@ -97,6 +99,9 @@ SHORT = {  # parameters each run overrides: seconds, not the schedule's hours
     # Nothing in a fresh store is past its retention: the run reads every run's class and deletes nothing.
     "history-retention/history-retention-weekly": {"dry_run": False},
 }
+# Not launched: run by its trigger when the rehearsal resolves the remediation's incident as a person would.
+RISK = "risk-assessment/risk-assessment-monthly"
+TRIGGER_TIMEOUT_S = 180.0
 START_S, RUN_S = 240.0, 900.0
 REMEDIATION = "remediation/remediation-on-alert"
 SLOWDOWN_FACTOR = 2.0  # the slowed champion answers in about twice the rollback threshold
@@ -406,6 +411,7 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
         )
         r.cli("variable", "set", "inferops_endpoint_url", r.urls["serve"], "--overwrite")
         r.cli("variable", "set", "inferops_prometheus_url", r.urls["prometheus"], "--overwrite")
+        r.cli("variable", "set", "inferops_alertmanager_url", r.urls["alertmanager"], "--overwrite")
         r.cli("work-pool", "create", POOL, "--type", "process", "--overwrite")
         worker = r.start(
             "prefect-worker",
@@ -486,6 +492,9 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             )
             out["remediation"] = slowdown_rolled_back(r, client, say)
             results[REMEDIATION] = out["remediation"]["run"]
+            say("a person resolves the remediation's incident: its event triggers the risk assessment ...")
+            out["risk"] = risk_after_resolved(r, client, out["remediation"].get("incident", {}).get("id"))
+            results[RISK] = out["risk"]["run"]
             out["approvals"] = approvals
             out["runs"] = results
             cycle_run = results[cycle_name]["flow_run"]
@@ -544,6 +553,50 @@ def warm_production(r: Rehearsal, requests: int = 40, timeout_s: float = 120.0) 
                     f"production's series did not reach Prometheus within {timeout_s:.0f} s: {missing}"
                 )
             time.sleep(2)
+
+
+def risk_after_resolved(r: Rehearsal, client: Any, incident_id: int | None) -> dict[str, Any]:
+    """Resolve the incident (the inferops incident store, as `inferops incident resolve` does), then wait for the
+    run of the risk-assessment deployment its `inferops.incident.resolved` event triggers, and read its result."""
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterName
+
+    none = {"state": "NOT STARTED", "from_deploy_s": None, "flow_run": None}
+    if incident_id is None:
+        return {"run": none, "error": "the remediation recorded no incident to resolve"}
+    t0 = time.monotonic()
+    resolved = run_in_env(
+        r,
+        "import json; from tasks.risk.incidents import IncidentStore; "
+        f"s = IncidentStore(); i = s.get({int(incident_id)}); "
+        "i = s.advance(i.id, 'resolved', by='rehearsal', note='slow release rolled back') "
+        "if i.state == 'mitigated' else i; "  # the receiver resolves what inferops mitigated once the alert clears
+        "print(json.dumps({'state': i.state, 'model': i.model}))",
+        "resolving the incident",
+    )
+    deadline, found = time.monotonic() + TRIGGER_TIMEOUT_S, None
+    name = RISK.split("/", 1)[1]
+    while found is None and time.monotonic() < deadline:
+        runs = client.read_flow_runs(
+            deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name]))
+        )
+        found = runs[0] if runs else None
+        time.sleep(1.0)
+    if found is None:
+        return {"run": none, "resolved": resolved, "error": f"no run within {TRIGGER_TIMEOUT_S:.0f} s"}
+    run = wait_runs(client, {RISK: found}, t0, timeout_s=300)[RISK]
+    result = result_of(client, run["flow_run"]) if run["state"] == "Completed" else None
+    summary = (
+        {k: result.get(k) for k in ("model", "overall", "overall_level", "high", "table", "mlflow_run_id")}
+        if isinstance(result, dict)
+        else {"error": str(result)[:300]}
+    )
+    return {
+        "run": run,
+        "resolved": resolved,
+        "parameters": dict(found.parameters),
+        "triggered_after_s": round(time.monotonic() - t0, 1),
+        **summary,
+    }
 
 
 def run_in_env(r: Rehearsal, code: str, what: str) -> dict[str, Any]:

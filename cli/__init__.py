@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from cli import alerts, bench, capacity, demo, incident, pipelines, records, serve, status, variants
+from cli import alerts, bench, capacity, demo, incident, pipelines, records, risk, serve, status, variants
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -16,6 +16,7 @@ app.add_typer(capacity.app, name="capacity")
 app.add_typer(records.app, name="records")
 app.add_typer(alerts.app, name="alerts")
 app.add_typer(incident.app, name="incident")
+app.add_typer(risk.app, name="risk")
 app.command("variants")(variants.variants)
 app.command("serve")(serve.serve)
 app.command("optimize")(pipelines.optimize)

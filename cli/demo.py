@@ -52,7 +52,7 @@ def _stress(model: str, url: str, api_key: str, budget_s: float) -> dict[str, An
 
 
 def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
-    step = _Steps(console, 6)
+    step = _Steps(console, 7)
     from serving.settings import get_settings
     from tasks.policy import default_policy
 
@@ -119,6 +119,16 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
         console.print(
             f"knee before the cycle: {before.get('knee_rps', 0):.1f} req/s ({champion.variant})",
             highlight=False,
+        )
+
+        step("risk assessment on the live endpoint (the cycle's checklist reads it)")
+        from cli.render import print_risk
+        from flows.risk_assessment import risk_assessment
+
+        risk = risk_assessment(model=model, url=url, api_key=api_key)
+        print_risk(risk, console)
+        summary["risk"] = (
+            f"overall {risk['overall']:g} ({risk['overall_level']}), at high: {', '.join(risk['high']) or 'none'}"
         )
 
         step("optimization cycle (with the phase gate on the challenger)")

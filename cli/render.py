@@ -233,6 +233,55 @@ def print_plan(plan: dict[str, Any], to: Console | None = None) -> None:
         view.print(line, highlight=False)
 
 
+def risk_lines(out: dict[str, Any]) -> list[str]:
+    """The assessment in sentences: the overall score, what is high and the incident it opened, the GPU factor."""
+    lines = [
+        f"overall {out['overall']:g} ({out['overall_level']}); at high: {', '.join(out['high']) or 'none'}; "
+        f"GPU factor {out['gpu']['factor']:g} ({out['gpu']['source']}: {out['gpu']['note']})"
+    ]
+    for r in out["incidents"]:
+        lines.append(
+            f"{r['risk']}: incident {r['incident']} at {r['level']} ({r['opened']}); {r['notified']}"
+        )
+    lines.append(
+        f"evidence, heat map and inputs: MLflow run {out['mlflow_run_id']} (experiment inferops-risk)"
+    )
+    return lines
+
+
+def print_risk(out: dict[str, Any], to: Console | None = None) -> None:
+    view = to or console()
+    view.print(
+        render_table(
+            f"risk assessment of {out['model']} (p x i x f: low < 8 <= medium < 15 <= high)",
+            out["table"],
+            wrap=frozenset({"probability from"}),
+        )
+    )
+    measured = [
+        {
+            "risk": r["name"],
+            "signal": e["kind"],
+            "p": e["probability"],
+            "figure": e["note"],
+            "source": e["source"],
+        }
+        for r in out["assessment"]["risks"]
+        for e in r["evidence"]
+        if e["probability"] is not None
+    ]
+    if measured:
+        view.print(
+            render_table(
+                "live evidence (p: the probability it implies)",
+                measured,
+                wrap=frozenset({"figure", "source"}),
+            )
+        )
+    for line in risk_lines(out):
+        view.print(line, highlight=False)
+
+
 # ---- make run's summary --------------------------------------------------------------------------------------
 
 

@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.phase_gate import phase_gate
 from flows.release import production_monitoring
+from flows.risk_assessment import risk_assessment
 from serving.app import PRODUCTION_APP
 from serving.auth import client_key
 from serving.client import InferopsClient
@@ -36,7 +37,7 @@ from tasks.policy import Policy, default_policy
 from tasks.records import names, registry, runs
 from tasks.release.freeze import frozen_reason
 from tasks.release.rollout import RolloutRefused, rollout
-from tasks.risk.assessment import assess
+from tasks.risk.tracking import Recorded, latest_assessment
 
 
 @task(name="load-workload")
@@ -82,6 +83,22 @@ def generate_plan(
     return plan
 
 
+def assessed_risk(
+    model: str, url: str | None, api_key: str | None, prometheus: str | None, policy: Policy
+) -> Recorded | None:
+    """The latest live risk assessment of `model`; when there is none or it is older than the policy allows, a
+    fresh one first (the risk-assessment flow, on the endpoint and Prometheus the cycle was given). A fresh one
+    that fails is logged and the checklist judges what is recorded."""
+    latest = latest_assessment(model)
+    if latest is not None and latest.age_days() <= policy.risk.live.max_age_days:
+        return latest
+    try:
+        risk_assessment(model=model, url=url, api_key=api_key, prometheus=prometheus)
+    except Exception as exc:  # recorded as the checklist's evidence: no fresh assessment, nothing applied
+        get_run_logger().warning("risk assessment failed: %s: %s", type(exc).__name__, exc)
+    return latest_assessment(model)
+
+
 @task(name="pre-implementation-checklist")
 def pre_checklist(
     baseline: CycleBaseline,
@@ -90,6 +107,7 @@ def pre_checklist(
     policy: Policy,
     url: str | None,
     monitoring: tuple[bool, str] | None,
+    risk: Recorded | None,
 ) -> list[Decision]:
     """Seed 7.3.9: every item backed by something this cycle measured or recorded; a failed item stops the flow."""
     champion = registry.alias_version(baseline.model, registry.CHAMPION)
@@ -98,7 +116,7 @@ def pre_checklist(
         bottleneck,
         plan,
         policy,
-        assess(policy.risk),
+        risk,
         frozen_reason(baseline.model),
         champion,
         url,
@@ -281,12 +299,14 @@ def optimization_cycle(
     prometheus = checked_url(prometheus, "prometheus")
     # a bad request log stops the cycle before anything is recorded
     workload = load_workload(model, request_log)
+    # before the baseline: the assessment's probe load must not fall between the baseline and the candidates
+    risk = assessed_risk(model, url, api_key, prometheus, policy)
     run_id = open_cycle_run(model, workload)
     base = establish_baseline(model, settings, url, api_key, workload)
     bottleneck = identify_bottlenecks(base)
     plan = generate_plan(base, candidates, settings, run_id)
     watched = production_monitoring(prometheus, url, api_key, model, policy) if prometheus and url else None
-    checklist = pre_checklist(base, bottleneck, plan, policy, url, watched)
+    checklist = pre_checklist(base, bottleneck, plan, policy, url, watched, risk)
 
     def trial(candidate: Candidate) -> tuple[CandidateResult, Measured | None]:
         return apply_and_validate(candidate, base, settings.repeats, policy, run_id, workload)

@@ -9,7 +9,7 @@ from tasks.optimize.baseline import CycleBaseline
 from tasks.optimize.candidates import Candidate
 from tasks.policy import Policy
 from tasks.records.registry import VersionRef
-from tasks.risk.assessment import RiskAssessment
+from tasks.risk.tracking import Recorded
 
 
 class ChecklistFailed(RuntimeError):
@@ -45,7 +45,7 @@ def cycle_facts(
     bottleneck: Breakdown,
     plan: list[Candidate],
     policy: Policy,
-    risk: RiskAssessment,
+    risk: Recorded | None,
     frozen: str | None,
     champion: VersionRef | None,
     url: str | None,
@@ -70,12 +70,9 @@ def cycle_facts(
             if plan and not missing_types
             else f"empty plan or types without matrix scores: {missing_types}",
         ),
-        # an error-rate alert froze changes (SPEC §2): nothing is applied
-        "risk assessed": (
-            risk.overall_level != "high" and frozen is None,
-            f"risk register overall {risk.overall_score} ({risk.overall_level})"
-            + (f"; changes frozen by rollout risk control: {frozen}" if frozen else "; no change freeze"),
-        ),
+        # the latest live assessment (flows/risk_assessment.py), recent enough and with no risk at high; an
+        # error-rate alert froze changes (SPEC §2): nothing is applied
+        "risk assessed": risk_fact(risk, policy.risk.live.max_age_days, frozen),
         "rollback prepared": (
             champion is not None and bool(champion.sha256),
             f"champion v{champion.version} sha256 {champion.sha256[:12]}… recorded"
@@ -96,3 +93,19 @@ def cycle_facts(
             else "in-process measurement: no endpoint to monitor",
         ),
     }
+
+
+def risk_fact(risk: Recorded | None, max_age_days: float, frozen: str | None) -> tuple[bool, str]:
+    """Met when the latest live risk assessment is at most `max_age_days` old, has no risk at high, and no
+    rollout risk control froze changes."""
+    freeze = f"; changes frozen by rollout risk control: {frozen}" if frozen else "; no change freeze"
+    if risk is None:
+        return False, "no live risk assessment recorded: run `inferops risk assess`" + freeze
+    age = risk.age_days()
+    said = (
+        f"live risk assessment {risk.run_id[:8]} ({age:.1f} d old): overall {risk.overall_level}, at high: "
+        f"{', '.join(risk.high) or 'none'}"
+    )
+    if age > max_age_days:
+        return False, f"{said}; older than the policy's {max_age_days:g} d (risk.live.max_age_days)" + freeze
+    return not risk.high and frozen is None, said + freeze

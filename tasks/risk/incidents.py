@@ -280,7 +280,10 @@ class IncidentStore:
                 )
             )
             conn.execute(INCIDENTS.update().where(INCIDENTS.c.id == incident_id).values(state=step))
-        return self.get(incident_id)
+        incident = self.get(incident_id)
+        if step == "resolved":
+            announce_resolved(incident)
+        return incident
 
     def advance_to(
         self, incident_id: int, step: str, *, by: str, note: str = "", at: float | None = None
@@ -388,6 +391,26 @@ class IncidentStore:
         with self.engine.connect() as conn:
             ids = [int(i) for i in conn.execute(query).scalars()]
         return [self.get(i) for i in ids]
+
+
+RESOLVED_EVENT = "inferops.incident.resolved"  # prefect.yaml's risk-assessment deployment is triggered by it
+
+
+def announce_resolved(incident: Incident) -> None:
+    """Tell the Prefect server an incident was resolved (a Prefect event; its trigger runs the risk assessment of
+    the incident's model). Only where a Prefect server is configured: the ephemeral API has no automations."""
+    if not os.environ.get("PREFECT_API_URL", "").strip():
+        return
+    from prefect.events import emit_event
+
+    emit_event(
+        RESOLVED_EVENT,
+        resource={
+            "prefect.resource.id": f"inferops.incident.{incident.id}",
+            "inferops.level": incident.level,
+        },
+        payload={"model": incident.model or "", "title": incident.title, "category": incident.category or ""},
+    )
 
 
 # ---- the figures ---------------------------------------------------------------------------------------------------

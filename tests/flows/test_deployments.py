@@ -136,3 +136,13 @@ def test_a_slowed_champion_is_rolled_back_by_the_alert_chain_without_a_person(re
         and incident["mitigated by"] == "inferops"
     )
     assert incident["source"].endswith(done["reason"].split("fired ", 1)[1].split(")", 1)[0])
+
+
+def test_resolving_an_incident_triggers_a_risk_assessment_of_its_model(rehearsal: dict) -> None:
+    risk = rehearsal["risk"]
+    assert risk["resolved"]["state"] == "resolved", risk
+    assert risk["run"]["state"] == "Completed", f"{risk}\n{rehearsal['logs']}"
+    # the trigger passed the incident's model from the event; the deployment's variables gave the rest
+    assert risk["parameters"]["model"] == risk["resolved"]["model"] == risk["model"]
+    assert {r["risk"] for r in risk["table"]} >= {"inference performance decline", "model accuracy drift"}
+    assert risk["mlflow_run_id"] and risk["triggered_after_s"] < 180

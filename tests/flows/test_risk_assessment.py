@@ -90,6 +90,7 @@ def test_an_error_rate_rise_on_the_live_endpoint_raises_the_risk_to_high_and_ope
             again = risk_assessment(model="digits-cnn", url=digits_endpoint, api_key=API_KEY, app=APP)
         finally:
             assert client.rollback("digits-cnn").ok
+    recovered = risk_assessment(model="digits-cnn", url=digits_endpoint, api_key=API_KEY, app=APP)
     row = _decline(failing)
     assert row["level"] == "high" and row["p"] == 5, row
     assert row["probability from"].startswith("live: error_rate")
@@ -105,6 +106,11 @@ def test_an_error_rate_rise_on_the_live_endpoint_raises_the_risk_to_high_and_ope
     (same,) = again["incidents"]
     assert same["incident"] == incident.id and same["opened"] == "already open"
     assert len({i.id for i in store.list()} - before) == 1
+    # the good model back: the risk is medium again, its incident stays open for a person to close
+    assert _decline(recovered)["level"] == "medium" and _decline(recovered)["change"].startswith(
+        "high -> medium"
+    )
+    assert recovered["high"] == [] and store.get(incident.id).state == "notified"
 
     configure()
     run = mlflow.MlflowClient().get_run(failing["mlflow_run_id"])
