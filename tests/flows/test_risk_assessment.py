@@ -118,3 +118,9 @@ def test_an_error_rate_rise_on_the_live_endpoint_raises_the_risk_to_high_and_ope
     assert run.data.metrics["score.inference_performance_decline"] == pytest.approx(15.0)
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id)}
     assert {"risk_heat_map.png", "assessment.json", "risks.json", "evidence.json"} <= files
+    # the Prefect table: each risk with its inputs, level and change, latest version (the recovered assessment)
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        table = next(a for a in client.read_latest_artifacts() if a.key == "risk-digits-cnn")
+    assert table.type == "table" and DECLINE in str(table.data) and "high -> medium" in str(table.data)
