@@ -14,6 +14,8 @@ from serving.network import required_url
 from tasks.monitoring.collect import LayerReport, collect, render_markdown
 from tasks.policy import default_policy
 from tasks.records.names import artifact_key
+from tasks.risk.incidents import IncidentStore
+from tasks.risk.response import escalate_due
 
 
 @task(name="collect-layers", retries=2, retry_delay_seconds=5)
@@ -41,6 +43,18 @@ def publish(report: LayerReport) -> dict[str, Any]:
     }
 
 
+@task(name="escalate-incidents")
+def escalate_incidents() -> list[dict[str, Any]]:
+    """Open incidents unmitigated past their level's escalation time move up a level (SPEC §6: L2 after 1 h),
+    checked at every collection so an escalation is at most one interval late."""
+    raised = escalate_due(IncidentStore(), default_policy().risk)
+    for incident in raised:
+        get_run_logger().warning(
+            "incident %s escalated to %s: %s", incident.id, incident.level, incident.escalations[-1][3]
+        )
+    return [incident.row() for incident in raised]
+
+
 @flow(name="monitoring", log_prints=True)
 def monitoring(
     prometheus: str | None = None,
@@ -57,6 +71,7 @@ def monitoring(
     deadline = time.monotonic() + max(0.0, watch_s)
     while True:
         out = publish(collect_layers(prometheus, app, model, gpu))
+        out["escalated"] = escalate_incidents()
         say(
             f"{app}: monitoring coverage {out['coverage']:.0%}"
             if out["coverage"] is not None

@@ -235,12 +235,16 @@ def incident_level(event: AlertEvent, alert_levels: dict[str, str]) -> str:
 
 def record_incident(event: AlertEvent, store: Any, alert_levels: dict[str, str]) -> Any:
     """The incident of one alert firing: opened when it fires (once per firing), resolved by inferops when
-    Alertmanager says it resolved; a person takes the steps after (recover, post-mortem)."""
-    from tasks.risk.incidents import AUTOMATIC
+    Alertmanager says it resolved; a person takes the steps after (recover, post-mortem). An alert labelled with
+    the `incident` a risk assessment opened for it is that incident."""
+    from tasks.risk.incidents import AUTOMATIC, IncidentError
 
     recorded = event.labels.get("incident", "")
     if recorded.isdigit():  # raised by inferops for an incident it already opened (a risk at high): that one
-        return store.get(int(recorded))
+        try:
+            return store.get(int(recorded))
+        except IncidentError:  # recorded in another store than this receiver's: filed here like any alert
+            pass
     if event.status == "firing":
         return store.open(
             event.annotations.get("summary") or event.alertname,

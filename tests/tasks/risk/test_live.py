@@ -183,3 +183,29 @@ def test_a_bad_live_risk_policy_is_refused_naming_the_key(tmp_path: Path, risk: 
     path.write_text(yaml.safe_dump({"risk": risk}))
     with pytest.raises(PolicyError, match=re.escape(named)):
         load_policy(path)
+
+
+def test_the_receiver_files_no_second_incident_for_a_risk_alert_and_carries_an_alerts_category(
+    store: IncidentStore,
+) -> None:
+    import json
+
+    from tasks.monitoring.remediation import parse_notification, record_incident
+
+    high = assess_live("m", RISK, {DECLINE: [_error(0.2)]}, NO_GPU)
+    ((risk, incident, _),) = open_for_high(high, store, RISK, "run-1")
+    posted = risk_alert(risk, incident, RISK, "inferops")
+    as_sent = {  # what Alertmanager's webhook makes of the posted alert
+        "status": "firing",
+        "labels": posted["labels"],
+        "annotations": posted["annotations"],
+        "startsAt": "2026-12-01T03:00:00Z",
+        "fingerprint": "beef",
+    }
+    event = parse_notification(json.dumps({"version": "4", "alerts": [as_sent]}).encode())[0]
+    assert record_incident(event, store, RISK.alert_levels).id == incident.id
+    assert len(store.list()) == 1
+    ruled = {**as_sent, "labels": {**as_sent["labels"], "incident": "", "risk_category": "technical/gpu"}}
+    event = parse_notification(json.dumps({"version": "4", "alerts": [ruled]}).encode())[0]
+    filed = record_incident(event, store, RISK.alert_levels)
+    assert filed.id != incident.id and filed.category == "technical/gpu"
