@@ -29,6 +29,9 @@ from tasks.risk.incidents import IncidentStore
 from tasks.risk.response import respond
 
 
+WARMUP_S = 1.0
+
+
 @task(name="probe-endpoint", task_run_name="probe {model} at {url}")
 def probe_endpoint(url: str, api_key: str | None, model: str, policy: Policy) -> dict[str, Any]:
     """A probe load at the gate's target rate for `risk.live.probe_s`: what a user of the endpoint sees now. An
@@ -36,6 +39,10 @@ def probe_endpoint(url: str, api_key: str | None, model: str, policy: Policy) ->
     gate, seconds = policy.rollout_gate, policy.risk.live.probe_s
     try:
         with InferopsClient(url, api_key) as client:
+            # a second at the rate first, discarded: connections and the replica's first batches are not the risk
+            gate_checks.observe(
+                client, model, rate_rps=gate.target_qps, duration_s=WARMUP_S, sla_p99_ms=gate.sla_p99_ms
+            )
             seen, load, _ = gate_checks.observe(
                 client, model, rate_rps=gate.target_qps, duration_s=seconds, sla_p99_ms=gate.sla_p99_ms
             )

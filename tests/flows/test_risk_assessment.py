@@ -21,6 +21,21 @@ APP = "risk-flow-test"
 DECLINE = "inference performance decline"
 
 
+@pytest.fixture(scope="module", autouse=True)
+def own_records(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """An MLflow store of this module's own: the P99 baseline and the previous assessment are the ones this test
+    makes, not those of a release another test recorded for digits-cnn."""
+    from serving.settings import get_settings
+
+    db = tmp_path_factory.mktemp("risk-mlflow") / "mlflow.db"
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("INFEROPS_MLFLOW_TRACKING_URI", f"sqlite:///{db}")
+        get_settings.cache_clear()
+        yield
+    get_settings.cache_clear()
+    configure()
+
+
 @pytest.fixture(scope="module")
 def digits_endpoint(ray_session: None) -> Iterator[str]:
     from ray import serve
@@ -78,6 +93,10 @@ def test_an_error_rate_rise_on_the_live_endpoint_raises_the_risk_to_high_and_ope
         if s["kind"] == "error_rate"
     )
     assert probe["value"] == 0.0 and probe["probability"] == 1 and probe["source"].startswith("probe of ")
+    kinds = {
+        s["kind"]: s for r in healthy["assessment"]["risks"] if r["name"] == DECLINE for s in r["evidence"]
+    }
+    assert kinds["latency"]["probability"] is None and "no release" in kinds["latency"]["note"]
     assert healthy["high"] == [] and healthy["incidents"] == []
     assert {i.id for i in store.list()} == before
 
