@@ -28,7 +28,6 @@ from tasks.risk.assessment import LiveAssessment, assess_live, sentence, table_r
 from tasks.risk.incidents import IncidentStore
 from tasks.risk.response import respond
 
-
 WARMUP_S = 1.0
 
 
