@@ -28,8 +28,6 @@ from tasks.risk.assessment import LiveAssessment, assess_live, sentence, table_r
 from tasks.risk.incidents import IncidentStore
 from tasks.risk.response import respond
 
-WARMUP_S = 1.0
-
 
 @task(name="probe-endpoint", task_run_name="probe {model} at {url}")
 def probe_endpoint(url: str, api_key: str | None, model: str, policy: Policy) -> dict[str, Any]:
@@ -40,7 +38,11 @@ def probe_endpoint(url: str, api_key: str | None, model: str, policy: Policy) ->
         with InferopsClient(url, api_key) as client:
             # a second at the rate first, discarded: connections and the replica's first batches are not the risk
             gate_checks.observe(
-                client, model, rate_rps=gate.target_qps, duration_s=WARMUP_S, sla_p99_ms=gate.sla_p99_ms
+                client,
+                model,
+                rate_rps=gate.target_qps,
+                duration_s=policy.risk.live.probe_warmup_s,
+                sla_p99_ms=gate.sla_p99_ms,
             )
             seen, load, _ = gate_checks.observe(
                 client, model, rate_rps=gate.target_qps, duration_s=seconds, sla_p99_ms=gate.sla_p99_ms

@@ -332,6 +332,17 @@ class Probabilities(_Strict):
         return self
 
 
+class GpuHealthFactors(_Strict):
+    """The GPU factor a board's worst condition gives (SPEC §6 range 0.8-1.2), and the temperature margins."""
+
+    faulty: float = 1.2  # uncorrected ECC errors or XID events
+    stressed: float = 1.1  # thermal/hardware slowdown, or within near_limit_c of the slowdown temperature
+    nominal: float = 1.0  # healthy, or nothing to judge by
+    healthy: float = 0.9  # cool: more than cool_margin_c under the slowdown temperature
+    near_limit_c: float = Field(default=5.0, ge=0)
+    cool_margin_c: float = Field(default=20.0, ge=0)
+
+
 class LiveRisk(_Strict):
     """Where the live assessment reads its inputs, and what it does with a high risk (SPEC §6)."""
 
@@ -340,6 +351,10 @@ class LiveRisk(_Strict):
     max_age_days: float = Field(gt=0)  # the cycle's "risk assessed" item wants one no older than this
     high_risk_level: str  # the response level of the incident a risk at high opens
     probabilities: Probabilities
+    gpu_health: GpuHealthFactors = Field(default_factory=GpuHealthFactors)
+    probe_warmup_s: float = Field(
+        default=1.0, ge=0
+    )  # discarded before the probe: a cold connection is no risk
 
 
 class Risk(_Strict):

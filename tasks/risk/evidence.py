@@ -225,11 +225,6 @@ class GpuHealth:
         return asdict(self)
 
 
-# The factor a GPU's worst condition gives: uncorrected ECC errors or XID events say the hardware fails, thermal
-# or hardware slowdown and a temperature near the slowdown limit say it is stressed, a cool quiet board lowers risk.
-FAULTY, STRESSED, NOMINAL, HEALTHY = 1.2, 1.1, 1.0, 0.9
-NEAR_LIMIT_C = 5.0  # within this of the slowdown temperature counts as near it
-COOL_MARGIN_C = 20.0  # this far under it counts as cool
 SLOWDOWN_REASONS = ("hw_slowdown", "sw_thermal_slowdown", "hw_thermal_slowdown", "hw_power_brake_slowdown")
 
 
@@ -238,6 +233,11 @@ def gpu_factor(readings: Sequence[dict[str, Any]], policy: Risk) -> GpuHealth:
     `xid_events`, `throttle_reasons` (absent or None where the board does not say). No GPU: 1.0, with the reason
     the caller gives in `readings` being empty."""
     lo, hi = policy.gpu_factor_range
+    g = (
+        policy.live.gpu_health
+    )  # uncorrected ECC or XID: faulty; slowdown or near the limit: stressed; cool: healthy
+    FAULTY, STRESSED, NOMINAL, HEALTHY = g.faulty, g.stressed, g.nominal, g.healthy  # noqa: N806
+    NEAR_LIMIT_C, COOL_MARGIN_C = g.near_limit_c, g.cool_margin_c  # noqa: N806
     if not readings:
         return GpuHealth(NOMINAL, "NVML", "no GPU serves here: GPU health neither raises nor lowers a risk")
     worst, why = HEALTHY, []
