@@ -117,30 +117,16 @@ def gather_evidence(
     fidelity = ev.fidelity_signal(
         agreement, risk, f"Prometheus {prometheus}" if prometheus else "no Prometheus given"
     )
-    by_kind: dict[str, list[ev.Signal]] = {"headroom": [headroom], "fidelity": [fidelity]}
-    for s in endpoint:
-        by_kind.setdefault(s.kind, []).append(s)
-    out: dict[str, list[ev.Signal]] = {}
-    for entry in risk.risk_register:
-        signals: list[ev.Signal] = []
-        for kind in entry.signals:
-            if kind == "incidents":
-                signals.append(
-                    ev.incident_rate(incidents, entry.category, risk, f"incident records ({store.url})")
-                )
-            elif kind == "alerts":
-                fired = (
-                    _read(prometheus, ev.alerts_query(entry.category, risk))
-                    if prometheus and entry.category
-                    else None
-                )
-                signals.append(
-                    ev.alert_rate(fired, entry.category, risk, f"Prometheus {prometheus or '(none given)'}")
-                )
-            else:
-                signals += by_kind.get(kind, [])
-        out[entry.name] = signals
-    return out
+    categories = {e.category for e in risk.risk_register if e.category and "alerts" in e.signals}
+    fired = {c: _read(prometheus, ev.alerts_query(c, risk)) for c in categories} if prometheus else {}
+    return ev.per_risk(
+        risk,
+        [*endpoint, headroom, fidelity],
+        incidents,
+        f"incident records ({store.url})",
+        fired,
+        f"Prometheus {prometheus or '(none given)'}",
+    )
 
 
 @task(name="gpu-health")

@@ -210,6 +210,31 @@ def fidelity_signal(agreement: float | None, policy: Risk, where: str) -> Signal
     )
 
 
+def per_risk(
+    policy: Risk,
+    shared: Sequence[Signal],
+    incidents: Sequence[Incident],
+    incidents_from: str,
+    fired: dict[str, float | None],
+    alerts_from: str,
+) -> dict[str, list[Signal]]:
+    """Each register risk's evidence: the signals its entry names, the incident and alert rates of its own category
+    (`fired`: alerts that fired per category, read by the flow) and the shared ones (endpoint, headroom, fidelity)."""
+    out: dict[str, list[Signal]] = {}
+    for entry in policy.risk_register:
+        signals: list[Signal] = []
+        for kind in entry.signals:
+            if kind == "incidents":
+                signals.append(incident_rate(incidents, entry.category, policy, incidents_from))
+            elif kind == "alerts":
+                count = fired.get(entry.category) if entry.category else None
+                signals.append(alert_rate(count, entry.category, policy, alerts_from))
+            else:
+                signals += [s for s in shared if s.kind == kind]
+        out[entry.name] = signals
+    return out
+
+
 # ---- GPU health ---------------------------------------------------------------------------------------------------
 
 
