@@ -55,6 +55,9 @@ class _Ctx:
     console: Any
     model: str
     as_json: bool = False
+    accelerator: str | None = (
+        None  # what the endpoint says its replica computes on (an inferops endpoint only)
+    )
 
 
 def _fail(console: Any, message: str) -> typer.Exit:
@@ -95,7 +98,21 @@ def _prepare(
     console.print(
         f"preflight: {spec.url} answered {check.status} in {check.latency_ms:.1f} ms ({timing}); {cache}"
     )
-    return _Ctx(spec, console, model)
+    return _Ctx(spec, console, model, accelerator=served_accelerator(url, model, api_key))
+
+
+def served_accelerator(url: str, model: str, api_key: str | None) -> str | None:
+    """The accelerator an inferops endpoint reports for `model` (a GPU's name, or "cpu"); None from an endpoint
+    that is not inferops' (a plain HTTP service has no model metadata), so the run is recorded without it."""
+    import httpx
+
+    from serving.client import InferopsClient
+
+    try:
+        with InferopsClient(url, api_key) as client:
+            return str(client.metadata(model).get("accelerator") or "") or None
+    except (httpx.HTTPError, ValueError):
+        return None
 
 
 def _progress(console: Any, label: str) -> Any:
@@ -186,7 +203,14 @@ def _record(ctx: _Ctx, result: Any, record: bool, variant: str, sha256: str, bas
         return
     from tasks.records.suite_runs import log_suite_run
 
-    run_id = log_suite_run(result, model=ctx.model, variant=variant, sha256=sha256, baseline=baseline)
+    run_id = log_suite_run(
+        result,
+        model=ctx.model,
+        variant=variant,
+        sha256=sha256,
+        baseline=baseline,
+        accelerator=ctx.accelerator,
+    )
     ctx.console.print(f"recorded in MLflow experiment inferops-bench, run {run_id}")
 
 

@@ -43,6 +43,7 @@ def check_endpoint(
     return spec, {
         "variant": str(meta.get("variant", "unknown")),
         "sha256": str(meta.get("sha256", "unknown")),
+        "accelerator": str(meta.get("accelerator", "unknown")),
     }
 
 
@@ -62,12 +63,16 @@ def run(
 
 
 @task(name="record-suite")
-def record(result: SuiteResult, model: str, variant: str, sha256: str, baseline: str | None) -> str:
+def record(
+    result: SuiteResult, model: str, variant: str, sha256: str, baseline: str | None, accelerator: str | None
+) -> str:
     """The run in MLflow (and as a named baseline when `baseline` is given), its verdicts as a Prefect artifact."""
     create_markdown_artifact(
         render_markdown(result), key=artifact_key(result.suite, model), description=f"{result.suite} suite"
     )
-    return log_suite_run(result, model=model, variant=variant, sha256=sha256, baseline=baseline)
+    return log_suite_run(
+        result, model=model, variant=variant, sha256=sha256, baseline=baseline, accelerator=accelerator
+    )
 
 
 @flow(name="measurement-suite", log_prints=True)
@@ -95,7 +100,14 @@ def measurement_suite(
     metrics_url = checked_url(metrics_url, "metrics_url")
     spec, served = check_endpoint(url, model, api_key, use_cache, metrics_url)
     result = run(spec, suite, default_policy(), rate, duration_s, stress_budget_s)
-    run_id = record(result, model, variant or served["variant"], sha256 or served["sha256"], baseline)
+    run_id = record(
+        result,
+        model,
+        variant or served["variant"],
+        sha256 or served["sha256"],
+        baseline,
+        served["accelerator"],
+    )
     return {"suite": suite, "passed": result.passed, "mlflow_run_id": run_id, **result.metrics()}
 
 

@@ -53,6 +53,7 @@ log = logging.getLogger(__name__)
 DEFAULT_VARIANT = "onnx-fp32"
 RECENT_BATCHES = 512
 HAPROXY_CHECK_TIMEOUT_S = 10  # `haproxy -v` answers in milliseconds; a binary that hangs is unusable
+GPU_ENGINE_PROVIDERS = {"CUDAExecutionProvider", "TensorrtExecutionProvider", "torch-cuda"}
 # Live-tunable fields travel in user_config only: keeping them out of the init args lets Serve apply a change
 # with reconfigure() on running replicas instead of replacing them.
 BATCHING_FIELDS = {"max_batch_size", "batch_wait_timeout_s", "bucket_overhead_tokens", "cache_entries"}
@@ -236,7 +237,24 @@ def load_for_serving(source: ModelSource, options: EngineOptions) -> Any:
     )
     if placement_reason and not engine.info.get("fallback_reason"):
         engine.info["fallback_reason"] = placement_reason
+    engine.info["accelerator"] = accelerator_name(engine)
     return engine
+
+
+def accelerator_name(engine: Any) -> str:
+    """What a replica computes on: its GPU's name (torch's for a torch engine, NVML's for onnxruntime's CUDA or
+    TensorRT provider), else "cpu". Stress runs record it, so a capacity plan knows which knee was measured where."""
+    named = engine.info.get("device_name")
+    if named:
+        return str(named)
+    if engine.provider in GPU_ENGINE_PROVIDERS:
+        from serving.gpu import own_gpus
+
+        gpus = own_gpus()
+        if gpus:
+            return gpus[0].name
+        return "gpu"
+    return "cpu"
 
 
 # ---- one model's runtime: batching, bucketing, timing, switching ------------------------------------------------
@@ -354,6 +372,7 @@ class ModelRuntime:
             "origin": src.origin,
             "registry_version": src.version,
             "provider": engine.provider,
+            "accelerator": engine.info.get("accelerator", "cpu"),
             "fallback_reason": engine.info.get("fallback_reason"),
             "engine": {k: v for k, v in engine.info.items() if k != "fallback_reason"},
             "previous_sha256": self.slot.previous[0].sha256 if self.slot.previous else None,
@@ -774,7 +793,15 @@ class InferenceIngress:
                 models.append(
                     {
                         k: meta.get(k)
-                        for k in ("name", "variant", "sha256", "provider", "fallback_reason", "origin")
+                        for k in (
+                            "name",
+                            "variant",
+                            "sha256",
+                            "provider",
+                            "accelerator",
+                            "fallback_reason",
+                            "origin",
+                        )
                     }
                 )
             except Exception as exc:  # a dead extra model makes the server not ready, and says which

@@ -1,9 +1,11 @@
-"""Capacity model: measured knee, ONNX-based GPU estimates, scenarios, strategy, recommendation, replay check."""
+"""Capacity model: measured knees (the replica's, and per GPU type where one was measured), ONNX-based GPU estimates, scenarios, strategy, recommendation, replay check."""
 
 from __future__ import annotations
 
 import math
+import re
 import time
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -99,6 +101,49 @@ def champion_knee(model: str, *, experiment: str = names.BENCH_EXPERIMENT) -> Kn
         f"no stress-test knee for model {model!r}{scope}: no run in {experiment!r} tagged {names.TAG_SUITE}=stress "
         f"has a positive metric knee_rps; {how}"
     )
+
+
+def gpu_type(accelerator: str, catalog: Iterable[str]) -> str | None:
+    """The catalogue's GPU type an accelerator name is ("NVIDIA A100-SXM4-80GB" is A100), or None."""
+    words = re.split(r"[^a-z0-9]+", accelerator.lower())
+    return next((gpu for gpu in catalog if gpu.lower() in words), None)
+
+
+def measured_gpu_knees(
+    model: str, catalog: Iterable[str], *, experiment: str = names.BENCH_EXPERIMENT
+) -> dict[str, KneeReading]:
+    """Per GPU type of the catalogue, the latest stress-test knee of `model` measured on that GPU: a stress run
+    tagged with the accelerator its replica computed on (the endpoint reports it). GPU types with none are absent
+    (the plan estimates them)."""
+    client = mlflow.MlflowClient(configure())
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}
+    query = (
+        f"tags.`{names.TAG_SUITE}` = 'stress' and tags.`{names.TAG_MODEL}` = '{model}' "
+        f"and tags.`{names.TAG_ACCELERATOR}` != 'cpu'"
+    )
+    runs = client.search_runs(
+        [exp.experiment_id], query, order_by=["attributes.start_time DESC"], max_results=200
+    )
+    catalog = list(catalog)
+    out: dict[str, KneeReading] = {}
+    for run in runs:
+        tags = run.data.tags
+        gpu = gpu_type(tags.get(names.TAG_ACCELERATOR, ""), catalog)
+        knee = run.data.metrics.get("knee_rps")
+        if gpu is None or gpu in out or knee is None or knee <= 0:
+            continue
+        out[gpu] = KneeReading(
+            model,
+            float(knee),
+            f"mlflow run {run.info.run_id}",
+            run.info.run_id,
+            tags.get(names.TAG_VARIANT),
+            tags.get(names.TAG_SHA256),
+            f"stress knee on {tags[names.TAG_ACCELERATOR]}",
+        )
+    return out
 
 
 @dataclass(frozen=True)
@@ -247,20 +292,21 @@ def gpu_options(
     cost: ModelCost,
     policy: Capacity,
     precision: str = "fp16",
-    measured: dict[str, float] | None = None,
+    measured: dict[str, KneeReading] | None = None,
     memory: list[MemoryCheck] | None = None,
 ) -> list[CapacityOption]:
-    """Per GPU type: min(compute-bound, memory-bound) rate x gpu_efficiency, or the measured rate when present;
-    a GPU whose memory check failed is left out (the check says why)."""
+    """Per GPU type: the knee measured on it when there is one (`measured_gpu_knees`), else the roofline estimate,
+    min(compute-bound, memory-bound) rate x gpu_efficiency; a GPU whose memory check failed is left out (the
+    check says why)."""
     refused = {m.gpu for m in memory or [] if not m.fits}
     out = []
     for gpu, spec in policy.gpu_catalog.items():
         if gpu in refused:
             continue
         if measured and gpu in measured:
-            out.append(
-                CapacityOption(gpu, measured[gpu], spec.price_per_hour, "measured", "stress knee on this GPU")
-            )
+            knee = measured[gpu]
+            basis = f"{knee.reason}, variant {knee.variant or 'unknown'}: knee {knee.knee_rps:g} req/s from {knee.source}"
+            out.append(CapacityOption(gpu, knee.knee_rps, spec.price_per_hour, "measured", basis))
             continue
         peak = (spec.int8_tops if precision == "int8" else spec.fp16_tflops) * 1e12
         compute = peak / cost.flops if cost.flops > 0 else math.inf
@@ -314,10 +360,19 @@ def capacity_options(
         checks = memory_checks(
             onnx_cost(path, seq_len=MEMORY_SEQ_LEN, batch=max_batch), policy, max_batch, MEMORY_SEQ_LEN
         )
-        options += gpu_options(cost, policy, memory=checks)
+        measured = measured_gpu_knees(model, policy.gpu_catalog)
+        options += gpu_options(cost, policy, measured=measured, memory=checks)
+        estimated = [g for g in policy.gpu_catalog if g not in measured]
         note = (
-            f"GPU rates estimated from {Path(path).name}: {cost.flops / 1e9:.3g} GFLOP, "
-            f"{cost.bytes / 1e6:.3g} MB per request; memory: " + "; ".join(c.sentence() for c in checks)
+            (f"GPU knees measured on {', '.join(sorted(measured))}; " if measured else "")
+            + (
+                f"GPU rates of {', '.join(estimated)} estimated from {Path(path).name}: {cost.flops / 1e9:.3g} "
+                f"GFLOP, {cost.bytes / 1e6:.3g} MB per request; "
+                if estimated
+                else ""
+            )
+            + "memory: "
+            + "; ".join(c.sentence() for c in checks)
         )
     return knee, options, note
 

@@ -13,7 +13,15 @@ from tasks.measure.loadgen import LoadResult
 from tasks.measure.suites import StabilityResult, StressResult, SuiteResult
 from tasks.measure.suites import render_markdown as suite_md
 from tasks.measure.system_metrics import hardware_info
-from tasks.records.names import BENCH_EXPERIMENT, TAG_BASELINE, TAG_MODEL, TAG_SHA256, TAG_SUITE, TAG_VARIANT
+from tasks.records.names import (
+    BENCH_EXPERIMENT,
+    TAG_ACCELERATOR,
+    TAG_BASELINE,
+    TAG_MODEL,
+    TAG_SHA256,
+    TAG_SUITE,
+    TAG_VARIANT,
+)
 from tasks.records.runs import RunRecord, log_run
 from tasks.records.store import configure, ensure_experiment
 
@@ -146,9 +154,13 @@ def suite_record(
     baseline: str | None = None,
     run_name: str | None = None,
     extra_params: dict[str, Any] | None = None,
+    accelerator: str | None = None,
 ) -> RunRecord:
-    """One suite run as a record: tags to find it by, params, metrics, verdicts, percentiles, plots and tables."""
+    """One suite run as a record: tags to find it by, params, metrics, verdicts, percentiles, plots and tables.
+    `accelerator` is what the served replica computes on, as the endpoint reports it (a GPU's name, or "cpu")."""
     tags = {TAG_SUITE: result.suite, TAG_MODEL: model, TAG_VARIANT: variant, TAG_SHA256: sha256}
+    if accelerator:
+        tags[TAG_ACCELERATOR] = accelerator
     if baseline:
         tags[TAG_BASELINE] = baseline
     metrics = {k.replace(".", "_"): v for k, v in result.metrics().items()}

@@ -334,6 +334,7 @@ def test_a_passed_release_reaches_production_is_watched_there_and_benchmarked(
     baseline = get_baseline(names.release_baseline("digits-cnn"))
     assert baseline.run_id == bench["mlflow_run_id"]
     assert baseline.tags["inferops.sha256"] == candidate.sha256
+    assert baseline.tags["inferops.accelerator"] == "cpu"  # what the served replica reported it computes on
     shown = render(print_gate, out)
     assert f"released to {digits_app}: v{candidate.version}" in shown
     assert "benchmark per release" in shown and not raw_lines(shown)

@@ -86,6 +86,7 @@ def test_health_is_open_and_names_variant_sha_and_provider(served: dict[str, Any
     minilm = next(m for m in ready.json()["models"] if m["name"] == "minilm")
     assert minilm["variant"] == "onnx-fp32" and len(minilm["sha256"]) == 64
     assert minilm["provider"] == "CPUExecutionProvider" and minilm["fallback_reason"] is None
+    assert minilm["accelerator"] == "cpu"
     assert client.call(routes.MODEL_READY, "minilm").json()["ready"] is True
 
 
@@ -131,6 +132,7 @@ def test_open_inference_protocol_infer_and_metadata(served: dict[str, Any]) -> N
     assert "server-timing" in resp.headers
     meta = client.metadata("minilm")
     assert meta["sha256"] == out["parameters"]["sha256"] and meta["max_tokens"] > 0 and meta["dim"] == 384
+    assert meta["accelerator"] == "cpu" and meta["engine"]["accelerator"] == "cpu"
 
 
 def test_openapi_document_lists_the_routes(served: dict[str, Any]) -> None:

@@ -35,8 +35,9 @@ def test_gpu_options_are_roofline_estimates(tiny_onnx: Path) -> None:
         memory = spec.memory_bandwidth_gbs * 1e9 / cost.bytes
         assert options[name].unit_rps == pytest.approx(min(compute, memory) * POLICY.gpu_efficiency)
         assert options[name].label == "estimated"
-    measured = cap.gpu_options(cost, POLICY, measured={"A100": 123.0})
-    assert [o.label for o in measured if o.name == "A100"] == ["measured"]
+    reading = cap.KneeReading("tiny", 123.0, "mlflow run r1", reason="stress knee on NVIDIA A100")
+    measured = cap.gpu_options(cost, POLICY, measured={"A100": reading})
+    assert [(o.label, o.unit_rps) for o in measured if o.name == "A100"] == [("measured", 123.0)]
 
 
 def _forecast(yhat: float, half: dict[float, float]) -> Forecast:
@@ -143,7 +144,7 @@ def test_capacity_options_from_given_knee_and_onnx_graph(tiny_onnx: Path) -> Non
     assert (replica.unit_rps, replica.price_per_hour, replica.label) == (20.0, 1.5, "measured")
     cost = cap.onnx_cost(tiny_onnx)
     assert note.startswith(
-        f"GPU rates estimated from tiny.onnx: {cost.flops / 1e9:.3g} GFLOP, {cost.bytes / 1e6:.3g} MB per request"
+        f"GPU rates of V100, A100, H100 estimated from tiny.onnx: {cost.flops / 1e9:.3g} GFLOP, {cost.bytes / 1e6:.3g} MB per request"
         "; memory: V100: "
     )
     assert "fits in 32 GiB" in note and "does not fit" not in note
@@ -156,6 +157,40 @@ def test_capacity_options_from_given_knee_and_onnx_graph(tiny_onnx: Path) -> Non
         note.startswith("no GPU estimates: ONNX graph for 'nosuchmodel' unavailable")
         and "pass onnx_path" in note
     )
+
+
+def test_gpu_knees_measured_on_a_gpu_replace_its_estimate(tiny_onnx: Path) -> None:
+    """A stress run whose replica computed on an A100 makes the A100 option measured at that knee; the latest run
+    per GPU counts, CPU runs and GPUs outside the catalogue do not, the others stay estimated."""
+    model = "gpu-knees"
+    ensure_experiment(names.BENCH_EXPERIMENT)
+    for accelerator, knee in (
+        ("NVIDIA A100-SXM4-80GB", 310.0),
+        ("NVIDIA A100-SXM4-80GB", 350.0),  # the later A100 run
+        ("cpu", 40.0),
+        ("NVIDIA L4", 120.0),  # not in the catalogue
+    ):
+        with mlflow.start_run():
+            mlflow.set_tags(
+                {
+                    names.TAG_SUITE: "stress",
+                    names.TAG_MODEL: model,
+                    names.TAG_VARIANT: "onnx-fp16",
+                    names.TAG_ACCELERATOR: accelerator,
+                }
+            )
+            mlflow.log_metric("knee_rps", knee)
+    measured = cap.measured_gpu_knees(model, POLICY.gpu_catalog)
+    assert list(measured) == ["A100"] and measured["A100"].knee_rps == 350.0
+    knee, options, note = cap.capacity_options(model, 40.0, str(tiny_onnx), 1.5, POLICY)
+    by_name = {o.name: o for o in options}
+    assert (by_name["A100"].label, by_name["A100"].unit_rps) == ("measured", 350.0)
+    assert "NVIDIA A100-SXM4-80GB" in by_name["A100"].basis and "onnx-fp16" in by_name["A100"].basis
+    assert by_name["V100"].label == by_name["H100"].label == "estimated"
+    assert note.startswith("GPU knees measured on A100; GPU rates of V100, H100 estimated from tiny.onnx")
+    assert cap.gpu_type("Tesla V100-SXM2-32GB", POLICY.gpu_catalog) == "V100"
+    assert cap.gpu_type("NVIDIA H100 80GB HBM3", POLICY.gpu_catalog) == "H100"
+    assert cap.gpu_type("NVIDIA H200", POLICY.gpu_catalog) is None
 
 
 def test_memory_check_refuses_a_gpu_the_model_cannot_fit(tmp_path: Path) -> None:

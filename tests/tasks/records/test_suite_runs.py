@@ -56,12 +56,14 @@ def test_benchmark_run_holds_tags_params_metrics_and_artifacts(benchmark_result:
         sha256="ab" * 32,
         batching="max8/5ms",
         replicas=1,
+        accelerator="cpu",
     )
     run = mlflow.MlflowClient().get_run(run_id)
     assert mlflow.MlflowClient().get_experiment(run.info.experiment_id).name == EXPERIMENT
     tags = run.data.tags
     assert tags["inferops.suite"] == "benchmark" and tags["inferops.model"] == "minilm"
     assert tags["inferops.variant"] == "onnx-int8-dynamic" and tags["inferops.sha256"] == "ab" * 32
+    assert tags["inferops.accelerator"] == "cpu"
     params = run.data.params
     for key in (
         "model",
