@@ -70,6 +70,9 @@ def evaluate(path: Path, report_dir: str, policy: Capacity) -> dict[str, object]
         row[f"cov{int(level * 100)}"] = fc.coverage(
             actual, planning.forecast.lower[level], planning.forecast.upper[level]
         )
+    for level in LEVELS:
+        folds = list(planning.backtest.fold_coverage(level).values())
+        row[f"fold_cov{int(level * 100)}"] = f"{np.mean(folds):.0%} [{min(folds):.0%}-{max(folds):.0%}]"
     row["seconds"] = seconds
     return row
 
@@ -109,6 +112,10 @@ def main(traces: Path = TRACES) -> int:
                 f"{level:.0%} band: coverage {', '.join(f'{c:.1%}' for c in cov)}; worst {off * 100:.1f} points off "
                 f"({verdict} {COVERAGE_TOLERANCE * 100:g})"
             )
+        print(
+            "fold_covNN: the same bands on each cross-validation fold, calibrated on the other folds (leave one "
+            "fold out): mean [min-max] over the folds, how far one 2-day window's coverage moves on this history"
+        )
     for line in skipped:
         print(line)
     return 0

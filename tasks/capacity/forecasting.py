@@ -194,6 +194,20 @@ class BacktestResult:
     folds: int
     reason: str = ""
     half_widths: dict[float, float] = field(default_factory=dict)  # relative, per confidence level
+    # the conformal scores the half-widths come from: each cross-validation window's fold (cutoff) and score
+    calibration: pd.DataFrame = field(default_factory=lambda: pd.DataFrame({"cutoff": [], "score": []}))
+
+    def fold_coverage(self, level: float) -> dict[pd.Timestamp, float]:
+        """Leave one fold out: per fold, the share of its windows inside the band calibrated on the other folds.
+        Their spread is how far one forecast window's coverage moves from nominal on this history."""
+        out = {}
+        for cutoff, rows in self.calibration.groupby("cutoff"):
+            rest = self.calibration.loc[self.calibration["cutoff"] != cutoff, "score"].to_numpy(dtype=float)
+            scores = rows["score"].to_numpy(dtype=float)
+            scores = scores[~np.isnan(scores)]
+            if rest.size and scores.size:
+                out[pd.Timestamp(cutoff)] = float(np.mean(scores <= conformal_quantile(rest, level)))
+        return out
 
     @property
     def members(self) -> tuple[str, ...]:
@@ -334,8 +348,17 @@ def backtest(
     floor = RELATIVE_FLOOR_SHARE * float(np.nanmean(series.to_numpy(dtype=float)))
     relative = np.abs(cv["y"].to_numpy() - yhat) / np.maximum(yhat, max(floor, 1e-9))
     half_widths = {lv: conformal_quantile(relative, lv) for lv in levels}
+    calibration = pd.DataFrame({"cutoff": cv["cutoff"].to_numpy(), "score": relative})
     return BacktestResult(
-        scores, winner, runner.name if runner else None, margin, horizon_days, folds, reason, half_widths
+        scores,
+        winner,
+        runner.name if runner else None,
+        margin,
+        horizon_days,
+        folds,
+        reason,
+        half_widths,
+        calibration,
     )
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from tasks.capacity.data_quality import ValidationReport
@@ -34,6 +35,10 @@ def backtest_metrics(backtest: BacktestResult) -> dict[str, float]:
         metrics[f"{prefix}_mase"] = c.mase
     for level, width in backtest.half_widths.items():
         metrics[f"chosen_half_width_{int(level * 100)}"] = width
+        folds = list(backtest.fold_coverage(level).values())
+        if folds:  # leave one fold out: how the band covered each fold, calibrated on the others
+            metrics[f"chosen_fold_coverage_{int(level * 100)}_mean"] = float(np.mean(folds))
+            metrics[f"chosen_fold_coverage_{int(level * 100)}_min"] = min(folds)
     return metrics
 
 

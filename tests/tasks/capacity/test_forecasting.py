@@ -65,6 +65,15 @@ def test_cross_validation_ranks_the_model_that_fits_and_the_plan_uses_the_best_t
     assert set(cheap) < set(result.candidates)
 
 
+def test_fold_coverage_leaves_each_fold_out_of_its_own_calibration() -> None:
+    """Fold A's scores all 0.1, fold B's all 0.5: calibrated on B, A's windows are all inside (coverage 1.0);
+    calibrated on A, none of B's are (0.0). The mean is what a single window's coverage moves around."""
+    cutoffs = np.repeat(pd.to_datetime(["2024-01-01", "2024-01-02"]), 10)
+    calibration = pd.DataFrame({"cutoff": cutoffs, "score": np.r_[np.full(10, 0.1), np.full(10, 0.5)]})
+    result = fc.BacktestResult({}, "x", None, 0.0, 1.0, 2, calibration=calibration)
+    assert list(result.fold_coverage(0.8).values()) == [1.0, 0.0]
+
+
 @pytest.mark.parametrize(
     "trace", ["servegen_m-mid_agg_rate_10min.csv", "servegen_m-small_agg_rate_10min.csv"]
 )
