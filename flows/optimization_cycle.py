@@ -228,7 +228,12 @@ def publish_report(
     """ROI, the markdown report and every candidate's row: on the parent run and as Prefect artifacts."""
     final_rps = report.final_throughput(outcome, base, promotion is not None)
     roi = roi_figures(
-        base.measured.trial.median_throughput, final_rps, policy.optimization, policy.rollout_gate.target_qps
+        base.measured.trial.median_throughput,
+        final_rps,
+        policy.optimization,
+        policy.rollout_gate.target_qps,
+        replicas_before=base.candidate.replicas,
+        replicas_after=report.final_replicas(outcome, base, promotion is not None),
     )
     text = report.render_report(
         model,
@@ -239,6 +244,7 @@ def publish_report(
         final,
         roi,
         checklist,
+        policy.optimization.expected_gain,
     )
     wall_s = time.monotonic() - started
     runs.write(run_id, report.summary_record(model, outcome, roi, text, wall_s, final))

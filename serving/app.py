@@ -1073,8 +1073,10 @@ def run_local(
     host: str = "127.0.0.1",
     port: int = 8000,
     route_prefix: str = "/",
+    timeout_s: float = 300.0,
 ) -> str:
-    """Start Serve on loopback (if not yet up), deploy the app and return the base URL actually serving.
+    """Start Serve on loopback (if not yet up), deploy the app and return the base URL actually serving; an app not
+    RUNNING within `timeout_s` raises.
 
     Serve's HTTP options are cluster-wide and fixed once Serve starts, so when Serve is already up its port
     wins over `port`. An app deployed at another app's `route_prefix` replaces it: a second app beside the
@@ -1083,7 +1085,7 @@ def run_local(
     from ray.serve.context import _get_global_client
 
     serve.start(http_options={"host": host, "port": port})
-    deploy(args, name=name, route_prefix=route_prefix)
+    deploy(args, name=name, route_prefix=route_prefix, timeout_s=timeout_s)
     client = _get_global_client()
     if client is None:
         raise RuntimeError("Serve did not start: no controller client after deploy")

@@ -86,9 +86,13 @@ class Scoring(_Strict):
     by_type: dict[str, TypeScores]
 
 
+# The seed's retention floor (SPEC §3): the loosest accuracy retention any policy may accept. A constant, not a policy
+# key, so no policy file can lower it.
+SEED_RETENTION_FLOOR = 0.95
+
+
 class Optimization(_Strict):
     accuracy_retention_threshold: float = Field(gt=0, le=1)
-    accuracy_retention_floor: float = Field(gt=0, le=1)
     marginal_gain_stop: float = Field(ge=0)
     max_trials: int = Field(ge=1)
     max_minutes: float = Field(gt=0)
@@ -113,12 +117,22 @@ class Optimization(_Strict):
         MatrixFactor,
     ]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _floor_is_not_a_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "accuracy_retention_floor" in data:
+            raise ValueError(
+                f"accuracy_retention_floor is the seed's constant {SEED_RETENTION_FLOOR}, not a policy key: remove "
+                "it and set accuracy_retention_threshold (at least that floor) instead"
+            )
+        return data
+
     @model_validator(mode="after")
     def _threshold_not_looser_than_seed(self) -> Optimization:
-        if self.accuracy_retention_threshold < self.accuracy_retention_floor:
+        if self.accuracy_retention_threshold < SEED_RETENTION_FLOOR:
             raise ValueError(
                 f"accuracy_retention_threshold {self.accuracy_retention_threshold} is looser than the "
-                f"floor {self.accuracy_retention_floor} (the seed's 0.95); raise it"
+                f"floor {SEED_RETENTION_FLOOR} (the seed's); raise it"
             )
         total = sum(f.weight for f in self.decision_matrix.values())
         if abs(total - 1.0) > 1e-6:

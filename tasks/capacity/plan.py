@@ -86,16 +86,7 @@ def champion_knee(model: str, *, experiment: str = names.BENCH_EXPERIMENT) -> Kn
     for run in runs:
         knee = run.data.metrics.get("knee_rps")
         if knee is not None and knee > 0:
-            tags = run.data.tags
-            return KneeReading(
-                model,
-                float(knee),
-                f"mlflow run {run.info.run_id}",
-                run.info.run_id,
-                tags.get(names.TAG_VARIANT),
-                tags.get(names.TAG_SHA256),
-                note,
-            )
+            return knee_of_run(model, run, float(knee), note)
     scope = f" with the champion's sha256 {champion_sha[:12]}" if champion_sha else ""
     raise KneeNotFoundError(
         f"no stress-test knee for model {model!r}{scope}: no run in {experiment!r} tagged {names.TAG_SUITE}=stress "
@@ -134,16 +125,22 @@ def measured_gpu_knees(
         knee = run.data.metrics.get("knee_rps")
         if gpu is None or gpu in out or knee is None or knee <= 0:
             continue
-        out[gpu] = KneeReading(
-            model,
-            float(knee),
-            f"mlflow run {run.info.run_id}",
-            run.info.run_id,
-            tags.get(names.TAG_VARIANT),
-            tags.get(names.TAG_SHA256),
-            f"stress knee on {tags[names.TAG_ACCELERATOR]}",
-        )
+        out[gpu] = knee_of_run(model, run, float(knee), f"stress knee on {tags[names.TAG_ACCELERATOR]}")
     return out
+
+
+def knee_of_run(model: str, run: Any, knee: float, reason: str) -> KneeReading:
+    """A stress run's knee as a reading: where it came from and what the run measured (variant, sha256)."""
+    tags = run.data.tags
+    return KneeReading(
+        model,
+        knee,
+        f"mlflow run {run.info.run_id}",
+        run.info.run_id,
+        tags.get(names.TAG_VARIANT),
+        tags.get(names.TAG_SHA256),
+        reason,
+    )
 
 
 @dataclass(frozen=True)

@@ -698,8 +698,14 @@ def model_target(
     """The load a suite drives at an inferops endpoint for `model`, from its metadata: embeddings requests for a
     text model, batch-1 OIP inference for a tensor model (keyed; `no-cache` unless `use_cache`)."""
     if meta.get("kind") == "text":
+        # `url` is an inferops base URL, route prefix included (a gate's or a trial's app): the route goes after it
         return embeddings_target(
-            url, model, api_key, use_cache=use_cache, pids=pids, replica_metrics_url=replica_metrics_url
+            url.rstrip("/") + DEFAULT_ENDPOINT_PATH,
+            model,
+            api_key,
+            use_cache=use_cache,
+            pids=pids,
+            replica_metrics_url=replica_metrics_url,
         )
     headers = auth_headers(api_key)
     if not use_cache:

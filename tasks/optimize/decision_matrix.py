@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from tasks.policy import Optimization
+from tasks.policy import SEED_RETENTION_FLOOR, Optimization
 
 
 @dataclass(frozen=True)
@@ -17,7 +17,9 @@ class CandidateEvidence:
     retention: float  # accuracy retention vs the baseline (evaluator's metric)
     worst_case_retention: float | None = None  # e.g. minimum cosine for an embedding model
     p99_spread: float = 0.0  # relative run-to-run spread of P99 (max - min) / median
-    hardware_cost_ratio: float = 0.0  # extra hardware cost / baseline hardware cost
+    hardware_cost_ratio: float = (
+        0.0  # extra hardware cost per request / the baseline's (improvement.hardware_cost_ratio)
+    )
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def score_candidate(evidence: CandidateEvidence, policy: Optimization) -> Matrix
             f"in policy optimization.scoring.by_type (known: {known})"
         )
     base = scoring.by_type[evidence.optimization_type]
-    floor = policy.accuracy_retention_floor
+    floor = SEED_RETENTION_FLOOR
     worst = evidence.worst_case_retention if evidence.worst_case_retention is not None else evidence.retention
     raw = {
         "performance_gain": (

@@ -113,6 +113,21 @@ def candidate_record(
     return record
 
 
+# Which of the seed's expected-gain claims (policy optimization.expected_gain) an optimization type falls under.
+SEED_GAIN_CLAIM = {
+    "fp16": "fp16_batching",
+    "batching": "fp16_batching",
+    "quantization": "int8_pruning_distillation",
+    "static_quantization": "int8_pruning_distillation",
+}
+
+
+def seed_expectation(optimization_type: str, expected_gain: dict[str, tuple[float, float]]) -> str:
+    """The seed's claimed gain range for an optimization type ("+50% to +200%"), or "" when it claims none."""
+    claim = expected_gain.get(SEED_GAIN_CLAIM.get(optimization_type, ""))
+    return f"{claim[0]:+.0%} to {claim[1]:+.0%}" if claim else ""
+
+
 def render_report(
     model: str,
     baseline: dict[str, Any],
@@ -122,8 +137,10 @@ def render_report(
     final: dict[str, Any],
     roi: dict[str, float],
     checklist: list[Decision],
+    expected_gain: dict[str, tuple[float, float]] | None = None,
 ) -> str:
-    """The cycle's report as markdown: baseline, bottlenecks, each candidate's result and reason, outcome."""
+    """The cycle's report as markdown: baseline, bottlenecks, each candidate's result and reason (its measured gain
+    beside the seed's expected range for its type, policy optimization.expected_gain), outcome."""
     lines = [f"# Optimization cycle: {model}", ""]
     lines += ["## Baseline", ""] + [f"- {k}: {v}" for k, v in baseline.items()] + [""]
     lines += ["## Bottleneck analysis", "", bottleneck, ""]
@@ -131,12 +148,15 @@ def render_report(
     lines += [
         "## Candidates",
         "",
-        "| candidate | type | throughput | P99 ms | gain | spread | retention | matrix | verdict | reason |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| candidate | type | throughput | P99 ms | gain | seed's expected gain | spread | retention | cache hit rate "
+        "| matrix | verdict | reason |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         row = r.row()
-        lines.append("| " + " | ".join("" if row[k] is None else str(row[k]) for k in row) + " |")
+        cells = ["" if row[k] is None else str(row[k]) for k in row]
+        cells.insert(list(row).index("gain") + 1, seed_expectation(r.optimization_type, expected_gain or {}))
+        lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "## Outcome", ""]
     if champion is None:
         lines.append("No candidate passed: the previous champion keeps serving.")
@@ -215,6 +235,14 @@ def final_throughput(outcome: SearchOutcome, baseline: CycleBaseline, promoted: 
     if promoted and champion is not None and champion.trial is not None:
         return champion.trial.median_throughput
     return baseline.measured.trial.median_throughput
+
+
+def final_replicas(outcome: SearchOutcome, baseline: CycleBaseline, promoted: bool) -> int:
+    """Replicas after the cycle: the promoted champion's, else the baseline's."""
+    champion = outcome.champion
+    if promoted and champion is not None:
+        return int(champion.params.get("replicas", baseline.candidate.replicas))
+    return baseline.candidate.replicas
 
 
 def summary_record(

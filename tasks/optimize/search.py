@@ -12,6 +12,7 @@ from typing import Any
 from tasks.measure.workload import Workload
 from tasks.optimize.baseline import CycleBaseline
 from tasks.optimize.candidates import Candidate, knob_stage, knob_values
+from tasks.optimize.improvement import hardware_cost_ratio
 from tasks.optimize.trials import Measured, measure
 from tasks.optimize.validation import (
     CandidateResult,
@@ -136,7 +137,16 @@ def evaluate_candidate(
         )
         result.hit_rate = measured.details.get("cache_hit_rate")
         result = validate(
-            result, baseline.measured.trial, policy.optimization, policy.rollout_gate.sla_p99_ms
+            result,
+            baseline.measured.trial,
+            policy.optimization,
+            policy.rollout_gate.sla_p99_ms,
+            hardware_cost_ratio(
+                candidate.replicas,
+                baseline.candidate.replicas,
+                measured.trial.median_throughput,
+                baseline.measured.trial.median_throughput,
+            ),
         )
     except Exception as exc:  # noqa: BLE001 - the reason is recorded on the candidate
         result = failed_candidate(

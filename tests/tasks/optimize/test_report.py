@@ -27,3 +27,19 @@ def test_report_lists_every_candidate() -> None:
         "m", {"throughput": 100}, "model computation", [a, b], a, {"rps": 230}, {"roi": 1.0}, checklist
     )
     assert "| a | quantization |" in text and "| b | quantization |" in text and "Champion: **a**" in text
+
+
+def test_report_shows_the_seeds_expected_gain_beside_the_measured_one_in_a_well_formed_table() -> None:
+    a = validate(_cand("a", (230, 231, 229), (12, 12, 12), 0.995), BASE, OPT, 100)
+    checklist = check_checklist({name: (True, "ok") for name in CHECKLIST_ITEMS})
+    text = render_report(
+        "m", {}, "model computation", [a], a, {}, {}, checklist, expected_gain=OPT.expected_gain
+    )
+    section = text.split("## Candidates", 1)[1].split("## Outcome", 1)[0]
+    table = [line for line in section.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table}) == 1  # header, rule and rows have the same columns
+    header = [c.strip() for c in table[0].strip("|").split("|")]
+    row = [c.strip() for c in table[2].strip("|").split("|")]
+    low, high = OPT.expected_gain["int8_pruning_distillation"]
+    assert row[header.index("gain")] == str(a.row()["gain"])
+    assert row[header.index("seed's expected gain")] == f"{low:+.0%} to {high:+.0%}" == "+100% to +300%"

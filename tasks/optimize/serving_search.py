@@ -1,0 +1,314 @@
+"""The serving level of the search (Triton Model Analyzer's second level): each serving configuration (replicas,
+intra-op threads, max batch size, batch wait, response cache) deployed as a temporary Ray Serve app on the serving
+cluster, beside production, and scored by its knee: the highest open-loop rate whose P99 meets the SLA with errors
+under the maximum (the measurement suite's knee search, shortened). Optuna's TPE searches the space within a budget
+of trials and minutes; a brute-force grid over the same space is the yardstick (`benchmarks/cycle_quality.py`).
+The temporary app is removed after every trial, also one that fails or is interrupted."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from ray import serve
+
+from serving.app import run_local
+from serving.artifacts import slug
+from serving.client import InferopsClient
+from serving.network import free_port
+from tasks.measure.suites import model_target, run_stress
+from tasks.policy import Policy
+
+TRIAL_PREFIX = "trial"
+# A trial whose replicas are not RUNNING within this long fails as unhealthy (Serve's own wait).
+TRIAL_READY_TIMEOUT_S = 180.0
+TrialStatus = Literal["ok", "failed"]
+
+
+@dataclass(frozen=True, order=True)
+class ServingConfig:
+    """One way to serve the model: what a trial deploys, and what the champion is served with."""
+
+    replicas: int
+    threads: int
+    max_batch: int
+    wait_ms: float
+    cache_entries: int = 0
+
+    @property
+    def name(self) -> str:
+        cache = f"-c{self.cache_entries}" if self.cache_entries else ""
+        return f"r{self.replicas}-t{self.threads}-b{self.max_batch}-w{self.wait_ms:g}ms{cache}"
+
+    @property
+    def cpus(self) -> int:
+        """CPUs the configuration holds: each replica's intra-op threads, replicas times over."""
+        return self.replicas * self.threads
+
+    def app_args(self) -> dict[str, Any]:
+        """The serving app's arguments for this configuration (`serving.app.AppArgs`)."""
+        return {
+            "num_replicas": self.replicas,
+            "intra_op_threads": self.threads,
+            "max_batch_size": self.max_batch,
+            "batch_wait_timeout_s": self.wait_ms / 1000.0,
+            "cache_entries": self.cache_entries,
+        }
+
+
+@dataclass(frozen=True)
+class ServingSpace:
+    """The values each serving knob may take; the grid is their product."""
+
+    replicas: tuple[int, ...]
+    threads: tuple[int, ...]
+    max_batch: tuple[int, ...]
+    wait_ms: tuple[float, ...]
+    cache_entries: tuple[int, ...] = (0,)
+
+    def __post_init__(self) -> None:
+        for knob, values in asdict(self).items():
+            if not values:
+                raise ValueError(f"serving space: {knob} has no value to try; give at least one")
+            if any(v < 0 for v in values) or (knob != "cache_entries" and any(v <= 0 for v in values)):
+                raise ValueError(f"serving space: {knob} values {list(values)} must be positive")
+
+    def grid(self) -> list[ServingConfig]:
+        return [
+            ServingConfig(*values)
+            for values in itertools.product(
+                self.replicas, self.threads, self.max_batch, self.wait_ms, self.cache_entries
+            )
+        ]
+
+    @property
+    def size(self) -> int:
+        return len(self.grid())
+
+
+@dataclass(frozen=True)
+class KneeSearch:
+    """The knee search each trial runs: the stress suite's ramp and bisection with shorter steps. The grid and the
+    cycle use the same one, so their knees compare."""
+
+    start_rps: float = 10.0
+    step_factor: float = 1.6
+    step_duration_s: float = 3.0
+    max_steps: int = 14
+    bisect_steps: int = 2
+    time_budget_s: float = 90.0
+
+    def knobs(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class KneeTrial:
+    """One configuration measured on the endpoint: its knee and the P99 there, or why it failed."""
+
+    config: ServingConfig
+    status: TrialStatus
+    knee_rps: float = 0.0
+    p99_ms: float | None = None
+    error_rate: float | None = None
+    seconds: float = 0.0
+    reason: str = ""
+    number: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.status == "ok"
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "trial": self.number,
+            "config": self.config.name,
+            "status": self.status,
+            "knee req/s": round(self.knee_rps, 1),
+            "p99 ms at knee": round(self.p99_ms, 1) if self.p99_ms is not None else None,
+            "cpus": self.config.cpus,
+            "seconds": round(self.seconds, 1),
+            "reason": self.reason,
+        }
+
+
+def best_trial(trials: list[KneeTrial]) -> KneeTrial | None:
+    """The highest knee; of equal knees the one holding fewer CPUs."""
+    ok = [t for t in trials if t.ok and t.knee_rps > 0]
+    return max(ok, key=lambda t: (t.knee_rps, -t.config.cpus)) if ok else None
+
+
+@contextmanager
+def trial_app(
+    model: str,
+    variant: str | None,
+    config: ServingConfig,
+    policy: Policy,
+    *,
+    name: str | None = None,
+    ready_timeout_s: float = TRIAL_READY_TIMEOUT_S,
+    extra_args: dict[str, Any] | None = None,
+) -> Iterator[tuple[str, str]]:
+    """`model` (a zoo name or a models:/ URI) served with `config` on a temporary Ray Serve app of its own route
+    prefix beside production; yields its URL and key, and deletes the app however the block ends."""
+    key = secrets.token_urlsafe(24)
+    name = name or f"{TRIAL_PREFIX}-{slug(model)}"
+    # no logical CPU reserved (as the gate's app): it schedules beside a production that holds every CPU Ray knows
+    args = policy.app_args(
+        model=model, variant=variant, api_keys=[key], num_cpus=0, **config.app_args(), **(extra_args or {})
+    )
+    try:
+        url = run_local(args, name=name, port=free_port(), route_prefix=f"/{name}", timeout_s=ready_timeout_s)
+        yield url, key
+    finally:
+        remove_app(name)
+
+
+def remove_app(name: str) -> None:
+    """Delete a temporary app if it is there (a trial that never deployed leaves none)."""
+    try:
+        if name in serve.status().applications:
+            serve.delete(name)
+    except Exception as exc:  # noqa: BLE001 - Serve itself gone: nothing of the trial is left to remove
+        logging.getLogger(__name__).warning("could not remove trial app %s: %s", name, exc)
+
+
+def measure_config(
+    model: str,
+    variant: str | None,
+    config: ServingConfig,
+    policy: Policy,
+    knee: KneeSearch,
+    *,
+    number: int = 0,
+    extra_args: dict[str, Any] | None = None,
+) -> KneeTrial:
+    """Deploy `config`, find its knee on the endpoint, remove the app. A deployment that never becomes healthy,
+    an app that crashes mid-measurement or an endpoint that stops answering is a failed trial with the reason."""
+    started = time.monotonic()
+    try:
+        with trial_app(model, variant, config, policy, extra_args=extra_args) as (url, key):
+            with InferopsClient(url, key) as client:
+                name = client.models()[0]
+                meta = client.check_serves(name)
+            spec = model_target(url, name, key, meta)
+            result = run_stress(spec, policy=policy, **knee.knobs())
+        at_knee = result.load.summary() if result.load is not None else {}
+        return KneeTrial(
+            config,
+            "ok",
+            result.knee_rps,
+            at_knee.get("p99_ms"),
+            at_knee.get("error_rate"),
+            time.monotonic() - started,
+            result.stopped_reason,
+            number,
+        )
+    except Exception as exc:  # noqa: BLE001 - the trial fails with its reason, the search goes on
+        return KneeTrial(
+            config,
+            "failed",
+            seconds=time.monotonic() - started,
+            reason=f"{type(exc).__name__}: {exc}",
+            number=number,
+        )
+
+
+Measure = Callable[[ServingConfig, int], KneeTrial]
+
+
+@dataclass
+class SearchRun:
+    """What a search measured, in order, and what it spent."""
+
+    method: str
+    trials: list[KneeTrial] = field(default_factory=list)
+    seconds: float = 0.0
+    stop_reason: str = ""
+
+    @property
+    def best(self) -> KneeTrial | None:
+        return best_trial(self.trials)
+
+
+def grid_search(space: ServingSpace, measure: Measure, say: Callable[[str], Any] = print) -> SearchRun:
+    """Every configuration of the space, each measured once."""
+    run, started = SearchRun("grid"), time.monotonic()
+    for number, config in enumerate(space.grid(), 1):
+        trial = measure(config, number)
+        say(_progress("grid", number, space.size, trial))
+        run.trials.append(trial)
+    run.seconds, run.stop_reason = time.monotonic() - started, f"all {space.size} configurations measured"
+    return run
+
+
+def tpe_search(
+    space: ServingSpace,
+    measure: Measure,
+    *,
+    max_trials: int,
+    max_minutes: float,
+    seed: int = 0,
+    start: ServingConfig | None = None,
+    say: Callable[[str], Any] = print,
+) -> SearchRun:
+    """Optuna's TPE over the space, maximising the knee, within `max_trials` measured trials and `max_minutes`;
+    `start` (the configuration production serves) is measured first. A configuration TPE proposes again is told its
+    measured knee without a second measurement; a failed trial counts against the budget and scores 0."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    sampler = optuna.samplers.TPESampler(seed=seed, n_startup_trials=min(4, max_trials))
+    study = optuna.create_study(direction="maximize", sampler=sampler)
+    distributions: dict[str, optuna.distributions.BaseDistribution] = {
+        "replicas": optuna.distributions.CategoricalDistribution(list(space.replicas)),
+        "threads": optuna.distributions.CategoricalDistribution(list(space.threads)),
+        "max_batch": optuna.distributions.CategoricalDistribution(list(space.max_batch)),
+        "wait_ms": optuna.distributions.CategoricalDistribution(list(space.wait_ms)),
+        "cache_entries": optuna.distributions.CategoricalDistribution(list(space.cache_entries)),
+    }
+    run, started = SearchRun("tpe"), time.monotonic()
+    deadline = started + 60.0 * max_minutes
+    seen: dict[ServingConfig, KneeTrial] = {}
+    if start is not None:
+        study.enqueue_trial(asdict(start))
+    proposals = 0
+    while len(seen) < min(max_trials, space.size):
+        if time.monotonic() > deadline:
+            run.stop_reason = f"time budget {max_minutes:g} min spent"
+            break
+        proposals += 1
+        if proposals > 20 * max_trials:  # TPE keeps proposing measured configurations: the space is exhausted
+            run.stop_reason = "TPE proposes only configurations already measured"
+            break
+        asked = study.ask(distributions)
+        config = ServingConfig(**asked.params)
+        if config in seen:
+            study.tell(asked, seen[config].knee_rps)
+            continue
+        trial = measure(config, len(seen) + 1)
+        seen[config] = trial
+        run.trials.append(trial)
+        study.tell(asked, trial.knee_rps)
+        say(_progress("tpe", len(seen), max_trials, trial))
+    else:
+        run.stop_reason = f"{len(seen)} trial(s): the trial budget"
+    run.seconds = time.monotonic() - started
+    return run
+
+
+def _progress(method: str, number: int, total: int, trial: KneeTrial) -> str:
+    figure = (
+        f"knee {trial.knee_rps:.1f} req/s (P99 {trial.p99_ms:.1f} ms)"
+        if trial.ok and trial.p99_ms is not None
+        else f"knee {trial.knee_rps:.1f} req/s"
+        if trial.ok
+        else f"failed: {trial.reason}"
+    )
+    return f"{method} {number}/{total} {trial.config.name}: {figure} in {trial.seconds:.0f} s"

@@ -1,0 +1,116 @@
+"""The serving-level search: the space, the budgeted TPE loop, and trials on a real local Ray Serve that always
+remove their temporary app (healthy, never healthy, or interrupted)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from tasks.optimize.serving_search import (
+    KneeSearch,
+    KneeTrial,
+    ServingConfig,
+    ServingSpace,
+    best_trial,
+    grid_search,
+    measure_config,
+    tpe_search,
+    trial_app,
+)
+from tasks.policy import default_policy
+
+SPACE = ServingSpace(replicas=(1, 2), threads=(1, 2), max_batch=(1, 4, 8, 16), wait_ms=(1.0, 5.0))
+# A short knee search: the trial tests check the trial's life cycle, not the figure.
+QUICK = KneeSearch(start_rps=20.0, step_factor=2.0, step_duration_s=1.0, max_steps=3, bisect_steps=0)
+
+
+def landscape(config: ServingConfig, number: int) -> KneeTrial:
+    """A known knee per configuration: best at 2 replicas x 1 thread, batch 8, wait 1 ms (130 req/s)."""
+    knee = (
+        100.0
+        + 10 * (config.replicas == 2)
+        - 15 * (config.threads == 2)
+        + {1: -40, 4: 0, 8: 20, 16: 5}[config.max_batch]
+    )
+    knee -= 3 * (config.wait_ms == 5.0)
+    return KneeTrial(config, "ok", knee, 50.0, 0.0, number=number)
+
+
+def test_space_is_the_product_of_its_knobs_and_refuses_an_empty_or_negative_one() -> None:
+    assert SPACE.size == 32 and len(set(SPACE.grid())) == 32
+    assert ServingConfig(2, 2, 8, 5.0).name == "r2-t2-b8-w5ms" and ServingConfig(2, 2, 8, 5.0).cpus == 4
+    with pytest.raises(ValueError, match="threads has no value to try"):
+        ServingSpace(replicas=(1,), threads=(), max_batch=(4,), wait_ms=(1.0,))
+    with pytest.raises(ValueError, match=r"max_batch values \[0, 4\] must be positive"):
+        ServingSpace(replicas=(1,), threads=(1,), max_batch=(0, 4), wait_ms=(1.0,))
+
+
+def test_grid_measures_every_configuration_and_the_best_is_the_highest_knee() -> None:
+    run = grid_search(SPACE, landscape, say=lambda _m: None)
+    assert len(run.trials) == 32 and run.best is not None
+    assert run.best.config == ServingConfig(2, 1, 8, 1.0) and run.best.knee_rps == 130.0
+
+
+def test_equal_knees_prefer_the_configuration_holding_fewer_cpus() -> None:
+    small, large = ServingConfig(1, 1, 8, 1.0), ServingConfig(2, 2, 8, 1.0)
+    trials = [KneeTrial(large, "ok", 90.0), KneeTrial(small, "ok", 90.0), KneeTrial(small, "failed", 0.0)]
+    assert best_trial(trials) is trials[1]
+    assert best_trial([KneeTrial(small, "failed")]) is None
+
+
+def test_tpe_starts_from_production_stays_in_budget_and_never_measures_twice() -> None:
+    measured: list[ServingConfig] = []
+
+    def measure(config: ServingConfig, number: int) -> KneeTrial:
+        measured.append(config)
+        return landscape(config, number)
+
+    start = ServingConfig(1, 1, 16, 5.0)
+    run = tpe_search(SPACE, measure, max_trials=10, max_minutes=5, seed=0, start=start, say=lambda _m: None)
+    assert measured[0] == start and len(measured) == 10 == len(set(measured))
+    assert [t.number for t in run.trials] == list(range(1, 11))
+    assert run.best is not None and run.best.knee_rps >= landscape(start, 0).knee_rps
+    assert run.stop_reason == "10 trial(s): the trial budget"
+
+
+def test_tpe_stops_on_its_time_budget() -> None:
+    def slow(config: ServingConfig, number: int) -> KneeTrial:
+        time.sleep(0.4)
+        return landscape(config, number)
+
+    run = tpe_search(SPACE, slow, max_trials=30, max_minutes=1.0 / 60, seed=0, say=lambda _m: None)
+    assert 1 <= len(run.trials) < 30 and run.stop_reason == "time budget 0.0166667 min spent"
+
+
+def _apps() -> set[str]:
+    from ray import serve
+
+    return set(serve.status().applications)
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_trial_measures_its_knee_on_a_temporary_app_and_removes_it() -> None:
+    trial = measure_config("digits-cnn", None, ServingConfig(1, 1, 4, 1.0), default_policy(), QUICK, number=1)
+    assert trial.ok and trial.knee_rps >= QUICK.start_rps and trial.p99_ms is not None, trial
+    assert not any(a.startswith("trial-") for a in _apps())
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_trial_that_never_becomes_healthy_fails_with_the_reason_and_leaves_no_app() -> None:
+    trial = measure_config(
+        "digits-cnn", "no-such-variant", ServingConfig(1, 1, 4, 1.0), default_policy(), QUICK, number=3
+    )
+    assert trial.status == "failed" and trial.knee_rps == 0.0 and trial.number == 3
+    assert "no-such-variant" in trial.reason, trial.reason
+    assert not any(a.startswith("trial-") for a in _apps())
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_an_interrupted_trial_removes_its_app() -> None:
+    """A cancelled flow run interrupts the trial mid-measurement: the app goes all the same."""
+    with pytest.raises(KeyboardInterrupt):
+        with trial_app("digits-cnn", None, ServingConfig(1, 1, 4, 1.0), default_policy(), name="trial-cut"):
+            assert "trial-cut" in _apps()
+            raise KeyboardInterrupt
+    assert "trial-cut" not in _apps()
