@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -83,7 +84,7 @@ def main() -> int:
     def measure(config: ServingConfig, number: int):  # noqa: ANN202 - a Measure
         return measure_config(opts.model, opts.variant, config, policy, KNEE, number=number)
 
-    print(f"serving space: {SPACE.size} configurations; knee search per trial: {KNEE.knobs()}", flush=True)
+    print(f"serving space: {SPACE.size} configurations; knee search per trial: {asdict(KNEE)}", flush=True)
     print(f"(a) grid over all {SPACE.size} configurations", flush=True)
     grid = grid_search(SPACE, measure, say=lambda m: print("  " + m, flush=True))
     print(

@@ -22,7 +22,7 @@ from serving.app import run_local
 from serving.artifacts import slug
 from serving.client import InferopsClient
 from serving.network import free_port
-from tasks.measure.suites import model_target, run_stress
+from tasks.measure.suites import model_target, run_load, run_stress
 from tasks.policy import Policy
 
 TRIAL_PREFIX = "trial"
@@ -103,9 +103,13 @@ class KneeSearch:
     max_steps: int = 14
     bisect_steps: int = 2
     time_budget_s: float = 90.0
+    # discarded load at the start rate before the search: a fresh app's first answers (connections, the engine's
+    # first calls) are not its knee
+    warmup_s: float = 2.0
 
     def knobs(self) -> dict[str, Any]:
-        return asdict(self)
+        """The stress suite's knobs (`find_knee`)."""
+        return {k: v for k, v in asdict(self).items() if k != "warmup_s"}
 
 
 @dataclass
@@ -198,6 +202,8 @@ def measure_config(
                 name = client.models()[0]
                 meta = client.check_serves(name)
             spec = model_target(url, name, key, meta)
+            if knee.warmup_s > 0:
+                run_load(spec, policy=policy, rate=knee.start_rps, duration_s=knee.warmup_s)
             result = run_stress(spec, policy=policy, **knee.knobs())
         at_knee = result.load.summary() if result.load is not None else {}
         return KneeTrial(

@@ -22,7 +22,9 @@ from tasks.policy import default_policy
 
 SPACE = ServingSpace(replicas=(1, 2), threads=(1, 2), max_batch=(1, 4, 8, 16), wait_ms=(1.0, 5.0))
 # A short knee search: the trial tests check the trial's life cycle, not the figure.
-QUICK = KneeSearch(start_rps=20.0, step_factor=2.0, step_duration_s=1.0, max_steps=3, bisect_steps=0)
+QUICK = KneeSearch(
+    start_rps=10.0, step_factor=2.0, step_duration_s=1.0, max_steps=3, bisect_steps=0, warmup_s=1.0
+)
 
 
 def landscape(config: ServingConfig, number: int) -> KneeTrial:
