@@ -250,8 +250,8 @@ def phase_gate(
         else:
             promotion = promote_candidate(model, candidate_alias, run_id)
             if production_url is None:  # nothing to release to: the gated endpoint is the one watched
-                current = risk_window(url, key, model, settings.risk_window_s, policy)
-                done = risk_actions(model, url, key, baseline, current, run_id, policy)
+                windows = risk_window(url, key, model, settings.risk_window_s, baseline, policy)
+                done = risk_actions(model, url, key, baseline, windows, run_id, policy)
     if promotion is not None and production_url is not None:
         released = release(
             model,

@@ -18,7 +18,13 @@ from tasks.records import names, registry, runs
 from tasks.release import checks as gate_checks
 from tasks.release import tracking
 from tasks.release.rollout import RolloutRefused, rollout
-from tasks.release.rollout_risk import Observation, apply_risk_action, evaluate, rolled_back
+from tasks.release.rollout_risk import (
+    Observation,
+    apply_risk_action,
+    confirmed,
+    needs_another_window,
+    rolled_back,
+)
 
 
 @task(name="roll-out", task_run_name="roll out {model} to {url}")
@@ -39,14 +45,26 @@ def roll_out(url: str, api_key: str | None, model: str, policy: Policy) -> dict[
 
 
 @task(name="risk-window", task_run_name="risk window on {model} at {url}")
-def risk_window(url: str, api_key: str | None, model: str, duration_s: float, policy: Policy) -> Observation:
+def risk_window(
+    url: str, api_key: str | None, model: str, duration_s: float, baseline: Observation, policy: Policy
+) -> list[Observation]:
     """A probe load at the target rate for the window, beside whatever traffic the endpoint already takes: what a
-    user of the new champion sees, to compare with the gate's figures."""
+    user of the new champion sees, to compare with the gate's figures. A window that breaches the risk policy is
+    followed by another (up to `rollout_risk.confirm_windows` more) until the breach clears or is confirmed."""
     gate = policy.rollout_gate
+    windows: list[Observation] = []
     with InferopsClient(url, api_key) as client:
-        return gate_checks.observe(
-            client, model, rate_rps=gate.target_qps, duration_s=duration_s, sla_p99_ms=gate.sla_p99_ms
-        )[0]
+        while not windows or needs_another_window(baseline, windows, policy.rollout_risk):
+            if windows:
+                get_run_logger().info(
+                    "risk window %d breached the policy: confirming with another", len(windows)
+                )
+            windows.append(
+                gate_checks.observe(
+                    client, model, rate_rps=gate.target_qps, duration_s=duration_s, sla_p99_ms=gate.sla_p99_ms
+                )[0]
+            )
+    return windows
 
 
 @task(name="risk-actions", task_run_name="risk actions on {model}")
@@ -55,11 +73,11 @@ def risk_actions(
     url: str,
     api_key: str | None,
     baseline: Observation,
-    current: Observation,
+    windows: list[Observation],
     run_id: str,
     policy: Policy,
 ) -> list[dict[str, Any]]:
-    """Evaluate the risk policy and carry out every action it demands on the watched endpoint; each is recorded."""
+    """Carry out every action the risk policy demands of all the windows on the watched endpoint; each is recorded."""
     with InferopsClient(url, api_key) as client:
         done = [
             apply_risk_action(
@@ -70,12 +88,12 @@ def risk_actions(
                 target_utilisation=policy.capacity.target_utilisation,
                 default_knobs=policy.serving.default_knobs(),
             )
-            for a in evaluate(baseline, current, policy.rollout_risk)
+            for a in confirmed(baseline, windows, policy.rollout_risk)
         ]
-    runs.write(run_id, tracking.risk_record(baseline, current, done))
+    runs.write(run_id, tracking.risk_record(baseline, windows, done))
     create_markdown_artifact(
         key=names.artifact_key("phase-gate", model, "risk"),
-        markdown=tracking.risk_markdown(model, baseline, current, done),
+        markdown=tracking.risk_markdown(model, baseline, windows, done),
         description=f"rollout risk control on {url}",
     )
     return done
@@ -109,8 +127,8 @@ def release(
     completion criterion "monitoring coverage" is measured there for the release that stays."""
     policy = default_policy()
     served = roll_out(url, api_key, model, policy)
-    current = risk_window(url, api_key, model, risk_window_s, policy)
-    done = risk_actions(model, url, api_key, baseline, current, run_id, policy)
+    windows = risk_window(url, api_key, model, risk_window_s, baseline, policy)
+    done = risk_actions(model, url, api_key, baseline, windows, run_id, policy)
     benchmark = None
     if not rolled_back(done):
         benchmark = measurement_suite(
@@ -129,4 +147,4 @@ def release(
         watched = {"meets": ok, "sentence": sentence}
         if not ok:  # not the model's fault: it keeps serving, and the release says it is not complete
             get_run_logger().warning("release incomplete: %s", sentence)
-    return tracking.release_outcome(url, served, current, done, benchmark, watched)
+    return tracking.release_outcome(url, served, windows, done, benchmark, watched)

@@ -64,6 +64,7 @@ class RolloutRisk(_Strict):
     perf_deviation_rollback: float = Field(gt=0)
     error_rate_alert: float = Field(ge=0, le=1)
     utilisation_scale_out: float = Field(gt=0, le=1)
+    confirm_windows: int = Field(ge=0, le=5)
 
 
 class MatrixFactor(_Strict):

@@ -78,6 +78,22 @@ def evaluate(baseline: Observation, current: Observation, policy: RolloutRisk) -
     return actions
 
 
+def confirmed(baseline: Observation, windows: list[Observation], policy: RolloutRisk) -> list[RiskAction]:
+    """The actions every one of `windows` demanded, with the latest window's figures. A trigger acts only on a
+    breach that holds from one window to the next (Prometheus' `for:`, Argo Rollouts' consecutive failures): the
+    P99 of a few seconds on a shared host moves by more than 50% between windows with nothing wrong."""
+    if not windows:
+        raise ValueError("no risk window was observed: watch the endpoint for at least one window")
+    demanded = [evaluate(baseline, w, policy) for w in windows]
+    holding = set.intersection(*({a.action for a in d} for d in demanded))
+    return [a for a in demanded[-1] if a.action in holding]
+
+
+def needs_another_window(baseline: Observation, windows: list[Observation], policy: RolloutRisk) -> bool:
+    """Whether the breach seen so far still has to hold through another window before anything is done."""
+    return len(windows) <= policy.confirm_windows and bool(confirmed(baseline, windows, policy))
+
+
 # ---- carrying the actions out -----------------------------------------------------------------------------------
 
 

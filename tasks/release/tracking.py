@@ -83,17 +83,24 @@ def promotion_record(promotion: dict[str, Any]) -> RunRecord:
     )
 
 
-def risk_record(baseline: Observation, current: Observation, actions: list[dict[str, Any]]) -> RunRecord:
-    """The live window after promotion beside the gate's baseline, and every action the risk policy demanded."""
+def risk_record(
+    baseline: Observation, windows: list[Observation], actions: list[dict[str, Any]]
+) -> RunRecord:
+    """The live windows after promotion beside the gate's baseline, and every action the risk policy demanded of
+    all of them (the metrics are the last window's)."""
     return RunRecord(
         "risk-window",
         names.GATE_EXPERIMENT,
         tags={names.TAG_RISK_ACTIONS: ",".join(a["action"] for a in actions) or "none"},
-        metrics={f"risk.current.{k}": v for k, v in asdict(current).items()},
+        metrics={
+            **{f"risk.current.{k}": v for k, v in asdict(windows[-1]).items()},
+            "risk.windows": float(len(windows)),
+        },
         dicts={
             "risk_actions.json": {
                 "baseline": asdict(baseline),
-                "current": asdict(current),
+                "current": asdict(windows[-1]),
+                "windows": [asdict(w) for w in windows],
                 "actions": actions,
             }
         },
@@ -101,14 +108,19 @@ def risk_record(baseline: Observation, current: Observation, actions: list[dict[
 
 
 def risk_markdown(
-    model: str, baseline: Observation, current: Observation, actions: list[dict[str, Any]]
+    model: str, baseline: Observation, windows: list[Observation], actions: list[dict[str, Any]]
 ) -> str:
+    seen = "; ".join(
+        f"window {i}: P99 {w.p99_ms:.1f} ms, {w.throughput_rps:.1f} req/s, errors {w.error_rate:.2%}, "
+        f"utilisation {w.utilisation:.0%}"
+        for i, w in enumerate(windows, 1)
+    )
     head = (
         f"# Rollout risk control: {model}\n\n"
-        f"Baseline (gate): P99 {baseline.p99_ms:.1f} ms, {baseline.throughput_rps:.1f} req/s; "
-        f"live window: P99 {current.p99_ms:.1f} ms, {current.throughput_rps:.1f} req/s, "
-        f"errors {current.error_rate:.2%}, utilisation {current.utilisation:.0%}\n\n"
+        f"Baseline (gate): P99 {baseline.p99_ms:.1f} ms, {baseline.throughput_rps:.1f} req/s; {seen}\n\n"
     )
+    if len(windows) > 1 and not actions:
+        head += "The first window's breach did not hold in the next: nothing was done.\n\n"
     columns = ("level", "action", "threshold", "observed", "done", "reason")
     rows = [{c: r.get(c) for c in columns} for r in actions] or [
         {
@@ -154,7 +166,7 @@ def gate_outcome(
 def release_outcome(
     url: str,
     served: dict[str, Any],
-    current: Observation,
+    windows: list[Observation],
     actions: list[dict[str, Any]],
     benchmark: dict[str, Any] | None,
     monitoring: dict[str, Any] | None = None,
@@ -167,7 +179,8 @@ def release_outcome(
             k: served[k]
             for k in ("version", "sha256", "variant", "how", "knobs", "knobs_applied", "knobs_error")
         },
-        "risk_window": asdict(current),
+        "risk_window": asdict(windows[-1]),
+        "risk_windows": len(windows),
         "risk_actions": actions,
         "rolled_back": rolled_back(actions),
         "benchmark": benchmark,

@@ -35,7 +35,7 @@ from tasks.records import names, registry, runs
 from tasks.records.store import configure
 from tasks.release import approval, tracking
 from tasks.release.gate import GateSettings, ItemResult, decide, render_markdown
-from tasks.release.rollout_risk import Observation, evaluate
+from tasks.release.rollout_risk import Observation, confirmed
 
 MODEL = "digits-cnn"
 METRIC = "accuracy"
@@ -195,11 +195,11 @@ def _gate(candidate: registry.VersionRef, parent_run_id: str, policy: Policy) ->
     runs.write(run_id, tracking.promotion_record(promotion))
     before, after = Observation(10.0, 20.0, 0.0, 0.3), Observation(18.0, 20.0, 0.0, 0.3)
     done = []
-    for action in evaluate(before, after, policy.rollout_risk):
+    for action in confirmed(before, [after, after], policy.rollout_risk):
         # what apply_risk_action records, without an endpoint to switch
         back = registry.rollback(MODEL, action.reason)
         done.append({**asdict(action), "at": time.time(), "registry": asdict(back), "done": True})
-    runs.write(run_id, tracking.risk_record(before, after, done))
+    runs.write(run_id, tracking.risk_record(before, [after, after], done))
     outcome = tracking.gate_outcome(MODEL, GATE_URL, verdict, decision, run_id, promotion, done, None, 1.0)
     runs.write(run_id, runs.RunRecord("gate", names.GATE_EXPERIMENT, metrics={"wall_s": 1.0}))
     runs.finish_run(run_id)

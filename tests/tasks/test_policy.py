@@ -106,6 +106,7 @@ def test_the_edge_loads_the_policy_file_at_call_time(tmp_path: Path, monkeypatch
         ("optimization:\n  accuracy_retention_threshold: 0.9\n", "looser than the floor"),
         ("optimization:\n  accuracy_retention_floor: 0.5\n", "seed's constant 0.95, not a policy key"),
         ("rollout_gate:\n  sla_p99_ms: -5\n", "rollout_gate.sla_p99_ms"),
+        ("rollout_risk:\n  confirm_windows: -1\n", "rollout_risk.confirm_windows"),
         ("rollout_gate:\n  items:\n    functional: {weight: 0.9, minimum: 1.0}\n", "sum to 1.0"),
         ("endpoint:\n  max_itemz: 3\n", "endpoint.max_itemz"),
         ("rollout_gate: [1, 2\n", "not valid YAML"),

@@ -93,7 +93,14 @@ def _apps() -> set[str]:
 
 @pytest.mark.usefixtures("ray_session")
 def test_a_trial_measures_its_knee_on_a_temporary_app_and_removes_it() -> None:
-    trial = measure_config("digits-cnn", None, ServingConfig(1, 1, 4, 1.0), default_policy(), QUICK, number=1)
+    """The life cycle: deployed, healthy, searched on its own route, removed. A 1 s SLA, because the P99 of a 1 s
+    step on a shared 2-core box in the middle of the suite must not decide it (the knee rule itself is tested in
+    tests/tasks/measure)."""
+    policy = default_policy()
+    lenient = policy.model_copy(
+        update={"rollout_gate": policy.rollout_gate.model_copy(update={"sla_p99_ms": 1000.0})}
+    )
+    trial = measure_config("digits-cnn", None, ServingConfig(1, 1, 4, 1.0), lenient, QUICK, number=1)
     assert trial.ok and trial.knee_rps >= QUICK.start_rps and trial.p99_ms is not None, trial
     assert not any(a.startswith("trial-") for a in _apps())
 
