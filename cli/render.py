@@ -80,6 +80,9 @@ def cycle_facts(out: dict[str, Any]) -> list[tuple[str, Any]]:
                 f"{final['champion_throughput']} items/s, P99 {final['champion_p99_ms']} ms per batch",
             )
         )
+    serving = out.get("serving")
+    if serving:
+        facts.append(("serving level", serving["sentence"]))
     gate = final.get("gate")
     if gate:
         facts.append(
@@ -129,6 +132,15 @@ def print_cycle(out: dict[str, Any], to: Console | None = None) -> None:
     rows = [{k: v for k, v in r.items() if k != "type"} for r in out["results"]]
     title = f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})"
     view.print(render_table(title, rows, wrap=frozenset({"reason", "candidate"})))
+    serving = out.get("serving")
+    if serving and serving["trials"]:
+        view.print(
+            render_table(
+                f"serving level on the endpoint: {out['model']} (each a temporary Ray Serve app, scored by its knee)",
+                serving["trials"],
+                wrap=frozenset({"reason"}),
+            )
+        )
     view.print(facts_table(f"outcome: {out['model']}", cycle_facts(out)))
 
 

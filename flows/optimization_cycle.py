@@ -31,6 +31,14 @@ from tasks.optimize.candidates import Candidate, plan_candidates
 from tasks.optimize.checklist import check_checklist, cycle_facts
 from tasks.optimize.improvement import roi_figures
 from tasks.optimize.search import Budget, CycleSettings, SearchOutcome, evaluate_candidate, run_search
+from tasks.optimize.serving_search import (
+    KneeSearch,
+    ServingLevel,
+    config_of,
+    cycle_space,
+    remove_trial_apps,
+    search_serving_level,
+)
 from tasks.optimize.trials import Measured, bottlenecks_in_process
 from tasks.optimize.validation import CandidateResult
 from tasks.policy import Policy, default_policy
@@ -140,6 +148,46 @@ def apply_and_validate(
     return result, measured
 
 
+@task(name="search-serving-level", task_run_name="serving level of {champion.name}")
+def search_serving(
+    model: str, champion: CandidateResult, settings: CycleSettings, policy: Policy, run_id: str
+) -> ServingLevel:
+    """The champion's serving knobs searched on the endpoint: each configuration a temporary Ray Serve app beside
+    production, scored by its knee, recorded as a nested run, removed however the trial ends."""
+    logger = get_run_logger()
+    left = remove_trial_apps()  # a run killed before its cleanup ran
+    if left:
+        logger.warning("removed trial app(s) an earlier run left behind: %s", ", ".join(left))
+    search = settings.optimization.serving_search
+    wait_ms = policy.serving.batch_wait_timeout_s * 1000.0
+    space = cycle_space(
+        config_of(champion.params, wait_ms),
+        settings.optimization.replica_options,
+        settings.batch_options or settings.optimization.batch_options,
+        settings.thread_options,
+    )
+    level = search_serving_level(
+        model,
+        champion.params,
+        space,
+        policy,
+        KneeSearch(**search.knee_knobs()),
+        max_trials=search.max_trials,
+        max_minutes=search.max_minutes,
+        wait_ms=wait_ms,
+        say=logger.info,
+    )
+    for trial in level.run.trials:
+        runs.log_run(report.serving_trial_record(model, level.variant, trial), parent_run_id=run_id)
+    create_table_artifact(
+        [t.row() for t in level.run.trials],
+        key=names.artifact_key("serving-trials", model),
+        description=level.sentence(),
+    )
+    logger.info(level.sentence())
+    return level
+
+
 @task(name="register-challenger", task_run_name="register {winner.name}")
 def register_challenger(model: str, winner: CandidateResult, measured: Measured) -> registry.VersionRef:
     """Register the winner with its sha256 and serving knobs, aliased `challenger`."""
@@ -245,6 +293,7 @@ def publish_report(
         roi,
         checklist,
         policy.optimization.expected_gain,
+        outcome.serving,
     )
     wall_s = time.monotonic() - started
     runs.write(run_id, report.summary_record(model, outcome, roi, text, wall_s, final))
@@ -276,6 +325,7 @@ def optimization_cycle(
     batch_options: list[int] | None = None,
     replica_options: list[int] | None = None,
     cache_options: list[int] | None = None,
+    serving_trials: int | None = None,
     request_log: str | None = None,
     gate: bool = False,
     gate_stability_s: float = 20.0,
@@ -286,7 +336,9 @@ def optimization_cycle(
     prometheus: str | None = None,
 ) -> dict[str, Any]:
     """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it.
-    `prometheus`: where production's metrics are; the checklist then measures that production is monitored."""
+    `prometheus`: where production's metrics are; the checklist then measures that production is monitored.
+    `serving_trials`: the serving level's trial budget on the endpoint (policy optimization.serving_search; 0: off,
+    the in-process knobs are served); it runs only with a `url`."""
     started = time.monotonic()
     policy = default_policy()
     settings = CycleSettings.resolve(
@@ -300,6 +352,7 @@ def optimization_cycle(
         batch_options=batch_options,
         replica_options=replica_options,
         cache_options=cache_options,
+        serving_trials=serving_trials,
     )
     url, api_key = checked_url(url, "url"), client_key(api_key)
     prometheus = checked_url(prometheus, "prometheus")
@@ -319,6 +372,8 @@ def optimization_cycle(
 
     budget = Budget.start(settings.max_trials, settings.max_minutes)
     outcome = run_search(plan, base, settings, workload, trial, budget, get_run_logger().info)
+    if outcome.champion is not None and url and settings.optimization.serving_search.max_trials:
+        outcome.serving = search_serving(model, outcome.champion, settings, policy, run_id)
     champion, promotion, gated, served, rules = outcome.champion, None, None, None, None
     if champion is not None:
         register_challenger(model, champion, outcome.measured[champion.name])

@@ -92,6 +92,25 @@ class Scoring(_Strict):
 SEED_RETENTION_FLOOR = 0.95
 
 
+class ServingSearch(_Strict):
+    """The cycle's serving level (Model Analyzer's second level): the model-level champion's serving knobs searched
+    on temporary Ray Serve apps beside production, each scored by its knee (a shortened stress search)."""
+
+    max_trials: int = Field(ge=0)  # 0: the serving level is off; the in-process knobs are served
+    max_minutes: float = Field(gt=0)
+    start_rps: float = Field(gt=0)
+    step_factor: float = Field(gt=1)
+    step_duration_s: float = Field(gt=0)
+    max_steps: int = Field(ge=1)
+    bisect_steps: int = Field(ge=0)
+    time_budget_s: float = Field(gt=0)
+    warmup_s: float = Field(ge=0)
+
+    def knee_knobs(self) -> dict[str, Any]:
+        """The knee search each trial runs (`tasks.optimize.serving_search.KneeSearch`'s fields)."""
+        return self.model_dump(exclude={"max_trials", "max_minutes"})
+
+
 class Optimization(_Strict):
     accuracy_retention_threshold: float = Field(gt=0, le=1)
     marginal_gain_stop: float = Field(ge=0)
@@ -102,6 +121,7 @@ class Optimization(_Strict):
     replica_options: list[int] = Field(min_length=1)
     cache_options: list[int] = Field(min_length=1)
     cache_pass_max_requests: int = Field(ge=1)
+    serving_search: ServingSearch
     hardware_cost_per_hour: float = Field(ge=0)
     investment_hours: float = Field(ge=0)
     engineer_cost_per_hour: float = Field(ge=0)

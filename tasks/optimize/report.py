@@ -4,7 +4,7 @@ runs of the cycle and of each candidate (built here as plain records, written by
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.decision import Decision, decisions_markdown
 from tasks.measure.workload import Workload
@@ -15,6 +15,9 @@ from tasks.optimize.trials import Measured
 from tasks.optimize.validation import CandidateResult
 from tasks.records import names
 from tasks.records.runs import RunRecord
+
+if TYPE_CHECKING:
+    from tasks.optimize.serving_search import KneeTrial, ServingLevel
 
 
 def summarize_baseline(baseline: CycleBaseline) -> dict[str, Any]:
@@ -138,6 +141,7 @@ def render_report(
     roi: dict[str, float],
     checklist: list[Decision],
     expected_gain: dict[str, tuple[float, float]] | None = None,
+    serving: ServingLevel | None = None,
 ) -> str:
     """The cycle's report as markdown: baseline, bottlenecks, each candidate's result and reason (its measured gain
     beside the seed's expected range for its type, policy optimization.expected_gain), outcome."""
@@ -157,13 +161,63 @@ def render_report(
         cells = ["" if row[k] is None else str(row[k]) for k in row]
         cells.insert(list(row).index("gain") + 1, seed_expectation(r.optimization_type, expected_gain or {}))
         lines.append("| " + " | ".join(cells) + " |")
+    if serving is not None:
+        lines += ["", "## Serving level (on the endpoint)", "", serving_markdown(serving)]
     lines += ["", "## Outcome", ""]
     if champion is None:
         lines.append("No candidate passed: the previous champion keeps serving.")
     else:
         lines.append(f"Champion: **{champion.name}** ({champion.reason}).")
-    lines += [""] + [f"- {k}: {v}" for k, v in final.items()]
+    lines += [""] + [f"- {k}: {v}" for k, v in final.items() if k != "serving_level"]
     lines += ["", "## Improvement and ROI", ""] + [f"- {k}: {v}" for k, v in roi.items()]
+    return "\n".join(lines) + "\n"
+
+
+def serving_trial_record(model: str, variant: str, trial: KneeTrial) -> RunRecord:
+    """One serving-level trial's nested run: its configuration, knee, P99 there, and why it stopped or failed."""
+    c = trial.config
+    return RunRecord(
+        f"serving-{trial.number}-{c.name}",
+        names.OPTIMIZATION_EXPERIMENT,
+        tags={
+            names.TAG_MODEL: model,
+            names.TAG_VERDICT: trial.status,
+            names.TAG_REASON: trial.reason,
+            names.TAG_RETENTION_CLASS: names.PERFORMANCE_DATA,
+        },
+        params={
+            "variant": variant,
+            "stage": "serving",
+            "replicas": c.replicas,
+            "intra_op_threads": c.threads,
+            "batch": c.max_batch,
+            "batch_wait_ms": c.wait_ms,
+            "cache_entries": c.cache_entries,
+        },
+        metrics={
+            "knee_rps": trial.knee_rps,
+            "p99_ms_at_knee": trial.p99_ms,
+            "error_rate_at_knee": trial.error_rate,
+            "cpus": float(c.cpus),
+            "seconds": trial.seconds,
+        },
+        failed=not trial.ok,
+    )
+
+
+def serving_markdown(level: ServingLevel) -> str:
+    """The serving level's sentence and every trial: configuration, knee, P99 there, CPUs held, why it stopped."""
+    lines = [
+        level.sentence(),
+        "",
+        f"Search: {level.run.method}, {level.run.stop_reason}, {level.run.seconds:.0f} s.",
+        "",
+        "| trial | configuration | status | knee req/s | P99 ms at knee | CPUs | seconds | stopped / reason |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for t in level.run.trials:
+        row = t.row()
+        lines.append("| " + " | ".join("" if v is None else str(v) for v in row.values()) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -214,6 +268,8 @@ def final_state(
                 "mlflow_run_id",
             )
         }
+    if outcome.serving is not None:
+        final["serving_level"] = outcome.serving.record()
     champion = outcome.champion
     if promotion and champion is not None and champion.trial is not None:
         final["champion"] = champion.name
@@ -290,4 +346,10 @@ def cycle_output(
         "mlflow_run_id": run_id,
         "wall_s": round(wall_s, 1),
         "checklist": {d.name: d.reason for d in checklist or []},
+        "serving": {
+            "sentence": outcome.serving.sentence(),
+            "trials": [t.row() for t in outcome.serving.run.trials],
+        }
+        if outcome.serving is not None
+        else None,
     }

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from tasks.measure.workload import Workload
 from tasks.optimize.baseline import CycleBaseline
@@ -22,6 +22,9 @@ from tasks.optimize.validation import (
     validate,
 )
 from tasks.policy import Optimization, Policy
+
+if TYPE_CHECKING:
+    from tasks.optimize.serving_search import ServingLevel
 
 SKIPPED_REASON = "skipped: search budget (trials or time) spent"
 
@@ -54,12 +57,21 @@ class CycleSettings:
         batch_options: list[int] | None = None,
         replica_options: list[int] | None = None,
         cache_options: list[int] | None = None,
+        serving_trials: int | None = None,
     ) -> CycleSettings:
         opt = (
             policy.model_copy(update={"replica_options": list(replica_options)})
             if replica_options
             else policy
         )
+        if serving_trials is not None:
+            if serving_trials < 0:
+                raise ValueError(
+                    f"serving_trials={serving_trials}: the serving level's trial budget cannot be negative; give 0 "
+                    "to serve the in-process knobs, or a positive number of trials"
+                )
+            search = opt.serving_search.model_copy(update={"max_trials": serving_trials})
+            opt = opt.model_copy(update={"serving_search": search})
         return cls(
             repeats or opt.repeats,
             max_trials or opt.max_trials,
@@ -103,10 +115,21 @@ class SearchOutcome:
     results: list[CandidateResult] = field(default_factory=list)
     measured: dict[str, Measured] = field(default_factory=dict)
     stop_reason: str = "every stage searched"
+    serving: ServingLevel | None = None  # the serving level on the endpoint, when the cycle ran one
+
+    @property
+    def model_champion(self) -> CandidateResult | None:
+        """The fastest passing candidate as measured in process (its name keys `measured`)."""
+        return fastest_passing(self.results)
 
     @property
     def champion(self) -> CandidateResult | None:
-        return fastest_passing(self.results)
+        """What the cycle promotes: the model-level champion, served with the knobs of its best knee on the endpoint
+        when the serving level ran and a configuration met the SLA there."""
+        best = self.model_champion
+        if best is None or self.serving is None:
+            return best
+        return replace(best, params=self.serving.params_for(best.params))
 
     @property
     def candidates_measured(self) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import os
 import secrets
 import time
 from collections.abc import Callable, Iterator
@@ -50,6 +51,15 @@ class ServingConfig:
     def cpus(self) -> int:
         """CPUs the configuration holds: each replica's intra-op threads, replicas times over."""
         return self.replicas * self.threads
+
+    def knobs(self) -> dict[str, int]:
+        """The live deployment's knobs for this configuration (the rollout's PUT .../serving fields)."""
+        return {
+            "num_replicas": self.replicas,
+            "intra_op_threads": self.threads,
+            "max_batch_size": self.max_batch,
+            "cache_entries": self.cache_entries,
+        }
 
     def app_args(self) -> dict[str, Any]:
         """The serving app's arguments for this configuration (`serving.app.AppArgs`)."""
@@ -181,6 +191,18 @@ def remove_app(name: str) -> None:
             serve.delete(name)
     except Exception as exc:  # noqa: BLE001 - Serve itself gone: nothing of the trial is left to remove
         logging.getLogger(__name__).warning("could not remove trial app %s: %s", name, exc)
+
+
+def remove_trial_apps() -> list[str]:
+    """Delete every temporary trial app left on the cluster (a run killed before its cleanup ran leaves one)."""
+    try:
+        left = [name for name in serve.status().applications if name.startswith(f"{TRIAL_PREFIX}-")]
+    except Exception as exc:  # noqa: BLE001 - no Serve to ask: nothing to remove
+        logging.getLogger(__name__).warning("could not list Serve apps: %s", exc)
+        return []
+    for name in left:
+        remove_app(name)
+    return left
 
 
 def measure_config(
@@ -318,3 +340,120 @@ def _progress(method: str, number: int, total: int, trial: KneeTrial) -> str:
         else f"failed: {trial.reason}"
     )
     return f"{method} {number}/{total} {trial.config.name}: {figure} in {trial.seconds:.0f} s"
+
+
+def config_of(params: dict[str, Any], wait_ms: float) -> ServingConfig:
+    """The serving configuration a candidate's recorded params (`Candidate.params`) describe."""
+    return ServingConfig(
+        int(params["replicas"]),
+        int(params["intra_op_threads"]),
+        int(params["batch"]),
+        wait_ms,
+        int(params.get("cache_entries", 0)),
+    )
+
+
+def cycle_space(
+    start: ServingConfig,
+    replica_options: list[int],
+    batch_options: list[int],
+    thread_options: list[int] | None = None,
+    cores: int | None = None,
+) -> ServingSpace:
+    """The serving space the cycle searches around the model-level champion: the policy's replica counts and batch
+    sizes (and batch 1), threads 1, 2 and all cores (or the caller's), each with the champion's own values; the batch
+    wait and the response cache stay the champion's (the knee is measured with the cache bypassed)."""
+    cores = cores or os.cpu_count() or 1
+    threads = set(thread_options or {1, min(2, cores), cores})
+    return ServingSpace(
+        replicas=tuple(sorted({*replica_options, start.replicas})),
+        threads=tuple(sorted(threads | {start.threads})),
+        max_batch=tuple(sorted({1, *batch_options, start.max_batch})),
+        wait_ms=(start.wait_ms,),
+        cache_entries=(start.cache_entries,),
+    )
+
+
+@dataclass
+class ServingLevel:
+    """One cycle's serving level: the search on the endpoint that starts from the model-level champion's knobs, and
+    the configuration the champion is served with: the best knee, else (no trial met the SLA) the champion's own."""
+
+    model: str
+    variant: str
+    start: ServingConfig
+    run: SearchRun
+
+    @property
+    def chosen(self) -> KneeTrial | None:
+        return self.run.best
+
+    @property
+    def start_trial(self) -> KneeTrial | None:
+        return next((t for t in self.run.trials if t.config == self.start), None)
+
+    def params_for(self, params: dict[str, Any]) -> dict[str, Any]:
+        """`params` with the chosen configuration's knobs (unchanged when nothing was chosen)."""
+        chosen = self.chosen
+        if chosen is None:
+            return params
+        c = chosen.config
+        return {
+            **params,
+            "replicas": c.replicas,
+            "intra_op_threads": c.threads,
+            "batch": c.max_batch,
+            "cache_entries": c.cache_entries,
+        }
+
+    def sentence(self) -> str:
+        chosen, start = self.chosen, self.start_trial
+        measured = f"{len(self.run.trials)} configuration(s) of {self.variant} measured on the endpoint by their knee"
+        if chosen is None:
+            return f"{measured}; none met the SLA, so the champion keeps the knobs it was measured with in process."
+        versus = (
+            f", against {start.knee_rps:.1f} req/s for the in-process choice {self.start.name}"
+            if start is not None and start.config != chosen.config
+            else " (the in-process choice itself)"
+            if start is not None
+            else ""
+        )
+        return f"{measured}; served with {chosen.config.name}: knee {chosen.knee_rps:.1f} req/s at P99 <= SLA{versus}."
+
+    def record(self) -> dict[str, Any]:
+        chosen = self.chosen
+        return {
+            "start": self.start.name,
+            "chosen": chosen.config.name if chosen else None,
+            "chosen_knee_rps": round(chosen.knee_rps, 1) if chosen else None,
+            "chosen_knobs": chosen.config.knobs() if chosen else None,
+            "trials": len(self.run.trials),
+            "seconds": round(self.run.seconds, 1),
+            "stopped": self.run.stop_reason,
+        }
+
+
+def search_serving_level(
+    model: str,
+    params: dict[str, Any],
+    space: ServingSpace,
+    policy: Policy,
+    knee: KneeSearch,
+    *,
+    max_trials: int,
+    max_minutes: float,
+    wait_ms: float,
+    say: Callable[[str], Any] = print,
+    measure: Measure | None = None,
+) -> ServingLevel:
+    """TPE over `space` on temporary apps of `model`'s variant in `params`, starting from `params`' own knobs."""
+    variant = str(params["variant"])
+    start = config_of(params, wait_ms)
+
+    def on_endpoint(config: ServingConfig, number: int) -> KneeTrial:
+        return measure_config(model, variant, config, policy, knee, number=number)
+
+    run = tpe_search(
+        space, measure or on_endpoint, max_trials=max_trials, max_minutes=max_minutes, start=start, say=say
+    )
+    return ServingLevel(model, variant, start, run)

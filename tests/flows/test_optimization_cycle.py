@@ -40,7 +40,12 @@ def steady_scoring(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     from tasks.policy import default_policy
 
     policy = tmp_path_factory.mktemp("policy") / "policy.yaml"
-    policy.write_text("optimization:\n  scoring:\n    spread_risk_weight: 0\n", encoding="utf-8")
+    policy.write_text(
+        "optimization:\n  scoring:\n    spread_risk_weight: 0\n"
+        # the serving level's knee search in 1 s steps: these tests check what it serves, not the knee's precision
+        "  serving_search:\n    step_duration_s: 1.0\n    max_steps: 8\n    bisect_steps: 0\n    warmup_s: 1.0\n",
+        encoding="utf-8",
+    )
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("INFEROPS_POLICY_FILE", str(policy))
         default_policy.cache_clear()
@@ -241,6 +246,7 @@ def test_minilm_cycle_rejects_plain_int8_promotes_per_channel_and_switches_endpo
             batch_options=[8],
             replica_options=[1],
             cache_options=[0],
+            serving_trials=0,  # about accuracy: the knobs stay the in-process ones
         )
         rows = {r["candidate"]: r for r in out["results"]}
         plain, per_channel = rows["onnx-int8-dynamic"], rows["onnx-int8-dynamic-perchannel"]
@@ -375,6 +381,7 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
             batch_options=[8],
             cache_options=[512],
             request_log=str(log),
+            serving_trials=2,
         )
         rows = {r["candidate"]: r for r in out["results"]}
         replicas = [r for name, r in rows.items() if "+replicas=2" in name]
@@ -389,6 +396,22 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
         applied = out["final"]["serving_knobs"]
         assert "error" not in applied, applied
         want = applied["knobs"]
+        # the serving level measured the in-process choice and one more configuration on temporary apps, and the
+        # champion serves with the best knee's knobs (digits-cnn at 10 req/s is far under the 100 ms SLA)
+        level = out["final"]["serving_level"]
+        assert level["trials"] == 2 and level["chosen_knobs"] is not None, level
+        assert want == level["chosen_knobs"]
+        assert not any(name.startswith("trial-") for name in serve.status().applications)
+        trial_runs = mlflow.search_runs(
+            experiment_names=["inferops-optimization"],
+            filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}' and params.stage = 'serving'",
+        )
+        assert len(trial_runs) == 2 and (trial_runs["metrics.knee_rps"] > 0).any()
+        shown = render(
+            print_cycle, out
+        )  # what `inferops optimize` prints: the trials as a table, the choice said
+        assert not raw_lines(shown), raw_lines(shown)
+        assert "serving level on the endpoint" in shown and "served with r" in shown
         assert len(applied["replicas"]) == want["num_replicas"]
         for view in applied["replicas"].values():
             assert (

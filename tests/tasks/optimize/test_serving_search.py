@@ -13,8 +13,12 @@ from tasks.optimize.serving_search import (
     ServingConfig,
     ServingSpace,
     best_trial,
+    config_of,
+    cycle_space,
     grid_search,
     measure_config,
+    remove_trial_apps,
+    search_serving_level,
     tpe_search,
     trial_app,
 )
@@ -123,3 +127,114 @@ def test_an_interrupted_trial_removes_its_app() -> None:
             assert "trial-cut" in _apps()
             raise KeyboardInterrupt
     assert "trial-cut" not in _apps()
+
+
+def test_the_cycle_space_holds_the_champions_own_knobs_beside_the_policys_options() -> None:
+    start = config_of({"replicas": 1, "intra_op_threads": 2, "batch": 8, "cache_entries": 4096}, 5.0)
+    assert start == ServingConfig(1, 2, 8, 5.0, 4096)
+    space = cycle_space(start, replica_options=[1, 2], batch_options=[4, 16], cores=2)
+    assert space.replicas == (1, 2) and space.threads == (1, 2) and space.max_batch == (1, 4, 8, 16)
+    assert space.wait_ms == (5.0,) and space.cache_entries == (4096,) and start in space.grid()
+
+
+def test_the_serving_level_serves_the_best_knee_not_the_in_process_choice() -> None:
+    """The in-process choice (r1-t2-b16) is measured first; the champion is served with the best knee."""
+    params = {"variant": "onnx-fp32", "replicas": 1, "intra_op_threads": 2, "batch": 16, "cache_entries": 0}
+    space = ServingSpace(replicas=(1, 2), threads=(1, 2), max_batch=(1, 4, 8, 16), wait_ms=(1.0,))
+    level = search_serving_level(
+        "minilm",
+        params,
+        space,
+        default_policy(),
+        QUICK,
+        max_trials=16,
+        max_minutes=5,
+        wait_ms=1.0,
+        say=lambda _m: None,
+        measure=landscape,
+    )
+    assert level.run.trials[0].config == level.start == ServingConfig(1, 2, 16, 1.0)
+    assert level.chosen is not None and level.chosen.config == ServingConfig(2, 1, 8, 1.0)
+    assert level.params_for(params) == {**params, "replicas": 2, "intra_op_threads": 1, "batch": 8}
+    assert "served with r2-t1-b8-w1ms: knee 130.0 req/s" in level.sentence()
+    assert "against 90.0 req/s for the in-process choice r1-t2-b16-w1ms" in level.sentence()
+
+
+def test_with_no_configuration_meeting_the_sla_the_in_process_knobs_stay() -> None:
+    params = {"variant": "onnx-fp32", "replicas": 1, "intra_op_threads": 1, "batch": 4, "cache_entries": 0}
+
+    def nothing_meets_it(config: ServingConfig, number: int) -> KneeTrial:
+        return KneeTrial(config, "ok", 0.0, 250.0, 0.0, number=number)
+
+    level = search_serving_level(
+        "minilm",
+        params,
+        SPACE,
+        default_policy(),
+        QUICK,
+        max_trials=3,
+        max_minutes=5,
+        wait_ms=1.0,
+        say=lambda _m: None,
+        measure=nothing_meets_it,
+    )
+    assert len(level.run.trials) == 3 and level.chosen is None
+    assert level.params_for(params) == params and "none met the SLA" in level.sentence()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_configuration_faster_in_process_but_slower_on_the_endpoint_loses() -> None:
+    """Batch 16 beats batch 1 in process (measured here), where no request waits for a batch to fill. Served with a
+    1 s batch wait, a request at the knee search's first rate waits for its batch on the endpoint, far over a 300 ms
+    SLA (lenient, so a noisy step on a shared box does not fail batch 1): the serving level, which measures the
+    endpoint, serves batch 1 instead."""
+    from tasks.optimize.candidates import Candidate
+    from tasks.optimize.trials import measure
+
+    policy = default_policy()
+    policy = policy.model_copy(
+        update={"rollout_gate": policy.rollout_gate.model_copy(update={"sla_p99_ms": 300.0})}
+    )
+    in_process = {
+        b: measure(
+            "digits-cnn",
+            Candidate(f"b{b}", "onnx-fp32", "batching", "batching", 1, b),
+            2,
+            policy.optimization,
+        ).trial.median_throughput
+        for b in (1, 16)
+    }
+    assert in_process[16] > in_process[1], in_process
+    params = {"variant": "onnx-fp32", "replicas": 1, "intra_op_threads": 1, "batch": 16, "cache_entries": 0}
+    space = ServingSpace(replicas=(1,), threads=(1,), max_batch=(1, 16), wait_ms=(1000.0,))
+    level = search_serving_level(
+        "digits-cnn",
+        params,
+        space,
+        policy,
+        QUICK,
+        max_trials=2,
+        max_minutes=5,
+        wait_ms=1000.0,
+        say=lambda _m: None,
+    )
+    by_batch = {t.config.max_batch: t for t in level.run.trials}
+    assert by_batch[16].ok and by_batch[16].knee_rps == 0.0, by_batch[16]
+    assert level.chosen is not None and level.chosen.config.max_batch == 1, level.run.trials
+    assert level.params_for(params)["batch"] == 1
+    assert not any(a.startswith("trial-") for a in _apps())
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_trial_app_a_killed_run_left_behind_is_removed_by_the_next() -> None:
+    from ray import serve
+
+    from serving.app import run_local
+    from serving.network import free_port
+
+    policy = default_policy()
+    args = policy.app_args(model="digits-cnn", api_keys=["k" * 24], num_cpus=0)
+    run_local(args, name="trial-left-behind", port=free_port(), route_prefix="/trial-left-behind")
+    assert "trial-left-behind" in _apps()
+    assert remove_trial_apps() == ["trial-left-behind"]
+    assert "trial-left-behind" not in set(serve.status().applications)
