@@ -19,6 +19,11 @@ DEMO_PERFORMANCE_S = 10.0
 DEMO_RISK_WINDOW_S = 15.0
 DEMO_RELEASE_BENCHMARK_S = 10.0
 DEMO_STRESS_BUDGET_S = 120.0
+# The serving level's trials in the demo (the policy's 4 each week): the in-process choice and two TPE proposals.
+DEMO_SERVING_TRIALS = 3
+# The last stress test starts its ramp at this share of the knee the serving level measured for the champion's
+# knobs, instead of at 5 req/s: the same knee, found in fewer steps.
+DEMO_STRESS_START_SHARE = 0.4
 # The knee of what served before the cycle, for the summary's comparison: a shorter search (its knee is low).
 DEMO_BASELINE_STRESS_BUDGET_S = 75.0
 DEMO_VARIANTS = ["torch-fp32", "onnx-fp32", "onnx-int8-dynamic", "onnx-int8-dynamic-perchannel"]
@@ -34,8 +39,11 @@ class _Steps:
         self.console.rule(f"[bold][{self.n}/{self.total}] {title}[/bold]  (t+{elapsed:.0f} s)")
 
 
-def _stress(model: str, url: str, api_key: str, budget_s: float) -> dict[str, Any]:
-    """The measurement flow's stress suite on the endpoint's champion (the cache bypassed: the model's knee)."""
+def _stress(
+    model: str, url: str, api_key: str, budget_s: float, start_rps: float | None = None
+) -> dict[str, Any]:
+    """The measurement flow's stress suite on the endpoint's champion (the cache bypassed: the model's knee), its ramp
+    from `start_rps` (the policy's when None)."""
     from flows.measurement import measurement_suite
     from tasks.records import registry
 
@@ -46,6 +54,7 @@ def _stress(model: str, url: str, api_key: str, budget_s: float) -> dict[str, An
         url=url,
         api_key=api_key,
         stress_budget_s=budget_s,
+        rate=start_rps,
         variant=now.variant if now else None,
         sha256=now.sha256 if now else None,
     )
@@ -159,13 +168,24 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
             gate_risk_window_s=DEMO_RISK_WINDOW_S,
             gate_benchmark_s=DEMO_RELEASE_BENCHMARK_S,
             require_approval=False,
+            serving_trials=DEMO_SERVING_TRIALS,
         )
         print_cycle(cycle, console)
         if "gate" in cycle["final"]:
             print_gate(cycle["final"]["gate"], console)
 
         step("stress test: the champion's knee (highest rate with P99 under the SLA)")
-        after = _stress(model, url, api_key, DEMO_STRESS_BUDGET_S)
+        # only when the cycle promoted its champion: else production serves the old one, whose knee this is not
+        measured = (
+            (cycle["final"].get("serving_level") or {}).get("chosen_knee_rps") if cycle["champion"] else None
+        )
+        after = _stress(
+            model,
+            url,
+            api_key,
+            DEMO_STRESS_BUDGET_S,
+            DEMO_STRESS_START_SHARE * measured if measured else None,
+        )
         console.print(
             f"knee: {after.get('knee_rps', 0):.1f} req/s (P99 <= SLA, Cache-Control: no-cache, so the model "
             f"answers every request), recorded in MLflow run {after['mlflow_run_id']}",

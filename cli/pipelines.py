@@ -31,6 +31,11 @@ def optimize(
     candidate: list[str] = typer.Option(None, "--candidate", "-c", help="only these variants (repeatable)"),
     repeats: int | None = typer.Option(None, help="measurements per candidate (policy default)"),
     gate: bool = typer.Option(False, help="run the phase gate on the challenger before promoting it"),
+    serving_trials: int | None = typer.Option(
+        None,
+        help="serving configurations to measure on the endpoint by their knee (policy default; 0: serve the "
+        "in-process knobs); needs --url",
+    ),
     api_key: str | None = API_KEY,
     as_json: bool = JSON,
 ) -> None:
@@ -46,6 +51,7 @@ def optimize(
         gate=gate,
         api_key=api_key,
         request_log=request_log,
+        serving_trials=serving_trials,
     )
     from cli.render import print_cycle, print_json
 

@@ -1033,7 +1033,11 @@ def http_url(host: str, port: int) -> str:
 
 
 def app_config(
-    args: dict[str, Any], *, name: str = PRODUCTION_APP, route_prefix: str = "/"
+    args: dict[str, Any],
+    *,
+    name: str = PRODUCTION_APP,
+    route_prefix: str = "/",
+    deployment_options: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One application entry of a Serve config (what `serve build` writes), batching in `user_config`.
 
@@ -1044,10 +1048,11 @@ def app_config(
     parsed = AppArgs.model_validate(args)
     require_keys(parsed.access())  # refused here, before Serve's config is touched
     batching = parsed.batching().model_dump()
-    deployments = [{"name": "InferenceIngress", "user_config": batching}]
+    extra = dict(deployment_options or {})  # Serve deployment options for every deployment of the app
+    deployments = [{"name": "InferenceIngress", "user_config": batching, **extra}]
     for ref in parsed.extra_models:
         model, _ = _parse_model_ref(ref)
-        deployments.append({"name": f"model-{slug(model)}", "user_config": batching})
+        deployments.append({"name": f"model-{slug(model)}", "user_config": batching, **extra})
     return {
         "name": name,
         "route_prefix": route_prefix,
@@ -1058,10 +1063,15 @@ def app_config(
 
 
 def deploy(
-    args: dict[str, Any], *, name: str = PRODUCTION_APP, timeout_s: float = 300.0, route_prefix: str = "/"
+    args: dict[str, Any],
+    *,
+    name: str = PRODUCTION_APP,
+    timeout_s: float = 300.0,
+    route_prefix: str = "/",
+    deployment_options: dict[str, Any] | None = None,
 ) -> None:
     """Deploy or update one app declaratively, keeping the other declaratively deployed apps as they are."""
-    mine = app_config(args, name=name, route_prefix=route_prefix)
+    mine = app_config(args, name=name, route_prefix=route_prefix, deployment_options=deployment_options)
     ray.get(config_writer().deploy.remote(mine))
     serve_client()._wait_for_application_running(name, timeout_s=int(timeout_s))
 
@@ -1074,9 +1084,11 @@ def run_local(
     port: int = 8000,
     route_prefix: str = "/",
     timeout_s: float = 300.0,
+    deployment_options: dict[str, Any] | None = None,
 ) -> str:
     """Start Serve on loopback (if not yet up), deploy the app and return the base URL actually serving; an app not
-    RUNNING within `timeout_s` raises.
+    RUNNING within `timeout_s` raises. `deployment_options`: Serve options for each of its deployments (a trial's
+    short graceful shutdown, say).
 
     Serve's HTTP options are cluster-wide and fixed once Serve starts, so when Serve is already up its port
     wins over `port`. An app deployed at another app's `route_prefix` replaces it: a second app beside the
@@ -1085,7 +1097,9 @@ def run_local(
     from ray.serve.context import _get_global_client
 
     serve.start(http_options={"host": host, "port": port})
-    deploy(args, name=name, route_prefix=route_prefix, timeout_s=timeout_s)
+    deploy(
+        args, name=name, route_prefix=route_prefix, timeout_s=timeout_s, deployment_options=deployment_options
+    )
     client = _get_global_client()
     if client is None:
         raise RuntimeError("Serve did not start: no controller client after deploy")

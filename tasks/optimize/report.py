@@ -200,6 +200,7 @@ def serving_trial_record(model: str, variant: str, trial: KneeTrial) -> RunRecor
             "error_rate_at_knee": trial.error_rate,
             "cpus": float(c.cpus),
             "seconds": trial.seconds,
+            **trial.phases,
         },
         failed=not trial.ok,
     )

@@ -29,6 +29,9 @@ from tasks.policy import Policy
 TRIAL_PREFIX = "trial"
 # A trial whose replicas are not RUNNING within this long fails as unhealthy (Serve's own wait).
 TRIAL_READY_TIMEOUT_S = 180.0
+# A trial's requests left in flight when its knee search ends are the load generator's, which nobody waits for: the
+# replicas stop at once instead of Serve's 20 s graceful shutdown (which made every removal ~30 s).
+TRIAL_DEPLOYMENT_OPTIONS = {"graceful_shutdown_timeout_s": 1.0, "graceful_shutdown_wait_loop_s": 0.2}
 TrialStatus = Literal["ok", "failed"]
 
 
@@ -134,6 +137,7 @@ class KneeTrial:
     seconds: float = 0.0
     reason: str = ""
     number: int = 0
+    phases: dict[str, float] = field(default_factory=dict)  # deploy_s, knee_search_s, remove_s
 
     @property
     def ok(self) -> bool:
@@ -178,7 +182,14 @@ def trial_app(
         model=model, variant=variant, api_keys=[key], num_cpus=0, **config.app_args(), **(extra_args or {})
     )
     try:
-        url = run_local(args, name=name, port=free_port(), route_prefix=f"/{name}", timeout_s=ready_timeout_s)
+        url = run_local(
+            args,
+            name=name,
+            port=free_port(),
+            route_prefix=f"/{name}",
+            timeout_s=ready_timeout_s,
+            deployment_options=TRIAL_DEPLOYMENT_OPTIONS,
+        )
         yield url, key
     finally:
         remove_app(name)
@@ -218,8 +229,10 @@ def measure_config(
     """Deploy `config`, find its knee on the endpoint, remove the app. A deployment that never becomes healthy,
     an app that crashes mid-measurement or an endpoint that stops answering is a failed trial with the reason."""
     started = time.monotonic()
+    marks: dict[str, float] = {}  # when the app answered, when the knee search ended
     try:
         with trial_app(model, variant, config, policy, extra_args=extra_args) as (url, key):
+            marks["deployed"] = time.monotonic()
             with InferopsClient(url, key) as client:
                 name = client.models()[0]
                 meta = client.check_serves(name)
@@ -227,6 +240,7 @@ def measure_config(
             if knee.warmup_s > 0:
                 run_load(spec, policy=policy, rate=knee.start_rps, duration_s=knee.warmup_s)
             result = run_stress(spec, policy=policy, **knee.knobs())
+            marks["measured"] = time.monotonic()
         at_knee = result.load.summary() if result.load is not None else {}
         return KneeTrial(
             config,
@@ -237,6 +251,7 @@ def measure_config(
             time.monotonic() - started,
             result.stopped_reason,
             number,
+            _phases(started, marks),
         )
     except Exception as exc:  # noqa: BLE001 - the trial fails with its reason, the search goes on
         return KneeTrial(
@@ -245,7 +260,20 @@ def measure_config(
             seconds=time.monotonic() - started,
             reason=f"{type(exc).__name__}: {exc}",
             number=number,
+            phases=_phases(started, marks),
         )
+
+
+def _phases(started: float, marks: dict[str, float]) -> dict[str, float]:
+    """Where a trial's time went: deploying the app, the warm-up and knee search, removing the app."""
+    end, out = time.monotonic(), {}
+    deployed, measured = marks.get("deployed"), marks.get("measured")
+    if deployed is not None:
+        out["deploy_s"] = round(deployed - started, 1)
+        if measured is not None:
+            out["knee_search_s"] = round(measured - deployed, 1)
+            out["remove_s"] = round(end - measured, 1)
+    return out
 
 
 Measure = Callable[[ServingConfig, int], KneeTrial]
@@ -339,7 +367,14 @@ def _progress(method: str, number: int, total: int, trial: KneeTrial) -> str:
         if trial.ok
         else f"failed: {trial.reason}"
     )
-    return f"{method} {number}/{total} {trial.config.name}: {figure} in {trial.seconds:.0f} s"
+    phases = trial.phases
+    where = (
+        f" (deploy {phases['deploy_s']:.0f} s, knee search {phases['knee_search_s']:.0f} s, removal "
+        f"{phases['remove_s']:.0f} s)"
+        if "remove_s" in phases
+        else ""
+    )
+    return f"{method} {number}/{total} {trial.config.name}: {figure} in {trial.seconds:.0f} s{where}"
 
 
 def config_of(params: dict[str, Any], wait_ms: float) -> ServingConfig:
