@@ -29,8 +29,10 @@ from tasks.policy import Policy
 TRIAL_PREFIX = "trial"
 # A trial whose replicas are not RUNNING within this long fails as unhealthy (Serve's own wait).
 TRIAL_READY_TIMEOUT_S = 180.0
-# A trial's requests left in flight when its knee search ends are the load generator's, which nobody waits for: the
-# replicas stop at once instead of Serve's 20 s graceful shutdown (which made every removal ~30 s).
+# A trial's requests left in flight when its knee search ends are the load generator's, which nobody waits for: its
+# replicas stop within a second instead of Serve's 20 s graceful shutdown. (Behind HAProxy, Serve still keeps an
+# ingress replica draining for RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S, 30 s, so the cycle does not wait for
+# each removal: trials have names of their own, and the search waits once, at its end, until every one is gone.)
 TRIAL_DEPLOYMENT_OPTIONS = {"graceful_shutdown_timeout_s": 1.0, "graceful_shutdown_wait_loop_s": 0.2}
 TrialStatus = Literal["ok", "failed"]
 
@@ -172,9 +174,11 @@ def trial_app(
     name: str | None = None,
     ready_timeout_s: float = TRIAL_READY_TIMEOUT_S,
     extra_args: dict[str, Any] | None = None,
+    wait_removal: bool = True,
 ) -> Iterator[tuple[str, str]]:
     """`model` (a zoo name or a models:/ URI) served with `config` on a temporary Ray Serve app of its own route
-    prefix beside production; yields its URL and key, and deletes the app however the block ends."""
+    prefix beside production; yields its URL and key, and deletes the app however the block ends (waiting until it
+    is gone unless `wait_removal` is False: then `remove_trial_apps` waits for it)."""
     key = secrets.token_urlsafe(24)
     name = name or f"{TRIAL_PREFIX}-{slug(model)}"
     # no logical CPU reserved (as the gate's app): it schedules beside a production that holds every CPU Ray knows
@@ -192,20 +196,25 @@ def trial_app(
         )
         yield url, key
     finally:
-        remove_app(name)
+        remove_app(name, wait=wait_removal)
 
 
-def remove_app(name: str) -> None:
-    """Delete a temporary app if it is there (a trial that never deployed leaves none)."""
+def remove_app(name: str, *, wait: bool = True) -> None:
+    """Delete a temporary app if it is there (a trial that never deployed leaves none); `wait`: until it is gone."""
     try:
         if name in serve.status().applications:
-            serve.delete(name)
+            serve.delete(name, _blocking=wait)
     except Exception as exc:  # noqa: BLE001 - Serve itself gone: nothing of the trial is left to remove
         logging.getLogger(__name__).warning("could not remove trial app %s: %s", name, exc)
 
 
 def remove_trial_apps() -> list[str]:
-    """Delete every temporary trial app left on the cluster (a run killed before its cleanup ran leaves one)."""
+    """Delete every temporary trial app left on the cluster (a run killed before its cleanup ran leaves one), and
+    wait until each is gone. Without a Ray connection there is no cluster to clean (and none is started)."""
+    import ray
+
+    if not ray.is_initialized():
+        return []
     try:
         left = [name for name in serve.status().applications if name.startswith(f"{TRIAL_PREFIX}-")]
     except Exception as exc:  # noqa: BLE001 - no Serve to ask: nothing to remove
@@ -225,13 +234,18 @@ def measure_config(
     *,
     number: int = 0,
     extra_args: dict[str, Any] | None = None,
+    wait_removal: bool = True,
 ) -> KneeTrial:
     """Deploy `config`, find its knee on the endpoint, remove the app. A deployment that never becomes healthy,
-    an app that crashes mid-measurement or an endpoint that stops answering is a failed trial with the reason."""
+    an app that crashes mid-measurement or an endpoint that stops answering is a failed trial with the reason.
+    `wait_removal=False` leaves the app's removal under way (`remove_trial_apps` waits for it)."""
     started = time.monotonic()
     marks: dict[str, float] = {}  # when the app answered, when the knee search ended
+    app = f"{TRIAL_PREFIX}-{slug(model)}" + (f"-{number}" if number else "")
     try:
-        with trial_app(model, variant, config, policy, extra_args=extra_args) as (url, key):
+        with trial_app(
+            model, variant, config, policy, name=app, extra_args=extra_args, wait_removal=wait_removal
+        ) as (url, key):
             marks["deployed"] = time.monotonic()
             with InferopsClient(url, key) as client:
                 name = client.models()[0]
@@ -486,9 +500,18 @@ def search_serving_level(
     start = config_of(params, wait_ms)
 
     def on_endpoint(config: ServingConfig, number: int) -> KneeTrial:
-        return measure_config(model, variant, config, policy, knee, number=number)
+        return measure_config(model, variant, config, policy, knee, number=number, wait_removal=False)
 
-    run = tpe_search(
-        space, measure or on_endpoint, max_trials=max_trials, max_minutes=max_minutes, start=start, say=say
-    )
+    try:
+        run = tpe_search(
+            space,
+            measure or on_endpoint,
+            max_trials=max_trials,
+            max_minutes=max_minutes,
+            start=start,
+            say=say,
+        )
+    finally:
+        if measure is None:  # every trial's app gone before the cycle goes on, however the search ended
+            remove_trial_apps()
     return ServingLevel(model, variant, start, run)
