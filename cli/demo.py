@@ -221,6 +221,17 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
     return summary
 
 
+def _knee_note(final: dict[str, Any]) -> str:
+    """Where the served knobs came from when the serving level chose them."""
+    level = final.get("serving_level") or {}
+    if not level.get("chosen"):
+        return ""
+    return (
+        f" (the best of {level['trials']} configurations measured on the endpoint: knee {level['chosen_knee_rps']} "
+        "req/s on its trial app)"
+    )
+
+
 def _cycle_summary(
     cycle: dict[str, Any], before: dict[str, Any], after: dict[str, Any], threshold: float
 ) -> dict[str, Any]:
@@ -235,7 +246,7 @@ def _cycle_summary(
     ratio = f" ({knee_after / knee_before:.1f}x)" if knee_before > 0 else ""
     return {
         "champion": cycle["champion"] or final.get("champion"),
-        "serves with": knobs_text(knobs) if knobs else None,
+        "serves with": (knobs_text(knobs) + _knee_note(final)) if knobs else None,
         "retention": f"{row['retention']} (threshold {threshold})"
         if row and row.get("retention") is not None
         else None,

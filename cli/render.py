@@ -68,8 +68,12 @@ def knobs_text(knobs: dict[str, Any] | None) -> str:
 def cycle_facts(out: dict[str, Any]) -> list[tuple[str, Any]]:
     """The cycle's outcome as (what, value) rows: champion, where it serves and how, gate, ROI."""
     final, roi = out["final"], out["roi"]
+    chosen = (final.get("serving_level") or {}).get("chosen")
+    champion = final.get("champion")
+    if chosen and "champion_throughput" in final:  # the in-process name carries the in-process knobs
+        champion = f"{champion} (as measured in process), served as {chosen} (its best knee on the endpoint)"
     facts: list[tuple[str, Any]] = [
-        ("champion", final.get("champion")),
+        ("champion", champion),
         ("search", f"{final.get('candidates_measured')} candidates measured; {final.get('search')}"),
         ("bottleneck", out["bottleneck"]),
     ]
