@@ -238,3 +238,19 @@ def test_a_trial_app_a_killed_run_left_behind_is_removed_by_the_next() -> None:
     assert "trial-left-behind" in _apps()
     assert remove_trial_apps() == ["trial-left-behind"]
     assert "trial-left-behind" not in set(serve.status().applications)
+
+
+def test_a_negative_serving_trial_budget_is_refused_with_the_fix() -> None:
+    from tasks.optimize.search import CycleSettings
+
+    policy = default_policy().optimization
+    assert (
+        CycleSettings.resolve(
+            policy, threads=1, batch=8, serving_trials=0
+        ).optimization.serving_search.max_trials
+        == 0
+    )
+    with pytest.raises(
+        ValueError, match=r"serving_trials=-1: .* cannot be negative; give 0 to serve the in-process"
+    ):
+        CycleSettings.resolve(policy, threads=1, batch=8, serving_trials=-1)
