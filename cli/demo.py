@@ -19,7 +19,7 @@ DEMO_PERFORMANCE_S = 10.0
 DEMO_RISK_WINDOW_S = 15.0
 DEMO_RELEASE_BENCHMARK_S = 10.0
 DEMO_STRESS_BUDGET_S = 120.0
-# The serving level's trials in the demo (the policy's 4 each week): the in-process choice and two TPE proposals.
+# The serving level's trials in the demo (the policy's 4 each week): where it starts and two TPE proposals.
 DEMO_SERVING_TRIALS = 3
 # The last stress test starts its ramp at this share of the knee the serving level measured for the champion's
 # knobs, instead of at 5 req/s: the same knee, found in fewer steps.
@@ -177,7 +177,7 @@ def run_demo(model: str, port: int, console: Console) -> dict[str, Any]:
         step("stress test: the champion's knee (highest rate with P99 under the SLA)")
         # only when the cycle promoted its champion: else production serves the old one, whose knee this is not
         measured = (
-            (cycle["final"].get("serving_level") or {}).get("chosen_knee_rps") if cycle["champion"] else None
+            (cycle["final"].get("serving_level") or {}).get("served_knee_rps") if cycle["champion"] else None
         )
         after = _stress(
             model,
@@ -226,9 +226,14 @@ def _knee_note(final: dict[str, Any]) -> str:
     level = final.get("serving_level") or {}
     if not level.get("chosen"):
         return ""
+    confirmed = level.get("confirmed")
     return (
-        f" (the best of {level['trials']} configurations measured on the endpoint: knee {level['chosen_knee_rps']} "
-        "req/s on its trial app)"
+        f" (the best of {level['trials']} configurations of {level['variant']} measured on the endpoint"
+        + (
+            f"; the champion measured with them: knee {confirmed['knee req/s']} req/s on its trial app)"
+            if confirmed
+            else f": knee {level['chosen_knee_rps']} req/s on its trial app)"
+        )
     )
 
 

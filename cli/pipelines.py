@@ -36,6 +36,10 @@ def optimize(
         help="serving configurations to measure on the endpoint by their knee (policy default; 0: serve the "
         "in-process knobs); needs --url",
     ),
+    plan_order: str = typer.Option(
+        "auto",
+        help="which level goes first: auto (where requests' time goes on the endpoint decides), serving, model",
+    ),
     api_key: str | None = API_KEY,
     as_json: bool = JSON,
 ) -> None:
@@ -52,6 +56,7 @@ def optimize(
         api_key=api_key,
         request_log=request_log,
         serving_trials=serving_trials,
+        plan_order=plan_order,
     )
     from cli.render import print_cycle, print_json
 

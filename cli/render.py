@@ -71,12 +71,15 @@ def cycle_facts(out: dict[str, Any]) -> list[tuple[str, Any]]:
     chosen = (final.get("serving_level") or {}).get("chosen")
     champion = final.get("champion")
     if chosen and "champion_throughput" in final:  # the in-process name carries the in-process knobs
-        champion = f"{champion} (as measured in process), served as {chosen} (its best knee on the endpoint)"
+        champion = f"{champion} (as measured in process), served as {chosen} (the serving level's best knee on the endpoint)"
     facts: list[tuple[str, Any]] = [
         ("champion", champion),
         ("search", f"{final.get('candidates_measured')} candidates measured; {final.get('search')}"),
         ("bottleneck", out["bottleneck"]),
     ]
+    if out.get("plan_order"):
+        order = out["plan_order"]
+        facts.append(("plan order", f"{order['reason']} (measured {order['source']})"))
     if "champion_throughput" in final:
         facts.append(
             (

@@ -30,12 +30,17 @@ from tasks.optimize.baseline import CycleBaseline
 from tasks.optimize.candidates import Candidate, plan_candidates
 from tasks.optimize.checklist import check_checklist, cycle_facts
 from tasks.optimize.improvement import roi_figures
+from tasks.optimize.order import PlanOrder, check_forced
+from tasks.optimize.order import plan_order as decide_order
 from tasks.optimize.search import Budget, CycleSettings, SearchOutcome, evaluate_candidate, run_search
 from tasks.optimize.serving_search import (
     KneeSearch,
+    KneeTrial,
     ServingLevel,
     config_of,
+    confirm_champion,
     cycle_space,
+    measure_config,
     remove_trial_apps,
     search_serving_level,
 )
@@ -73,12 +78,55 @@ def establish_baseline(
     )
 
 
+@task(name="measure-served-baseline", task_run_name="{baseline.candidate.variant} as served, on the endpoint")
+def measure_served(baseline: CycleBaseline, settings: CycleSettings, policy: Policy) -> KneeTrial:
+    """What serves now (its variant and knobs) on a temporary app beside production, on the same cluster and ingress:
+    its knee and where a request's time goes there. Production itself is never driven to its knee."""
+    logger = get_run_logger()
+    left = remove_trial_apps()  # a run killed before its cleanup ran
+    if left:
+        logger.warning("removed trial app(s) an earlier run left behind: %s", ", ".join(left))
+    served = measure_config(
+        baseline.model,
+        baseline.candidate.variant,
+        config_of(baseline.candidate.params(), policy.serving.batch_wait_timeout_s * 1000.0),
+        policy,
+        KneeSearch(**settings.optimization.serving_search.knee_knobs()),
+        wait_removal=False,  # removed while the cycle goes on; the serving level waits for every trial app
+    )
+    logger.info(
+        "served baseline %s on the endpoint: %s",
+        served.config.name,
+        f"knee {served.knee_rps:.1f} req/s" if served.ok else f"failed: {served.reason}",
+    )
+    return served
+
+
 @task(name="identify-bottlenecks")
-def identify_bottlenecks(baseline: CycleBaseline) -> Breakdown:
-    """Where a request's time goes for the served configuration (tokenize / compute / load)."""
-    return bottlenecks_in_process(
+def identify_bottlenecks(baseline: CycleBaseline, served: KneeTrial | None) -> tuple[Breakdown, str]:
+    """Where a request's time goes for the served configuration, and where that was measured: on the endpoint near
+    its knee (the served baseline's trial), else in process (tokenize / compute / load)."""
+    if served is not None and served.breakdown is not None and served.breakdown.dominant is not None:
+        at = (
+            f"at its knee, {served.knee_rps:.1f} req/s"
+            if served.meets_sla
+            else "at the first rate tried (no rate met the SLA)"
+        )
+        return (
+            served.breakdown,
+            f"on the endpoint: {served.config.name} on a temporary app beside production, {at}",
+        )
+    why = (
+        f" (the endpoint measurement failed: {served.reason})"
+        if served is not None and not served.ok
+        else " (no phase timings from the endpoint)"
+        if served is not None
+        else " (no endpoint, or the serving level is off)"
+    )
+    breakdown = bottlenecks_in_process(
         baseline.model, baseline.candidate.variant, baseline.candidate.intra_op_threads
     )
+    return breakdown, "in process: tokenize and compute timed on the worker" + why
 
 
 @task(name="generate-plan")
@@ -148,44 +196,71 @@ def apply_and_validate(
     return result, measured
 
 
-@task(name="search-serving-level", task_run_name="serving level of {champion.name}")
+@task(name="search-serving-level", task_run_name="serving level of {params[variant]}")
 def search_serving(
-    model: str, champion: CandidateResult, settings: CycleSettings, policy: Policy, run_id: str
+    model: str,
+    params: dict[str, Any],
+    settings: CycleSettings,
+    policy: Policy,
+    run_id: str,
+    known: list[KneeTrial] | None = None,
+    start_label: str = "the in-process choice",
 ) -> ServingLevel:
-    """The champion's serving knobs searched on the endpoint: each configuration a temporary Ray Serve app beside
-    production, scored by its knee, recorded as a nested run, removed however the trial ends."""
+    """The serving knobs of `params` (a variant and its knobs) searched on the endpoint: each configuration a
+    temporary Ray Serve app beside production, scored by its knee, recorded as a nested run, removed however the
+    trial ends. `known`: trials measured before (the served baseline), not measured again."""
     logger = get_run_logger()
-    left = remove_trial_apps()  # a run killed before its cleanup ran
-    if left:
-        logger.warning("removed trial app(s) an earlier run left behind: %s", ", ".join(left))
     search = settings.optimization.serving_search
     wait_ms = policy.serving.batch_wait_timeout_s * 1000.0
     space = cycle_space(
-        config_of(champion.params, wait_ms),
+        config_of(params, wait_ms),
         settings.optimization.replica_options,
         settings.batch_options or settings.optimization.batch_options,
         settings.thread_options,
     )
     level = search_serving_level(
         model,
-        champion.params,
+        params,
         space,
         policy,
         KneeSearch(**search.knee_knobs()),
         max_trials=search.max_trials,
         max_minutes=search.max_minutes,
         wait_ms=wait_ms,
+        known=known,
+        start_label=start_label,
         say=logger.info,
     )
     for trial in level.run.trials:
         runs.log_run(report.serving_trial_record(model, level.variant, trial), parent_run_id=run_id)
+    publish_serving_trials(model, level)
+    return level
+
+
+@task(name="confirm-served-champion", task_run_name="{variant} with the serving level's knobs")
+def confirm_serving(
+    model: str, level: ServingLevel, variant: str, settings: CycleSettings, policy: Policy, run_id: str
+) -> ServingLevel:
+    """The model-level champion, another variant than the serving level searched, measured on the endpoint with the
+    knobs it chose: the knee production will serve (one more trial)."""
+    knee = KneeSearch(**settings.optimization.serving_search.knee_knobs())
+    confirmed = confirm_champion(level, variant, policy, knee)
+    if confirmed.confirmation is not None:
+        runs.log_run(
+            report.serving_trial_record(model, variant, confirmed.confirmation), parent_run_id=run_id
+        )
+    publish_serving_trials(model, confirmed)
+    return confirmed
+
+
+def publish_serving_trials(model: str, level: ServingLevel) -> None:
+    """The serving level's trials as a Prefect table artifact, its sentence in the log."""
     create_table_artifact(
-        [t.row() for t in level.run.trials],
+        [t.row() for t in level.trials],
         key=names.artifact_key("serving-trials", model),
         description=level.sentence(),
     )
-    logger.info(level.sentence())
-    return level
+    get_run_logger().info(level.sentence())
 
 
 @task(name="register-challenger", task_run_name="register {winner.name}")
@@ -272,6 +347,7 @@ def publish_report(
     policy: Policy,
     run_id: str,
     started: float,
+    order: PlanOrder | None = None,
 ) -> dict[str, Any]:
     """ROI, the markdown report and every candidate's row: on the parent run and as Prefect artifacts."""
     final_rps = report.final_throughput(outcome, base, promotion is not None)
@@ -294,6 +370,7 @@ def publish_report(
         checklist,
         policy.optimization.expected_gain,
         outcome.serving,
+        order,
     )
     wall_s = time.monotonic() - started
     runs.write(run_id, report.summary_record(model, outcome, roi, text, wall_s, final))
@@ -306,8 +383,21 @@ def publish_report(
             [r.row() for r in outcome.results], key=names.artifact_key("optimization-candidates", model)
         )
     return report.cycle_output(
-        model, base, bottleneck.focus_area, outcome, final, promotion, roi, run_id, wall_s, checklist
+        model, base, bottleneck.focus_area, outcome, final, promotion, roi, run_id, wall_s, checklist, order
     )
+
+
+def plan_order_of(bottleneck: Breakdown, measured_at: str, forced: str, on_endpoint: bool) -> PlanOrder:
+    """The order of the two levels; without the serving level there is only the model level."""
+    if not on_endpoint:
+        return PlanOrder(
+            "model level",
+            measured_at,
+            "model level only: the serving level runs on an endpoint (a url) with a serving trial budget above 0",
+        )
+    order = decide_order(bottleneck, measured_at, forced)
+    get_run_logger().info("plan order: %s", order.reason)
+    return order
 
 
 @flow(name="optimization-cycle", log_prints=True)
@@ -326,6 +416,7 @@ def optimization_cycle(
     replica_options: list[int] | None = None,
     cache_options: list[int] | None = None,
     serving_trials: int | None = None,
+    plan_order: str = "auto",
     request_log: str | None = None,
     gate: bool = False,
     gate_stability_s: float = 20.0,
@@ -338,7 +429,9 @@ def optimization_cycle(
     """Find the fastest configuration that keeps accuracy, prove it with measurements, promote it, report it.
     `prometheus`: where production's metrics are; the checklist then measures that production is monitored.
     `serving_trials`: the serving level's trial budget on the endpoint (policy optimization.serving_search; 0: off,
-    the in-process knobs are served); it runs only with a `url`."""
+    the in-process knobs are served); it runs only with a `url`, and then what serves now is measured on the
+    endpoint first: where its requests' time goes orders the two levels (`plan_order`: auto; serving or model to
+    put one first whatever the breakdown says)."""
     started = time.monotonic()
     policy = default_policy()
     settings = CycleSettings.resolve(
@@ -356,13 +449,17 @@ def optimization_cycle(
     )
     url, api_key = checked_url(url, "url"), client_key(api_key)
     prometheus = checked_url(prometheus, "prometheus")
+    on_endpoint = bool(url and settings.optimization.serving_search.max_trials)
+    check_forced(plan_order, on_endpoint)  # before anything is measured or recorded
     # a bad request log stops the cycle before anything is recorded
     workload = load_workload(model, request_log)
     # before the baseline: the assessment's probe load must not fall between the baseline and the candidates
     risk = assessed_risk(model, url, api_key, prometheus, policy)
     run_id = open_cycle_run(model, workload)
     base = establish_baseline(model, settings, url, api_key, workload)
-    bottleneck = identify_bottlenecks(base)
+    served_base = measure_served(base, settings, policy) if on_endpoint else None
+    bottleneck, measured_at = identify_bottlenecks(base, served_base)
+    order = plan_order_of(bottleneck, measured_at, plan_order, on_endpoint)
     plan = generate_plan(base, candidates, settings, run_id)
     watched = production_monitoring(prometheus, url, api_key, model, policy) if prometheus and url else None
     checklist = pre_checklist(base, bottleneck, plan, policy, url, watched, risk)
@@ -370,10 +467,21 @@ def optimization_cycle(
     def trial(candidate: Candidate) -> tuple[CandidateResult, Measured | None]:
         return apply_and_validate(candidate, base, settings.repeats, policy, run_id, workload)
 
+    level = None
+    if on_endpoint and order.serving_first:  # the serving path dominates: its knobs first, on what serves now
+        known = [served_base] if served_base is not None and served_base.ok else []
+        level = search_serving(
+            model, base.candidate.params(), settings, policy, run_id, known, "what serves now"
+        )
     budget = Budget.start(settings.max_trials, settings.max_minutes)
-    outcome = run_search(plan, base, settings, workload, trial, budget, get_run_logger().info)
-    if outcome.champion is not None and url and settings.optimization.serving_search.max_trials:
-        outcome.serving = search_serving(model, outcome.champion, settings, policy, run_id)
+    outcome = run_search(plan, base, settings, workload, trial, budget, get_run_logger().info, level)
+    best = outcome.model_champion
+    if best is not None and on_endpoint:
+        outcome.serving = (
+            search_serving(model, best.params, settings, policy, run_id)
+            if level is None
+            else confirm_serving(model, level, str(best.params["variant"]), settings, policy, run_id)
+        )
     champion, promotion, gated, served, rules = outcome.champion, None, None, None, None
     if champion is not None:
         register_challenger(model, champion, outcome.measured[champion.name])
@@ -403,7 +511,7 @@ def optimization_cycle(
         registry.discard_challenger(model)
     final = report.final_state(outcome, base, promotion, gated, served, rules)
     return publish_report(
-        model, base, bottleneck, checklist, outcome, promotion, final, policy, run_id, started
+        model, base, bottleneck, checklist, outcome, promotion, final, policy, run_id, started, order
     )
 
 

@@ -674,10 +674,17 @@ def _text_dim(engine: Any) -> int | None:
 
 
 def _tensor_input_shape(engine: Any) -> list[int | None] | None:
+    """The input's shape, batch dimension open: the ONNX session's; for an engine without one (PyTorch), the zoo's
+    example input's, which is what the model was built for."""
     try:
         return [d if isinstance(d, int) else None for d in engine.session.get_inputs()[0].shape]
     except AttributeError:
+        pass
+    spec = getattr(engine, "spec", None)
+    if spec is None or spec.kind != "tensor":
         return None
+    example = np.asarray(spec.example_inputs(1))
+    return [None, *(int(d) for d in example.shape[1:])]
 
 
 def _packed(reply_or_rejection: Any) -> Any:

@@ -17,6 +17,7 @@ from tasks.records import names
 from tasks.records.runs import RunRecord
 
 if TYPE_CHECKING:
+    from tasks.optimize.order import PlanOrder
     from tasks.optimize.serving_search import KneeTrial, ServingLevel
 
 
@@ -142,12 +143,16 @@ def render_report(
     checklist: list[Decision],
     expected_gain: dict[str, tuple[float, float]] | None = None,
     serving: ServingLevel | None = None,
+    order: PlanOrder | None = None,
 ) -> str:
-    """The cycle's report as markdown: baseline, bottlenecks, each candidate's result and reason (its measured gain
-    beside the seed's expected range for its type, policy optimization.expected_gain), outcome."""
+    """The cycle's report as markdown: baseline, bottlenecks and the plan order they drove, each candidate's result
+    and reason (its measured gain beside the seed's expected range for its type, policy
+    optimization.expected_gain), the serving level, outcome."""
     lines = [f"# Optimization cycle: {model}", ""]
     lines += ["## Baseline", ""] + [f"- {k}: {v}" for k, v in baseline.items()] + [""]
     lines += ["## Bottleneck analysis", "", bottleneck, ""]
+    if order is not None:
+        lines += [f"**Plan order:** {order.reason}. The breakdown was measured {order.source}.", ""]
     lines += ["## Pre-implementation checklist", "", decisions_markdown(checklist)]
     lines += [
         "## Candidates",
@@ -213,10 +218,10 @@ def serving_markdown(level: ServingLevel) -> str:
         "",
         f"Search: {level.run.method}, {level.run.stop_reason}, {level.run.seconds:.0f} s.",
         "",
-        "| trial | configuration | status | knee req/s | P99 ms at knee | CPUs | seconds | stopped / reason |",
-        "|---|---|---|---|---|---|---|---|",
+        "| trial | variant | configuration | status | knee req/s | P99 ms at knee | CPUs | seconds | stopped / reason |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for t in level.run.trials:
+    for t in level.trials:
         row = t.row()
         lines.append("| " + " | ".join("" if v is None else str(v) for v in row.values()) + " |")
     return "\n".join(lines) + "\n"
@@ -332,6 +337,7 @@ def cycle_output(
     run_id: str,
     wall_s: float,
     checklist: list[Decision] | None = None,
+    order: PlanOrder | None = None,
 ) -> dict[str, Any]:
     """The flow's return value (what the CLI prints and scripts read)."""
     champion = outcome.champion
@@ -344,12 +350,13 @@ def cycle_output(
         "final": final,
         "roi": roi,
         "bottleneck": bottleneck_focus,
+        "plan_order": order.record() if order else None,
         "mlflow_run_id": run_id,
         "wall_s": round(wall_s, 1),
         "checklist": {d.name: d.reason for d in checklist or []},
         "serving": {
             "sentence": outcome.serving.sentence(),
-            "trials": [t.row() for t in outcome.serving.run.trials],
+            "trials": [t.row() for t in outcome.serving.trials],
         }
         if outcome.serving is not None
         else None,

@@ -84,15 +84,32 @@ class CycleSettings:
             cache_options,
         )
 
-    def knob_stages(self, workload: Workload | None) -> tuple[list[tuple[str, list[dict[str, int]]]], str]:
-        """The knob stages in order, and why one is left out (caching is judged only on a request log)."""
-        stages = [
-            ("parallelization", knob_values("parallelization", self.thread_options, self.optimization)),
-            ("batching", knob_values("batching", self.batch_options, self.optimization)),
-        ]
+    def knob_stages(
+        self, workload: Workload | None, on_endpoint: bool = False
+    ) -> tuple[list[tuple[str, list[dict[str, int]]]], str]:
+        """The knob stages in order, and why some are left out: caching is judged only on a request log; threads,
+        replicas and batch size are not timed in process when the serving level chose them on the endpoint
+        (`on_endpoint`: it went first)."""
+        stages = (
+            []
+            if on_endpoint
+            else [
+                ("parallelization", knob_values("parallelization", self.thread_options, self.optimization)),
+                ("batching", knob_values("batching", self.batch_options, self.optimization)),
+            ]
+        )
+        said = (
+            ["threads, replicas and batch size chosen on the endpoint by the serving level (it went first)"]
+            if on_endpoint
+            else []
+        )
         if workload is None:
-            return stages, "caching not measured: no request log (a cache's hit rate is the workload's)"
-        return [*stages, ("caching", knob_values("caching", self.cache_options, self.optimization))], ""
+            said.append("caching not measured: no request log (a cache's hit rate is the workload's)")
+            return stages, "; ".join(said)
+        return [
+            *stages,
+            ("caching", knob_values("caching", self.cache_options, self.optimization)),
+        ], "; ".join(said)
 
 
 @dataclass
@@ -186,10 +203,12 @@ def run_search(
     trial: Trial,
     budget: Budget,
     say: Callable[[str], Any] = lambda _msg: None,
+    serving: ServingLevel | None = None,
 ) -> SearchOutcome:
     """Every model-level candidate, then each knob stage on the best configuration so far; `trial` measures
-    one candidate (the flow passes its Prefect task, so each candidate is a task run of its own)."""
-    outcome = SearchOutcome()
+    one candidate (the flow passes its Prefect task, so each candidate is a task run of its own). `serving`: the
+    serving level already ran (the serving path dominated): its knobs are not timed again in process."""
+    outcome = SearchOutcome(serving=serving)
     known = {c.name: c for c in plan}
 
     def run_stage(stage_plan: list[Candidate]) -> None:
@@ -213,14 +232,14 @@ def run_search(
                 outcome.measured[candidate.name] = measured
 
     run_stage(plan)
-    stages, left_out = settings.knob_stages(workload)
+    stages, left_out = settings.knob_stages(workload, on_endpoint=serving is not None)
     if left_out:
         outcome.stop_reason = left_out
-    best = outcome.champion
+    best = outcome.model_champion
     best_candidate = known[best.name] if best else baseline.candidate
     previous_best = baseline.measured.trial.median_throughput
     for stage, values in stages:
-        current = outcome.champion
+        current = outcome.model_champion
         current_rps = current.trial.median_throughput if current and current.trial else previous_best
         # The marginal-gain stop guards compute knobs against over-tuning; a cache's gain comes from the workload's
         # repeats, not from the compute knobs, so the caching stage is always measured.
@@ -235,7 +254,7 @@ def run_search(
             continue
         previous_best = current_rps
         run_stage(knob_stage(best_candidate, stage, values))
-        winner = outcome.champion
+        winner = outcome.model_champion
         if winner is not None:
             best_candidate = known.get(winner.name, best_candidate)
     return outcome

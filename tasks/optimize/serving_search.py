@@ -12,9 +12,9 @@ import logging
 import os
 import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
 from ray import serve
@@ -23,6 +23,7 @@ from serving.app import run_local
 from serving.artifacts import slug
 from serving.client import InferopsClient
 from serving.network import free_port
+from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.suites import model_target, run_load, run_stress
 from tasks.policy import Policy
 
@@ -140,14 +141,22 @@ class KneeTrial:
     reason: str = ""
     number: int = 0
     phases: dict[str, float] = field(default_factory=dict)  # deploy_s, knee_search_s, remove_s
+    # where a request's time went at the knee (the first rate tried when none met the SLA), from Server-Timing
+    breakdown: Breakdown | None = None
+    variant: str = ""  # the model variant the trial served
 
     @property
     def ok(self) -> bool:
         return self.status == "ok"
 
+    @property
+    def meets_sla(self) -> bool:
+        return self.ok and self.knee_rps > 0
+
     def row(self) -> dict[str, Any]:
         return {
             "trial": self.number,
+            "variant": self.variant,
             "config": self.config.name,
             "status": self.status,
             "knee req/s": round(self.knee_rps, 1),
@@ -266,6 +275,8 @@ def measure_config(
             result.stopped_reason,
             number,
             _phases(started, marks),
+            result.breakdown,
+            variant or "",
         )
     except Exception as exc:  # noqa: BLE001 - the trial fails with its reason, the search goes on
         return KneeTrial(
@@ -275,6 +286,7 @@ def measure_config(
             reason=f"{type(exc).__name__}: {exc}",
             number=number,
             phases=_phases(started, marks),
+            variant=variant or "",
         )
 
 
@@ -326,11 +338,14 @@ def tpe_search(
     max_minutes: float,
     seed: int = 0,
     start: ServingConfig | None = None,
+    known: list[KneeTrial] | None = None,
     say: Callable[[str], Any] = print,
 ) -> SearchRun:
     """Optuna's TPE over the space, maximising the knee, within `max_trials` measured trials and `max_minutes`;
     `start` (the configuration production serves) is measured first. A configuration TPE proposes again is told its
-    measured knee without a second measurement; a failed trial counts against the budget and scores 0."""
+    measured knee without a second measurement; a failed trial counts against the budget and scores 0. `known`:
+    trials measured before the search (the cycle's served baseline), taken as measured when TPE proposes them; each
+    counts against the trial budget once."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -346,6 +361,7 @@ def tpe_search(
     run, started = SearchRun("tpe"), time.monotonic()
     deadline = started + 60.0 * max_minutes
     seen: dict[ServingConfig, KneeTrial] = {}
+    before = {t.config: t for t in known or []}
     if start is not None:
         study.enqueue_trial(asdict(start))
     proposals = 0
@@ -362,15 +378,23 @@ def tpe_search(
         if config in seen:
             study.tell(asked, seen[config].knee_rps)
             continue
-        trial = measure(config, len(seen) + 1)
+        trial = before.get(config) or measure(config, next_number(seen.values()))
         seen[config] = trial
         run.trials.append(trial)
         study.tell(asked, trial.knee_rps)
-        say(_progress("tpe", len(seen), max_trials, trial))
+        say(
+            _progress("tpe", len(seen), max_trials, trial)
+            + (" (measured before the search)" if config in before else "")
+        )
     else:
         run.stop_reason = f"{len(seen)} trial(s): the trial budget"
     run.seconds = time.monotonic() - started
     return run
+
+
+def next_number(trials: Iterable[KneeTrial]) -> int:
+    """The next trial's number: one past the highest so far (a served baseline measured before the search is 0)."""
+    return max((t.number for t in trials), default=0) + 1
 
 
 def _progress(method: str, number: int, total: int, trial: KneeTrial) -> str:
@@ -425,57 +449,95 @@ def cycle_space(
 
 @dataclass
 class ServingLevel:
-    """One cycle's serving level: the search on the endpoint that starts from the model-level champion's knobs, and
-    the configuration the champion is served with: the best knee, else (no trial met the SLA) the champion's own."""
+    """One cycle's serving level: the search on the endpoint from the knobs of `variant` (the model-level champion's,
+    or, when the serving path dominated and the serving level went first, the served baseline's), and the
+    configuration the champion is served with: the best knee, else (no trial met the SLA) the champion's own. When
+    the champion is another variant than the one searched, `confirmation` is the champion measured on the endpoint
+    with the chosen knobs: its knee is what production will serve, and a champion that meets the SLA at no rate
+    with them keeps its in-process knobs."""
 
     model: str
     variant: str
     start: ServingConfig
     run: SearchRun
+    confirmation: KneeTrial | None = None
+    confirmed_variant: str | None = None
+    start_label: str = (
+        "the in-process choice"  # what `start` is: the model-level champion's knobs, or what serves
+    )
 
     @property
     def chosen(self) -> KneeTrial | None:
-        return self.run.best
+        best = self.run.best
+        if best is None or (self.confirmation is not None and not self.confirmation.meets_sla):
+            return None
+        return best
+
+    @property
+    def served_knee(self) -> KneeTrial | None:
+        """The measured knee of what the champion is served with: the confirmation's, else the chosen trial's."""
+        if self.chosen is None:
+            return None
+        return self.confirmation or self.chosen
 
     @property
     def start_trial(self) -> KneeTrial | None:
         return next((t for t in self.run.trials if t.config == self.start), None)
 
+    @property
+    def trials(self) -> list[KneeTrial]:
+        """Every trial on the endpoint: the search's, then the champion's confirmation."""
+        return [*self.run.trials, *([self.confirmation] if self.confirmation else [])]
+
     def params_for(self, params: dict[str, Any]) -> dict[str, Any]:
-        """`params` with the chosen configuration's knobs (unchanged when nothing was chosen)."""
+        """`params` with the chosen configuration's compute knobs (unchanged when nothing was chosen). The cache stays
+        `params`' own: the search keeps the cache of where it started and measures every knee with it bypassed,
+        while the model level judges a cache on the request log's repeats."""
         chosen = self.chosen
         if chosen is None:
             return params
         c = chosen.config
-        return {
-            **params,
-            "replicas": c.replicas,
-            "intra_op_threads": c.threads,
-            "batch": c.max_batch,
-            "cache_entries": c.cache_entries,
-        }
+        return {**params, "replicas": c.replicas, "intra_op_threads": c.threads, "batch": c.max_batch}
 
     def sentence(self) -> str:
-        chosen, start = self.chosen, self.start_trial
+        best, start = self.run.best, self.start_trial
         measured = f"{len(self.run.trials)} configuration(s) of {self.variant} measured on the endpoint by their knee"
-        if chosen is None:
+        if best is None:
             return f"{measured}; none met the SLA, so the champion keeps the knobs it was measured with in process."
         versus = (
-            f", against {start.knee_rps:.1f} req/s for the in-process choice {self.start.name}"
-            if start is not None and start.config != chosen.config
-            else " (the in-process choice itself)"
+            f", against {start.knee_rps:.1f} req/s for {self.start_label} {self.start.name}"
+            if start is not None and start.config != best.config
+            else f" ({self.start_label} itself)"
             if start is not None
             else ""
         )
-        return f"{measured}; served with {chosen.config.name}: knee {chosen.knee_rps:.1f} req/s at P99 <= SLA{versus}."
+        figure = f"{best.config.name}: knee {best.knee_rps:.1f} req/s at P99 <= SLA{versus}"
+        confirm = self.confirmation
+        if confirm is None:
+            return f"{measured}; served with {figure}."
+        if not confirm.meets_sla:
+            why = f"failed: {confirm.reason}" if not confirm.ok else "met the SLA at no rate"
+            return (
+                f"{measured}; best {figure}; the champion {self.confirmed_variant} with those knobs {why}, so it "
+                "keeps the knobs it was measured with in process."
+            )
+        return (
+            f"{measured}; best {figure}; the champion {self.confirmed_variant}, measured with those knobs: knee "
+            f"{confirm.knee_rps:.1f} req/s, is served with them."
+        )
 
     def record(self) -> dict[str, Any]:
-        chosen = self.chosen
+        chosen, served = self.chosen, self.served_knee
         return {
+            "variant": self.variant,
             "start": self.start.name,
             "chosen": chosen.config.name if chosen else None,
             "chosen_knee_rps": round(chosen.knee_rps, 1) if chosen else None,
             "chosen_knobs": chosen.config.knobs() if chosen else None,
+            "served_knee_rps": round(served.knee_rps, 1) if served else None,
+            "confirmed": (
+                {"variant": self.confirmed_variant, **self.confirmation.row()} if self.confirmation else None
+            ),
             "trials": len(self.run.trials),
             "seconds": round(self.run.seconds, 1),
             "stopped": self.run.stop_reason,
@@ -492,10 +554,13 @@ def search_serving_level(
     max_trials: int,
     max_minutes: float,
     wait_ms: float,
+    known: list[KneeTrial] | None = None,
+    start_label: str = "the in-process choice",
     say: Callable[[str], Any] = print,
     measure: Measure | None = None,
 ) -> ServingLevel:
-    """TPE over `space` on temporary apps of `model`'s variant in `params`, starting from `params`' own knobs."""
+    """TPE over `space` on temporary apps of `model`'s variant in `params`, starting from `params`' own knobs;
+    `known`: trials of that variant measured before (the served baseline), not measured again."""
     variant = str(params["variant"])
     start = config_of(params, wait_ms)
 
@@ -509,9 +574,38 @@ def search_serving_level(
             max_trials=max_trials,
             max_minutes=max_minutes,
             start=start,
+            known=known,
             say=say,
         )
     finally:
         if measure is None:  # every trial's app gone before the cycle goes on, however the search ended
             remove_trial_apps()
-    return ServingLevel(model, variant, start, run)
+    return ServingLevel(model, variant, start, run, start_label=start_label)
+
+
+def confirm_champion(
+    level: ServingLevel,
+    variant: str,
+    policy: Policy,
+    knee: KneeSearch,
+    measure: Callable[[str, ServingConfig, int], KneeTrial] | None = None,
+) -> ServingLevel:
+    """When the champion is another variant than the one the serving level searched, measure it on the endpoint with
+    the chosen knobs (one more trial): its knee is what production will serve. Nothing to confirm when no trial met
+    the SLA (the champion keeps its in-process knobs) or the variant is the one searched."""
+    best = level.run.best
+    if best is None or variant == level.variant:
+        return level
+    number = next_number(level.run.trials)
+    try:
+        trial = (
+            measure(variant, best.config, number)
+            if measure
+            else measure_config(
+                level.model, variant, best.config, policy, knee, number=number, wait_removal=False
+            )
+        )
+    finally:
+        if measure is None:
+            remove_trial_apps()
+    return replace(level, confirmation=trial, confirmed_variant=variant)

@@ -382,7 +382,13 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
             cache_options=[512],
             request_log=str(log),
             serving_trials=2,
+            plan_order="model",  # the in-process knob stages first, then the serving level on their champion
         )
+        order = out["plan_order"]
+        assert order["first"] == "model level" and "as asked (plan_order=model)" in order["reason"]
+        assert order["source"].startswith("on the endpoint: r1-t1-b8"), (
+            order
+        )  # what served, beside production
         rows = {r["candidate"]: r for r in out["results"]}
         replicas = [r for name, r in rows.items() if "+replicas=2" in name]
         cached = [r for name, r in rows.items() if "+cache=512" in name]
@@ -455,3 +461,80 @@ def test_cycle_measures_replicas_and_cache_on_the_workload_and_serves_the_winner
         assert len(done.replicas) == restored["num_replicas"]
     finally:
         serve.delete("cycle-knobs-test")
+
+
+@pytest.mark.slow
+def test_a_batch_wait_dominating_on_the_endpoint_puts_the_serving_level_first(
+    first_cycle: dict[str, Any], ray_session: None, tmp_path
+) -> None:
+    """What serves now waits 1 s for its batch of 8 to fill: on the endpoint (a copy beside production) the batch wait
+    dominates, so the serving level goes first, on what serves now (its measurement is the first trial, not repeated),
+    threads and batch size are not timed again in process, and the model level's champion, another variant, is
+    measured on the endpoint with the knobs the serving level chose before it is served with them."""
+    from ray import serve
+
+    from serving.app import run_local
+    from tasks.policy import default_policy
+
+    policy = tmp_path / "policy.yaml"
+    policy.write_text(
+        Path(os.environ["INFEROPS_POLICY_FILE"]).read_text(encoding="utf-8")
+        + "serving:\n  batch_wait_timeout_s: 1.0\n"
+        # lenient, so a noisy step on a shared box does not fail batch 1: the test is about the order
+        + "rollout_gate:\n  sla_p99_ms: 300.0\n",
+        encoding="utf-8",
+    )
+    torch_fp32 = ensure_variant(
+        MODEL, "torch-fp32"
+    )  # ONNX Runtime beats it in process by far: a champion is certain
+    registry.register(MODEL, torch_fp32.path, {**torch_fp32.manifest, "variant": "torch-fp32"})
+    registry.promote(MODEL)
+    url = run_local(
+        {"model": f"models:/{MODEL}@champion", "api_keys": ["order-key"]},
+        name="cycle-order-test",
+        port=8000,
+        route_prefix="/order",
+    )
+    try:
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("INFEROPS_POLICY_FILE", str(policy))
+            default_policy.cache_clear()
+            out = _cycle(
+                model=MODEL,
+                url=url,
+                api_key="order-key",
+                candidates=["onnx-fp32"],
+                repeats=2,
+                thread_options=[1],
+                replica_options=[1],
+                batch_options=[8],
+                serving_trials=2,
+            )
+        default_policy.cache_clear()
+        order = out["plan_order"]
+        assert order["first"] == "serving level", order
+        assert "batch wait" in order["reason"] and order["source"].startswith(
+            "on the endpoint: r1-t1-b8-w1000ms"
+        )
+        assert out["bottleneck"] == "batch processing"
+        # no in-process parallelization or batching candidates: the endpoint chose those knobs
+        assert [r["candidate"] for r in out["results"]] == ["onnx-fp32"], out["results"]
+        level = out["final"]["serving_level"]
+        trials = out["serving"]["trials"]
+        # what serves now (trial 0, measured once for the breakdown) and batch 1; then the champion's confirmation
+        assert [(t["trial"], t["variant"], t["config"]) for t in trials] == [
+            (0, "torch-fp32", "r1-t1-b8-w1000ms"),
+            (1, "torch-fp32", "r1-t1-b1-w1000ms"),
+            (2, "onnx-fp32", "r1-t1-b1-w1000ms"),
+        ], trials
+        assert trials[0]["knee req/s"] == 0.0 and trials[1]["knee req/s"] > 0
+        assert level["variant"] == "torch-fp32" and level["chosen"] == "r1-t1-b1-w1000ms"
+        assert level["confirmed"]["variant"] == "onnx-fp32" and level["served_knee_rps"] > 0, level
+        assert out["champion"] == "onnx-fp32"
+        assert out["final"]["serving_knobs"]["knobs"]["max_batch_size"] == 1
+        assert not any(name.startswith("trial-") for name in serve.status().applications)
+        shown = render(print_cycle, out)
+        assert "plan order" in shown and "serving level first" in shown, shown
+    finally:
+        default_policy.cache_clear()
+        serve.delete("cycle-order-test")

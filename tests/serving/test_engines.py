@@ -28,6 +28,16 @@ def test_ort_and_torch_engines_agree_on_digits() -> None:
     assert ort_engine.sha256 == onnx_art.sha256
 
 
+def test_a_pytorch_tensor_model_declares_the_input_shape_its_onnx_export_does() -> None:
+    """A served PyTorch digits-cnn declared a rank-1 input (it has no ONNX session to read the shape from), so the
+    API refused every real request with 400 model_shape; both engines declare [batch, 1, 8, 8]."""
+    from serving.app import _tensor_input_shape
+
+    onnx_engine = load_engine(ensure_variant("digits-cnn", "onnx-fp32").path)
+    torch_engine = load_engine(ensure_variant("digits-cnn", "torch-fp32").path)
+    assert _tensor_input_shape(onnx_engine) == _tensor_input_shape(torch_engine) == [None, 1, 8, 8]
+
+
 def test_threads_spinning_and_provider_fallback_are_reported() -> None:
     import onnxruntime as ort
 

@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from tasks.optimize.order import plan_order
 from tasks.optimize.serving_search import (
     KneeSearch,
     KneeTrial,
@@ -14,6 +15,7 @@ from tasks.optimize.serving_search import (
     ServingSpace,
     best_trial,
     config_of,
+    confirm_champion,
     cycle_space,
     grid_search,
     measure_config,
@@ -220,6 +222,11 @@ def test_a_configuration_faster_in_process_but_slower_on_the_endpoint_loses() ->
     )
     by_batch = {t.config.max_batch: t for t in level.run.trials}
     assert by_batch[16].ok and by_batch[16].knee_rps == 0.0, by_batch[16]
+    # where its requests' time went on the endpoint (Server-Timing): waiting for the batch to fill, which puts the
+    # serving level first
+    waited = by_batch[16].breakdown
+    assert waited is not None and waited.dominant is not None and waited.dominant.name == "batch_wait", waited
+    assert plan_order(waited, "on the endpoint").first == "serving level"
     assert level.chosen is not None and level.chosen.config.max_batch == 1, level.run.trials
     assert level.params_for(params)["batch"] == 1
     assert not any(a.startswith("trial-") for a in _apps())
@@ -254,3 +261,95 @@ def test_a_negative_serving_trial_budget_is_refused_with_the_fix() -> None:
         ValueError, match=r"serving_trials=-1: .* cannot be negative; give 0 to serve the in-process"
     ):
         CycleSettings.resolve(policy, threads=1, batch=8, serving_trials=-1)
+
+
+def test_a_trial_measured_before_the_search_is_not_measured_again_and_counts_against_the_budget() -> None:
+    """The cycle's served baseline, measured on the endpoint for the bottleneck breakdown, is the serving level's
+    first trial when the serving level goes first."""
+    params = {"variant": "onnx-fp32", "replicas": 1, "intra_op_threads": 2, "batch": 16, "cache_entries": 0}
+    served = KneeTrial(ServingConfig(1, 2, 16, 1.0), "ok", 10.0, 60.0, 0.0, variant="onnx-fp32")
+    measured: list[ServingConfig] = []
+
+    def counted(config: ServingConfig, number: int) -> KneeTrial:
+        measured.append(config)
+        return landscape(config, number)
+
+    level = search_serving_level(
+        "minilm",
+        params,
+        SPACE,
+        default_policy(),
+        QUICK,
+        max_trials=3,
+        max_minutes=5,
+        wait_ms=1.0,
+        known=[served],
+        start_label="what serves now",
+        say=lambda _m: None,
+        measure=counted,
+    )
+    assert level.run.trials[0] is served and served.config not in measured
+    assert len(level.run.trials) == 3 and len(measured) == 2
+    # every other configuration's knee (42 req/s and up) beats what serves now
+    assert "against 10.0 req/s for what serves now r1-t2-b16-w1ms" in level.sentence()
+
+
+def _level_on(variant: str) -> object:
+    params = {"variant": variant, "replicas": 1, "intra_op_threads": 2, "batch": 16, "cache_entries": 0}
+    return search_serving_level(
+        "minilm",
+        params,
+        SPACE,
+        default_policy(),
+        QUICK,
+        max_trials=4,
+        max_minutes=5,
+        wait_ms=1.0,
+        say=lambda _m: None,
+        measure=landscape,
+    )
+
+
+def test_a_champion_of_another_variant_is_measured_with_the_chosen_knobs_and_served_with_them() -> None:
+    level = _level_on("onnx-fp32")
+    best = level.run.best
+    seen: list[tuple[str, ServingConfig]] = []
+
+    def on_endpoint(variant: str, config: ServingConfig, number: int) -> KneeTrial:
+        seen.append((variant, config))
+        return KneeTrial(config, "ok", 150.0, 40.0, 0.0, number=number, variant=variant)
+
+    confirmed = confirm_champion(level, "onnx-int8-dynamic", default_policy(), QUICK, on_endpoint)
+    assert seen == [("onnx-int8-dynamic", best.config)]
+    assert confirmed.chosen is best and confirmed.served_knee is confirmed.confirmation
+    assert (
+        confirmed.record()["served_knee_rps"] == 150.0 and confirmed.trials[-1].variant == "onnx-int8-dynamic"
+    )
+    assert (
+        "the champion onnx-int8-dynamic, measured with those knobs: knee 150.0 req/s" in confirmed.sentence()
+    )
+    # the searched variant itself needs no confirmation
+    assert (
+        confirm_champion(level, "onnx-fp32", default_policy(), QUICK, on_endpoint) is level and len(seen) == 1
+    )
+
+
+def test_a_champion_that_meets_the_sla_at_no_rate_with_the_chosen_knobs_keeps_its_in_process_knobs() -> None:
+    level = _level_on("onnx-fp32")
+    params = {
+        "variant": "onnx-int8-dynamic",
+        "replicas": 1,
+        "intra_op_threads": 2,
+        "batch": 16,
+        "cache_entries": 0,
+    }
+
+    def too_slow(variant: str, config: ServingConfig, number: int) -> KneeTrial:
+        return KneeTrial(config, "ok", 0.0, 400.0, 0.0, number=number, variant=variant)
+
+    confirmed = confirm_champion(level, "onnx-int8-dynamic", default_policy(), QUICK, too_slow)
+    assert confirmed.chosen is None and confirmed.params_for(params) == params
+    assert (
+        "met the SLA at no rate, so it keeps the knobs it was measured with in process"
+        in confirmed.sentence()
+    )
