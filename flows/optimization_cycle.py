@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -43,6 +44,7 @@ from tasks.optimize.serving_search import (
     measure_config,
     remove_trial_apps,
     search_serving_level,
+    usage_sentence,
 )
 from tasks.optimize.trials import Measured, bottlenecks_in_process
 from tasks.optimize.validation import CandidateResult
@@ -79,9 +81,12 @@ def establish_baseline(
 
 
 @task(name="measure-served-baseline", task_run_name="{baseline.candidate.variant} as served, on the endpoint")
-def measure_served(baseline: CycleBaseline, settings: CycleSettings, policy: Policy) -> KneeTrial:
+def measure_served(
+    baseline: CycleBaseline, settings: CycleSettings, policy: Policy, run_id: str
+) -> KneeTrial:
     """What serves now (its variant and knobs) on a temporary app beside production, on the same cluster and ingress:
-    its knee and where a request's time goes there. Production itself is never driven to its knee."""
+    its knee, where a request's time goes there and what its replicas use, recorded as the cycle's first serving
+    trial (number 0). Production itself is never driven to its knee."""
     logger = get_run_logger()
     left = remove_trial_apps()  # a run killed before its cleanup ran
     if left:
@@ -94,10 +99,12 @@ def measure_served(baseline: CycleBaseline, settings: CycleSettings, policy: Pol
         KneeSearch(**settings.optimization.serving_search.knee_knobs()),
         wait_removal=False,  # removed while the cycle goes on; the serving level waits for every trial app
     )
+    runs.log_run(report.serving_trial_record(baseline.model, served.variant, served), parent_run_id=run_id)
     logger.info(
-        "served baseline %s on the endpoint: %s",
+        "served baseline %s on the endpoint: %s; %s",
         served.config.name,
         f"knee {served.knee_rps:.1f} req/s" if served.ok else f"failed: {served.reason}",
+        usage_sentence(served),
     )
     return served
 
@@ -112,8 +119,14 @@ def identify_bottlenecks(baseline: CycleBaseline, served: KneeTrial | None) -> t
             if served.meets_sla
             else "at the first rate tried (no rate met the SLA)"
         )
+        figures = [
+            f"what serves now on the endpoint: knee {served.knee_rps:.1f} req/s"
+            + (f", P99 {served.p99_ms:.1f} ms there" if served.p99_ms is not None else ""),
+            usage_sentence(served),
+        ]
+        measured = replace(served.breakdown, findings=[*figures, *served.breakdown.findings])
         return (
-            served.breakdown,
+            measured,
             f"on the endpoint: {served.config.name} on a temporary app beside production, {at}",
         )
     why = (
@@ -232,7 +245,8 @@ def search_serving(
         say=logger.info,
     )
     for trial in level.run.trials:
-        runs.log_run(report.serving_trial_record(model, level.variant, trial), parent_run_id=run_id)
+        if trial not in (known or []):  # a trial measured before (the served baseline) has its run already
+            runs.log_run(report.serving_trial_record(model, level.variant, trial), parent_run_id=run_id)
     publish_serving_trials(model, level)
     return level
 
@@ -457,7 +471,7 @@ def optimization_cycle(
     risk = assessed_risk(model, url, api_key, prometheus, policy)
     run_id = open_cycle_run(model, workload)
     base = establish_baseline(model, settings, url, api_key, workload)
-    served_base = measure_served(base, settings, policy) if on_endpoint else None
+    served_base = measure_served(base, settings, policy, run_id) if on_endpoint else None
     bottleneck, measured_at = identify_bottlenecks(base, served_base)
     order = plan_order_of(bottleneck, measured_at, plan_order, on_endpoint)
     plan = generate_plan(base, candidates, settings, run_id)

@@ -206,6 +206,7 @@ def serving_trial_record(model: str, variant: str, trial: KneeTrial) -> RunRecor
             "cpus": float(c.cpus),
             "seconds": trial.seconds,
             **trial.phases,
+            **trial.usage,
         },
         failed=not trial.ok,
     )
@@ -218,11 +219,11 @@ def serving_markdown(level: ServingLevel) -> str:
         "",
         f"Search: {level.run.method}, {level.run.stop_reason}, {level.run.seconds:.0f} s.",
         "",
-        "| trial | variant | configuration | status | knee req/s | P99 ms at knee | CPUs | seconds | stopped / reason |",
-        "|---|---|---|---|---|---|---|---|---|",
     ]
-    for t in level.trials:
-        row = t.row()
+    rows = [t.row() for t in level.trials]
+    if rows:
+        lines += ["| " + " | ".join(rows[0]) + " |", "|" + "---|" * len(rows[0])]
+    for row in rows:
         lines.append("| " + " | ".join("" if v is None else str(v) for v in row.values()) + " |")
     return "\n".join(lines) + "\n"
 

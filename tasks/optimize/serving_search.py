@@ -25,6 +25,7 @@ from serving.client import InferopsClient
 from serving.network import free_port
 from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.suites import model_target, run_load, run_stress
+from tasks.measure.system_metrics import RAY_REPLICA_MARKER, SystemSummary, replica_pids
 from tasks.policy import Policy
 
 TRIAL_PREFIX = "trial"
@@ -144,6 +145,8 @@ class KneeTrial:
     # where a request's time went at the knee (the first rate tried when none met the SLA), from Server-Timing
     breakdown: Breakdown | None = None
     variant: str = ""  # the model variant the trial served
+    # the trial replicas' CPU (and GPU) use during the knee search (`replica_usage`); empty when they run elsewhere
+    usage: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -162,6 +165,9 @@ class KneeTrial:
             "knee req/s": round(self.knee_rps, 1),
             "p99 ms at knee": round(self.p99_ms, 1) if self.p99_ms is not None else None,
             "cpus": self.config.cpus,
+            "replica CPU peak": f"{self.usage['replica_cpu_share_max']:.0%}"
+            if "replica_cpu_share_max" in self.usage
+            else None,
             "seconds": round(self.seconds, 1),
             "reason": self.reason,
         }
@@ -259,7 +265,9 @@ def measure_config(
             with InferopsClient(url, key) as client:
                 name = client.models()[0]
                 meta = client.check_serves(name)
-            spec = model_target(url, name, key, meta)
+            # the trial's replica processes, where they run on this host (their CPU use is the trial's)
+            pids = replica_pids(f"{RAY_REPLICA_MARKER}:{app}:")
+            spec = model_target(url, name, key, meta, pids=pids)
             if knee.warmup_s > 0:
                 run_load(spec, policy=policy, rate=knee.start_rps, duration_s=knee.warmup_s)
             result = run_stress(spec, policy=policy, **knee.knobs())
@@ -277,6 +285,7 @@ def measure_config(
             _phases(started, marks),
             result.breakdown,
             variant or "",
+            replica_usage(result.system, config, len(pids)),
         )
     except Exception as exc:  # noqa: BLE001 - the trial fails with its reason, the search goes on
         return KneeTrial(
@@ -288,6 +297,39 @@ def measure_config(
             phases=_phases(started, marks),
             variant=variant or "",
         )
+
+
+def replica_usage(system: SystemSummary | None, config: ServingConfig, processes: int) -> dict[str, float]:
+    """What the trial's replicas used during the knee search: CPU mean and peak (percent of one core, summed over
+    the processes), the peak as a share of the cores the configuration holds, and GPU utilisation where a GPU was
+    sampled. Nothing when no replica process was found on this host (a remote cluster: its Prometheus says)."""
+    if system is None or not system.pids:
+        return {}
+    out = {
+        "replica_processes": float(processes),
+        "replica_cpu_percent_mean": system.cpu_percent_mean,
+        "replica_cpu_percent_max": system.cpu_percent_max,
+        "replica_cpu_share_max": system.cpu_percent_max / (100.0 * config.cpus),
+    }
+    gpu = system.metrics().get("gpu_utilisation_percent_mean")
+    if gpu is not None:
+        out["gpu_utilisation_percent_mean"] = gpu
+    return out
+
+
+def usage_sentence(trial: KneeTrial) -> str:
+    """The replicas' use in words, for the report."""
+    u = trial.usage
+    if not u:
+        return "replica CPU not measured (no replica process of the trial on this host)"
+    gpu = (
+        f"; GPU {u['gpu_utilisation_percent_mean']:.0f}% busy" if "gpu_utilisation_percent_mean" in u else ""
+    )
+    return (
+        f"replica CPU during the knee search: mean {u['replica_cpu_percent_mean']:.0f}%, peak "
+        f"{u['replica_cpu_percent_max']:.0f}% of one core over {u['replica_processes']:.0f} process(es), "
+        f"{u['replica_cpu_share_max']:.0%} of the {trial.config.cpus} core(s) it holds{gpu}"
+    )
 
 
 def _phases(started: float, marks: dict[str, float]) -> dict[str, float]:

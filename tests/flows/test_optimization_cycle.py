@@ -533,6 +533,19 @@ def test_a_batch_wait_dominating_on_the_endpoint_puts_the_serving_level_first(
         assert out["champion"] == "onnx-fp32"
         assert out["final"]["serving_knobs"]["knobs"]["max_batch_size"] == 1
         assert not any(name.startswith("trial-") for name in serve.status().applications)
+        # each trial one nested run, the served baseline's (with its replica's CPU use) not logged twice
+        configure()
+        trial_runs = mlflow.search_runs(
+            experiment_names=["inferops-optimization"],
+            filter_string=f"tags.mlflow.parentRunId = '{out['mlflow_run_id']}' and params.stage = 'serving'",
+        )
+        assert sorted(trial_runs["tags.mlflow.runName"]) == [
+            "serving-0-r1-t1-b8-w1000ms",
+            "serving-1-r1-t1-b1-w1000ms",
+            "serving-2-r1-t1-b1-w1000ms",
+        ], trial_runs["tags.mlflow.runName"]
+        served = trial_runs[trial_runs["tags.mlflow.runName"] == "serving-0-r1-t1-b8-w1000ms"].iloc[0]
+        assert served["metrics.replica_cpu_percent_max"] > 0 and served["params.variant"] == "torch-fp32"
         shown = render(print_cycle, out)
         assert "plan order" in shown and "serving level first" in shown, shown
     finally:

@@ -20,6 +20,7 @@ from tasks.optimize.serving_search import (
     grid_search,
     measure_config,
     remove_trial_apps,
+    replica_usage,
     search_serving_level,
     tpe_search,
     trial_app,
@@ -227,6 +228,10 @@ def test_a_configuration_faster_in_process_but_slower_on_the_endpoint_loses() ->
     waited = by_batch[16].breakdown
     assert waited is not None and waited.dominant is not None and waited.dominant.name == "batch_wait", waited
     assert plan_order(waited, "on the endpoint").first == "serving level"
+    # what the trial's replica (one process: the model is served inside the ingress) used during its knee search
+    usage = by_batch[1].usage
+    assert usage["replica_processes"] == 1.0 and usage["replica_cpu_percent_max"] > 0, usage
+    assert usage["replica_cpu_share_max"] == usage["replica_cpu_percent_max"] / 100.0
     assert level.chosen is not None and level.chosen.config.max_batch == 1, level.run.trials
     assert level.params_for(params)["batch"] == 1
     assert not any(a.startswith("trial-") for a in _apps())
@@ -353,3 +358,22 @@ def test_a_champion_that_meets_the_sla_at_no_rate_with_the_chosen_knobs_keeps_it
         "met the SLA at no rate, so it keeps the knobs it was measured with in process"
         in confirmed.sentence()
     )
+
+
+def test_replica_usage_is_the_share_of_the_cores_a_configuration_holds_and_nothing_when_none_ran_here() -> (
+    None
+):
+    from tasks.measure.system_metrics import SystemSummary
+
+    def seen(pids: list[int], mean: float, peak: float) -> SystemSummary:
+        return SystemSummary(pids, [], 50.0, mean, peak, 0, 0, 0, "unavailable (no GPU)")
+
+    usage = replica_usage(seen([11, 12], 120.0, 300.0), ServingConfig(2, 2, 8, 5.0), 2)
+    assert usage == {
+        "replica_processes": 2.0,
+        "replica_cpu_percent_mean": 120.0,
+        "replica_cpu_percent_max": 300.0,
+        "replica_cpu_share_max": 0.75,  # 300% of one core over the 4 cores 2 replicas x 2 threads hold
+    }
+    assert replica_usage(seen([], 0.0, 0.0), ServingConfig(1, 1, 8, 5.0), 0) == {}
+    assert replica_usage(None, ServingConfig(1, 1, 8, 5.0), 0) == {}
