@@ -1,5 +1,6 @@
-"""The optimization cycle (seed 7.3): baseline -> bottlenecks -> plan -> (apply, validate, keep or roll back)
-for each candidate -> promote -> monitoring -> report. Orchestration only: the logic lives in tasks/optimize."""
+"""The optimization cycle (seed 7.3): baseline -> bottlenecks (on the endpoint when it has one) -> plan, its two
+levels in the order the dominant phase gives -> (apply, validate, keep or roll back) for each candidate -> promote ->
+monitoring -> report. Orchestration only: the logic lives in tasks/optimize."""
 
 from __future__ import annotations
 
