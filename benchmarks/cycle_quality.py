@@ -23,6 +23,7 @@ from tasks.optimize.serving_search import (  # noqa: E402 (after the path fix ab
     SearchRun,
     ServingConfig,
     ServingSpace,
+    batch_wait_ms,
     grid_search,
     measure_config,
     tpe_search,
@@ -73,9 +74,7 @@ def main() -> int:
         address="local", include_dashboard=False, log_to_driver=False
     )  # never a cluster already on this host
     serving = policy.serving
-    start = ServingConfig(
-        1, serving.intra_op_threads, serving.max_batch_size, serving.batch_wait_timeout_s * 1000
-    )
+    start = ServingConfig(1, serving.intra_op_threads, serving.max_batch_size, batch_wait_ms(policy))
     if start not in SPACE.grid():
         start = (
             None  # the policy's defaults lie outside the benchmark's space: TPE starts from its own samples

@@ -226,14 +226,10 @@ def _knee_note(final: dict[str, Any]) -> str:
     level = final.get("serving_level") or {}
     if not level.get("chosen"):
         return ""
-    confirmed = level.get("confirmed")
+    measured = "; the champion measured with them" if level.get("confirmed") else ""
     return (
-        f" (the best of {level['trials']} configurations of {level['variant']} measured on the endpoint"
-        + (
-            f"; the champion measured with them: knee {confirmed['knee req/s']} req/s on its trial app)"
-            if confirmed
-            else f": knee {level['chosen_knee_rps']} req/s on its trial app)"
-        )
+        f" (the best of {level['trials']} configurations of {level['variant']} measured on the endpoint{measured}: "
+        f"knee {level['served_knee_rps']} req/s on its trial app)"
     )
 
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import replace
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -32,13 +31,14 @@ from tasks.optimize.baseline import CycleBaseline
 from tasks.optimize.candidates import Candidate, plan_candidates
 from tasks.optimize.checklist import check_checklist, cycle_facts
 from tasks.optimize.improvement import roi_figures
-from tasks.optimize.order import PlanOrder, check_forced
+from tasks.optimize.order import PlanOrder, check_forced, measured_breakdown
 from tasks.optimize.order import plan_order as decide_order
 from tasks.optimize.search import Budget, CycleSettings, SearchOutcome, evaluate_candidate, run_search
 from tasks.optimize.serving_search import (
     KneeSearch,
     KneeTrial,
     ServingLevel,
+    batch_wait_ms,
     config_of,
     confirm_champion,
     cycle_space,
@@ -95,12 +95,12 @@ def measure_served(
     served = measure_config(
         baseline.model,
         baseline.candidate.variant,
-        config_of(baseline.candidate.params(), policy.serving.batch_wait_timeout_s * 1000.0),
+        config_of(baseline.candidate.params(), batch_wait_ms(policy)),
         policy,
-        KneeSearch(**settings.optimization.serving_search.knee_knobs()),
+        KneeSearch.of(settings.optimization.serving_search),
         wait_removal=False,  # removed while the cycle goes on; the serving level waits for every trial app
     )
-    runs.log_run(report.serving_trial_record(baseline.model, served.variant, served), parent_run_id=run_id)
+    runs.log_run(report.serving_trial_record(baseline.model, served), parent_run_id=run_id)
     logger.info(
         "served baseline %s on the endpoint: %s; %s",
         served.config.name,
@@ -114,33 +114,12 @@ def measure_served(
 def identify_bottlenecks(baseline: CycleBaseline, served: KneeTrial | None) -> tuple[Breakdown, str]:
     """Where a request's time goes for the served configuration, and where that was measured: on the endpoint near
     its knee (the served baseline's trial), else in process (tokenize / compute / load)."""
-    if served is not None and served.breakdown is not None and served.breakdown.dominant is not None:
-        at = (
-            f"at its knee, {served.knee_rps:.1f} req/s"
-            if served.meets_sla
-            else "at the first rate tried (no rate met the SLA)"
-        )
-        figures = [
-            f"what serves now on the endpoint: knee {served.knee_rps:.1f} req/s"
-            + (f", P99 {served.p99_ms:.1f} ms there" if served.p99_ms is not None else ""),
-            usage_sentence(served),
-        ]
-        measured = replace(served.breakdown, findings=[*figures, *served.breakdown.findings])
-        return (
-            measured,
-            f"on the endpoint: {served.config.name} on a temporary app beside production, {at}",
-        )
-    why = (
-        f" (the endpoint measurement failed: {served.reason})"
-        if served is not None and not served.ok
-        else " (no phase timings from the endpoint)"
-        if served is not None
-        else " (no endpoint, or the serving level is off)"
+    return measured_breakdown(
+        served,
+        lambda: bottlenecks_in_process(
+            baseline.model, baseline.candidate.variant, baseline.candidate.intra_op_threads
+        ),
     )
-    breakdown = bottlenecks_in_process(
-        baseline.model, baseline.candidate.variant, baseline.candidate.intra_op_threads
-    )
-    return breakdown, "in process: tokenize and compute timed on the worker" + why
 
 
 @task(name="generate-plan")
@@ -225,7 +204,7 @@ def search_serving(
     trial ends. `known`: trials measured before (the served baseline), not measured again."""
     logger = get_run_logger()
     search = settings.optimization.serving_search
-    wait_ms = policy.serving.batch_wait_timeout_s * 1000.0
+    wait_ms = batch_wait_ms(policy)
     space = cycle_space(
         config_of(params, wait_ms),
         settings.optimization.replica_options,
@@ -237,7 +216,7 @@ def search_serving(
         params,
         space,
         policy,
-        KneeSearch(**search.knee_knobs()),
+        KneeSearch.of(search),
         max_trials=search.max_trials,
         max_minutes=search.max_minutes,
         wait_ms=wait_ms,
@@ -247,7 +226,7 @@ def search_serving(
     )
     for trial in level.run.trials:
         if trial not in (known or []):  # a trial measured before (the served baseline) has its run already
-            runs.log_run(report.serving_trial_record(model, level.variant, trial), parent_run_id=run_id)
+            runs.log_run(report.serving_trial_record(model, trial), parent_run_id=run_id)
     publish_serving_trials(model, level)
     return level
 
@@ -258,12 +237,9 @@ def confirm_serving(
 ) -> ServingLevel:
     """The model-level champion, another variant than the serving level searched, measured on the endpoint with the
     knobs it chose: the knee production will serve (one more trial)."""
-    knee = KneeSearch(**settings.optimization.serving_search.knee_knobs())
-    confirmed = confirm_champion(level, variant, policy, knee)
+    confirmed = confirm_champion(level, variant, policy, KneeSearch.of(settings.optimization.serving_search))
     if confirmed.confirmation is not None:
-        runs.log_run(
-            report.serving_trial_record(model, variant, confirmed.confirmation), parent_run_id=run_id
-        )
+        runs.log_run(report.serving_trial_record(model, confirmed.confirmation), parent_run_id=run_id)
     publish_serving_trials(model, confirmed)
     return confirmed
 
@@ -402,19 +378,6 @@ def publish_report(
     )
 
 
-def plan_order_of(bottleneck: Breakdown, measured_at: str, forced: str, on_endpoint: bool) -> PlanOrder:
-    """The order of the two levels; without the serving level there is only the model level."""
-    if not on_endpoint:
-        return PlanOrder(
-            "model level",
-            measured_at,
-            "model level only: the serving level runs on an endpoint (a url) with a serving trial budget above 0",
-        )
-    order = decide_order(bottleneck, measured_at, forced)
-    get_run_logger().info("plan order: %s", order.reason)
-    return order
-
-
 @flow(name="optimization-cycle", log_prints=True)
 def optimization_cycle(
     model: str = "minilm",
@@ -474,7 +437,8 @@ def optimization_cycle(
     base = establish_baseline(model, settings, url, api_key, workload)
     served_base = measure_served(base, settings, policy, run_id) if on_endpoint else None
     bottleneck, measured_at = identify_bottlenecks(base, served_base)
-    order = plan_order_of(bottleneck, measured_at, plan_order, on_endpoint)
+    order = decide_order(bottleneck, measured_at, plan_order, on_endpoint)
+    get_run_logger().info("plan order: %s", order.reason)
     plan = generate_plan(base, candidates, settings, run_id)
     watched = production_monitoring(prometheus, url, api_key, model, policy) if prometheus and url else None
     checklist = pre_checklist(base, bottleneck, plan, policy, url, watched, risk)

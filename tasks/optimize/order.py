@@ -6,10 +6,12 @@ the serving level searches around its champion. Pure logic: the flow measures, t
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from tasks.measure.bottlenecks import Breakdown
+from tasks.optimize.serving_search import KneeTrial, usage_sentence
 
 Level = Literal["serving level", "model level"]
 Forced = Literal["auto", "serving", "model"]
@@ -49,9 +51,48 @@ def check_forced(forced: str, serving_runs: bool = True) -> None:
         )
 
 
-def plan_order(breakdown: Breakdown, source: str, forced: str = "auto") -> PlanOrder:
-    """The level that goes first for `breakdown` (measured at `source`), unless `forced` names one."""
-    check_forced(forced)
+def measured_breakdown(
+    served: KneeTrial | None, in_process: Callable[[], Breakdown]
+) -> tuple[Breakdown, str]:
+    """The breakdown that orders the plan, and where it was measured: what serves now on the endpoint near its knee
+    (`served`, with its knee and its replicas' use as findings), else `in_process()` with the reason."""
+    if served is not None and served.breakdown is not None and served.breakdown.dominant is not None:
+        at = (
+            f"at its knee, {served.knee_rps:.1f} req/s"
+            if served.meets_sla
+            else "at the first rate tried (no rate met the SLA)"
+        )
+        figures = [
+            f"what serves now on the endpoint: knee {served.knee_rps:.1f} req/s"
+            + (f", P99 {served.p99_ms:.1f} ms there" if served.p99_ms is not None else ""),
+            usage_sentence(served),
+        ]
+        return (
+            replace(served.breakdown, findings=[*figures, *served.breakdown.findings]),
+            f"on the endpoint: {served.config.name} on a temporary app beside production, {at}",
+        )
+    why = (
+        " (no endpoint, or the serving level is off)"
+        if served is None
+        else f" (the endpoint measurement failed: {served.reason})"
+        if not served.ok
+        else " (no phase timings from the endpoint)"
+    )
+    return in_process(), "in process: tokenize and compute timed on the worker" + why
+
+
+def plan_order(
+    breakdown: Breakdown, source: str, forced: str = "auto", serving_runs: bool = True
+) -> PlanOrder:
+    """The level that goes first for `breakdown` (measured at `source`), unless `forced` names one; without the
+    serving level (`serving_runs` False) there is only the model level."""
+    check_forced(forced, serving_runs)
+    if not serving_runs:
+        return PlanOrder(
+            "model level",
+            source,
+            "model level only: the serving level runs on an endpoint (a url) with a serving trial budget above 0",
+        )
     dominant = breakdown.dominant
     said = (
         f"{dominant.label} dominates ({dominant.share:.0%} of {sum(p.ms for p in breakdown.phases):.1f} ms, focus "

@@ -178,7 +178,7 @@ def render_report(
     return "\n".join(lines) + "\n"
 
 
-def serving_trial_record(model: str, variant: str, trial: KneeTrial) -> RunRecord:
+def serving_trial_record(model: str, trial: KneeTrial) -> RunRecord:
     """One serving-level trial's nested run: its configuration, knee, P99 there, and why it stopped or failed."""
     c = trial.config
     return RunRecord(
@@ -191,7 +191,7 @@ def serving_trial_record(model: str, variant: str, trial: KneeTrial) -> RunRecor
             names.TAG_RETENTION_CLASS: names.PERFORMANCE_DATA,
         },
         params={
-            "variant": variant,
+            "variant": trial.variant,
             "stage": "serving",
             "replicas": c.replicas,
             "intra_op_threads": c.threads,

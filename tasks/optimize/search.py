@@ -90,26 +90,22 @@ class CycleSettings:
         """The knob stages in order, and why some are left out: caching is judged only on a request log; threads,
         replicas and batch size are not timed in process when the serving level chose them on the endpoint
         (`on_endpoint`: it went first)."""
-        stages = (
-            []
-            if on_endpoint
-            else [
+        stages: list[tuple[str, list[dict[str, int]]]] = []
+        said: list[str] = []
+        if on_endpoint:
+            said.append(
+                "threads, replicas and batch size chosen on the endpoint by the serving level (it went first)"
+            )
+        else:
+            stages += [
                 ("parallelization", knob_values("parallelization", self.thread_options, self.optimization)),
                 ("batching", knob_values("batching", self.batch_options, self.optimization)),
             ]
-        )
-        said = (
-            ["threads, replicas and batch size chosen on the endpoint by the serving level (it went first)"]
-            if on_endpoint
-            else []
-        )
         if workload is None:
             said.append("caching not measured: no request log (a cache's hit rate is the workload's)")
-            return stages, "; ".join(said)
-        return [
-            *stages,
-            ("caching", knob_values("caching", self.cache_options, self.optimization)),
-        ], "; ".join(said)
+        else:
+            stages.append(("caching", knob_values("caching", self.cache_options, self.optimization)))
+        return stages, "; ".join(said)
 
 
 @dataclass

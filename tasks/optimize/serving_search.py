@@ -26,7 +26,7 @@ from serving.network import free_port
 from tasks.measure.bottlenecks import Breakdown
 from tasks.measure.suites import model_target, run_load, run_stress
 from tasks.measure.system_metrics import RAY_REPLICA_MARKER, SystemSummary, replica_pids
-from tasks.policy import Policy
+from tasks.policy import Policy, ServingSearch
 
 TRIAL_PREFIX = "trial"
 # A trial whose replicas are not RUNNING within this long fails as unhealthy (Serve's own wait).
@@ -123,6 +123,11 @@ class KneeSearch:
     # discarded load at the start rate before the search: a fresh app's first answers (connections, the engine's
     # first calls) are not its knee
     warmup_s: float = 2.0
+
+    @classmethod
+    def of(cls, search: ServingSearch) -> KneeSearch:
+        """The knee search the policy's `optimization.serving_search` sets."""
+        return cls(**search.knee_knobs())
 
     def knobs(self) -> dict[str, Any]:
         """The stress suite's knobs (`find_knee`)."""
@@ -457,6 +462,11 @@ def _progress(method: str, number: int, total: int, trial: KneeTrial) -> str:
     return f"{method} {number}/{total} {trial.config.name}: {figure} in {trial.seconds:.0f} s{where}"
 
 
+def batch_wait_ms(policy: Policy) -> float:
+    """The batch wait the policy serves with, in the milliseconds a `ServingConfig` holds."""
+    return policy.serving.batch_wait_timeout_s * 1000.0
+
+
 def config_of(params: dict[str, Any], wait_ms: float) -> ServingConfig:
     """The serving configuration a candidate's recorded params (`Candidate.params`) describe."""
     return ServingConfig(
@@ -502,8 +512,7 @@ class ServingLevel:
     variant: str
     start: ServingConfig
     run: SearchRun
-    confirmation: KneeTrial | None = None
-    confirmed_variant: str | None = None
+    confirmation: KneeTrial | None = None  # its `variant` is the champion's
     start_label: str = (
         "the in-process choice"  # what `start` is: the model-level champion's knobs, or what serves
     )
@@ -560,11 +569,11 @@ class ServingLevel:
         if not confirm.meets_sla:
             why = f"failed: {confirm.reason}" if not confirm.ok else "met the SLA at no rate"
             return (
-                f"{measured}; best {figure}; the champion {self.confirmed_variant} with those knobs {why}, so it "
+                f"{measured}; best {figure}; the champion {confirm.variant} with those knobs {why}, so it "
                 "keeps the knobs it was measured with in process."
             )
         return (
-            f"{measured}; best {figure}; the champion {self.confirmed_variant}, measured with those knobs: knee "
+            f"{measured}; best {figure}; the champion {confirm.variant}, measured with those knobs: knee "
             f"{confirm.knee_rps:.1f} req/s, is served with them."
         )
 
@@ -577,9 +586,7 @@ class ServingLevel:
             "chosen_knee_rps": round(chosen.knee_rps, 1) if chosen else None,
             "chosen_knobs": chosen.config.knobs() if chosen else None,
             "served_knee_rps": round(served.knee_rps, 1) if served else None,
-            "confirmed": (
-                {"variant": self.confirmed_variant, **self.confirmation.row()} if self.confirmation else None
-            ),
+            "confirmed": self.confirmation.row() if self.confirmation else None,
             "trials": len(self.run.trials),
             "seconds": round(self.run.seconds, 1),
             "stopped": self.run.stop_reason,
@@ -650,4 +657,4 @@ def confirm_champion(
     finally:
         if measure is None:
             remove_trial_apps()
-    return replace(level, confirmation=trial, confirmed_variant=variant)
+    return replace(level, confirmation=trial)

@@ -4,6 +4,7 @@ remove their temporary app (healthy, never healthy, or interrupted)."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import pytest
 
@@ -11,7 +12,9 @@ from tasks.optimize.order import plan_order
 from tasks.optimize.serving_search import (
     KneeSearch,
     KneeTrial,
+    Measure,
     ServingConfig,
+    ServingLevel,
     ServingSpace,
     best_trial,
     config_of,
@@ -44,6 +47,24 @@ def landscape(config: ServingConfig, number: int) -> KneeTrial:
     )
     knee -= 3 * (config.wait_ms == 5.0)
     return KneeTrial(config, "ok", knee, 50.0, 0.0, number=number)
+
+
+def searched(
+    params: dict[str, Any], measure: Measure, space: ServingSpace = SPACE, **kwargs: Any
+) -> ServingLevel:
+    """The serving level on minilm over `space` with a fake endpoint (`measure`), 5 minutes, 1 ms batch wait."""
+    return search_serving_level(
+        "minilm",
+        params,
+        space,
+        default_policy(),
+        QUICK,
+        max_minutes=5,
+        wait_ms=1.0,
+        say=lambda _m: None,
+        measure=measure,
+        **kwargs,
+    )
 
 
 def test_space_is_the_product_of_its_knobs_and_refuses_an_empty_or_negative_one() -> None:
@@ -144,18 +165,7 @@ def test_the_serving_level_serves_the_best_knee_not_the_in_process_choice() -> N
     """The in-process choice (r1-t2-b16) is measured first; the champion is served with the best knee."""
     params = {"variant": "onnx-fp32", "replicas": 1, "intra_op_threads": 2, "batch": 16, "cache_entries": 0}
     space = ServingSpace(replicas=(1, 2), threads=(1, 2), max_batch=(1, 4, 8, 16), wait_ms=(1.0,))
-    level = search_serving_level(
-        "minilm",
-        params,
-        space,
-        default_policy(),
-        QUICK,
-        max_trials=16,
-        max_minutes=5,
-        wait_ms=1.0,
-        say=lambda _m: None,
-        measure=landscape,
-    )
+    level = searched(params, landscape, space, max_trials=16)
     assert level.run.trials[0].config == level.start == ServingConfig(1, 2, 16, 1.0)
     assert level.chosen is not None and level.chosen.config == ServingConfig(2, 1, 8, 1.0)
     assert level.params_for(params) == {**params, "replicas": 2, "intra_op_threads": 1, "batch": 8}
@@ -169,18 +179,7 @@ def test_with_no_configuration_meeting_the_sla_the_in_process_knobs_stay() -> No
     def nothing_meets_it(config: ServingConfig, number: int) -> KneeTrial:
         return KneeTrial(config, "ok", 0.0, 250.0, 0.0, number=number)
 
-    level = search_serving_level(
-        "minilm",
-        params,
-        SPACE,
-        default_policy(),
-        QUICK,
-        max_trials=3,
-        max_minutes=5,
-        wait_ms=1.0,
-        say=lambda _m: None,
-        measure=nothing_meets_it,
-    )
+    level = searched(params, nothing_meets_it, max_trials=3)
     assert len(level.run.trials) == 3 and level.chosen is None
     assert level.params_for(params) == params and "none met the SLA" in level.sentence()
 
@@ -279,40 +278,16 @@ def test_a_trial_measured_before_the_search_is_not_measured_again_and_counts_aga
         measured.append(config)
         return landscape(config, number)
 
-    level = search_serving_level(
-        "minilm",
-        params,
-        SPACE,
-        default_policy(),
-        QUICK,
-        max_trials=3,
-        max_minutes=5,
-        wait_ms=1.0,
-        known=[served],
-        start_label="what serves now",
-        say=lambda _m: None,
-        measure=counted,
-    )
+    level = searched(params, counted, max_trials=3, known=[served], start_label="what serves now")
     assert level.run.trials[0] is served and served.config not in measured
     assert len(level.run.trials) == 3 and len(measured) == 2
     # every other configuration's knee (42 req/s and up) beats what serves now
     assert "against 10.0 req/s for what serves now r1-t2-b16-w1ms" in level.sentence()
 
 
-def _level_on(variant: str) -> object:
+def _level_on(variant: str) -> ServingLevel:
     params = {"variant": variant, "replicas": 1, "intra_op_threads": 2, "batch": 16, "cache_entries": 0}
-    return search_serving_level(
-        "minilm",
-        params,
-        SPACE,
-        default_policy(),
-        QUICK,
-        max_trials=4,
-        max_minutes=5,
-        wait_ms=1.0,
-        say=lambda _m: None,
-        measure=landscape,
-    )
+    return searched(params, landscape, max_trials=4)
 
 
 def test_a_champion_of_another_variant_is_measured_with_the_chosen_knobs_and_served_with_them() -> None:
