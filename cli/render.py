@@ -72,6 +72,8 @@ def cycle_facts(out: dict[str, Any]) -> list[tuple[str, Any]]:
     champion = final.get("champion")
     if chosen and "champion_throughput" in final:  # the in-process name carries the in-process knobs
         champion = f"{champion} (as measured in process), served as {chosen} (the serving level's best knee on the endpoint)"
+    if final.get("refusal"):
+        champion = f"{champion}: {final['refusal']}"
     facts: list[tuple[str, Any]] = [
         ("champion", champion),
         ("search", f"{final.get('candidates_measured')} candidates measured; {final.get('search')}"),

@@ -182,9 +182,11 @@ def apply_and_validate(
     policy: Policy,
     run_id: str,
     workload: Workload | None,
+    sla_on_endpoint: bool = False,
 ) -> tuple[CandidateResult, Measured | None]:
-    """Build and measure one candidate, validate it against the baseline, record it; a rejected one is rolled back."""
-    result, measured = evaluate_candidate(candidate, baseline, repeats, policy, workload)
+    """Build and measure one candidate, validate it against the baseline, record it; a rejected one is rolled back.
+    `sla_on_endpoint`: the serving level went first and judges the P99 SLA on the endpoint."""
+    result, measured = evaluate_candidate(candidate, baseline, repeats, policy, workload, sla_on_endpoint)
     runs.log_run(report.candidate_record(result, measured, baseline), parent_run_id=run_id)
     return result, measured
 
@@ -198,10 +200,12 @@ def search_serving(
     run_id: str,
     known: list[KneeTrial] | None = None,
     start_label: str = "the in-process choice",
+    judges_sla: bool = False,
 ) -> ServingLevel:
     """The serving knobs of `params` (a variant and its knobs) searched on the endpoint: each configuration a
     temporary Ray Serve app beside production, scored by its knee, recorded as a nested run, removed however the
-    trial ends. `known`: trials measured before (the served baseline), not measured again."""
+    trial ends. `known`: trials measured before (the served baseline), not measured again. `judges_sla`: the level
+    goes first, and the champion's knee here is the SLA's verdict."""
     logger = get_run_logger()
     search = settings.optimization.serving_search
     wait_ms = batch_wait_ms(policy)
@@ -222,6 +226,7 @@ def search_serving(
         wait_ms=wait_ms,
         known=known,
         start_label=start_label,
+        judges_sla=judges_sla,
         say=logger.info,
     )
     for trial in level.run.trials:
@@ -443,15 +448,25 @@ def optimization_cycle(
     watched = production_monitoring(prometheus, url, api_key, model, policy) if prometheus and url else None
     checklist = pre_checklist(base, bottleneck, plan, policy, url, watched, risk)
 
-    def trial(candidate: Candidate) -> tuple[CandidateResult, Measured | None]:
-        return apply_and_validate(candidate, base, settings.repeats, policy, run_id, workload)
-
     level = None
     if on_endpoint and order.serving_first:  # the serving path dominates: its knobs first, on what serves now
         known = [served_base] if served_base is not None and served_base.ok else []
         level = search_serving(
-            model, base.candidate.params(), settings, policy, run_id, known, "what serves now"
+            model,
+            base.candidate.params(),
+            settings,
+            policy,
+            run_id,
+            known,
+            "what serves now",
+            judges_sla=True,
         )
+
+    def trial(candidate: Candidate) -> tuple[CandidateResult, Measured | None]:
+        return apply_and_validate(
+            candidate, base, settings.repeats, policy, run_id, workload, sla_on_endpoint=level is not None
+        )
+
     budget = Budget.start(settings.max_trials, settings.max_minutes)
     outcome = run_search(plan, base, settings, workload, trial, budget, get_run_logger().info, level)
     best = outcome.model_champion

@@ -169,7 +169,10 @@ def render_report(
     if serving is not None:
         lines += ["", "## Serving level (on the endpoint)", "", serving_markdown(serving)]
     lines += ["", "## Outcome", ""]
-    if champion is None:
+    refused = (final.get("refusal") or "") if champion is None else ""
+    if refused:
+        lines.append(f"Nothing promoted: {refused}. The previous champion keeps serving.")
+    elif champion is None:
         lines.append("No candidate passed: the previous champion keeps serving.")
     else:
         lines.append(f"Champion: **{champion.name}** ({champion.reason}).")
@@ -289,6 +292,8 @@ def final_state(
         final["champion"] = f"unchanged ({baseline.candidate.variant}): production rolled the release back"
     else:
         final["champion"] = f"unchanged ({baseline.candidate.variant})"
+    if outcome.refusal:
+        final["refusal"] = outcome.refusal
     return final
 
 

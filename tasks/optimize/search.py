@@ -138,11 +138,28 @@ class SearchOutcome:
     @property
     def champion(self) -> CandidateResult | None:
         """What the cycle promotes: the model-level champion, served with the knobs of its best knee on the endpoint
-        when the serving level ran and a configuration met the SLA there."""
+        when the serving level ran and a configuration met the SLA there. When the serving level judges the SLA (it
+        went first), a champion with no knee meeting it on the endpoint is not promoted (`refusal` says why)."""
         best = self.model_champion
         if best is None or self.serving is None:
             return best
+        if self.refusal:
+            return None
         return replace(best, params=self.serving.params_for(best.params))
+
+    @property
+    def refusal(self) -> str:
+        """Why the model-level champion is not promoted though it passed in process: the endpoint judged the SLA and
+        it met it at no rate there. Empty when nothing refuses it."""
+        best = self.model_champion
+        if best is None or self.serving is None or not self.serving.judges_sla:
+            return ""
+        if self.serving.served_knee is not None:
+            return ""
+        return (
+            f"{best.name} passed in process, but on the endpoint {self.serving.no_knee_reason(best.params['variant'])}"
+            ": the SLA is judged there, per request, so it is not promoted"
+        )
 
     @property
     def candidates_measured(self) -> int:
@@ -153,10 +170,16 @@ Trial = Callable[[Candidate], tuple[CandidateResult, Measured | None]]
 
 
 def evaluate_candidate(
-    candidate: Candidate, baseline: CycleBaseline, repeats: int, policy: Policy, workload: Workload | None
+    candidate: Candidate,
+    baseline: CycleBaseline,
+    repeats: int,
+    policy: Policy,
+    workload: Workload | None,
+    sla_on_endpoint: bool = False,
 ) -> tuple[CandidateResult, Measured | None]:
     """Build and measure one candidate and validate it against the baseline; a crashing export, load or
-    evaluator rejects this candidate (with the cause), never the cycle."""
+    evaluator rejects this candidate (with the cause), never the cycle. `sla_on_endpoint`: the serving level went
+    first and judges the P99 SLA on the endpoint (`validate`)."""
     measured: Measured | None = None
     try:
         measured = measure(
@@ -183,6 +206,7 @@ def evaluate_candidate(
                 measured.trial.median_throughput,
                 baseline.measured.trial.median_throughput,
             ),
+            sla_on_endpoint,
         )
     except Exception as exc:  # noqa: BLE001 - the reason is recorded on the candidate
         result = failed_candidate(

@@ -505,8 +505,11 @@ class ServingLevel:
     or, when the serving path dominated and the serving level went first, the served baseline's), and the
     configuration the champion is served with: the best knee, else (no trial met the SLA) the champion's own. When
     the champion is another variant than the one searched, `confirmation` is the champion measured on the endpoint
-    with the chosen knobs: its knee is what production will serve, and a champion that meets the SLA at no rate
-    with them keeps its in-process knobs."""
+    with the chosen knobs (its own, when none met the SLA): its knee is what production will serve.
+
+    `judges_sla`: the serving level went first, so the model level's in-process P99 (per batch call) is not the SLA's
+    verdict; a champion with no knee meeting the SLA here is not promoted. Otherwise a champion that meets the SLA at
+    no rate with the chosen knobs keeps its in-process knobs (the in-process screen judged its SLA)."""
 
     model: str
     variant: str
@@ -516,12 +519,14 @@ class ServingLevel:
     start_label: str = (
         "the in-process choice"  # what `start` is: the model-level champion's knobs, or what serves
     )
+    judges_sla: bool = False
 
     @property
     def chosen(self) -> KneeTrial | None:
-        best = self.run.best
-        if best is None or (self.confirmation is not None and not self.confirmation.meets_sla):
-            return None
+        """The trial whose configuration the champion is served with; None: none met the SLA for it."""
+        best, confirm = self.run.best, self.confirmation
+        if confirm is not None:
+            return (best or confirm) if confirm.meets_sla else None
         return best
 
     @property
@@ -550,11 +555,36 @@ class ServingLevel:
         c = chosen.config
         return {**params, "replicas": c.replicas, "intra_op_threads": c.threads, "batch": c.max_batch}
 
+    def no_knee_reason(self, variant: str) -> str:
+        """Why `variant` has no knee meeting the SLA here, in words (empty when it has one)."""
+        if self.served_knee is not None:
+            return ""
+        confirm = self.confirmation
+        if confirm is not None and confirm.variant == variant:
+            how = f"failed: {confirm.reason}" if not confirm.ok else "met the SLA at no rate"
+            return f"{variant} with {confirm.config.name} {how}"
+        return f"no configuration of {self.variant} met the SLA ({len(self.run.trials)} measured)"
+
+    def _otherwise(self, who: str) -> str:
+        if self.judges_sla:
+            return f"so {who} is not promoted (the SLA is judged on the endpoint)"
+        return f"so {who} keeps the knobs it was measured with in process"
+
     def sentence(self) -> str:
-        best, start = self.run.best, self.start_trial
+        best, start, confirm = self.run.best, self.start_trial, self.confirmation
         measured = f"{len(self.run.trials)} configuration(s) of {self.variant} measured on the endpoint by their knee"
         if best is None:
-            return f"{measured}; none met the SLA, so the champion keeps the knobs it was measured with in process."
+            head = f"{measured}; none met the SLA"
+            if confirm is None:
+                return f"{head}, {self._otherwise('the champion')}."
+            if not confirm.meets_sla:
+                return (
+                    f"{head}; the champion {self.no_knee_reason(confirm.variant)}, {self._otherwise('it')}."
+                )
+            return (
+                f"{head}; the champion {confirm.variant} with its own knobs {confirm.config.name}: knee "
+                f"{confirm.knee_rps:.1f} req/s, is served with them."
+            )
         versus = (
             f", against {start.knee_rps:.1f} req/s for {self.start_label} {self.start.name}"
             if start is not None and start.config != best.config
@@ -563,14 +593,13 @@ class ServingLevel:
             else ""
         )
         figure = f"{best.config.name}: knee {best.knee_rps:.1f} req/s at P99 <= SLA{versus}"
-        confirm = self.confirmation
         if confirm is None:
             return f"{measured}; served with {figure}."
         if not confirm.meets_sla:
             why = f"failed: {confirm.reason}" if not confirm.ok else "met the SLA at no rate"
             return (
-                f"{measured}; best {figure}; the champion {confirm.variant} with those knobs {why}, so it "
-                "keeps the knobs it was measured with in process."
+                f"{measured}; best {figure}; the champion {confirm.variant} with those knobs {why}, "
+                f"{self._otherwise('it')}."
             )
         return (
             f"{measured}; best {figure}; the champion {confirm.variant}, measured with those knobs: knee "
@@ -587,6 +616,7 @@ class ServingLevel:
             "chosen_knobs": chosen.config.knobs() if chosen else None,
             "served_knee_rps": round(served.knee_rps, 1) if served else None,
             "confirmed": self.confirmation.row() if self.confirmation else None,
+            "judges_sla": self.judges_sla,
             "trials": len(self.run.trials),
             "seconds": round(self.run.seconds, 1),
             "stopped": self.run.stop_reason,
@@ -605,11 +635,13 @@ def search_serving_level(
     wait_ms: float,
     known: list[KneeTrial] | None = None,
     start_label: str = "the in-process choice",
+    judges_sla: bool = False,
     say: Callable[[str], Any] = print,
     measure: Measure | None = None,
 ) -> ServingLevel:
     """TPE over `space` on temporary apps of `model`'s variant in `params`, starting from `params`' own knobs;
-    `known`: trials of that variant measured before (the served baseline), not measured again."""
+    `known`: trials of that variant measured before (the served baseline), not measured again. `judges_sla`: the
+    level goes first and is the SLA's verdict for the champion (`ServingLevel`)."""
     variant = str(params["variant"])
     start = config_of(params, wait_ms)
 
@@ -629,7 +661,7 @@ def search_serving_level(
     finally:
         if measure is None:  # every trial's app gone before the cycle goes on, however the search ended
             remove_trial_apps()
-    return ServingLevel(model, variant, start, run, start_label=start_label)
+    return ServingLevel(model, variant, start, run, start_label=start_label, judges_sla=judges_sla)
 
 
 def confirm_champion(
@@ -640,19 +672,19 @@ def confirm_champion(
     measure: Callable[[str, ServingConfig, int], KneeTrial] | None = None,
 ) -> ServingLevel:
     """When the champion is another variant than the one the serving level searched, measure it on the endpoint with
-    the chosen knobs (one more trial): its knee is what production will serve. Nothing to confirm when no trial met
-    the SLA (the champion keeps its in-process knobs) or the variant is the one searched."""
+    the chosen knobs (one more trial): its knee is what production will serve. When no trial met the SLA, a level that
+    judges the SLA measures the champion with its own knobs (where the search started); otherwise there is nothing
+    to confirm (the champion keeps its in-process knobs). Nothing either when the variant is the one searched."""
     best = level.run.best
-    if best is None or variant == level.variant:
+    if variant == level.variant or (best is None and not level.judges_sla):
         return level
+    config = best.config if best is not None else level.start
     number = next_number(level.run.trials)
     try:
         trial = (
-            measure(variant, best.config, number)
+            measure(variant, config, number)
             if measure
-            else measure_config(
-                level.model, variant, best.config, policy, knee, number=number, wait_removal=False
-            )
+            else measure_config(level.model, variant, config, policy, knee, number=number, wait_removal=False)
         )
     finally:
         if measure is None:

@@ -70,9 +70,12 @@ def validate(
     policy: Optimization,
     sla_p99_ms: float,
     hardware_cost_ratio: float = 0.0,
+    sla_on_endpoint: bool = False,
 ) -> CandidateResult:
     """Accept only a candidate that keeps accuracy, meets the SLA, beats the baseline by more than the noise,
-    and passes the decision matrix; every check is kept with its threshold and observed value."""
+    and passes the decision matrix; every check is kept with its threshold and observed value.
+    `sla_on_endpoint`: the serving level chose the knobs on the endpoint (it went first), where the SLA is judged
+    per request at the knee; the in-process P99, per batch call of the chosen batch size, is recorded, not judged."""
     if result.trial is None or result.retention is None:
         result.accepted = False
         result.reason = result.reason or "not measured"
@@ -91,13 +94,7 @@ def validate(
             f"{result.metric} retention {result.retention:.4f} vs threshold {threshold}",
         ),
         # The seed's "local optimization" pitfall: a throughput gain that breaks the latency SLA is no gain.
-        Decision(
-            "P99 within SLA",
-            f"<= {sla_p99_ms} ms",
-            round(trial.median_p99, 2),
-            trial.median_p99 <= sla_p99_ms,
-            f"median P99 {trial.median_p99:.1f} ms vs SLA {sla_p99_ms} ms",
-        ),
+        sla_check(trial, sla_p99_ms, sla_on_endpoint),
         Decision(
             "gain exceeds noise",
             f"> spread {noise:.1%}",
@@ -131,6 +128,27 @@ def validate(
     result.accepted = all_passed(checks)
     result.reason = "passed every check" if result.accepted else reasons(checks)
     return result
+
+
+def sla_check(trial: Trial, sla_p99_ms: float, on_endpoint: bool) -> Decision:
+    """The P99 SLA in process, or, when the endpoint judges it (`on_endpoint`), the in-process figure recorded beside
+    where the judgement is made: a P99 per batch call of 32 requests is no request's latency."""
+    if on_endpoint:
+        return Decision(
+            "P99 within SLA",
+            f"<= {sla_p99_ms} ms per request, on the endpoint",
+            round(trial.median_p99, 2),
+            None,  # not judged here: the serving level's knee is the verdict
+            f"judged on the endpoint at the champion's knee (in process: median P99 {trial.median_p99:.1f} ms per "
+            "batch call, not per request)",
+        )
+    return Decision(
+        "P99 within SLA",
+        f"<= {sla_p99_ms} ms",
+        round(trial.median_p99, 2),
+        trial.median_p99 <= sla_p99_ms,
+        f"median P99 {trial.median_p99:.1f} ms vs SLA {sla_p99_ms} ms",
+    )
 
 
 def fastest_passing(results: list[CandidateResult]) -> CandidateResult | None:

@@ -532,6 +532,8 @@ def test_a_batch_wait_dominating_on_the_endpoint_puts_the_serving_level_first(
         assert trials[0]["knee req/s"] == 0.0 and trials[1]["knee req/s"] > 0
         assert level["variant"] == "torch-fp32" and level["chosen"] == "r1-t1-b1-w1000ms"
         assert level["confirmed"]["variant"] == "onnx-fp32" and level["served_knee_rps"] > 0, level
+        # the endpoint judged the SLA: the champion's confirmed knee, not its in-process P99 per batch call
+        assert level["judges_sla"] is True and "refusal" not in out["final"]
         assert out["champion"] == "onnx-fp32"
         assert out["final"]["serving_knobs"]["knobs"]["max_batch_size"] == 1
         assert not any(name.startswith("trial-") for name in serve.status().applications)

@@ -43,3 +43,18 @@ def test_report_shows_the_seeds_expected_gain_beside_the_measured_one_in_a_well_
     low, high = OPT.expected_gain["int8_pruning_distillation"]
     assert row[header.index("gain")] == str(a.row()["gain"])
     assert row[header.index("seed's expected gain")] == f"{low:+.0%} to {high:+.0%}" == "+100% to +300%"
+
+
+def test_a_champion_the_endpoint_refused_is_named_with_why_nothing_was_promoted() -> None:
+    a = validate(_cand("a", (230, 231, 229), (120, 120, 120), 0.995), BASE, OPT, 100, sla_on_endpoint=True)
+    checklist = check_checklist({name: (True, "ok") for name in CHECKLIST_ITEMS})
+    why = "a passed in process, but on the endpoint a with r1-t1-b8-w5ms met the SLA at no rate"
+    text = render_report(
+        "m", {}, "serving path", [a], None, {"champion": "unchanged (fp32)", "refusal": why}, {}, checklist
+    )
+    assert a.accepted and f"Nothing promoted: {why}. The previous champion keeps serving." in text
+    plain = render_report("m", {}, "serving path", [a], None, {"champion": "unchanged (fp32)"}, {}, checklist)
+    assert (
+        "No candidate passed: the previous champion keeps serving." in plain
+        and "Nothing promoted" not in plain
+    )

@@ -335,6 +335,59 @@ def test_a_champion_that_meets_the_sla_at_no_rate_with_the_chosen_knobs_keeps_it
     )
 
 
+def _too_slow(variant: str, config: ServingConfig, number: int) -> KneeTrial:
+    return KneeTrial(config, "ok", 0.0, 400.0, 0.0, number=number, variant=variant)
+
+
+def test_a_level_that_judges_the_sla_refuses_a_champion_with_no_knee_meeting_it() -> None:
+    """The serving level went first: the endpoint, not the in-process P99 per batch call, is the SLA's verdict."""
+    params = {"variant": "onnx-fp32", "replicas": 1, "intra_op_threads": 2, "batch": 16, "cache_entries": 0}
+    level = searched(params, landscape, max_trials=4, judges_sla=True)
+    confirmed = confirm_champion(level, "onnx-int8-dynamic", default_policy(), QUICK, _too_slow)
+    assert confirmed.chosen is None and confirmed.served_knee is None
+    assert (
+        "met the SLA at no rate, so it is not promoted (the SLA is judged on the endpoint)"
+        in confirmed.sentence()
+    )
+    assert confirmed.no_knee_reason("onnx-int8-dynamic") == (
+        f"onnx-int8-dynamic with {level.run.best.config.name} met the SLA at no rate"
+    )
+    assert confirmed.record()["judges_sla"] is True
+
+
+def test_with_nothing_meeting_the_sla_a_judging_level_measures_the_champion_with_its_own_knobs() -> None:
+    """What serves now meets the SLA at no rate; the faster champion is measured where the search started."""
+    params = {"variant": "onnx-fp32", "replicas": 1, "intra_op_threads": 2, "batch": 16, "cache_entries": 0}
+
+    def nothing_meets_it(config: ServingConfig, number: int) -> KneeTrial:
+        return KneeTrial(config, "ok", 0.0, 250.0, 0.0, number=number, variant="onnx-fp32")
+
+    seen: list[tuple[str, ServingConfig]] = []
+
+    def champion_meets_it(variant: str, config: ServingConfig, number: int) -> KneeTrial:
+        seen.append((variant, config))
+        return KneeTrial(config, "ok", 80.0, 60.0, 0.0, number=number, variant=variant)
+
+    judging = searched(params, nothing_meets_it, max_trials=2, judges_sla=True)
+    confirmed = confirm_champion(judging, "onnx-int8-dynamic", default_policy(), QUICK, champion_meets_it)
+    assert seen == [("onnx-int8-dynamic", judging.start)] and confirmed.confirmation.number == 3
+    assert confirmed.served_knee is confirmed.confirmation and confirmed.params_for(params) == params
+    assert (
+        "the champion onnx-int8-dynamic with its own knobs r1-t2-b16-w1ms: knee 80.0 req/s"
+        in confirmed.sentence()
+    )
+    # the same level refusing: the champion's own knobs meet the SLA at no rate either
+    refused = confirm_champion(judging, "onnx-int8-dynamic", default_policy(), QUICK, _too_slow)
+    assert refused.served_knee is None and "is not promoted" in refused.sentence()
+    # a level that does not judge the SLA measures nothing more: the in-process screen judged it
+    screening = searched(params, nothing_meets_it, max_trials=2)
+    assert (
+        confirm_champion(screening, "onnx-int8-dynamic", default_policy(), QUICK, champion_meets_it)
+        is screening
+    )
+    assert len(seen) == 1  # the screening level measured nothing more
+
+
 def test_replica_usage_is_the_share_of_the_cores_a_configuration_holds_and_nothing_when_none_ran_here() -> (
     None
 ):

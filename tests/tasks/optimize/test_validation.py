@@ -44,3 +44,21 @@ def test_fastest_passing_not_first_passing() -> None:
 def test_marginal_gain_stop() -> None:
     assert marginal_gain_exhausted(100, 103, OPT)
     assert not marginal_gain_exhausted(100, 150, OPT)
+
+
+def test_a_p99_per_batch_call_is_recorded_not_judged_when_the_endpoint_judges_the_sla() -> None:
+    """Batch 32 on two replicas: 150 ms per batch call in process is no request's latency; the serving level, which
+    went first, judges the SLA per request on the endpoint."""
+    in_process = validate(_cand("b32", (400, 401, 399), (150, 160, 155), 1.0), BASE, OPT, 100)
+    assert not in_process.accepted and "median P99 155.0 ms vs SLA 100" in in_process.reason
+    on_endpoint = validate(
+        _cand("b32", (400, 401, 399), (150, 160, 155), 1.0), BASE, OPT, 100, sla_on_endpoint=True
+    )
+    assert on_endpoint.accepted, on_endpoint.reason
+    sla = next(c for c in on_endpoint.checks if c.name == "P99 within SLA")
+    assert sla.passed is None and sla.observed == 155.0 and "judged on the endpoint" in sla.reason
+    # the other checks still judge in process
+    lossy = validate(
+        _cand("lossy", (400, 401, 399), (150, 160, 155), 0.9), BASE, OPT, 100, sla_on_endpoint=True
+    )
+    assert not lossy.accepted and "retention 0.9000" in lossy.reason
