@@ -4,7 +4,8 @@ What it starts, each on a free loopback port and stopped at the end: a Prefect s
 `inferops-pool`, an `mlflow server` (SQLite + an artifact root served over HTTP), `inferops serve` (the production
 Ray Serve app, on a Ray of its own that exports metrics) and a Prometheus scraping that Ray. It sets the Prefect
 variables prefect.yaml names, runs `prefect --no-prompt deploy --all`, then starts a run of every deployment with
-short parameters (the weekly cycle first, alone, as on a Monday; the suites and the capacity plan together; a
+short parameters (the weekly cycle first, alone, as on a Monday, then again as the next Monday, with the champion
+it served named as an A/A control; the suites and the capacity plan together; a
 release through `phase-gate`, approved as a reviewer would in the UI) and prints, per deployment, how long from
 `prefect deploy` to Completed, and what the weekly cycle's gate and risk window did on production.
 
@@ -447,6 +448,35 @@ def rehearse(work: Path, keep: bool, say: Callable[[str], None]) -> dict[str, An
             runs = {cycle_name: launch(cycle_name, SHORT[cycle_name])}
             results = wait_runs(client, runs, t_deploy)
             out["prometheus_rules"] = loaded_rules(r.urls["prometheus"])
+            first = result_of(client, results[cycle_name]["flow_run"])
+            serving = (
+                (first.get("champion") or first["baseline"]["variant"]).split("+")[
+                    0
+                ]  # the variant, not its knobs
+                if isinstance(first, dict)
+                else None
+            )
+            say(
+                f"the weekly cycle again, as the next Monday, on the champion it served ({serving}), named as a "
+                "candidate: an A/A control of the measurement ..."
+            )
+            # the serving level's budget is what serves now alone (measured for the breakdown): the run checks that
+            # baseline and candidates are measured alike, not the knobs again. Four repeats each: with two, an A/A
+            # pair of identical noisy measurements falls outside the range of its repeats one time in five.
+            again = {
+                cycle_name: launch(
+                    cycle_name,
+                    {**SHORT[cycle_name], "candidates": [serving], "serving_trials": 1, "repeats": 4},
+                )
+            }
+            week_two = wait_runs(client, again, t_deploy)[cycle_name]
+            out["cycle_again"] = {
+                "state": week_two["state"],
+                "named": serving,
+                **summarize_week_two(result_of(client, week_two["flow_run"])),
+            }
+            say("the weekly cycle once more, cancelled from the UI while a serving trial's app is up ...")
+            out["cancelled"] = cancelled_mid_trial(r, client, launch, cycle_name)
             from tasks.capacity.synthetic import write_synthetic_history
 
             history = write_synthetic_history(r.work / "synthetic_history.csv")
@@ -579,7 +609,9 @@ def risk_after_resolved(r: Rehearsal, client: Any, incident_id: int | None) -> d
         runs = client.read_flow_runs(
             deployment_filter=DeploymentFilter(name=DeploymentFilterName(any_=[name]))
         )
-        found = runs[0] if runs else None
+        # not a run its monthly schedule put in the future (the scheduler creates those whenever it likes)
+        triggered = [run for run in runs if not run.auto_scheduled]
+        found = triggered[0] if triggered else None
         time.sleep(1.0)
     if found is None:
         return {"run": none, "resolved": resolved, "error": f"no run within {TRIGGER_TIMEOUT_S:.0f} s"}
@@ -599,11 +631,16 @@ def risk_after_resolved(r: Rehearsal, client: Any, incident_id: int | None) -> d
     }
 
 
-def run_in_env(r: Rehearsal, code: str, what: str) -> dict[str, Any]:
+def run_in_env(r: Rehearsal, code: str, what: str, extra_env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run `code` in a fresh interpreter with the rehearsal's environment (its MLflow server, data dir, keys);
     its last stdout line is JSON."""
     done = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=r.env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env={**r.env, **(extra_env or {})},
+        capture_output=True,
+        text=True,
+        timeout=300,
     )
     if done.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{done.stderr[-2000:]}")
@@ -776,6 +813,67 @@ def slowdown_rolled_back(r: Rehearsal, client: Any, say: Callable[[str], None]) 
     }
 
 
+# Polls production's Serve (as the worker reaches it) until an app whose name starts with the prefix is RUNNING, or
+# until every such app is gone; prints the apps it saw last.
+SERVE_APPS = """
+import json, time, ray
+from ray import serve
+ray.init(log_to_driver=False, configure_logging=False, include_dashboard=False)
+want, prefix, deadline = {want!r}, {prefix!r}, time.monotonic() + {timeout_s!r}
+t0 = time.monotonic()
+while True:
+    apps = {{n: a.status.value if hasattr(a.status, 'value') else str(a.status)
+            for n, a in serve.status().applications.items()}}
+    mine = [n for n, status in apps.items() if n.startswith(prefix) and (want == 'gone' or status == 'RUNNING')]
+    if (want == 'running') == bool(mine) or time.monotonic() > deadline:
+        break
+    time.sleep(0.5)
+print(json.dumps({{'apps': apps, 'matching': mine, 'after_s': round(time.monotonic() - t0, 1)}}))
+"""
+
+
+def serve_apps(r: Rehearsal, want: str, prefix: str, timeout_s: float) -> dict[str, Any]:
+    """Production's Serve apps once an app named `prefix`... is RUNNING (`want` running) or none is left (gone)."""
+    code = SERVE_APPS.format(want=want, prefix=prefix, timeout_s=timeout_s)
+    ray_env = {"RAY_ADDRESS": r.urls["ray"], "RAY_AUTH_MODE": "token"}
+    return run_in_env(r, code, f"waiting for {prefix}* apps {want}", ray_env)
+
+
+def cancelled_mid_trial(
+    r: Rehearsal, client: Any, launch: Callable[[str, dict[str, Any]], Any], name: str
+) -> dict[str, Any]:
+    """A weekly cycle cancelled as the Prefect UI's Cancel does (the run set to Cancelling) while a serving trial's
+    temporary app is up: the run ends Cancelled, no trial app is left on production's cluster, none of its MLflow runs
+    stays RUNNING, and production serves what it served before, untouched."""
+    from prefect.states import Cancelling
+
+    before = serving_now(r)
+    run = launch(name, {**SHORT[name], "serving_trials": 2})
+    seen = serve_apps(r, "running", "trial-", timeout_s=600)
+    cancelled_at = time.monotonic()
+    client.set_flow_run_state(run.id, Cancelling(message="rehearsal: cancelled from the UI"), force=True)
+    state = wait_runs(client, {name: run}, cancelled_at, timeout_s=300)[name]
+    after = serve_apps(r, "gone", "trial-", timeout_s=120)
+    open_runs = run_in_env(
+        r,
+        "import json; from mlflow import MlflowClient; from tasks.records.store import configure; configure(); "
+        "c = MlflowClient(); ids = [e.experiment_id for e in c.search_experiments()]; "
+        f"rs = c.search_runs(ids, filter_string=\"tags.`inferops.prefect.flow_run_id` = '{run.id}'\"); "
+        "print(json.dumps({r.info.run_name: r.info.status for r in rs}))",
+        "reading the cancelled run's MLflow runs",
+    )
+    return {
+        "state": state["state"],
+        "cancelled_after_s": state["from_deploy_s"],
+        "trial_app_up": seen["matching"],
+        "apps_after": sorted(after["apps"]),
+        "trial_apps_gone_after_s": after["after_s"],
+        "mlflow_runs": open_runs,
+        "production_before": before,
+        "production_after": serving_now(r),
+    }
+
+
 def register_candidate(r: Rehearsal) -> dict[str, Any]:
     """A new version of the model, registered `challenger` on the MLflow server (what a team's training job does)."""
     code = (
@@ -831,6 +929,21 @@ def summarize_cycle(out: Any) -> dict[str, Any]:
     }
 
 
+def summarize_week_two(out: Any) -> dict[str, Any]:
+    """The second weekly run: what it measured as serving, each candidate's gain against the spread, and its verdict."""
+    if not isinstance(out, dict):
+        return {"error": f"no result: {str(out)[:300]}"}
+    return {
+        "baseline": out["baseline"].get("variant"),
+        "champion": out.get("champion"),
+        "final_champion": (out.get("final") or {}).get("champion"),
+        "candidates": [
+            {k: r.get(k) for k in ("candidate", "gain", "spread", "verdict", "reason")}
+            for r in out["results"]
+        ],
+    }
+
+
 def print_report(out: dict[str, Any]) -> None:
     from rich.console import Console
     from rich.table import Table
@@ -846,6 +959,14 @@ def print_report(out: dict[str, Any]) -> None:
         )
     console.print(table)
     console.print(f"weekly cycle subflows: {', '.join(out['cycle_subflows']) or 'none'}")
+    again = out.get("cycle_again") or {}
+    for c in again.get("candidates", []):
+        console.print(
+            f"weekly cycle again ({again['state']}): {c['candidate']} measured against what serves, "
+            f"{again['baseline']}: gain {c['gain']:+.1%} vs spread {c['spread']:.1%}, {c['verdict']} ({c['reason']}); "
+            f"ended serving {again['final_champion']}",
+            highlight=False,
+        )
     for label, gate in (
         ("weekly cycle's gate", (out["cycle"] or {}).get("gate")),
         ("release (phase-gate)", out["release"]),
@@ -895,6 +1016,8 @@ def main() -> None:
     else:
         print_report(out)
     failed = [n for n, run in out["runs"].items() if run["state"] != "Completed"]
+    if (out.get("cycle_again") or {}).get("state") != "Completed":
+        failed.append("optimization-cycle-weekly, run again")
     if failed:
         say(f"not Completed: {', '.join(failed)}; logs in {work}")
         raise SystemExit(1)

@@ -28,7 +28,12 @@ def optimize(
         None,
         help="requests to time candidates on (JSON Lines of {'text': ...}, or .npy); judges the response cache",
     ),
-    candidate: list[str] = typer.Option(None, "--candidate", "-c", help="only these variants (repeatable)"),
+    candidate: list[str] = typer.Option(
+        None,
+        "--candidate",
+        "-c",
+        help="only these variants (repeatable); the variant serving now is measured again as an A/A control, never promoted",
+    ),
     repeats: int | None = typer.Option(None, help="measurements per candidate (policy default)"),
     gate: bool = typer.Option(False, help="run the phase gate on the challenger before promoting it"),
     serving_trials: int | None = typer.Option(

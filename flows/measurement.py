@@ -91,7 +91,7 @@ def measurement_suite(
     metrics_url: str | None = None,
 ) -> dict[str, Any]:
     """Run one suite, publish its verdicts and record it in MLflow (stress runs record the knee; for them `rate` is
-    the ramp's first rate, policy test_suite.stress.start_rps when not given).
+    the ramp's first rate and `duration_s` each step's length, policy test_suite.stress's when not given).
 
     `use_cache=False` (default) sends `Cache-Control: no-cache`, so figures are the model's, not the cache's.
     `metrics_url` (a Ray node's /metrics, or a Prometheus scraping the nodes) gives replica memory for the

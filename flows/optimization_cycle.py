@@ -5,11 +5,13 @@ monitoring -> report. Orchestration only: the logic lives in tasks/optimize."""
 from __future__ import annotations
 
 import json
+import os
 import time
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.logging.loggers import flow_run_logger
 
 from flows.phase_gate import phase_gate
 from flows.release import production_monitoring
@@ -33,6 +35,7 @@ from tasks.optimize.checklist import check_checklist, cycle_facts
 from tasks.optimize.improvement import roi_figures
 from tasks.optimize.order import PlanOrder, check_forced, measured_breakdown
 from tasks.optimize.order import plan_order as decide_order
+from tasks.optimize.placement import Placement, artifact_here, place_timing
 from tasks.optimize.search import Budget, CycleSettings, SearchOutcome, evaluate_candidate, run_search
 from tasks.optimize.serving_search import (
     KneeSearch,
@@ -44,6 +47,7 @@ from tasks.optimize.serving_search import (
     cycle_space,
     measure_config,
     remove_trial_apps,
+    remove_trial_apps_on,
     search_serving_level,
     usage_sentence,
 )
@@ -68,16 +72,35 @@ def open_cycle_run(model: str, workload: Workload | None) -> str:
     return runs.log_run(report.cycle_record(model, workload), finish=False)
 
 
+@task(name="place-model-timing")
+def place_model_timing(on_endpoint: bool, url: str | None) -> Placement:
+    """Where the model level is timed: beside a replica of the app serving `url`, on its cluster, when the cycle
+    measures the endpoint (a Ray task holding what a replica holds), else in this process."""
+    where = (
+        place_timing(url)
+        if on_endpoint
+        else Placement.here("no endpoint to stand beside: timed in this process")
+    )
+    get_run_logger().info("model level timed %s", where.reason)
+    return where
+
+
 @task(name="establish-baseline", task_run_name="baseline of {model}")
 def establish_baseline(
-    model: str, settings: CycleSettings, url: str | None, api_key: str | None, workload: Workload | None
+    model: str,
+    settings: CycleSettings,
+    url: str | None,
+    api_key: str | None,
+    workload: Workload | None,
+    where: Placement,
 ) -> CycleBaseline:
-    """Measure what serves now (the registry's champion; the FP32 model on a first cycle) and the FP32 reference."""
+    """Measure what serves now (the registry's champion; the FP32 model on a first cycle) and the FP32 reference, at
+    `where`: every candidate of the cycle is timed there too."""
     if url:
         with InferopsClient(url, api_key) as client:
             client.check_serves(model)  # an unreachable endpoint stops the cycle before anything is measured
     return cycle_baseline.establish(
-        model, settings.threads, settings.batch, settings.repeats, settings.optimization, workload
+        model, settings.threads, settings.batch, settings.repeats, settings.optimization, workload, where
     )
 
 
@@ -127,7 +150,7 @@ def generate_plan(
     baseline: CycleBaseline, include: list[str] | None, settings: CycleSettings, run_id: str
 ) -> list[Candidate]:
     """Model-level candidates; knob stages (threads, batch) are planned on the best model once it is known."""
-    plan = plan_candidates(baseline.model, baseline.candidate, include)
+    plan = plan_candidates(baseline.model, baseline.candidate, include, baseline.on_gpu)
     runs.write(run_id, report.baseline_record(baseline.model, baseline, settings, plan))
     return plan
 
@@ -260,11 +283,14 @@ def publish_serving_trials(model: str, level: ServingLevel) -> None:
 
 
 @task(name="register-challenger", task_run_name="register {winner.name}")
-def register_challenger(model: str, winner: CandidateResult, measured: Measured) -> registry.VersionRef:
-    """Register the winner with its sha256 and serving knobs, aliased `challenger`."""
+def register_challenger(
+    model: str, winner: CandidateResult, measured: Measured, where: Placement | None
+) -> registry.VersionRef:
+    """Register the winner with its sha256 and serving knobs, aliased `challenger` (its file brought here from the
+    node it was timed on when that node is another host)."""
     return registry.register_candidate(
         model,
-        measured.path,
+        artifact_here(measured, where).path,
         {**measured.manifest, "variant": winner.params["variant"]},
         winner.params,
         winner.hit_rate,
@@ -383,7 +409,22 @@ def publish_report(
     )
 
 
-@flow(name="optimization-cycle", log_prints=True)
+def left_behind(flow: Any, flow_run: Any, state: Any) -> None:
+    """A cancelled run (the Prefect UI's Cancel) or a crashed one (a killed process): whatever trial app its cleanup
+    never reached is removed from the cluster (RAY_ADDRESS, as the worker runs it), and the MLflow runs it left
+    RUNNING end as KILLED. Production is not touched: nothing was switched before the gate released it."""
+    logger = flow_run_logger(flow_run, flow)  # no run context where the worker runs the hook
+    removed = remove_trial_apps_on(os.environ.get("RAY_ADDRESS"))
+    ended = runs.end_open_runs(str(flow_run.id), "KILLED")
+    logger.warning(
+        "%s: removed %s; ended as KILLED %s",
+        state.name,
+        ", ".join(removed) or "no trial app",
+        ", ".join(ended) or "no MLflow run",
+    )
+
+
+@flow(name="optimization-cycle", log_prints=True, on_cancellation=[left_behind], on_crashed=[left_behind])
 def optimization_cycle(
     model: str = "minilm",
     url: str | None = None,
@@ -439,7 +480,7 @@ def optimization_cycle(
     # before the baseline: the assessment's probe load must not fall between the baseline and the candidates
     risk = assessed_risk(model, url, api_key, prometheus, policy)
     run_id = open_cycle_run(model, workload)
-    base = establish_baseline(model, settings, url, api_key, workload)
+    base = establish_baseline(model, settings, url, api_key, workload, place_model_timing(on_endpoint, url))
     served_base = measure_served(base, settings, policy, run_id) if on_endpoint else None
     bottleneck, measured_at = identify_bottlenecks(base, served_base)
     order = decide_order(bottleneck, measured_at, plan_order, on_endpoint)
@@ -478,7 +519,7 @@ def optimization_cycle(
         )
     champion, promotion, gated, served, rules = outcome.champion, None, None, None, None
     if champion is not None:
-        register_challenger(model, champion, outcome.measured[champion.name])
+        register_challenger(model, champion, outcome.measured[champion.name], base.where)
         if gate:  # served on its own app beside production, approved if the policy says so, released to `url`
             gated = phase_gate(
                 model=model,

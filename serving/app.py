@@ -1083,6 +1083,24 @@ def deploy(
     serve_client()._wait_for_application_running(name, timeout_s=int(timeout_s))
 
 
+def join_ray() -> None:
+    """Connect this process to Ray as Serve would (RAY_ADDRESS, else a local instance of its own), keeping the
+    process's own SIGTERM handler: Ray's exits the interpreter, which turns a Prefect worker's cancellation of a flow
+    run into a crash, where Prefect's handler makes it a Cancelled run whose cleanup and hooks run."""
+    import signal
+    import threading
+
+    from ray.serve._private.constants import SERVE_NAMESPACE
+
+    if ray.is_initialized():
+        return
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.getsignal(signal.SIGTERM) if main else None
+    ray.init(namespace=SERVE_NAMESPACE)
+    if main and previous is not None:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def run_local(
     args: dict[str, Any],
     *,
@@ -1103,6 +1121,7 @@ def run_local(
     """
     from ray.serve.context import _get_global_client
 
+    join_ray()
     serve.start(http_options={"host": host, "port": port})
     deploy(
         args, name=name, route_prefix=route_prefix, timeout_s=timeout_s, deployment_options=deployment_options

@@ -746,8 +746,9 @@ def run_suite(
     stress_budget_s: float | None = None,
     say: Callable[[str], Any] | None = None,
 ) -> SuiteResult:
-    """One of the four suites by name (a stress search may get a shorter wall-time budget than the policy's, and
-    `rate` as the first rate of its ramp); `say` gets a line per stress step, or every quarter of a fixed-rate run."""
+    """One of the four suites by name (a stress search may get a shorter wall-time budget than the policy's, `rate`
+    as the first rate of its ramp and `duration_s` as each step's length); `say` gets a line per stress step, or
+    every quarter of a fixed-rate run."""
     progress = progress_every(0.25, say, suite) if say else None
     if suite == "benchmark":
         return run_benchmark(spec, policy=policy, rate=rate, duration_s=duration_s, progress=progress)
@@ -757,6 +758,8 @@ def run_suite(
         budget: dict[str, float] = {"time_budget_s": stress_budget_s} if stress_budget_s is not None else {}
         if rate is not None:
             budget["start_rps"] = rate
+        if duration_s is not None:
+            budget["step_duration_s"] = duration_s
         on_step = (lambda step: say(step_line(step))) if say else None
         return run_stress(spec, policy=policy, on_step=on_step, **budget)
     return run_stability(spec, policy=policy, rate=rate, duration_s=duration_s, progress=progress)

@@ -8,7 +8,8 @@ from dataclasses import dataclass
 from serving.variants import list_variants
 from tasks.measure.workload import Workload
 from tasks.optimize.candidates import Candidate
-from tasks.optimize.trials import Measured, measure
+from tasks.optimize.placement import Placement, artifact_here, measure_at
+from tasks.optimize.trials import Measured
 from tasks.policy import Optimization
 from tasks.records import registry
 
@@ -20,9 +21,16 @@ class CycleBaseline:
     measured: Measured
     reference_value: float  # the FP32 reference's metric: retention = candidate metric / this
     version: str  # the champion's registry version (the rollback target)
+    # where it was timed, and so every candidate of the cycle (None: this process)
+    where: Placement | None = None
 
     def retention(self, value: float) -> float:
         return value / self.reference_value
+
+    @property
+    def on_gpu(self) -> bool | None:
+        """Whether the cycle's candidates are timed on a GPU the cluster holds (None: this process decides)."""
+        return self.where.on_gpu if self.where else None
 
 
 def reference_variant(model: str) -> str:
@@ -31,17 +39,29 @@ def reference_variant(model: str) -> str:
 
 
 def establish(
-    model: str, threads: int, batch: int, repeats: int, policy: Optimization, workload: Workload | None
+    model: str,
+    threads: int,
+    batch: int,
+    repeats: int,
+    policy: Optimization,
+    workload: Workload | None,
+    where: Placement | None = None,
 ) -> CycleBaseline:
-    """Measure the FP32 reference and what serves now; on a first cycle the FP32 model becomes the recorded
-    champion, so there is always something to roll back to."""
+    """Measure the FP32 reference and what serves now, at `where` (`place_timing`; None: in this process); on a
+    first cycle the FP32 model becomes the recorded champion, so there is always something to roll back to."""
+    where = where or Placement.here("no serving cluster given: timed in this process")
     variants = list_variants(model)
     reference = reference_variant(model)
     champion = registry.alias_version(model, registry.CHAMPION)
     served = champion.variant if champion and champion.variant in variants else reference
     requests = workload.requests if workload else None
-    ref = measure(
-        model, Candidate(reference, reference, "baseline", "baseline", threads, batch), 1, policy, requests
+    ref = measure_at(
+        where,
+        model,
+        Candidate(reference, reference, "baseline", "baseline", threads, batch),
+        1,
+        policy,
+        requests,
     )
     defaults = {"intra_op_threads": threads, "max_batch_size": batch, "num_replicas": 1, "cache_entries": 0}
     knobs = registry.version_knobs(
@@ -57,6 +77,8 @@ def establish(
         knobs["num_replicas"],
         knobs["cache_entries"],
     )
-    measured = measure(model, current, repeats, policy, requests)
-    recorded = registry.ensure_champion(model, measured.path, {**measured.manifest, "variant": served})
-    return CycleBaseline(model, current, measured, ref.value, recorded.version)
+    measured = measure_at(where, model, current, repeats, policy, requests)
+    recorded = champion or registry.ensure_champion(
+        model, artifact_here(measured, where).path, {**measured.manifest, "variant": served}
+    )
+    return CycleBaseline(model, current, measured, ref.value, recorded.version, where)

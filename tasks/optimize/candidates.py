@@ -4,7 +4,7 @@ configuration so far, each with the name a person reads in the report and the Pr
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from serving.variants import (
@@ -18,6 +18,8 @@ from tasks.records.registry import SERVE_KNOBS
 
 # Variants that are measurement reference points, never candidates to serve.
 NOT_CANDIDATES = frozenset({"torch-fp32", "onnx-fp32-noopt"})
+# The stage of what serves now measured again as a candidate: an A/A check of the measurement, never promoted.
+CONTROL_STAGE = "control"
 
 
 @dataclass(frozen=True)
@@ -27,7 +29,7 @@ class Candidate:
     name: str
     variant: str
     optimization_type: str
-    stage: str  # model | parallelization | batching | caching
+    stage: str  # model | parallelization | batching | caching | control
     intra_op_threads: int
     batch: int
     replicas: int = 1
@@ -62,14 +64,18 @@ def candidate_name(variant: str, threads: int, batch: int, replicas: int = 1, ca
     return name
 
 
-def model_stage(model: str, baseline: Candidate) -> list[Candidate]:
+def model_stage(model: str, baseline: Candidate, on_gpu: bool | None = None) -> list[Candidate]:
     """Model-level candidates in the order the seed's fallbacks go: graph optimization, then INT8 plain before
     the per-channel, reduce-range and op-exclusion fallbacks, static INT8, and GPU precisions where a GPU
-    exists; each served with the baseline's knobs, so only the model changes."""
+    exists; each served with the baseline's knobs, so only the model changes. `on_gpu`: whether the candidates are
+    timed where a GPU is held (`Placement.on_gpu`, on the serving cluster); None: this process's providers decide."""
     candidates = []
     for name in list_variants(model):
         recipe = VARIANT_RECIPES[name]
-        if name in NOT_CANDIDATES or name == baseline.variant or gpu_unavailable_reason(recipe):
+        gpu_missing = (
+            bool(gpu_unavailable_reason(recipe)) if on_gpu is None else recipe.requires_gpu and not on_gpu
+        )
+        if name in NOT_CANDIDATES or name == baseline.variant or gpu_missing:
             continue
         candidates.append(
             Candidate(
@@ -148,14 +154,22 @@ def variant_knobs(variant: str, policy: Optimization) -> dict[str, Any]:
     return {}
 
 
-def plan_candidates(model: str, baseline: Candidate, include: list[str] | None = None) -> list[Candidate]:
-    """The model-level plan, limited to `include` when given (each name must be a candidate for this model)."""
-    plan = model_stage(model, baseline)
+def plan_candidates(
+    model: str, baseline: Candidate, include: list[str] | None = None, on_gpu: bool | None = None
+) -> list[Candidate]:
+    """The model-level plan, limited to `include` when given (each name must be a candidate for this model). Naming
+    what serves now (the baseline's variant) adds it, first, as an A/A control: measured again with the baseline's
+    knobs, its gain must lie within the run-to-run spread, and it is never promoted."""
+    plan = model_stage(model, baseline, on_gpu)
     if include is None:
         return plan
-    unknown = sorted(set(include) - {c.variant for c in plan})
+    unknown = sorted(set(include) - {c.variant for c in plan} - {baseline.variant})
     if unknown:
         raise ValueError(
-            f"candidates {unknown} are not available for {model}: choose from {[c.variant for c in plan]}"
+            f"candidates {unknown} are not available for {model}: choose from {[c.variant for c in plan]}, or "
+            f"{baseline.variant} (what serves now) as an A/A control"
         )
-    return [c for c in plan if c.variant in include]
+    control = (
+        [replace(baseline, name=baseline.variant, stage=CONTROL_STAGE)] if baseline.variant in include else []
+    )
+    return control + [c for c in plan if c.variant in include]

@@ -6,7 +6,7 @@ from __future__ import annotations
 from tasks.decision import Decision
 from tasks.measure.bottlenecks import Breakdown
 from tasks.optimize.baseline import CycleBaseline
-from tasks.optimize.candidates import Candidate
+from tasks.optimize.candidates import CONTROL_STAGE, Candidate
 from tasks.policy import Policy
 from tasks.records.registry import VersionRef
 from tasks.risk.tracking import Recorded
@@ -53,7 +53,10 @@ def cycle_facts(
 ) -> dict[str, tuple[bool, str]]:
     """The evidence for each checklist item, from what the cycle measured and recorded so far."""
     trial = baseline.measured.trial
-    missing_types = sorted({c.optimization_type for c in plan} - set(policy.optimization.scoring.by_type))
+    # an A/A control (what serves now, measured again) is never promoted: the matrix never scores it
+    controls = sum(1 for c in plan if c.stage == CONTROL_STAGE)
+    scored = {c.optimization_type for c in plan if c.stage != CONTROL_STAGE}
+    missing_types = sorted(scored - set(policy.optimization.scoring.by_type))
     return {
         "baseline established": (
             trial.median_throughput > 0,
@@ -66,7 +69,8 @@ def cycle_facts(
         ),
         "plan reviewed": (
             bool(plan) and not missing_types,
-            f"{len(plan)} candidates, each type scored by the decision matrix"
+            f"{len(plan) - controls} candidates, each type scored by the decision matrix"
+            + (f", and {controls} A/A control (what serves now, never promoted)" if controls else "")
             if plan and not missing_types
             else f"empty plan or types without matrix scores: {missing_types}",
         ),

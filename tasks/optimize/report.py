@@ -30,6 +30,8 @@ def summarize_baseline(baseline: CycleBaseline) -> dict[str, Any]:
         "p99 ms per batch": round(measured.trial.median_p99, 2),
         "spread": f"{measured.trial.spread:.1%}",
         measured.metric: round(measured.value, 4),
+        "measured on": measured.details.get("measured_on", "this process"),
+        "model level timed": baseline.where.reason if baseline.where else "in this process",
     }
 
 
@@ -67,6 +69,7 @@ def baseline_record(
             "baseline_p99_ms": trial.median_p99,
             "baseline_spread": trial.spread,
         },
+        tags={names.TAG_MEASURED_ON: baseline.measured.details.get("measured_on", "this process")},
         dicts={"plan.json": {"plan": [c.params() | {"name": c.name} for c in plan]}},
     )
 
@@ -101,7 +104,11 @@ def candidate_record(
         failed=trial is None,
     )
     if measured is not None:
-        record.tags |= {names.TAG_SHA256: measured.sha256, names.TAG_PROVIDER: measured.provider}
+        record.tags |= {
+            names.TAG_SHA256: measured.sha256,
+            names.TAG_PROVIDER: measured.provider,
+            names.TAG_MEASURED_ON: measured.details.get("measured_on"),
+        }
     if not result.accepted:
         # Candidates are measured beside the served model, so rolling back means the served model and config stay
         # the baseline's; the record says so (rollback records are kept 1 year).
@@ -158,8 +165,8 @@ def render_report(
         "## Candidates",
         "",
         "| candidate | type | throughput | P99 ms | gain | seed's expected gain | spread | retention | cache hit rate "
-        "| matrix | verdict | reason |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| matrix | verdict | reason | measured on |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in results:
         row = r.row()

@@ -11,11 +11,13 @@ from typing import TYPE_CHECKING, Any
 
 from tasks.measure.workload import Workload
 from tasks.optimize.baseline import CycleBaseline
-from tasks.optimize.candidates import Candidate, knob_stage, knob_values
+from tasks.optimize.candidates import CONTROL_STAGE, Candidate, knob_stage, knob_values
 from tasks.optimize.improvement import hardware_cost_ratio
-from tasks.optimize.trials import Measured, measure
+from tasks.optimize.placement import measure_at
+from tasks.optimize.trials import Measured
 from tasks.optimize.validation import (
     CandidateResult,
+    control_verdict,
     failed_candidate,
     fastest_passing,
     marginal_gain_exhausted,
@@ -182,8 +184,13 @@ def evaluate_candidate(
     first and judges the P99 SLA on the endpoint (`validate`)."""
     measured: Measured | None = None
     try:
-        measured = measure(
-            baseline.model, candidate, repeats, policy.optimization, workload.requests if workload else None
+        measured = measure_at(
+            baseline.where,  # like for like: where the baseline was timed
+            baseline.model,
+            candidate,
+            repeats,
+            policy.optimization,
+            workload.requests if workload else None,
         )
         result = CandidateResult(
             candidate.name,
@@ -195,6 +202,9 @@ def evaluate_candidate(
             measured.metric,
         )
         result.hit_rate = measured.details.get("cache_hit_rate")
+        result.measured_on = measured.details.get("measured_on")
+        if candidate.stage == CONTROL_STAGE:
+            return control_verdict(result, baseline.measured.trial), measured
         result = validate(
             result,
             baseline.measured.trial,

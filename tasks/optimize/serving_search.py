@@ -245,6 +245,21 @@ def remove_trial_apps() -> list[str]:
     return left
 
 
+def remove_trial_apps_on(address: str | None) -> list[str]:
+    """`remove_trial_apps` from a process that may not be connected to Ray (Prefect's worker running a cancelled
+    run's hooks): it joins the cluster at `address` for the clean-up and leaves it again. Connected already, the
+    connection is used; with neither, there is no cluster to clean (and none is started)."""
+    import ray
+
+    if ray.is_initialized() or not address:
+        return remove_trial_apps()
+    ray.init(address=address, log_to_driver=False, configure_logging=False, include_dashboard=False)
+    try:
+        return remove_trial_apps()
+    finally:
+        ray.shutdown()
+
+
 def measure_config(
     model: str,
     variant: str | None,

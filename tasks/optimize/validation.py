@@ -31,6 +31,8 @@ class CandidateResult:
     hit_rate: float | None = (
         None  # response-cache candidates: share of the workload's requests answered from it
     )
+    control: bool = False  # what serves now measured again (an A/A check of the measurement), never promoted
+    measured_on: str | None = None  # the host (a Ray node beside production) and device the figures came from
 
     def serving_knobs(self) -> dict[str, int]:
         """The knobs the live deployment needs to serve this candidate as it was measured."""
@@ -51,8 +53,9 @@ class CandidateResult:
             "retention": None if self.retention is None else round(self.retention, 4),
             "cache_hit_rate": None if self.hit_rate is None else round(self.hit_rate, 4),
             "matrix_score": self.matrix.weighted_score if self.matrix else None,
-            "verdict": "accepted" if self.accepted else "rejected",
+            "verdict": "A/A control" if self.control else "accepted" if self.accepted else "rejected",
             "reason": self.reason,
+            "measured_on": self.measured_on,
         }
 
 
@@ -81,9 +84,7 @@ def validate(
         result.reason = result.reason or "not measured"
         return result
     trial = result.trial
-    gain = improvement.performance_improvement(baseline.median_throughput, trial.median_throughput)
-    noise = max(baseline.spread, trial.spread)
-    result.gain, result.noise = gain, noise
+    gain, noise = _gain_and_noise(result, baseline)
     threshold = policy.accuracy_retention_threshold
     checks = [
         Decision(
@@ -127,6 +128,38 @@ def validate(
     result.checks = checks
     result.accepted = all_passed(checks)
     result.reason = "passed every check" if result.accepted else reasons(checks)
+    return result
+
+
+def _gain_and_noise(result: CandidateResult, baseline: Trial) -> tuple[float, float]:
+    """The candidate's throughput gain over the baseline and the run-to-run spread it must beat (kept on it)."""
+    assert result.trial is not None
+    gain = improvement.performance_improvement(baseline.median_throughput, result.trial.median_throughput)
+    result.gain, result.noise = gain, max(baseline.spread, result.trial.spread)
+    return gain, result.noise
+
+
+def control_verdict(result: CandidateResult, baseline: Trial) -> CandidateResult:
+    """What serves now, measured again as a candidate (an A/A check): never promoted. Measured like for like, its
+    gain over the baseline is the measurement's own error and lies within the run-to-run spread; outside it, the
+    baseline and the candidates are not measured alike (a warm cache against cold ones, another load)."""
+    result.control, result.accepted = True, False
+    if result.trial is None:
+        result.reason = result.reason or "not measured"
+        return result
+    gain, noise = _gain_and_noise(result, baseline)
+    within = abs(gain) <= noise
+    result.checks = [
+        Decision(
+            "A/A control",
+            f"|gain| <= spread {noise:.1%}",
+            round(gain, 4),
+            within,
+            f"throughput {gain:+.1%} vs run-to-run spread {noise:.1%}: "
+            + ("like for like" if within else "a measurement mismatch"),
+        )
+    ]
+    result.reason = f"what serves now, measured again as a candidate (A/A control, never promoted): {result.checks[0].reason}"
     return result
 
 

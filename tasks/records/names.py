@@ -23,6 +23,9 @@ TAG_SHA256 = "inferops.sha256"
 TAG_SUITE = "inferops.suite"
 TAG_BASELINE = "inferops.baseline"
 TAG_PROVIDER = "inferops.provider"
+TAG_MEASURED_ON = (
+    "inferops.measured_on"  # the host (a Ray node beside production) and device a figure came from
+)
 TAG_ACCELERATOR = "inferops.accelerator"  # what the served replica computes on: a GPU's name, or "cpu"
 TAG_VERDICT = "inferops.verdict"
 TAG_REASON = "inferops.reason"

@@ -158,3 +158,19 @@ def log_run(record: RunRecord, *, parent_run_id: str | None = None, finish: bool
 
 def finish_run(run_id: str, failed: bool = False) -> None:
     _client().set_terminated(run_id, "FAILED" if failed else "FINISHED")
+
+
+def end_open_runs(flow_run_id: str, status: str = "KILLED") -> list[str]:
+    """End, as `status`, every run the Prefect flow run `flow_run_id` left RUNNING (a cancelled or crashed run
+    never reaches the code that finishes them); returns their ids. Finished runs are left as they are."""
+    client = _client()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    if not experiments:
+        return []
+    left = client.search_runs(
+        experiments,
+        filter_string=f"tags.`{TAG_PREFECT_FLOW_RUN}` = '{flow_run_id}' and attributes.status = 'RUNNING'",
+    )
+    for run in left:
+        client.set_terminated(run.info.run_id, status)
+    return [str(run.info.run_id) for run in left]

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-REHEARSAL_TIMEOUT_S = 1200
+REHEARSAL_TIMEOUT_S = 1500
 
 
 @pytest.fixture(scope="module")
@@ -74,6 +74,36 @@ def test_the_weekly_cycle_gates_releases_to_production_and_watches_it_there(rehe
         rules["alerts"]
     )
     assert "inferops:serve_p99_ms:5m" in rules["recording"] and rules["unhealthy"] == []
+
+
+def test_the_weekly_cycle_run_again_measures_the_champion_it_served_like_for_like(rehearsal: dict) -> None:
+    """The next Monday, through the same worker, against the champion the first run promoted and served: that champion,
+    named as a candidate, is measured again beside the baseline (what serves now) within the run-to-run spread, and
+    nothing is promoted."""
+    again = rehearsal["cycle_again"]
+    assert again["state"] == "Completed", again
+    promoted = rehearsal["cycle"]["champion"]
+    assert again["named"] == promoted == again["baseline"], again
+    (control,) = again["candidates"]
+    assert control["candidate"] == promoted and control["verdict"] == "A/A control", control
+    assert abs(control["gain"]) <= control["spread"], control
+    assert control["reason"].endswith("like for like"), control
+    assert again["champion"] is None and again["final_champion"] == f"unchanged ({promoted})"
+
+
+def test_a_cycle_cancelled_from_the_ui_mid_trial_leaves_no_trial_app_and_production_untouched(
+    rehearsal: dict,
+) -> None:
+    """Set to Cancelling, as the UI's Cancel does, while a serving trial's temporary app was RUNNING: the worker
+    ends the run, its hooks remove what its cleanup did not reach and end its MLflow runs as KILLED."""
+    cancelled = rehearsal["cancelled"]
+    assert cancelled["trial_app_up"], cancelled  # a trial app was up when the run was cancelled
+    assert cancelled["state"] == "Cancelled", cancelled
+    assert not [a for a in cancelled["apps_after"] if a.startswith("trial-")], cancelled
+    assert "inferops" in cancelled["apps_after"], cancelled
+    statuses = cancelled["mlflow_runs"]
+    assert "KILLED" in statuses.values() and "RUNNING" not in statuses.values(), statuses
+    assert cancelled["production_after"] == cancelled["production_before"], cancelled
 
 
 def test_a_release_waits_for_a_person_then_reaches_production(rehearsal: dict) -> None:

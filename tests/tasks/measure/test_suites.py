@@ -211,3 +211,16 @@ def test_stability_reads_replica_memory_from_ray_metrics_when_replicas_are_remot
 def test_stability_without_pids_or_metrics_url_says_what_to_pass(capacity_server: RunningServer) -> None:
     with pytest.raises(ValueError, match="metrics URL"):
         run_stability(TargetSpec(capacity_server.endpoint, BODY), policy=POLICY, rate=5.0, duration_s=1.0)
+
+
+def test_a_stress_suite_run_by_name_takes_its_step_length_from_duration_s(
+    capacity_server: RunningServer,
+) -> None:
+    """`measurement_suite(suite="stress", duration_s=...)`: each step lasts that long, so a 12 s budget holds several
+    1 s steps where the policy's 8 s steps would fit once."""
+    from tasks.measure.suites import run_suite
+
+    spec = TargetSpec(capacity_server.endpoint, BODY, pids=[capacity_server.pid])
+    result = run_suite(spec, "stress", POLICY, rate=10.0, duration_s=1.0, stress_budget_s=12.0)
+    assert POLICY.test_suite.stress.step_duration_s * 2 > 12.0
+    assert len(result.steps) >= 3 and result.knee_rps >= 10.0, render_markdown(result)

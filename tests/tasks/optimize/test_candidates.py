@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tasks.optimize.candidates import Candidate, knob_stage, knob_values
+from tasks.optimize.candidates import CONTROL_STAGE, Candidate, knob_stage, knob_values, plan_candidates
 from tasks.policy import default_policy
 
 
@@ -38,3 +38,16 @@ def test_knob_stages_cover_threads_replicas_batch_and_cache_within_the_cores(
     }
     with pytest.raises(ValueError, match="unknown knob stage"):
         knob_stage(best, "sharding", [])
+
+
+def test_naming_what_serves_now_adds_it_first_as_an_a_a_control_with_its_own_knobs() -> None:
+    served = Candidate("onnx-fp32", "onnx-fp32", "baseline", "baseline", 1, 32, replicas=2)
+    plan = plan_candidates("digits-cnn", served, ["onnx-int8-dynamic", "onnx-fp32"])
+    assert [(c.name, c.stage) for c in plan] == [("onnx-fp32", CONTROL_STAGE), ("onnx-int8-dynamic", "model")]
+    assert plan[0].serving_knobs() == served.serving_knobs() == plan[1].serving_knobs()
+    # not named: no control
+    assert all(c.stage == "model" for c in plan_candidates("digits-cnn", served, ["onnx-int8-dynamic"]))
+    with pytest.raises(
+        ValueError, match=r"\['onnx-int9'\] are not available .* onnx-fp32 \(what serves now\)"
+    ):
+        plan_candidates("digits-cnn", served, ["onnx-int9"])

@@ -22,6 +22,7 @@ from tasks.optimize.serving_search import (
     cycle_space,
     grid_search,
     measure_config,
+    remove_app,
     remove_trial_apps,
     replica_usage,
     search_serving_level,
@@ -151,6 +152,31 @@ def test_an_interrupted_trial_removes_its_app() -> None:
             assert "trial-cut" in _apps()
             raise KeyboardInterrupt
     assert "trial-cut" not in _apps()
+
+
+@pytest.mark.usefixtures("ray_session")
+def test_a_process_not_connected_to_ray_joins_the_cluster_to_remove_a_left_trial_app() -> None:
+    """What a cancelled run's hook does in Prefect's worker: a fresh process joins the cluster at its address,
+    removes the trial app the run left, and leaves production's apps alone."""
+    import subprocess
+    import sys
+
+    import ray
+
+    from serving.app import run_local
+
+    args = default_policy().app_args(model="digits-cnn", allow_anonymous=True, num_cpus=0)
+    run_local(args, name="trial-left", route_prefix="/trial-left", timeout_s=120)
+    run_local(args, name="kept", route_prefix="/kept", timeout_s=120)
+    address = ray.get_runtime_context().gcs_address
+    code = f"from tasks.optimize.serving_search import remove_trial_apps_on; print(remove_trial_apps_on({address!r}))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    try:
+        assert done.returncode == 0, done.stderr[-3000:]
+        assert done.stdout.strip().splitlines()[-1] == "['trial-left']"
+        assert "trial-left" not in _apps() and "kept" in _apps()
+    finally:
+        remove_app("kept")
 
 
 def test_the_cycle_space_holds_the_champions_own_knobs_beside_the_policys_options() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from tasks.optimize.trials import Trial
 from tasks.optimize.validation import (
     CandidateResult,
+    control_verdict,
     failed_candidate,
     fastest_passing,
     marginal_gain_exhausted,
@@ -62,3 +63,18 @@ def test_a_p99_per_batch_call_is_recorded_not_judged_when_the_endpoint_judges_th
         _cand("lossy", (400, 401, 399), (150, 160, 155), 0.9), BASE, OPT, 100, sla_on_endpoint=True
     )
     assert not lossy.accepted and "retention 0.9000" in lossy.reason
+
+
+def test_what_serves_now_measured_again_is_an_a_a_control_never_promoted() -> None:
+    """Within the spread it is like for like; far outside (a warm cache against cold candidates) it is a mismatch."""
+    alike = control_verdict(_cand("onnx-fp32", (99, 101, 100), (20, 20, 20), 1.0), BASE)
+    assert alike.control and not alike.accepted and alike.checks[0].passed is True
+    assert abs(alike.gain) <= alike.noise and alike.row()["verdict"] == "A/A control"
+    assert alike.reason.startswith(
+        "what serves now, measured again as a candidate (A/A control, never promoted)"
+    )
+    assert alike.reason.endswith("like for like")
+    colder = control_verdict(_cand("onnx-fp32", (60, 61, 59), (30, 30, 30), 1.0), BASE)
+    assert not colder.accepted and colder.checks[0].passed is False
+    assert "throughput -40.0% vs run-to-run spread 4.0%: a measurement mismatch" in colder.reason
+    assert fastest_passing([alike, colder]) is None
