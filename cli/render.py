@@ -79,6 +79,9 @@ def cycle_facts(out: dict[str, Any]) -> list[tuple[str, Any]]:
         ("search", f"{final.get('candidates_measured')} candidates measured; {final.get('search')}"),
         ("bottleneck", out["bottleneck"]),
     ]
+    timed = out["baseline"].get("model level timed")
+    if timed:
+        facts.insert(2, ("model level timed", f"{timed}: {out['baseline'].get('measured on')}"))
     if out.get("plan_order"):
         order = out["plan_order"]
         facts.append(("plan order", f"{order['reason']} (measured {order['source']})"))
@@ -137,8 +140,11 @@ def cycle_facts(out: dict[str, Any]) -> list[tuple[str, Any]]:
 
 def print_cycle(out: dict[str, Any], to: Console | None = None) -> None:
     view = to or console()
-    # The stage is in the candidate's name (+threads=, +replicas=, +cache=): the type column would only repeat it.
-    rows = [{k: v for k, v in r.items() if k != "type"} for r in out["results"]]
+    # The stage is in the candidate's name (+threads=, +replicas=, +cache=): the type column would only repeat it;
+    # where every figure came from one place, the facts below say it once instead of a column repeating it.
+    places = {r.get("measured_on") for r in out["results"]} - {None}
+    dropped = {"type"} | ({"measured_on"} if len(places) <= 1 else set())
+    rows = [{k: v for k, v in r.items() if k not in dropped} for r in out["results"]]
     title = f"optimization cycle: {out['model']} (baseline {out['baseline']['variant']})"
     view.print(render_table(title, rows, wrap=frozenset({"reason", "candidate"})))
     serving = out.get("serving")

@@ -45,3 +45,53 @@ def test_serve_banner_says_what_the_endpoint_serves() -> None:
 def test_status_with_nothing_registered_says_what_to_do() -> None:
     text = render(print_status, [])
     assert "make run" in text and not raw_lines(text)
+
+
+def _cycle_out(places: list[str]) -> dict:
+    results = [
+        {
+            "candidate": f"c{i}",
+            "type": "model",
+            "throughput": 1.0,
+            "verdict": "rejected",
+            "reason": "r",
+            "measured_on": p,
+        }
+        for i, p in enumerate(places)
+    ]
+    roi = {
+        "performance_improvement": 0.0,
+        "cost_per_million_before": 1.0,
+        "cost_per_million_after": 1.0,
+        "cost_saving_rate": 0.0,
+        "roi": 0.0,
+        "investment_usd": 100.0,
+        "yearly_benefit_usd": 0.0,
+    }
+    baseline = {
+        "variant": "onnx-fp32",
+        "measured on": places[0],
+        "model level timed": "a Ray task on node 10.0.0.7, beside inferops's InferenceIngress replica, on its CPUs",
+    }
+    return {
+        "model": "digits-cnn",
+        "results": results,
+        "baseline": baseline,
+        "final": {"champion": None, "candidates_measured": len(results), "search": "every stage searched"},
+        "roi": roi,
+        "bottleneck": "model computation",
+        "mlflow_run_id": "abc",
+        "wall_s": 1.0,
+    }
+
+
+def test_where_the_model_level_was_timed_is_said_once_unless_the_candidates_differ() -> None:
+    from cli.render import print_cycle
+
+    node = "serving-node-1 (Ray node 06b2cd1b2dfb, CUDAExecutionProvider on NVIDIA A10G)"
+    one_place = render(print_cycle, _cycle_out([node, node]))
+    assert one_place.count("06b2cd1b2dfb") == 1 and "measured_on" not in one_place
+    assert "model level timed" in one_place and "beside inferops's InferenceIngress replica" in one_place
+    other = "serving-node-2 (Ray node 99aa00bb11cc, CUDAExecutionProvider on NVIDIA A10G)"
+    two_places = render(print_cycle, _cycle_out([node, other]))
+    assert "measured_on" in two_places and "99aa00bb11cc" in two_places
