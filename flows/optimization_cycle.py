@@ -251,6 +251,7 @@ def search_serving(
         start_label=start_label,
         judges_sla=judges_sla,
         say=logger.info,
+        wait_removal=False,  # the cycle waits once, before its report (`trial_apps_gone`)
     )
     for trial in level.run.trials:
         if trial not in (known or []):  # a trial measured before (the served baseline) has its run already
@@ -265,7 +266,9 @@ def confirm_serving(
 ) -> ServingLevel:
     """The model-level champion, another variant than the serving level searched, measured on the endpoint with the
     knobs it chose: the knee production will serve (one more trial)."""
-    confirmed = confirm_champion(level, variant, policy, KneeSearch.of(settings.optimization.serving_search))
+    confirmed = confirm_champion(
+        level, variant, policy, KneeSearch.of(settings.optimization.serving_search), wait_removal=False
+    )
     if confirmed.confirmation is not None:
         runs.log_run(report.serving_trial_record(model, confirmed.confirmation), parent_run_id=run_id)
     publish_serving_trials(model, confirmed)
@@ -280,6 +283,12 @@ def publish_serving_trials(model: str, level: ServingLevel) -> None:
         description=level.sentence(),
     )
     get_run_logger().info(level.sentence())
+
+
+@task(name="trial-apps-gone")
+def trial_apps_gone() -> None:
+    """Wait until every trial app the serving level removed is gone (their removals ran while the cycle measured)."""
+    remove_trial_apps()
 
 
 @task(name="register-challenger", task_run_name="register {winner.name}")
@@ -544,6 +553,8 @@ def optimization_cycle(
         rules = set_up_monitoring(model, served, policy, run_id, prometheus, url, api_key)
     else:
         registry.discard_challenger(model)
+    if on_endpoint:
+        trial_apps_gone()
     final = report.final_state(outcome, base, promotion, gated, served, rules)
     return publish_report(
         model, base, bottleneck, checklist, outcome, promotion, final, policy, run_id, started, order

@@ -228,9 +228,9 @@ def remove_app(name: str, *, wait: bool = True) -> None:
         logging.getLogger(__name__).warning("could not remove trial app %s: %s", name, exc)
 
 
-def remove_trial_apps() -> list[str]:
+def remove_trial_apps(wait: bool = True) -> list[str]:
     """Delete every temporary trial app left on the cluster (a run killed before its cleanup ran leaves one), and
-    wait until each is gone. Without a Ray connection there is no cluster to clean (and none is started)."""
+    (`wait`) wait until each is gone. Without a Ray connection there is no cluster to clean (and none is started)."""
     import ray
 
     if not ray.is_initialized():
@@ -241,7 +241,7 @@ def remove_trial_apps() -> list[str]:
         logging.getLogger(__name__).warning("could not list Serve apps: %s", exc)
         return []
     for name in left:
-        remove_app(name)
+        remove_app(name, wait=wait)
     return left
 
 
@@ -653,10 +653,13 @@ def search_serving_level(
     judges_sla: bool = False,
     say: Callable[[str], Any] = print,
     measure: Measure | None = None,
+    wait_removal: bool = True,
 ) -> ServingLevel:
     """TPE over `space` on temporary apps of `model`'s variant in `params`, starting from `params`' own knobs;
     `known`: trials of that variant measured before (the served baseline), not measured again. `judges_sla`: the
-    level goes first and is the SLA's verdict for the champion (`ServingLevel`)."""
+    level goes first and is the SLA's verdict for the champion (`ServingLevel`). Every trial's app is removed however
+    the search ends; `wait_removal=False` leaves the last removals under way (the caller waits for them later, with
+    `remove_trial_apps`: behind HAProxy an ingress drains 30 s, time the cycle spends measuring meanwhile)."""
     variant = str(params["variant"])
     start = config_of(params, wait_ms)
 
@@ -674,8 +677,8 @@ def search_serving_level(
             say=say,
         )
     finally:
-        if measure is None:  # every trial's app gone before the cycle goes on, however the search ended
-            remove_trial_apps()
+        if measure is None:  # every trial's app removed, however the search ended
+            remove_trial_apps(wait=wait_removal)
     return ServingLevel(model, variant, start, run, start_label=start_label, judges_sla=judges_sla)
 
 
@@ -685,6 +688,7 @@ def confirm_champion(
     policy: Policy,
     knee: KneeSearch,
     measure: Callable[[str, ServingConfig, int], KneeTrial] | None = None,
+    wait_removal: bool = True,
 ) -> ServingLevel:
     """When the champion is another variant than the one the serving level searched, measure it on the endpoint with
     the chosen knobs (one more trial): its knee is what production will serve. When no trial met the SLA, a level that
@@ -703,5 +707,5 @@ def confirm_champion(
         )
     finally:
         if measure is None:
-            remove_trial_apps()
+            remove_trial_apps(wait=wait_removal)
     return replace(level, confirmation=trial)
