@@ -5,7 +5,6 @@ Baseline and candidates of one cycle are timed at the same place, and every figu
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 from dataclasses import dataclass, replace
@@ -18,8 +17,6 @@ from serving.settings import get_settings
 from tasks.optimize.candidates import Candidate
 from tasks.optimize.trials import REPLICA_TIMEOUT_S, Measured, measure
 from tasks.policy import Optimization
-
-log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
