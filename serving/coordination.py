@@ -207,9 +207,14 @@ def serve_client() -> Any:
 
 
 def live_app_configs() -> dict[str, dict[str, Any]]:
-    """The config of every declaratively deployed app that still runs (the controller's checkpoint still lists
-    apps deleted since), by name, as `serve deploy` would take it back."""
-    live = set(serve.status().applications)
+    """The config of every declaratively deployed app that still runs, by name, as `serve deploy` would take it
+    back. Not an app being deleted: the controller's checkpoint still lists apps deleted since, and one submitted
+    back while its removal is under way would be deployed again (a trial app brought back by the next deploy)."""
+    from ray.serve.schema import ApplicationStatus
+
+    live = {
+        name for name, app in serve.status().applications.items() if app.status != ApplicationStatus.DELETING
+    }
     current = ray.get(serve_client()._controller.get_app_configs.remote())
     return {name: cfg.model_dump(exclude_unset=True) for name, cfg in current.items() if name in live}
 

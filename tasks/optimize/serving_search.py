@@ -222,10 +222,25 @@ def trial_app(
 def remove_app(name: str, *, wait: bool = True) -> None:
     """Delete a temporary app if it is there (a trial that never deployed leaves none); `wait`: until it is gone."""
     try:
-        if name in serve.status().applications:
-            serve.delete(name, _blocking=wait)
+        present = name in serve.status().applications
     except Exception as exc:  # noqa: BLE001 - Serve itself gone: nothing of the trial is left to remove
         logging.getLogger(__name__).warning("could not remove trial app %s: %s", name, exc)
+        return
+    if present:
+        remove_apps([name], wait=wait)
+
+
+def remove_apps(apps: list[str], *, wait: bool = True) -> None:
+    """Delete temporary apps all at once (`wait`: until every one is gone): their drains run side by side, so
+    removing three takes one drain (30 s behind HAProxy), not three."""
+    from ray.serve.context import _get_global_client
+
+    try:
+        client = _get_global_client()
+        if client is not None:
+            client.delete_apps(apps, blocking=wait)
+    except Exception as exc:  # noqa: BLE001 - Serve itself gone, or a removal past Serve's own 60 s wait
+        logging.getLogger(__name__).warning("could not remove trial app(s) %s: %s", ", ".join(apps), exc)
 
 
 def remove_trial_apps(wait: bool = True) -> list[str]:
@@ -240,8 +255,8 @@ def remove_trial_apps(wait: bool = True) -> list[str]:
     except Exception as exc:  # noqa: BLE001 - no Serve to ask: nothing to remove
         logging.getLogger(__name__).warning("could not list Serve apps: %s", exc)
         return []
-    for name in left:
-        remove_app(name, wait=wait)
+    if left:
+        remove_apps(left, wait=wait)
     return left
 
 
