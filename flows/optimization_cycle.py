@@ -379,6 +379,7 @@ def publish_report(
     run_id: str,
     started: float,
     order: PlanOrder | None = None,
+    served_base: KneeTrial | None = None,
 ) -> dict[str, Any]:
     """ROI, the markdown report and every candidate's row: on the parent run and as Prefect artifacts."""
     final_rps = report.final_throughput(outcome, base, promotion is not None)
@@ -414,7 +415,18 @@ def publish_report(
             [r.row() for r in outcome.results], key=names.artifact_key("optimization-candidates", model)
         )
     return report.cycle_output(
-        model, base, bottleneck.focus_area, outcome, final, promotion, roi, run_id, wall_s, checklist, order
+        model,
+        base,
+        bottleneck.focus_area,
+        outcome,
+        final,
+        promotion,
+        roi,
+        run_id,
+        wall_s,
+        checklist,
+        order,
+        served_base,
     )
 
 
@@ -557,7 +569,18 @@ def optimization_cycle(
         trial_apps_gone()
     final = report.final_state(outcome, base, promotion, gated, served, rules)
     return publish_report(
-        model, base, bottleneck, checklist, outcome, promotion, final, policy, run_id, started, order
+        model,
+        base,
+        bottleneck,
+        checklist,
+        outcome,
+        promotion,
+        final,
+        policy,
+        run_id,
+        started,
+        order,
+        served_base,
     )
 
 

@@ -351,8 +351,10 @@ def cycle_output(
     wall_s: float,
     checklist: list[Decision] | None = None,
     order: PlanOrder | None = None,
+    served_baseline: KneeTrial | None = None,
 ) -> dict[str, Any]:
-    """The flow's return value (what the CLI prints and scripts read)."""
+    """The flow's return value (what the CLI prints and scripts read). `served_baseline`: what served before the
+    cycle, measured on the endpoint (its knee on a trial app beside production), when the cycle had one."""
     champion = outcome.champion
     return {
         "model": model,
@@ -367,6 +369,7 @@ def cycle_output(
         "mlflow_run_id": run_id,
         "wall_s": round(wall_s, 1),
         "checklist": {d.name: d.reason for d in checklist or []},
+        "served_baseline": served_baseline.row() if served_baseline is not None else None,
         "serving": {
             "sentence": outcome.serving.sentence(),
             "trials": [t.row() for t in outcome.serving.trials],

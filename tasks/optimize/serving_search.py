@@ -13,7 +13,7 @@ import os
 import secrets
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Literal
 
@@ -24,6 +24,7 @@ from serving.artifacts import slug
 from serving.client import InferopsClient
 from serving.network import free_port
 from tasks.measure.bottlenecks import Breakdown
+from tasks.measure.replica_nodes import NodeUsage, sampled_on_replica_nodes
 from tasks.measure.suites import model_target, run_load, run_stress
 from tasks.measure.system_metrics import RAY_REPLICA_MARKER, SystemSummary, replica_pids
 from tasks.policy import Policy, ServingSearch
@@ -300,12 +301,14 @@ def measure_config(
             with InferopsClient(url, key) as client:
                 name = client.models()[0]
                 meta = client.check_serves(name)
-            # the trial's replica processes, where they run on this host (their CPU use is the trial's)
+            # the trial's replica processes, where they run on this host (their CPU use is the trial's); on another
+            # node, a sampler on each node that runs one
             pids = replica_pids(f"{RAY_REPLICA_MARKER}:{app}:")
             spec = model_target(url, name, key, meta, pids=pids)
             if knee.warmup_s > 0:
                 run_load(spec, policy=policy, rate=knee.start_rps, duration_s=knee.warmup_s)
-            result = run_stress(spec, policy=policy, **knee.knobs())
+            with sampled_on_replica_nodes(app) if not pids else nullcontext(NodeUsage()) as on_nodes:
+                result = run_stress(spec, policy=policy, **knee.knobs())
             marks["measured"] = time.monotonic()
         at_knee = result.load.summary() if result.load is not None else {}
         return KneeTrial(
@@ -320,7 +323,7 @@ def measure_config(
             _phases(started, marks),
             result.breakdown,
             variant or "",
-            replica_usage(result.system, config, len(pids)),
+            replica_usage(result.system, config, len(pids)) if pids else node_usage(on_nodes, config),
         )
     except Exception as exc:  # noqa: BLE001 - the trial fails with its reason, the search goes on
         return KneeTrial(
@@ -337,7 +340,7 @@ def measure_config(
 def replica_usage(system: SystemSummary | None, config: ServingConfig, processes: int) -> dict[str, float]:
     """What the trial's replicas used during the knee search: CPU mean and peak (percent of one core, summed over
     the processes), the peak as a share of the cores the configuration holds, and GPU utilisation where a GPU was
-    sampled. Nothing when no replica process was found on this host (a remote cluster: its Prometheus says)."""
+    sampled. Nothing when no replica process was found on this host (`node_usage` then says what their nodes saw)."""
     if system is None or not system.pids:
         return {}
     out = {
@@ -352,11 +355,29 @@ def replica_usage(system: SystemSummary | None, config: ServingConfig, processes
     return out
 
 
+def node_usage(usage: NodeUsage, config: ServingConfig) -> dict[str, float]:
+    """`replica_usage` from the samplers on the replicas' nodes (the replicas run on other hosts than this one)."""
+    if not usage.processes:
+        return {}
+    mean, peak = usage.cpu_percent()
+    out = {
+        "replica_processes": float(usage.processes),
+        "replica_nodes": float(len(usage.summaries)),
+        "replica_cpu_percent_mean": mean,
+        "replica_cpu_percent_max": peak,
+        "replica_cpu_share_max": peak / (100.0 * config.cpus),
+    }
+    gpu = usage.gpu_utilisation_percent_mean()
+    if gpu is not None:
+        out["gpu_utilisation_percent_mean"] = gpu
+    return out
+
+
 def usage_sentence(trial: KneeTrial) -> str:
     """The replicas' use in words, for the report."""
     u = trial.usage
     if not u:
-        return "replica CPU not measured (no replica process of the trial on this host)"
+        return "replica CPU not measured (no replica process of the trial found on its nodes)"
     gpu = (
         f"; GPU {u['gpu_utilisation_percent_mean']:.0f}% busy" if "gpu_utilisation_percent_mean" in u else ""
     )
@@ -364,6 +385,11 @@ def usage_sentence(trial: KneeTrial) -> str:
         f"replica CPU during the knee search: mean {u['replica_cpu_percent_mean']:.0f}%, peak "
         f"{u['replica_cpu_percent_max']:.0f}% of one core over {u['replica_processes']:.0f} process(es), "
         f"{u['replica_cpu_share_max']:.0%} of the {trial.config.cpus} core(s) it holds{gpu}"
+        + (
+            f", sampled on {u['replica_nodes']:.0f} Ray node(s) by a sampler on each"
+            if "replica_nodes" in u
+            else ""
+        )
     )
 
 
