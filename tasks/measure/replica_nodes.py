@@ -121,4 +121,7 @@ def sampled_on_replica_nodes(app: str, interval_s: float = DEFAULT_INTERVAL_S) -
                     f"node {node_id[:12]}: sampler did not answer ({type(exc).__name__}: {exc})"
                 )
             finally:
-                ray.kill(actor)
+                try:
+                    ray.kill(actor)
+                except Exception as exc:  # noqa: BLE001 - already gone with its node
+                    usage.errors.append(f"node {node_id[:12]}: sampler not stopped ({exc})")
