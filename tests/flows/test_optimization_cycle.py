@@ -530,7 +530,9 @@ def test_a_batch_wait_dominating_on_the_endpoint_puts_the_serving_level_first(
             (2, "onnx-fp32", "r1-t1-b1-w1000ms"),
         ], trials
         assert trials[0]["knee req/s"] == 0.0 and trials[1]["knee req/s"] > 0
-        assert out["served_baseline"] == trials[0]  # what served before, in the output for the demo's comparison
+        assert (
+            out["served_baseline"] == trials[0]
+        )  # what served before, in the output for the demo's comparison
         assert level["variant"] == "torch-fp32" and level["chosen"] == "r1-t1-b1-w1000ms"
         assert level["confirmed"]["variant"] == "onnx-fp32" and level["served_knee_rps"] > 0, level
         # the endpoint judged the SLA: the champion's confirmed knee, not its in-process P99 per batch call
