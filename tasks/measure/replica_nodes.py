@@ -5,6 +5,7 @@ figures still come from the replicas themselves."""
 
 from __future__ import annotations
 
+import os
 import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -22,8 +23,6 @@ class NodeSampler:
     """Samples, on the node it runs on, the processes whose title holds `marker` (run as a Ray actor pinned there)."""
 
     def __init__(self, marker: str, interval_s: float = DEFAULT_INTERVAL_S) -> None:
-        import os
-
         self.pid = os.getpid()
         self.host = socket.gethostname()
         self.sampler = SystemSampler(local_replica_pids(marker), interval_s=interval_s).start()
