@@ -3,13 +3,13 @@ FP32 model on a first cycle), timed like every candidate, and the FP32 reference
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from serving.variants import list_variants
 from tasks.measure.workload import Workload
 from tasks.optimize.candidates import Candidate
 from tasks.optimize.placement import Placement, artifact_here, measure_at
-from tasks.optimize.trials import Measured
+from tasks.optimize.trials import Measured, Trial
 from tasks.policy import Optimization
 from tasks.records import registry
 
@@ -23,6 +23,8 @@ class CycleBaseline:
     version: str  # the champion's registry version (the rollback target)
     # where it was timed, and so every candidate of the cycle (None: this process)
     where: Placement | None = None
+    # the first timing, when the baseline was timed again right before the candidates (`timed_again`)
+    first_trial: Trial | None = None
 
     def retention(self, value: float) -> float:
         return value / self.reference_value
@@ -82,3 +84,24 @@ def establish(
         model, artifact_here(measured, where).path, {**measured.manifest, "variant": served}
     )
     return CycleBaseline(model, current, measured, ref.value, recorded.version, where)
+
+
+def timed_again(
+    baseline: CycleBaseline, repeats: int, policy: Optimization, workload: Workload | None
+) -> CycleBaseline:
+    """What serves now timed again, where it was timed first, right before the candidates are: between the two the
+    cycle drove trial apps to their knees on the same machines (the served baseline, the serving level), and what
+    such a run leaves behind for a while (a backlog draining, apps stopping) slows the next timings. Timed next to
+    the candidates, the baseline sees the machine they see: like for like. Its accuracy is the same model's, kept."""
+    again = measure_at(
+        baseline.where,
+        baseline.model,
+        baseline.candidate,
+        repeats,
+        policy,
+        workload.requests if workload else None,
+    )
+    measured = replace(
+        baseline.measured, trial=again.trial, details={**baseline.measured.details, **again.details}
+    )
+    return replace(baseline, measured=measured, first_trial=baseline.measured.trial)

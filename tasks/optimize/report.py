@@ -4,6 +4,7 @@ runs of the cycle and of each candidate (built here as plain records, written by
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 from tasks.decision import Decision, decisions_markdown
@@ -32,7 +33,41 @@ def summarize_baseline(baseline: CycleBaseline) -> dict[str, Any]:
         measured.metric: round(measured.value, 4),
         "measured on": measured.details.get("measured_on", "this process"),
         "model level timed": baseline.where.reason if baseline.where else "in this process",
+        "timed": timed_again_sentence(baseline) if baseline.first_trial else "once, before the candidates",
+        "timed at": _utc(measured.details.get("timed_at")),
     }
+
+
+def _utc(epoch_s: float | None) -> str | None:
+    if epoch_s is None:
+        return None
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")
+
+
+def timed_again_sentence(baseline: CycleBaseline) -> str:
+    """How the baseline's timing the candidates are judged against came about."""
+    trial, first = baseline.measured.trial, baseline.first_trial
+    if first is None:
+        return f"{baseline.candidate.variant}: {trial.median_throughput:.1f} items/s, timed once"
+    return (
+        f"again right before the candidates: {trial.median_throughput:.1f} items/s (spread {trial.spread:.1%}); "
+        f"first timed at {first.median_throughput:.1f} items/s, before the knee searches on the endpoint"
+    )
+
+
+def timed_again_record(baseline: CycleBaseline) -> RunRecord:
+    """The baseline timed again, on the cycle's run: the figures the candidates are judged against, and the first."""
+    trial, first = baseline.measured.trial, baseline.first_trial
+    return RunRecord(
+        f"cycle-{baseline.model}",
+        names.OPTIMIZATION_EXPERIMENT,
+        metrics={
+            "baseline_throughput": trial.median_throughput,
+            "baseline_p99_ms": trial.median_p99,
+            "baseline_spread": trial.spread,
+            "baseline_first_throughput": first.median_throughput if first else None,
+        },
+    )
 
 
 def cycle_record(model: str, workload: Workload | None) -> RunRecord:

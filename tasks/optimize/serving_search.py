@@ -153,6 +153,9 @@ class KneeTrial:
     variant: str = ""  # the model variant the trial served
     # the trial replicas' CPU (and GPU) use during the knee search (`replica_usage`); empty when they run elsewhere
     usage: dict[str, float] = field(default_factory=dict)
+    usage_gaps: tuple[
+        str, ...
+    ] = ()  # why a node's replicas were not sampled (a sampler that failed to start, say)
 
     @property
     def ok(self) -> bool:
@@ -324,6 +327,7 @@ def measure_config(
             result.breakdown,
             variant or "",
             replica_usage(result.system, config, len(pids)) if pids else node_usage(on_nodes, config),
+            tuple(on_nodes.errors),
         )
     except Exception as exc:  # noqa: BLE001 - the trial fails with its reason, the search goes on
         return KneeTrial(
@@ -343,16 +347,8 @@ def replica_usage(system: SystemSummary | None, config: ServingConfig, processes
     sampled. Nothing when no replica process was found on this host (`node_usage` then says what their nodes saw)."""
     if system is None or not system.pids:
         return {}
-    out = {
-        "replica_processes": float(processes),
-        "replica_cpu_percent_mean": system.cpu_percent_mean,
-        "replica_cpu_percent_max": system.cpu_percent_max,
-        "replica_cpu_share_max": system.cpu_percent_max / (100.0 * config.cpus),
-    }
     gpu = system.metrics().get("gpu_utilisation_percent_mean")
-    if gpu is not None:
-        out["gpu_utilisation_percent_mean"] = gpu
-    return out
+    return _usage_figures(config, processes, system.cpu_percent_mean, system.cpu_percent_max, gpu)
 
 
 def node_usage(usage: NodeUsage, config: ServingConfig) -> dict[str, float]:
@@ -360,14 +356,19 @@ def node_usage(usage: NodeUsage, config: ServingConfig) -> dict[str, float]:
     if not usage.processes:
         return {}
     mean, peak = usage.cpu_percent()
+    figures = _usage_figures(config, usage.processes, mean, peak, usage.gpu_utilisation_percent_mean())
+    return {**figures, "replica_nodes": float(len(usage.summaries))}
+
+
+def _usage_figures(
+    config: ServingConfig, processes: int, mean: float, peak: float, gpu: float | None
+) -> dict[str, float]:
     out = {
-        "replica_processes": float(usage.processes),
-        "replica_nodes": float(len(usage.summaries)),
+        "replica_processes": float(processes),
         "replica_cpu_percent_mean": mean,
         "replica_cpu_percent_max": peak,
         "replica_cpu_share_max": peak / (100.0 * config.cpus),
     }
-    gpu = usage.gpu_utilisation_percent_mean()
     if gpu is not None:
         out["gpu_utilisation_percent_mean"] = gpu
     return out
@@ -375,9 +376,9 @@ def node_usage(usage: NodeUsage, config: ServingConfig) -> dict[str, float]:
 
 def usage_sentence(trial: KneeTrial) -> str:
     """The replicas' use in words, for the report."""
-    u = trial.usage
+    u, gaps = trial.usage, "; ".join(trial.usage_gaps)
     if not u:
-        return "replica CPU not measured (no replica process of the trial found on its nodes)"
+        return f"replica CPU not measured ({gaps or 'no replica process of the trial found on its nodes'})"
     gpu = (
         f"; GPU {u['gpu_utilisation_percent_mean']:.0f}% busy" if "gpu_utilisation_percent_mean" in u else ""
     )
@@ -390,6 +391,7 @@ def usage_sentence(trial: KneeTrial) -> str:
             if "replica_nodes" in u
             else ""
         )
+        + (f" (not sampled: {gaps})" if gaps else "")
     )
 
 

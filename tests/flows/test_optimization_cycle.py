@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
+import pandas as pd
 import pytest
 
 from cli.render import print_cycle
@@ -551,6 +552,17 @@ def test_a_batch_wait_dominating_on_the_endpoint_puts_the_serving_level_first(
             "serving-1-r1-t1-b1-w1000ms",
             "serving-2-r1-t1-b1-w1000ms",
         ], trial_runs["tags.mlflow.runName"]
+        # the candidates are judged against the baseline timed again after the knee searches that preceded them (the
+        # served baseline's and the serving level's), and before the champion's confirmation
+        baseline = out["baseline"]
+        assert baseline["timed"].startswith("again right before the candidates"), baseline
+        timed_at = pd.Timestamp(baseline["timed at"])
+        by_name = trial_runs.set_index("tags.mlflow.runName")
+        assert by_name.loc["serving-1-r1-t1-b1-w1000ms", "end_time"] < timed_at, (
+            by_name["end_time"],
+            timed_at,
+        )
+        assert timed_at < by_name.loc["serving-2-r1-t1-b1-w1000ms", "start_time"], (by_name, timed_at)
         served = trial_runs[trial_runs["tags.mlflow.runName"] == "serving-0-r1-t1-b8-w1000ms"].iloc[0]
         assert served["metrics.replica_cpu_percent_max"] > 0 and served["params.variant"] == "torch-fp32"
         shown = render(print_cycle, out)

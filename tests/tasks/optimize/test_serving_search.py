@@ -28,6 +28,7 @@ from tasks.optimize.serving_search import (
     search_serving_level,
     tpe_search,
     trial_app,
+    usage_sentence,
 )
 from tasks.policy import default_policy
 
@@ -431,3 +432,27 @@ def test_replica_usage_is_the_share_of_the_cores_a_configuration_holds_and_nothi
     }
     assert replica_usage(seen([], 0.0, 0.0), ServingConfig(1, 1, 8, 5.0), 0) == {}
     assert replica_usage(None, ServingConfig(1, 1, 8, 5.0), 0) == {}
+
+
+def test_the_usage_sentence_says_why_a_node_was_not_sampled() -> None:
+    config = ServingConfig(2, 1, 4, 1.0)
+    unsampled = KneeTrial(
+        config, "ok", 90.0, usage_gaps=("node 1a2b: sampler did not start (RayError: gone)",)
+    )
+    assert usage_sentence(unsampled) == (
+        "replica CPU not measured (node 1a2b: sampler did not start (RayError: gone))"
+    )
+    usage = {
+        "replica_processes": 1.0,
+        "replica_nodes": 1.0,
+        "replica_cpu_percent_mean": 40.0,
+        "replica_cpu_percent_max": 80.0,
+        "replica_cpu_share_max": 0.4,
+    }
+    partly = KneeTrial(
+        config, "ok", 90.0, usage=usage, usage_gaps=("node 3c4d: sampler not stopped (timeout)",)
+    )
+    shown = usage_sentence(partly)
+    assert "sampled on 1 Ray node(s)" in shown and shown.endswith(
+        "(not sampled: node 3c4d: sampler not stopped (timeout))"
+    )
