@@ -143,7 +143,7 @@ def time_baseline_again(
     candidates are judged against a baseline timed on the machine they are timed on."""
     again = cycle_baseline.timed_again(baseline, settings.repeats, settings.optimization, workload)
     runs.write(run_id, report.timed_again_record(again))
-    get_run_logger().info(report.timed_again_sentence(again))
+    get_run_logger().info("baseline %s timed %s", again.candidate.variant, report.timed_again_sentence(again))
     return again
 
 
