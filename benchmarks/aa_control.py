@@ -3,7 +3,8 @@ on an endpoint: what serves now is timed in process, a knee search drives a tria
 measurement), then what serves now is timed again twice: once as the cycle's baseline timed again right before the
 candidates (`time-baseline-again`), once as the A/A control (the same configuration named as a candidate). Per round
 it prints the control's gain over the first timing (how the cycle judged before) and over the timing taken again (how
-it judges now), each against the run-to-run spread the control is judged by.
+it judges now), each against the tolerance the control is judged by (the run-to-run spread, at least the policy's
+`marginal_gain_stop`).
 
 Run: `.venv/bin/python benchmarks/aa_control.py [--model digits-cnn --variant onnx-fp32 --rounds 4]` (about 2 minutes a
 round here).
@@ -29,15 +30,17 @@ from tasks.optimize.serving_search import (  # noqa: E402
     remove_trial_apps,
 )
 from tasks.optimize.trials import Trial, measure  # noqa: E402
+from tasks.optimize.validation import aa_tolerance  # noqa: E402
 from tasks.policy import default_policy  # noqa: E402
 
 
-def judged(control: Trial, baseline: Trial) -> tuple[float, float, bool]:
-    """The control's gain over `baseline`, the spread it is judged by, and whether it lies within (as
-    `tasks.optimize.validation.control_verdict` judges it)."""
+def judged(control: Trial, baseline: Trial, floor: float) -> tuple[float, float, bool]:
+    """The control's gain over `baseline`, how far from zero it may lie (the run-to-run spread, at least `floor`),
+    and whether it does, as `tasks.optimize.validation.control_verdict` judges it."""
     gain = control.median_throughput / baseline.median_throughput - 1
     spread = max(control.spread, baseline.spread)
-    return gain, spread, abs(gain) <= spread
+    tolerance, within = aa_tolerance(gain, spread, floor)
+    return gain, tolerance, within
 
 
 def main() -> int:
@@ -76,8 +79,9 @@ def main() -> int:
         again = measure(opts.model, served, opts.repeats, optimization).trial
         control = measure(opts.model, served, opts.repeats, optimization).trial
         remove_trial_apps()  # the next round starts from a machine at rest
-        before, spread_before, ok_before = judged(control, first)
-        now, spread_now, ok_now = judged(control, again)
+        floor = optimization.marginal_gain_stop
+        before, spread_before, ok_before = judged(control, first, floor)
+        now, spread_now, ok_now = judged(control, again, floor)
         rows.append(
             {
                 "round": number,
@@ -96,9 +100,10 @@ def main() -> int:
         print()
         print(table.to_string(index=False))
     print(
-        f"\nA/A control within the spread: {int(table['within (before)'].sum())} of {len(table)} rounds against the "
+        f"\nA/A control within its tolerance: {int(table['within (before)'].sum())} of {len(table)} rounds against the "
         f"first timing (before the knee search), {int(table['within (now)'].sum())} of {len(table)} against the "
-        "baseline timed again right before it (what the cycle does now); gain / spread per round above"
+        "baseline timed again right before it (what the cycle does now); per round above: gain / tolerance (the "
+        f"run-to-run spread, at least the {default_policy().optimization.marginal_gain_stop:.0%} floor)"
     )
     ray.shutdown()
     return 0

@@ -204,7 +204,10 @@ def evaluate_candidate(
         result.hit_rate = measured.details.get("cache_hit_rate")
         result.measured_on = measured.details.get("measured_on")
         if candidate.stage == CONTROL_STAGE:
-            return control_verdict(result, baseline.measured.trial), measured
+            return (
+                control_verdict(result, baseline.measured.trial, policy.optimization.marginal_gain_stop),
+                measured,
+            )
         result = validate(
             result,
             baseline.measured.trial,

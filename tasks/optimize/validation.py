@@ -139,28 +139,38 @@ def _gain_and_noise(result: CandidateResult, baseline: Trial) -> tuple[float, fl
     return gain, result.noise
 
 
-def control_verdict(result: CandidateResult, baseline: Trial) -> CandidateResult:
+def control_verdict(result: CandidateResult, baseline: Trial, floor: float = 0.0) -> CandidateResult:
     """What serves now, measured again as a candidate (an A/A check): never promoted. Measured like for like, its
     gain over the baseline is the measurement's own error and lies within the run-to-run spread; outside it, the
-    baseline and the candidates are not measured alike (a warm cache against cold ones, another load)."""
+    baseline and the candidates are not measured alike (a warm cache against cold ones, another load). `floor`: the
+    smallest difference the cycle acts on (policy `optimization.marginal_gain_stop`): on a quiet machine the repeats
+    agree within 1%, closer than two separate measurements of one configuration do, and a gap under the floor
+    changes no decision."""
     result.control, result.accepted = True, False
     if result.trial is None:
         result.reason = result.reason or "not measured"
         return result
     gain, noise = _gain_and_noise(result, baseline)
-    within = abs(gain) <= noise
+    tolerance, within = aa_tolerance(gain, noise, floor)
+    floored = f" (floor {floor:.0%}, the smallest gain the search acts on)" if tolerance > noise else ""
     result.checks = [
         Decision(
             "A/A control",
-            f"|gain| <= spread {noise:.1%}",
+            f"|gain| <= {tolerance:.1%}",
             round(gain, 4),
             within,
-            f"throughput {gain:+.1%} vs run-to-run spread {noise:.1%}: "
+            f"throughput {gain:+.1%} vs run-to-run spread {noise:.1%}{floored}: "
             + ("like for like" if within else "a measurement mismatch"),
         )
     ]
     result.reason = f"what serves now, measured again as a candidate (A/A control, never promoted): {result.checks[0].reason}"
     return result
+
+
+def aa_tolerance(gain: float, noise: float, floor: float) -> tuple[float, bool]:
+    """How far an A/A control's gain may lie from zero (the run-to-run spread, at least `floor`), and whether it does."""
+    tolerance = max(noise, floor)
+    return tolerance, abs(gain) <= tolerance
 
 
 def sla_check(trial: Trial, sla_p99_ms: float, on_endpoint: bool) -> Decision:

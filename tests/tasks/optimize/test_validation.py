@@ -78,3 +78,24 @@ def test_what_serves_now_measured_again_is_an_a_a_control_never_promoted() -> No
     assert not colder.accepted and colder.checks[0].passed is False
     assert "throughput -40.0% vs run-to-run spread 4.0%: a measurement mismatch" in colder.reason
     assert fastest_passing([alike, colder]) is None
+
+
+def test_an_a_a_gap_under_the_floor_is_like_for_like_and_one_over_it_a_mismatch() -> None:
+    """On a quiet machine two repeats of four agree within 1%: a +3% gap between two separate measurements is outside
+    that spread but under the smallest gain the search acts on (the floor), so it is no mismatch; +8% is."""
+    quiet = Trial((100.0, 100.5, 100.2, 99.9), (20.0, 20.0, 20.0, 20.0))
+    gap = control_verdict(
+        _cand("onnx-fp32", (103.0, 103.2, 103.1, 102.9), (20, 20, 20, 20), 1.0), quiet, 0.05
+    )
+    assert gap.noise < 0.01 < gap.gain < 0.05 and gap.checks[0].passed is True, gap.reason
+    assert "(floor 5%, the smallest gain the search acts on): like for like" in gap.reason
+    assert (
+        control_verdict(_cand("onnx-fp32", (103.0, 103.2, 103.1, 102.9), (20,) * 4, 1.0), quiet)
+        .checks[0]
+        .passed
+        is False
+    )  # without the floor the same gap is a mismatch
+    far = control_verdict(
+        _cand("onnx-fp32", (108.0, 108.2, 108.1, 107.9), (20, 20, 20, 20), 1.0), quiet, 0.05
+    )
+    assert far.checks[0].passed is False and far.reason.endswith("a measurement mismatch"), far.reason
