@@ -22,6 +22,7 @@ if __package__ in (None, ""):
     sys.path[0] = str(ROOT)
 
 from tasks.optimize.candidates import Candidate  # noqa: E402 (after the path fix above)
+from tasks.optimize.improvement import performance_improvement  # noqa: E402
 from tasks.optimize.serving_search import (  # noqa: E402
     KneeSearch,
     batch_wait_ms,
@@ -37,7 +38,7 @@ from tasks.policy import default_policy  # noqa: E402
 def judged(control: Trial, baseline: Trial, floor: float) -> tuple[float, float, bool]:
     """The control's gain over `baseline`, how far from zero it may lie (the run-to-run spread, at least `floor`),
     and whether it does, as `tasks.optimize.validation.control_verdict` judges it."""
-    gain = control.median_throughput / baseline.median_throughput - 1
+    gain = performance_improvement(baseline.median_throughput, control.median_throughput)
     spread = max(control.spread, baseline.spread)
     tolerance, within = aa_tolerance(gain, spread, floor)
     return gain, tolerance, within
