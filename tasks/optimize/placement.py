@@ -111,9 +111,8 @@ def _measure_located(
     node = f"Ray node {ray.get_runtime_context().get_node_id()[:12]}, " if in_ray_task else ""
     measured.details["measured_on"] = f"{socket.gethostname()} ({node}{device_of(measured.provider)})"
     measured.details["timed_in_pid"] = os.getpid()
-    measured.details["timed_at"] = (
-        time.time()
-    )  # when the timing ended (epoch s): what ran beside it can be told
+    # when the timing ended (epoch s): what ran beside it can be told
+    measured.details["timed_at"] = time.time()
     return measured
 
 

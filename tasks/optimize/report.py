@@ -12,7 +12,7 @@ from tasks.measure.workload import Workload
 from tasks.optimize.baseline import CycleBaseline
 from tasks.optimize.candidates import Candidate
 from tasks.optimize.search import CycleSettings, SearchOutcome
-from tasks.optimize.trials import Measured
+from tasks.optimize.trials import Measured, Trial
 from tasks.optimize.validation import CandidateResult
 from tasks.records import names
 from tasks.records.runs import RunRecord
@@ -33,7 +33,7 @@ def summarize_baseline(baseline: CycleBaseline) -> dict[str, Any]:
         measured.metric: round(measured.value, 4),
         "measured on": measured.details.get("measured_on", "this process"),
         "model level timed": baseline.where.reason if baseline.where else "in this process",
-        "timed": timed_again_sentence(baseline) if baseline.first_trial else "once, before the candidates",
+        "timed": timed_again_sentence(baseline),
         "timed at": _utc(measured.details.get("timed_at")),
     }
 
@@ -48,7 +48,7 @@ def timed_again_sentence(baseline: CycleBaseline) -> str:
     """How the baseline's timing the candidates are judged against came about."""
     trial, first = baseline.measured.trial, baseline.first_trial
     if first is None:
-        return f"{baseline.candidate.variant}: {trial.median_throughput:.1f} items/s, timed once"
+        return "once, before the candidates"
     return (
         f"again right before the candidates: {trial.median_throughput:.1f} items/s (spread {trial.spread:.1%}); "
         f"first timed at {first.median_throughput:.1f} items/s, before the knee searches on the endpoint"
@@ -62,12 +62,18 @@ def timed_again_record(baseline: CycleBaseline) -> RunRecord:
         f"cycle-{baseline.model}",
         names.OPTIMIZATION_EXPERIMENT,
         metrics={
-            "baseline_throughput": trial.median_throughput,
-            "baseline_p99_ms": trial.median_p99,
-            "baseline_spread": trial.spread,
+            **_baseline_metrics(trial),
             "baseline_first_throughput": first.median_throughput if first else None,
         },
     )
+
+
+def _baseline_metrics(trial: Trial) -> dict[str, float | None]:
+    return {
+        "baseline_throughput": trial.median_throughput,
+        "baseline_p99_ms": trial.median_p99,
+        "baseline_spread": trial.spread,
+    }
 
 
 def cycle_record(model: str, workload: Workload | None) -> RunRecord:
@@ -99,11 +105,7 @@ def baseline_record(
             "batch": settings.batch,
             "threads": settings.threads,
         },
-        metrics={
-            "baseline_throughput": trial.median_throughput,
-            "baseline_p99_ms": trial.median_p99,
-            "baseline_spread": trial.spread,
-        },
+        metrics=_baseline_metrics(trial),
         tags={names.TAG_MEASURED_ON: baseline.measured.details.get("measured_on", "this process")},
         dicts={"plan.json": {"plan": [c.params() | {"name": c.name} for c in plan]}},
     )

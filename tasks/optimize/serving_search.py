@@ -153,9 +153,8 @@ class KneeTrial:
     variant: str = ""  # the model variant the trial served
     # the trial replicas' CPU (and GPU) use during the knee search (`replica_usage`); empty when they run elsewhere
     usage: dict[str, float] = field(default_factory=dict)
-    usage_gaps: tuple[
-        str, ...
-    ] = ()  # why a node's replicas were not sampled (a sampler that failed to start, say)
+    # why a node's replicas were not sampled (a sampler that failed to start, say)
+    usage_gaps: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
