@@ -24,6 +24,10 @@ SCRAPE_INTERVAL_S = 1
 RETENTION = "15d"  # Prometheus's default, stated on the command line so tests can expect it
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
+# A scrape's samples carry the time it started and land when it ends, at most its timeout (the interval) later;
+# one that times out marks its series stale from that start. Wait a few intervals past a range's end before
+# reading it, and no scrape still in flight can change what the range holds.
+SETTLE_S = 5 * SCRAPE_INTERVAL_S
 APT_LOCK_TIMEOUT_S = 300  # another apt-get (the other package, a CI step) may hold dpkg's lock
 PACKAGED_SERVICES = ("prometheus", "prometheus-alertmanager")
 # Ray Serve's proxy counts HTTP requests per app in `serve_num_http_requests`; Ray exports a counter with `ray_`
@@ -180,6 +184,14 @@ def instant(url: str, query: str) -> list[dict[str, Any]]:
     response = httpx.get(f"{url}/api/v1/query", params={"query": query}, timeout=10)
     response.raise_for_status()
     return list(response.json()["data"]["result"])
+
+
+def settled_now() -> datetime:
+    """An end for range queries that reads the same every time: now, returned once `SETTLE_S` has passed, so
+    every scrape timestamped up to it has finished (a busy node late in the session can make one time out)."""
+    end = datetime.now(UTC)
+    time.sleep(SETTLE_S)
+    return end
 
 
 def wait_until(check: Callable[[], bool], timeout_s: float, what: str, interval_s: float = 0.5) -> float:

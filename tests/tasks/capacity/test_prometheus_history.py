@@ -20,7 +20,7 @@ from tasks.capacity.history import (
     load_prometheus,
     render_coverage_markdown,
 )
-from tests.prometheus_server import ServeTraffic
+from tests.prometheus_server import ServeTraffic, settled_now
 
 QUARTER_S, STEP_S = 90 * 86400, 600
 
@@ -92,7 +92,9 @@ def test_serve_request_counter_read_back_from_a_real_prometheus(
     serve_traffic_in_prometheus: ServeTraffic,
 ) -> None:
     traffic = serve_traffic_in_prometheus
-    now = datetime.now(UTC)
+    # Two reads of one range must agree: end it where no scrape is still in flight (CI once saw the raw read hold
+    # an instant that a scrape timing out between the two reads then marked stale).
+    now = settled_now()
     # The raw counter at a 1 s step: it rose by exactly the requests the fixture sent.
     raw = load_prometheus(traffic.prometheus_url, f"sum({traffic.selector})", traffic.started_at, now, 1)
     counts = raw.frame["rate_rps"]
@@ -118,7 +120,7 @@ def test_a_quarter_at_600_s_from_a_real_prometheus_goes_through_in_chunks(
     traffic = serve_traffic_in_prometheus
     # The session's traffic was sent once, minutes before this test may run: end the range within the 10-minute
     # rate window after it, so the last point holds it whatever ran in between.
-    end = min(datetime.now(UTC), traffic.started_at + timedelta(minutes=5))
+    end = min(settled_now(), traffic.started_at + timedelta(minutes=5))
     start = end - timedelta(seconds=QUARTER_S)
     query = traffic.rate_query("10m")  # a window as long as the step: every request counts in one point
     unchunked = httpx.get(
