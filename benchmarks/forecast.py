@@ -2,11 +2,15 @@
 statsforecast's cross-validation on the rest) against the best seasonal naive and Prophet, with the 80/90/95%
 coverage of its conformal bands. A file that cannot be used is listed as skipped, with the reason.
 
-Run: .venv/bin/python benchmarks/forecast.py [TRACES_DIR]
+`--earlier K` also moves the same split back 1..K days on each usable trace (the history cut there, the 2 days
+before the cut held out): how much the figures of one split say about the next one.
+
+Run: .venv/bin/python benchmarks/forecast.py [TRACES_DIR] [--earlier K]
 """
 
 from __future__ import annotations
 
+import argparse
 import sys
 import tempfile
 import time
@@ -32,12 +36,18 @@ COVERAGE_TOLERANCE = 0.05
 SUFFIXES = {".csv", ".parquet", ".pq"}
 
 
-def evaluate(path: Path, report_dir: str, policy: Capacity) -> dict[str, object]:
-    """Validate, hold out the tail, forecast it with the plan's forecaster, the seasonal naives and Prophet."""
+def history(path: Path, report_dir: str, policy: Capacity) -> tuple[pd.Series, int]:
+    """The trace validated and prepared as the capacity flow prepares it, and its gap windows."""
     raw = load_file(path)
     # The benchmark scores forecasts; daily seasonality is the least any trace here must support.
     report = dq.validate_history(raw, policy, seasonalities=("daily",), report_dir=report_dir)
-    series = dq.prepare_series(raw, report, policy)
+    return dq.prepare_series(raw, report, policy), report.zero_windows + report.missing_windows
+
+
+def evaluate(
+    path: Path, series: pd.Series, gaps: int, policy: Capacity, *, prophet: bool = True
+) -> dict[str, object]:
+    """Hold out the tail, forecast it with the plan's forecaster, the seasonal naives and (`prophet`) Prophet."""
     days = len(series) * (series.index[1] - series.index[0]).total_seconds() / 86400
     if days < HOLDOUT_DAYS + policy.backtest_min_train_days:
         raise fc.ForecastError(
@@ -52,21 +62,22 @@ def evaluate(path: Path, report_dir: str, policy: Capacity) -> dict[str, object]
     seconds = time.perf_counter() - started
     # the best of the seasonal naives on the held-out tail (each needs one whole season to repeat)
     naive_names = [n for n in NAIVE if len(train) >= fc.season_windows(train, n)]
-    others = fc.forecast_members(train, [*naive_names, "prophet"], index)
+    others = fc.forecast_members(train, [*naive_names, *(["prophet"] if prophet else [])], index)
     naive_scores = {n: fc.smape(actual, others[n].to_numpy()) for n in naive_names}
     best_naive = min(naive_scores, key=naive_scores.get)
     chosen = fc.smape(actual, planning.forecast.yhat)
     row: dict[str, object] = {
         "trace": path.name,
         "held_out_windows": len(actual),
-        "gap_windows": report.zero_windows + report.missing_windows,
+        "gap_windows": gaps,
         "chosen": planning.forecaster,
         "smape_chosen": chosen,
         "best_naive": best_naive,
         "smape_naive": naive_scores[best_naive],
         "gain_vs_naive": 1 - chosen / naive_scores[best_naive],
-        "smape_prophet": fc.smape(actual, others["prophet"].to_numpy()),
     }
+    if prophet:
+        row["smape_prophet"] = fc.smape(actual, others["prophet"].to_numpy())
     for level in LEVELS:
         row[f"cov{int(level * 100)}"] = fc.coverage(
             actual, planning.forecast.lower[level], planning.forecast.upper[level]
@@ -78,12 +89,50 @@ def evaluate(path: Path, report_dir: str, policy: Capacity) -> dict[str, object]
     return row
 
 
-def main(traces: Path = TRACES) -> int:
+def earlier(path: Path, series: pd.Series, gaps: int, policy: Capacity, back_days: int) -> dict[str, object]:
+    """The same split with the history cut `back_days` earlier: the 2 days before the cut held out."""
+    cut = series.iloc[: len(series) - fc._windows(series, back_days)]
+    row = evaluate(path, cut, gaps, policy, prophet=False)
+    keep = (
+        "trace",
+        "chosen",
+        "smape_chosen",
+        "best_naive",
+        "smape_naive",
+        "gain_vs_naive",
+        "cov80",
+        "cov90",
+        "cov95",
+    )
+    return {"days_back": back_days, "held_out_ends": cut.index[-1], **{k: row[k] for k in keep}}
+
+
+def print_earlier(rows: list[dict[str, object]]) -> None:
+    table = pd.DataFrame(rows).sort_values(["trace", "days_back"])
+    with pd.option_context(
+        "display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format
+    ):
+        print(
+            "\nthe same split moved back (history cut days_back earlier, the 2 days before the cut held out):"
+        )
+        print(table.to_string(index=False))
+    gains = table["gain_vs_naive"].to_numpy(dtype=float)
+    print(
+        f"chosen vs best seasonal naive over these splits: worst {gains.min():+.1%}, mean {gains.mean():+.1%}; "
+        + "; ".join(
+            f"{level:.0%} band coverage {table[f'cov{int(level * 100)}'].min():.1%}-"
+            f"{table[f'cov{int(level * 100)}'].max():.1%}"
+            for level in LEVELS
+        )
+    )
+
+
+def main(traces: Path = TRACES, earlier_days: int = 0) -> int:
     if not traces.exists():
         print(f"no traces at {traces}: this benchmark needs ../shared/data/traces (or a folder as argument)")
         return 1
     policy = default_policy().capacity
-    rows, skipped = [], []
+    rows, skipped, moved = [], [], []
     with tempfile.TemporaryDirectory() as report_dir:
         for path in sorted(p for p in traces.iterdir() if p.is_file()):
             if path.suffix.lower() not in SUFFIXES:
@@ -91,9 +140,18 @@ def main(traces: Path = TRACES) -> int:
                 continue
             print(f"forecasting {path.name} ...", flush=True)
             try:
-                rows.append(evaluate(path, report_dir, policy))
+                series, gaps = history(path, report_dir, policy)
+                rows.append(evaluate(path, series, gaps, policy))
             except (fc.ForecastError, dq.DataQualityError, HistoryError) as exc:
                 skipped.append(f"{path.name}: skipped, {exc}")
+                continue
+            for back in range(1, earlier_days + 1):
+                print(f"forecasting {path.name}, {back} day(s) earlier ...", flush=True)
+                try:
+                    moved.append(earlier(path, series, gaps, policy, back))
+                except fc.ForecastError as exc:
+                    skipped.append(f"{path.name}, {back} day(s) earlier: skipped, {exc}")
+                    break
     if rows:
         table = pd.DataFrame(rows)
         with pd.option_context(
@@ -122,10 +180,20 @@ def main(traces: Path = TRACES) -> int:
             "fold_covNN: the same bands on each cross-validation fold, calibrated on the other folds (leave one "
             "fold out): mean [min-max] over the folds, how far one 2-day window's coverage moves on this history"
         )
+    if moved:
+        print_earlier(moved)
     for line in skipped:
         print(line)
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(Path(sys.argv[1]) if len(sys.argv) > 1 else TRACES))
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("traces", nargs="?", type=Path, default=TRACES, help="a folder of traces")
+    parser.add_argument(
+        "--earlier", type=int, default=0, metavar="K", help="also move the split back 1..K days on each trace"
+    )
+    args = parser.parse_args()
+    if args.earlier < 0:
+        parser.error(f"--earlier {args.earlier}: give a number of days >= 0 (0: the held-out split only)")
+    sys.exit(main(args.traces, args.earlier))

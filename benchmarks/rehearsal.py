@@ -50,6 +50,9 @@ rollout_risk:
   perf_deviation_rollback: 10.0
 optimization:  # a ~0.2 ms batch's P99 spread on a busy 2-core box must not decide whether the release is rehearsed
   scoring: {spread_risk_weight: 0}
+  # the serving level's knee search in 1 s steps: the rehearsal runs its wiring, not the knee's precision (with the
+  # gate's 2 s SLA each overloaded 3 s step and its drain took up to a minute)
+  serving_search: {step_duration_s: 1.0, max_steps: 8, bisect_steps: 0, warmup_s: 1.0}
 capacity:  # the wiring is rehearsed, not the forecasters (benchmarks/forecast.py scores the whole set)
   forecasters: [mstl-daily, autotheta, seasonal-naive-daily, seasonal-naive-weekly]
 monitoring:  # the slowdown is rolled back within a minute or two, not the production 5 min + Alertmanager's 1 min
