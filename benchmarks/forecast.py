@@ -91,7 +91,7 @@ def evaluate(
 
 def earlier(path: Path, series: pd.Series, gaps: int, policy: Capacity, back_days: int) -> dict[str, object]:
     """The same split with the history cut `back_days` earlier: the 2 days before the cut held out."""
-    cut = series.iloc[: len(series) - fc._windows(series, back_days)]
+    cut = series[series.index <= series.index[-1] - pd.Timedelta(days=back_days)]
     row = evaluate(path, cut, gaps, policy, prophet=False)
     keep = (
         "trace",

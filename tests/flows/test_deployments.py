@@ -18,6 +18,10 @@ from tasks.policy import Policy, load_policy
 
 ROOT = Path(__file__).resolve().parents[2]
 REHEARSAL_TIMEOUT_S = 1500
+STOP_TIMEOUT_S = 90  # what the rehearsal's `finally` takes to stop its servers
+# pytest-timeout's 900 s (pyproject) covers a test's fixture setup too: the rehearsal's own limit above must be the one
+# that ends it, with its logs in the failure (CI once killed a rehearsal at 900 s, seconds before it would have ended).
+pytestmark = pytest.mark.timeout(REHEARSAL_TIMEOUT_S + STOP_TIMEOUT_S + 60)
 
 
 @pytest.fixture(scope="module")
@@ -26,18 +30,30 @@ def rehearsal(prometheus_binary: str, tmp_path_factory: pytest.TempPathFactory) 
     env = {**os.environ, "PATH": f"{Path(prometheus_binary).parent}:{os.environ.get('PATH', '')}"}
     for key in ("PREFECT_API_URL", "INFEROPS_POLICY_FILE", "INFEROPS_DATA_DIR"):
         env.pop(key, None)  # the rehearsal sets its own; nothing of this session's leaks in
-    done = subprocess.run(
+    process = subprocess.Popen(
         [sys.executable, "benchmarks/rehearsal.py", "--json", "--workdir", str(work)],
         cwd=ROOT,
         env=env,
-        capture_output=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
         text=True,
-        timeout=REHEARSAL_TIMEOUT_S,
         stdin=subprocess.DEVNULL,
     )
+    try:
+        stdout, stderr = process.communicate(timeout=REHEARSAL_TIMEOUT_S)
+        late = ""
+    except subprocess.TimeoutExpired:
+        # SIGTERM, as CI's own timeout would: the rehearsal stops every server it started, then says where it was
+        process.terminate()
+        try:
+            stdout, stderr = process.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            stdout, stderr = process.communicate()
+        late = f"the rehearsal ran past {REHEARSAL_TIMEOUT_S} s and was stopped\n"
     logs = "\n".join(f"--- {p.name}\n{p.read_text(errors='replace')[-3000:]}" for p in work.glob("*.log"))
-    assert done.returncode == 0, f"{done.stderr[-4000:]}\n{logs}"
-    out = json.loads(done.stdout)
+    assert process.returncode == 0 and not late, f"{late}{stderr[-4000:]}\n{logs}"
+    out = json.loads(stdout)
     out["logs"] = logs
     return dict(out)
 
