@@ -44,9 +44,7 @@ def history(path: Path, report_dir: str, policy: Capacity) -> tuple[pd.Series, i
     return dq.prepare_series(raw, report, policy), report.zero_windows + report.missing_windows
 
 
-def evaluate(
-    path: Path, series: pd.Series, gaps: int, policy: Capacity, *, prophet: bool = True
-) -> dict[str, object]:
+def evaluate(path: Path, series: pd.Series, policy: Capacity, *, prophet: bool = True) -> dict[str, object]:
     """Hold out the tail, forecast it with the plan's forecaster, the seasonal naives and (`prophet`) Prophet."""
     days = len(series) * (series.index[1] - series.index[0]).total_seconds() / 86400
     if days < HOLDOUT_DAYS + policy.backtest_min_train_days:
@@ -69,7 +67,6 @@ def evaluate(
     row: dict[str, object] = {
         "trace": path.name,
         "held_out_windows": len(actual),
-        "gap_windows": gaps,
         "chosen": planning.forecaster,
         "smape_chosen": chosen,
         "best_naive": best_naive,
@@ -89,10 +86,10 @@ def evaluate(
     return row
 
 
-def earlier(path: Path, series: pd.Series, gaps: int, policy: Capacity, back_days: int) -> dict[str, object]:
+def earlier(path: Path, series: pd.Series, policy: Capacity, back_days: int) -> dict[str, object]:
     """The same split with the history cut `back_days` earlier: the 2 days before the cut held out."""
     cut = series[series.index <= series.index[-1] - pd.Timedelta(days=back_days)]
-    row = evaluate(path, cut, gaps, policy, prophet=False)
+    row = evaluate(path, cut, policy, prophet=False)
     keep = (
         "trace",
         "chosen",
@@ -132,7 +129,7 @@ def main(traces: Path = TRACES, earlier_days: int = 0) -> int:
         print(f"no traces at {traces}: this benchmark needs ../shared/data/traces (or a folder as argument)")
         return 1
     policy = default_policy().capacity
-    rows, skipped, moved = [], [], []
+    rows, gaps, skipped, moved = [], [], [], []
     with tempfile.TemporaryDirectory() as report_dir:
         for path in sorted(p for p in traces.iterdir() if p.is_file()):
             if path.suffix.lower() not in SUFFIXES:
@@ -140,20 +137,22 @@ def main(traces: Path = TRACES, earlier_days: int = 0) -> int:
                 continue
             print(f"forecasting {path.name} ...", flush=True)
             try:
-                series, gaps = history(path, report_dir, policy)
-                rows.append(evaluate(path, series, gaps, policy))
+                series, gap_windows = history(path, report_dir, policy)
+                rows.append(evaluate(path, series, policy))
+                gaps.append(gap_windows)
             except (fc.ForecastError, dq.DataQualityError, HistoryError) as exc:
                 skipped.append(f"{path.name}: skipped, {exc}")
                 continue
             for back in range(1, earlier_days + 1):
                 print(f"forecasting {path.name}, {back} day(s) earlier ...", flush=True)
                 try:
-                    moved.append(earlier(path, series, gaps, policy, back))
+                    moved.append(earlier(path, series, policy, back))
                 except fc.ForecastError as exc:
                     skipped.append(f"{path.name}, {back} day(s) earlier: skipped, {exc}")
                     break
     if rows:
         table = pd.DataFrame(rows)
+        table.insert(2, "gap_windows", gaps)
         with pd.option_context(
             "display.width", 250, "display.max_columns", 30, "display.float_format", "{:.3f}".format
         ):
