@@ -31,7 +31,6 @@ from tasks.policy import Capacity, default_policy  # noqa: E402
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 HOLDOUT_DAYS = 2.0
 LEVELS = [0.8, 0.9, 0.95]
-NAIVE = ["seasonal-naive-daily", "seasonal-naive-weekly"]
 COVERAGE_TOLERANCE = 0.05
 SUFFIXES = {".csv", ".parquet", ".pq"}
 
@@ -54,31 +53,30 @@ def evaluate(path: Path, series: pd.Series, policy: Capacity, *, prophet: bool =
         )
     train, test = fc.split_holdout(series, HOLDOUT_DAYS)
     index = pd.DatetimeIndex(test.index)
-    actual = test.to_numpy()
     started = time.perf_counter()
     planning = fc.planning_forecast(train, index, policy, levels=LEVELS)
     seconds = time.perf_counter() - started
-    # the best of the seasonal naives on the held-out tail (each needs one whole season to repeat)
-    naive_names = [n for n in NAIVE if len(train) >= fc.season_windows(train, n)]
-    others = fc.forecast_members(train, [*naive_names, *(["prophet"] if prophet else [])], index)
-    naive_scores = {n: fc.smape(actual, others[n].to_numpy()) for n in naive_names}
-    best_naive = min(naive_scores, key=naive_scores.get)
-    chosen = fc.smape(actual, planning.forecast.yhat)
+    # the plan's own check: its forecast against the best seasonal naive on the held-out tail, and its bands' coverage
+    check = fc.check_holdout(train, test, planning.forecast, COVERAGE_TOLERANCE)
+    if check is None:
+        raise fc.ForecastError(
+            f"the last {HOLDOUT_DAYS:g} days are all gaps: nothing to score the forecast on"
+        )
     row: dict[str, object] = {
         "trace": path.name,
-        "held_out_windows": len(actual),
+        "held_out_windows": check.windows,
         "chosen": planning.forecaster,
-        "smape_chosen": chosen,
-        "best_naive": best_naive,
-        "smape_naive": naive_scores[best_naive],
-        "gain_vs_naive": 1 - chosen / naive_scores[best_naive],
+        "smape_chosen": check.smape,
+        "best_naive": check.naive,
+        "smape_naive": check.naive_smape,
+        "gain_vs_naive": check.gain,
     }
     if prophet:
-        row["smape_prophet"] = fc.smape(actual, others["prophet"].to_numpy())
-    for level in LEVELS:
-        row[f"cov{int(level * 100)}"] = fc.coverage(
-            actual, planning.forecast.lower[level], planning.forecast.upper[level]
+        row["smape_prophet"] = fc.smape(
+            test.to_numpy(), fc.forecast_members(train, ["prophet"], index)["prophet"].to_numpy()
         )
+    for level in LEVELS:
+        row[f"cov{int(level * 100)}"] = check.coverage[level]
     for level in LEVELS:
         folds = list(planning.backtest.fold_coverage(level).values())
         row[f"fold_cov{int(level * 100)}"] = f"{np.mean(folds):.0%} [{min(folds):.0%}-{max(folds):.0%}]"

@@ -245,6 +245,8 @@ def plan_lines(plan: dict[str, Any]) -> list[str]:
         f"({plan['validation']['zero_windows']} outage windows masked)",
         "ray serve autoscaling: " + ", ".join(f"{k}={v}" for k, v in autoscaling.items()),
     ]
+    if plan.get("forecast_check"):
+        lines.append(f"forecast check: {plan['forecast_check']['sentence']}")
     if plan.get("replay"):
         lines.append(f"replay of the held-out tail: {plan['replay']['reason']}")
     return lines

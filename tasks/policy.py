@@ -291,6 +291,7 @@ class Capacity(_Strict):
     ensemble_size: int = Field(ge=1)
     burst_quantile: float = Field(gt=0, le=1)
     replay_holdout_days: float = Field(ge=0)
+    coverage_tolerance: float = Field(gt=0, lt=1)
 
     @model_validator(mode="after")
     def _levels_are_probabilities(self) -> Capacity:

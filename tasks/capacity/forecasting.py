@@ -23,6 +23,7 @@ BURST_PERIOD = "1h"
 TREND_TAIL_DAYS = 7.0
 SEASON_DAYS = {"daily": 1.0, "weekly": 7.0}
 WEEKLY = {"mstl-daily-weekly", "seasonal-naive-weekly"}
+NAIVE = ("seasonal-naive-daily", "seasonal-naive-weekly")
 ENSEMBLE_PREFIX = "ensemble"
 # statsforecast's `refit`: False fits each model once, on the first fold, and runs it forward over the later
 # origins (the library's cheaper cross-validation).
@@ -483,20 +484,124 @@ def split_holdout(series: pd.Series, holdout_days: float) -> tuple[pd.Series, pd
     return (series.iloc[:-n_hold], series.iloc[-n_hold:]) if n_hold else (series, series.iloc[:0])
 
 
+@dataclass(frozen=True)
+class HoldoutCheck:
+    """The planning forecast on the held-out tail, which no forecaster saw: its sMAPE against the best seasonal
+    naive's there, and the share of held-out windows inside each band. A band more than `tolerance` (policy
+    capacity.coverage_tolerance) off its level did not hold on this history."""
+
+    windows: int
+    smape: float
+    naive: str
+    naive_smape: float
+    coverage: dict[float, float]
+    tolerance: float
+
+    @property
+    def gain(self) -> float:
+        """How much lower the forecast's sMAPE is than the best seasonal naive's (negative: the naive did better)."""
+        return 1 - self.smape / self.naive_smape if self.naive_smape > 0 else 0.0
+
+    def off(self) -> dict[float, float]:
+        """Coverage minus level, for the levels more than the tolerance off (negative: the band under-covers)."""
+        return {lv: c - lv for lv, c in self.coverage.items() if abs(c - lv) > self.tolerance}
+
+    def sentence(self) -> str:
+        levels = sorted(self.coverage)
+        head = (
+            f"on the {self.windows} held-out windows the forecast's sMAPE is {self.smape:.3f} vs {self.naive_smape:.3f} "
+            f"for {self.naive} ({self.gain:+.1%}); its "
+            + "/".join(f"{lv * 100:g}" for lv in levels)
+            + "% bands covered "
+            + "/".join(f"{self.coverage[lv]:.1%}" for lv in levels)
+        )
+        off = self.off()
+        if not off:
+            return head + f", each within {self.tolerance * 100:g} points of its level"
+        under = [lv for lv, d in off.items() if d < 0]
+        over = [lv for lv, d in off.items() if d > 0]
+        parts = []
+        if under:
+            parts.append(
+                "the "
+                + "/".join(f"{lv * 100:g}" for lv in under)
+                + "% band under-covers (by "
+                + "/".join(f"{-off[lv] * 100:.1f}" for lv in under)
+                + " points): demand left it more often than its level says; read the plan at a higher confidence, "
+                "or plan on a longer history"
+            )
+        if over:
+            parts.append(
+                "the "
+                + "/".join(f"{lv * 100:g}" for lv in over)
+                + "% band over-covers (by "
+                + "/".join(f"{off[lv] * 100:.1f}" for lv in over)
+                + " points): the held-out days were calmer than the cross-validation's"
+            )
+        return head + "; " + "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "windows": self.windows,
+            "smape": self.smape,
+            "naive": self.naive,
+            "naive_smape": self.naive_smape,
+            "gain": self.gain,
+            "coverage": {f"{lv * 100:g}": c for lv, c in sorted(self.coverage.items())},
+            "sentence": self.sentence(),
+        }
+
+
+def check_holdout(
+    fit: pd.Series, holdout: pd.Series, forecast: Forecast, tolerance: float
+) -> HoldoutCheck | None:
+    """Score `forecast` (made from `fit`, starting where it ends) on the held-out windows that follow; None when
+    none of them has data."""
+    actual = holdout.to_numpy(dtype=float)
+    if not np.any(~np.isnan(actual)):
+        return None
+    index = pd.DatetimeIndex(holdout.index)
+    follows = pd.DatetimeIndex(fit.index)[-1] + pd.Timedelta(seconds=_freq_s(fit)) == index[0]
+    if not follows or not pd.DatetimeIndex(forecast.index[: len(index)]).equals(index):
+        raise ForecastError(
+            f"the held-out tail must follow the fit (ends {fit.index[-1]}) and the forecast must start at it: the tail "
+            f"starts {index[0]}, the forecast {forecast.index[0]}; pass the two parts of split_holdout"
+        )
+    n = len(index)
+    naive = forecast_members(fit, [m for m in NAIVE if len(fit) >= season_windows(fit, m)], index)
+    naive_smape = {m: smape(actual, naive[m].to_numpy()) for m in naive.columns}
+    best = min(naive_smape, key=lambda m: naive_smape[m])
+    return HoldoutCheck(
+        windows=int(np.sum(~np.isnan(actual))),
+        smape=smape(actual, forecast.yhat[:n]),
+        naive=best,
+        naive_smape=naive_smape[best],
+        coverage={
+            lv: coverage(actual, forecast.lower[lv][:n], forecast.upper[lv][:n]) for lv in forecast.lower
+        },
+        tolerance=tolerance,
+    )
+
+
 @dataclass
 class TrendAnalysis:
-    """The fit / held-out split, the planning forecast over the held-out tail and the horizon, and the trends."""
+    """The fit / held-out split, the planning forecast over the held-out tail and the horizon, the trends, and the
+    forecast checked on the held-out tail (None when nothing is held out)."""
 
     fit: pd.Series
     holdout: pd.Series
     planning: PlanningForecast
     trends: Trends
+    check: HoldoutCheck | None = None
 
 
 def analyse_history(series: pd.Series, policy: Capacity, holdout_days: float | None = None) -> TrendAnalysis:
-    """Hold out the tail, backtest the forecasters, forecast the tail and the horizon with the winner, measure
-    trends on the fit. `holdout_days` defaults to policy capacity.replay_holdout_days."""
+    """Hold out the tail, backtest the forecasters, forecast the tail and the horizon with the winner, check it on
+    the tail, measure trends on the fit. `holdout_days` defaults to policy capacity.replay_holdout_days."""
     holdout_days = holdout_days if holdout_days is not None else policy.replay_holdout_days
     fit, holdout = split_holdout(series, holdout_days)
     planning = planning_forecast(fit, future_index(fit, holdout_days + policy.horizon_days), policy)
-    return TrendAnalysis(fit, holdout, planning, analyse_trends(fit, planning.forecast, policy))
+    check = (
+        check_holdout(fit, holdout, planning.forecast, policy.coverage_tolerance) if len(holdout) else None
+    )
+    return TrendAnalysis(fit, holdout, planning, analyse_trends(fit, planning.forecast, policy), check)

@@ -703,6 +703,7 @@ def plan_output(
         "autoscaling": decision.autoscaling.ray_config(),
         "replay": asdict(decision.replay) if decision.replay else None,
         "forecaster": analysis.planning.forecaster,
+        "forecast_check": analysis.check.to_dict() if analysis.check else None,
         "validation": {
             "verdict": report.verdict,
             "report_path": report.report_path,
@@ -734,6 +735,11 @@ def _trend_values(analysis: TrendAnalysis) -> dict[str, float]:
     return {k: v for k, v in asdict(analysis.trends).items() if isinstance(v, float)}
 
 
+def _check_markdown(analysis: TrendAnalysis) -> list[str]:
+    """The forecast checked on the held-out tail, as a markdown bullet (none when nothing was held out)."""
+    return [f"- forecast check: {analysis.check.sentence()}"] if analysis.check else []
+
+
 def _backtest_markdown(analysis: TrendAnalysis) -> list[str]:
     rows = analysis.planning.backtest.table()
     if not rows:
@@ -756,6 +762,7 @@ def render_trends_markdown(report: ValidationReport, analysis: TrendAnalysis, sy
         "",
         f"- history: `{report.source}` (validation: {report.verdict}: {report.reason})",
         f"- forecaster: {analysis.planning.backtest.reason}",
+        *_check_markdown(analysis),
         "- trends: " + ", ".join(f"{k} {v:.3g}" for k, v in _trend_values(analysis).items()),
     ]
     return "\n".join(lines + _backtest_markdown(analysis)) + "\n"
@@ -767,6 +774,7 @@ def trends_output(report: ValidationReport, analysis: TrendAnalysis) -> dict[str
         "stage": "trends",
         "forecaster": analysis.planning.forecaster,
         "forecaster_reason": analysis.planning.backtest.reason,
+        "forecast_check": analysis.check.to_dict() if analysis.check else None,
         "backtest": analysis.planning.backtest.table(),
         "trends": _trend_values(analysis),
         "validation": {"verdict": report.verdict, "report_path": report.report_path},
@@ -811,6 +819,7 @@ def render_plan_markdown(
         f"- history: `{report.source}` (validation: {report.verdict}: {report.reason})",
         f"- capacity per replica: {knee.knee_rps:g} req/s at the SLA ({knee.source}; {knee.reason or 'explicit'})",
         f"- forecaster: {analysis.planning.backtest.reason}",
+        *_check_markdown(analysis),
         "- trends: " + ", ".join(f"{k} {v:.3g}" for k, v in trends.items()),
         f"- strategy: **{strategy.strategy}** (expansion {strategy.expansion[0]:+.0%}..{strategy.expansion[1]:+.0%}) — {strategy.reason}",
         f"- recommendation: **{rec.units} x {rec.option}** ({rec.label}), ${rec.monthly_cost:,.0f}/month — {rec.reason}",

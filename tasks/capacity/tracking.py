@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from tasks.capacity.data_quality import ValidationReport
-from tasks.capacity.forecasting import BacktestResult, TrendAnalysis
+from tasks.capacity.forecasting import BacktestResult, HoldoutCheck, TrendAnalysis
 from tasks.capacity.history import Coverage
 from tasks.capacity.plan import (
     KneeReading,
@@ -40,6 +40,17 @@ def backtest_metrics(backtest: BacktestResult) -> dict[str, float]:
             metrics[f"chosen_fold_coverage_{int(level * 100)}_mean"] = float(np.mean(folds))
             metrics[f"chosen_fold_coverage_{int(level * 100)}_min"] = min(folds)
     return metrics
+
+
+def holdout_metrics(check: HoldoutCheck) -> dict[str, float]:
+    """The forecast on the held-out tail: its sMAPE, the best seasonal naive's, and each band's coverage (level in
+    percent in the name)."""
+    metrics = {
+        "holdout_smape": check.smape,
+        "holdout_naive_smape": check.naive_smape,
+        "holdout_gain": check.gain,
+    }
+    return metrics | {f"holdout_coverage_{int(round(lv * 100))}": c for lv, c in check.coverage.items()}
 
 
 def coverage_params(coverage: Coverage | None) -> dict[str, Any]:
@@ -81,6 +92,8 @@ def plan_record(
         "missing_windows": report.missing_windows,
         **backtest_metrics(planning.backtest),
     }
+    if analysis.check is not None:
+        metrics |= holdout_metrics(analysis.check)
     if decision.replay is not None:
         metrics["replay_exceed_share"] = decision.replay.exceed_share
         metrics["replay_idle_cost"] = decision.replay.idle_cost

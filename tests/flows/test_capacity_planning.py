@@ -67,6 +67,11 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
     assert rec["units"] >= rec["covering_units"] >= 1
     assert result["autoscaling"]["max_replicas"] == rec["units"]
     assert result["replay"] is not None and 0.0 <= result["replay"]["exceed_share"] <= 1.0
+    check = result[
+        "forecast_check"
+    ]  # the forecast on the held-out tail, beside the best seasonal naive there
+    assert set(check["coverage"]) == {"80", "90", "95"} and check["naive"].startswith("seasonal-naive-")
+    assert f"forecast check: on the {check['windows']} held-out windows" in shown
     assert {row["option"] for row in result["plan_table"]} == {"current-replica", "V100", "A100", "H100"}
     for key in ("capacity-validation", "capacity-plan", "capacity-plan-table", "capacity-backtest"):
         assert Artifact.get(key) is not None, key
@@ -91,6 +96,8 @@ def test_flow_on_synthetic_history(prefect_harness: None, tiny_onnx: Path) -> No
     run = client.get_run(result["mlflow_run_id"])
     assert client.get_experiment(run.info.experiment_id).name == names.CAPACITY_EXPERIMENT
     assert run.data.metrics["recommended_units"] == rec["units"]
+    assert run.data.metrics["holdout_coverage_95"] == pytest.approx(check["coverage"]["95"])
+    assert run.data.metrics["holdout_smape"] == pytest.approx(check["smape"])
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {
         "forecast.png",

@@ -3,6 +3,7 @@ the best seasonal naive and the coverage of its conformal bands on the held-out 
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -83,17 +84,14 @@ def test_on_real_traces_the_plan_forecast_beats_the_best_seasonal_naive(trace: s
     train, test = fc.split_holdout(series, 2.0)
     index = pd.DatetimeIndex(test.index)
     planning = fc.planning_forecast(train, index, POLICY, levels=LEVELS)
-    actual = test.to_numpy()
+    check = fc.check_holdout(train, test, planning.forecast, POLICY.coverage_tolerance)
+    assert check is not None and check.windows == int(test.notna().sum())
+    # the check scores against both seasonal naives, fit on the same history
     naive = fc.forecast_members(train, ["seasonal-naive-daily", "seasonal-naive-weekly"], index)
-    best_naive = min(fc.smape(actual, naive[c].to_numpy()) for c in naive.columns)
-    chosen = fc.smape(actual, planning.forecast.yhat)
-    covered = {
-        lv: round(fc.coverage(actual, planning.forecast.lower[lv], planning.forecast.upper[lv]), 3)
-        for lv in LEVELS
-    }
-    print(f"{trace}: {planning.backtest.reason}; sMAPE {chosen:.3f} vs naive {best_naive:.3f}; {covered}")
-    assert chosen <= best_naive, (planning.backtest.reason, chosen, best_naive)
-    assert abs(covered[0.95] - 0.95) <= 0.05, covered
+    assert check.naive_smape == min(fc.smape(test.to_numpy(), naive[c].to_numpy()) for c in naive.columns)
+    print(f"{trace}: {planning.backtest.reason}; {check.sentence()}")
+    assert check.smape <= check.naive_smape, (planning.backtest.reason, check.sentence())
+    assert abs(check.coverage[0.95] - 0.95) <= 0.05, check.sentence()
     assert planning.forecaster == planning.backtest.winner and planning.forecaster.startswith("ensemble(")
 
 
@@ -124,3 +122,60 @@ def test_split_holdout_takes_the_tail_in_whole_windows() -> None:
     assert fit.index[-1] + pd.Timedelta(seconds=600) == holdout.index[0] and holdout.index[-1] == idx[-1]
     fit, holdout = fc.split_holdout(series, 0.0)
     assert len(fit) == len(series) and holdout.empty
+
+
+def daily_cycle(days: int, seed: int = 0) -> pd.Series:
+    """A daily sine around 100 req/s with 2% noise, 10-minute windows."""
+    idx = pd.date_range("2024-01-01", periods=144 * days, freq="600s")
+    rng = np.random.default_rng(seed)
+    values = 100.0 + 40.0 * np.sin(np.arange(len(idx)) * 2 * np.pi / 144)
+    return pd.Series(values * (1 + 0.02 * rng.standard_normal(len(idx))), index=idx)
+
+
+def test_the_holdout_check_scores_the_forecast_against_yesterday_repeated() -> None:
+    """Eight days: the daily seasonal naive is the only naive that has a whole season to repeat, so the check
+    compares the plan's forecast with the fit's last day, repeated over the two held-out days."""
+    series = daily_cycle(8)
+    analysis = fc.analyse_history(series, POLICY, holdout_days=2.0)
+    check = analysis.check
+    assert check is not None and check.windows == 288 and check.naive == "seasonal-naive-daily"
+    yesterday = np.tile(analysis.fit.to_numpy()[-144:], 2)
+    assert check.naive_smape == pytest.approx(fc.smape(analysis.holdout.to_numpy(), yesterday))
+    assert set(check.coverage) == set(POLICY.confidence_levels)
+    assert check.to_dict()["coverage"].keys() == {"80", "90", "95"}
+
+
+def test_a_holdout_at_twice_the_level_is_reported_as_under_covered() -> None:
+    """Demand doubles on the held-out days: the bands, calibrated on days like the history, hold almost none of
+    them, and the sentence says so and what to do."""
+    series = daily_cycle(10)
+    series.iloc[-288:] *= 2.0
+    check = fc.analyse_history(series, POLICY, holdout_days=2.0).check
+    assert check is not None
+    assert check.coverage[0.95] < 0.2 and check.gain < 0.2
+    assert set(check.off()) == set(POLICY.confidence_levels) and all(d < 0 for d in check.off().values())
+    assert "80/90/95% band under-covers" in check.sentence() and "higher confidence" in check.sentence()
+
+
+def test_the_holdout_check_says_which_band_is_off_and_which_way() -> None:
+    check = fc.HoldoutCheck(288, 0.2, "seasonal-naive-weekly", 0.25, {0.8: 0.92, 0.9: 0.93, 0.95: 0.8}, 0.05)
+    assert check.gain == pytest.approx(0.2)
+    assert check.off() == pytest.approx({0.8: 0.12, 0.95: -0.15})
+    sentence = check.sentence()
+    assert "the 95% band under-covers (by 15.0 points)" in sentence
+    assert "the 80% band over-covers (by 12.0 points)" in sentence
+    calm = fc.HoldoutCheck(288, 0.2, "seasonal-naive-daily", 0.25, {0.8: 0.82, 0.9: 0.88}, 0.05)
+    assert calm.off() == {} and calm.sentence().endswith("each within 5 points of its level")
+
+
+def test_nothing_held_out_or_only_gaps_held_out_gives_no_check() -> None:
+    series = daily_cycle(8)
+    assert fc.analyse_history(series, POLICY, holdout_days=0.0).check is None
+    fit, holdout = fc.split_holdout(series, 1.0)
+    planning = fc.planning_forecast(fit, pd.DatetimeIndex(holdout.index), POLICY)
+    assert fc.check_holdout(fit, holdout * np.nan, planning.forecast, 0.05) is None
+    with pytest.raises(fc.ForecastError, match="must follow the fit"):
+        fc.check_holdout(fit.iloc[:-1], holdout, planning.forecast, 0.05)
+    later = dataclasses.replace(planning.forecast, index=planning.forecast.index + pd.Timedelta(minutes=10))
+    with pytest.raises(fc.ForecastError, match="the forecast must start at it"):
+        fc.check_holdout(fit, holdout, later, 0.05)

@@ -31,7 +31,8 @@ def planned() -> tuple[
     score = fc.CandidateScore(name, 0.1, 0.5, 1)
     backtest = fc.BacktestResult({name: score}, name, None, 0.0, 1.0, 1, "the only candidate", half_widths)
     planning = fc.PlanningForecast(backtest, forecast, members, name)
-    analysis = fc.TrendAnalysis(fit, holdout, planning, fc.analyse_trends(fit, forecast, POLICY))
+    check = fc.check_holdout(fit, holdout, forecast, POLICY.coverage_tolerance)
+    analysis = fc.TrendAnalysis(fit, holdout, planning, fc.analyse_trends(fit, forecast, POLICY), check)
     knee = cap.KneeReading("m", 20.0, "test")
     options = [cap.replica_option(knee, 1.0)]
     plans = cap.expansion_plans(
@@ -57,6 +58,8 @@ def test_plan_record_holds_the_plan(planned) -> None:
     rec = decision.recommendation
     markdown = cap.render_plan_markdown(report, knee, analysis, decision, [cap.replica_option(knee, 1.0)])
     assert markdown.startswith("# Capacity plan") and "replay check" in markdown
+    # the sine repeats exactly: yesterday is the forecast, every held-out window inside every band
+    assert "- forecast check: on the 144 held-out windows the forecast's sMAPE is 0.000" in markdown
     record = tracking.plan_record(report, analysis, knee, decision, markdown, cap.plan_table(plans), POLICY)
     try:
         assert (record.name, record.experiment) == ("capacity-plan", "inferops-capacity")
@@ -80,6 +83,9 @@ def test_plan_record_holds_the_plan(planned) -> None:
         )
         assert record.metrics["chosen_smape"] == 0.1 and record.metrics["chosen_half_width_95"] == 0.2
         assert record.metrics["replay_exceed_share"] == decision.replay.exceed_share
+        assert record.metrics["holdout_smape"] == pytest.approx(0.0, abs=1e-9)
+        assert record.metrics["holdout_naive_smape"] == pytest.approx(0.0, abs=1e-9)
+        assert [record.metrics[f"holdout_coverage_{p}"] for p in (80, 90, 95)] == [1.0, 1.0, 1.0]
         assert record.texts == {"capacity_plan.md": markdown}
         assert record.dicts["ray_serve_autoscaling.json"] == decision.autoscaling.ray_config()
         assert set(record.tables) == {"plan_table.json", "backtest.json"}
