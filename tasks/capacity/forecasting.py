@@ -525,16 +525,16 @@ class HoldoutCheck:
             parts.append(
                 "the "
                 + "/".join(f"{lv * 100:g}" for lv in under)
-                + "% band under-covers (by "
+                + ("% bands under-cover (by " if len(under) > 1 else "% band under-covers (by ")
                 + "/".join(f"{-off[lv] * 100:.1f}" for lv in under)
-                + " points): demand left it more often than its level says; read the plan at a higher confidence, "
+                + " points): demand fell outside more often than the level says; read the plan at a higher confidence, "
                 "or plan on a longer history"
             )
         if over:
             parts.append(
                 "the "
                 + "/".join(f"{lv * 100:g}" for lv in over)
-                + "% band over-covers (by "
+                + ("% bands over-cover (by " if len(over) > 1 else "% band over-covers (by ")
                 + "/".join(f"{off[lv] * 100:.1f}" for lv in over)
                 + " points): the held-out days were calmer than the cross-validation's"
             )
@@ -568,7 +568,13 @@ def check_holdout(
             f"starts {index[0]}, the forecast {forecast.index[0]}; pass the two parts of split_holdout"
         )
     n = len(index)
-    naive = forecast_members(fit, [m for m in NAIVE if len(fit) >= season_windows(fit, m)], index)
+    repeatable = [m for m in NAIVE if len(fit) >= season_windows(fit, m)]
+    if not repeatable:
+        raise ForecastError(
+            f"the fit ({len(fit)} windows) is shorter than a day: no seasonal naive to check the forecast against; "
+            "collect more history"
+        )
+    naive = forecast_members(fit, repeatable, index)
     naive_smape = {m: smape(actual, naive[m].to_numpy()) for m in naive.columns}
     best = min(naive_smape, key=lambda m: naive_smape[m])
     return HoldoutCheck(

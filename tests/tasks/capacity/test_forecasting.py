@@ -154,7 +154,7 @@ def test_a_holdout_at_twice_the_level_is_reported_as_under_covered() -> None:
     assert check is not None
     assert check.coverage[0.95] < 0.2 and check.gain < 0.2
     assert set(check.off()) == set(POLICY.confidence_levels) and all(d < 0 for d in check.off().values())
-    assert "80/90/95% band under-covers" in check.sentence() and "higher confidence" in check.sentence()
+    assert "80/90/95% bands under-cover" in check.sentence() and "higher confidence" in check.sentence()
 
 
 def test_the_holdout_check_says_which_band_is_off_and_which_way() -> None:
@@ -176,6 +176,8 @@ def test_nothing_held_out_or_only_gaps_held_out_gives_no_check() -> None:
     assert fc.check_holdout(fit, holdout * np.nan, planning.forecast, 0.05) is None
     with pytest.raises(fc.ForecastError, match="must follow the fit"):
         fc.check_holdout(fit.iloc[:-1], holdout, planning.forecast, 0.05)
+    with pytest.raises(fc.ForecastError, match="shorter than a day"):
+        fc.check_holdout(fit.iloc[-100:], holdout, planning.forecast, 0.05)
     later = dataclasses.replace(planning.forecast, index=planning.forecast.index + pd.Timedelta(minutes=10))
     with pytest.raises(fc.ForecastError, match="the forecast must start at it"):
         fc.check_holdout(fit, holdout, later, 0.05)
