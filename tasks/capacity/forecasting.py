@@ -518,26 +518,20 @@ class HoldoutCheck:
         off = self.off()
         if not off:
             return head + f", each within {self.tolerance * 100:g} points of its level"
-        under = [lv for lv, d in off.items() if d < 0]
-        over = [lv for lv, d in off.items() if d > 0]
+        why = {
+            "under": "demand fell outside more often than the level says; read the plan at a higher confidence, or plan "
+            "on a longer history",
+            "over": "the held-out days were calmer than the cross-validation's",
+        }
         parts = []
-        if under:
-            parts.append(
-                "the "
-                + "/".join(f"{lv * 100:g}" for lv in under)
-                + ("% bands under-cover (by " if len(under) > 1 else "% band under-covers (by ")
-                + "/".join(f"{-off[lv] * 100:.1f}" for lv in under)
-                + " points): demand fell outside more often than the level says; read the plan at a higher confidence, "
-                "or plan on a longer history"
-            )
-        if over:
-            parts.append(
-                "the "
-                + "/".join(f"{lv * 100:g}" for lv in over)
-                + ("% bands over-cover (by " if len(over) > 1 else "% band over-covers (by ")
-                + "/".join(f"{off[lv] * 100:.1f}" for lv in over)
-                + " points): the held-out days were calmer than the cross-validation's"
-            )
+        for way, why_so in why.items():
+            levels = [lv for lv, d in off.items() if (d < 0) == (way == "under")]
+            if levels:
+                verb = f"bands {way}-cover" if len(levels) > 1 else f"band {way}-covers"
+                parts.append(
+                    f"the {'/'.join(f'{lv * 100:g}' for lv in levels)}% {verb} (by "
+                    f"{'/'.join(f'{abs(off[lv]) * 100:.1f}' for lv in levels)} points): {why_so}"
+                )
         return head + "; " + "; ".join(parts)
 
     def to_dict(self) -> dict[str, Any]:
