@@ -31,7 +31,6 @@ from tasks.policy import Capacity, default_policy  # noqa: E402
 TRACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "traces"
 HOLDOUT_DAYS = 2.0
 LEVELS = [0.8, 0.9, 0.95]
-COVERAGE_TOLERANCE = 0.05
 SUFFIXES = {".csv", ".parquet", ".pq"}
 
 
@@ -57,7 +56,7 @@ def evaluate(path: Path, series: pd.Series, policy: Capacity, *, prophet: bool =
     planning = fc.planning_forecast(train, index, policy, levels=LEVELS)
     seconds = time.perf_counter() - started
     # the plan's own check: its forecast against the best seasonal naive on the held-out tail, and its bands' coverage
-    check = fc.check_holdout(train, test, planning.forecast, COVERAGE_TOLERANCE)
+    check = fc.check_holdout(train, test, planning.forecast, policy.coverage_tolerance)
     if check is None:
         raise fc.ForecastError(
             f"the last {HOLDOUT_DAYS:g} days are all gaps: nothing to score the forecast on"
@@ -163,15 +162,15 @@ def main(traces: Path = TRACES, earlier_days: int = 0) -> int:
         for level in LEVELS:
             cov = table[f"cov{int(level * 100)}"].to_numpy(dtype=float)
             off = np.abs(cov - level).max()
-            verdict = "within" if off <= COVERAGE_TOLERANCE else "outside"
+            verdict = "within" if off <= policy.coverage_tolerance else "outside"
             # every held-out window of every trace together: the band's calibration over all that was forecast
             pooled = float(np.average(cov, weights=table["held_out_windows"].to_numpy(dtype=float)))
             pooled_off = abs(pooled - level)
             print(
                 f"{level:.0%} band: coverage {', '.join(f'{c:.1%}' for c in cov)}; worst trace {off * 100:.1f} points "
-                f"off ({verdict} {COVERAGE_TOLERANCE * 100:g}); all held-out windows together {pooled:.1%}, "
-                f"{pooled_off * 100:.1f} points off ({'within' if pooled_off <= COVERAGE_TOLERANCE else 'outside'} "
-                f"{COVERAGE_TOLERANCE * 100:g})"
+                f"off ({verdict} {policy.coverage_tolerance * 100:g}); all held-out windows together {pooled:.1%}, "
+                f"{pooled_off * 100:.1f} points off ({'within' if pooled_off <= policy.coverage_tolerance else 'outside'} "
+                f"{policy.coverage_tolerance * 100:g})"
             )
         print(
             "fold_covNN: the same bands on each cross-validation fold, calibrated on the other folds (leave one "
