@@ -550,7 +550,7 @@ def check_holdout(
     fit: pd.Series, holdout: pd.Series, forecast: Forecast, tolerance: float
 ) -> HoldoutCheck | None:
     """Score `forecast` (made from `fit`, starting where it ends) on the held-out windows that follow; None when
-    none of them has data."""
+    there are none or none of them has data."""
     actual = holdout.to_numpy(dtype=float)
     if not np.any(~np.isnan(actual)):
         return None
@@ -601,7 +601,6 @@ def analyse_history(series: pd.Series, policy: Capacity, holdout_days: float | N
     holdout_days = holdout_days if holdout_days is not None else policy.replay_holdout_days
     fit, holdout = split_holdout(series, holdout_days)
     planning = planning_forecast(fit, future_index(fit, holdout_days + policy.horizon_days), policy)
-    check = (
-        check_holdout(fit, holdout, planning.forecast, policy.coverage_tolerance) if len(holdout) else None
-    )
+    # None when nothing is held out, or only gaps
+    check = check_holdout(fit, holdout, planning.forecast, policy.coverage_tolerance)
     return TrendAnalysis(fit, holdout, planning, analyse_trends(fit, planning.forecast, policy), check)
